@@ -1,0 +1,5 @@
+import sys
+
+from llf_recipes.cli import main
+
+sys.exit(main())

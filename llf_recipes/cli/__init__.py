@@ -1,0 +1,48 @@
+"""`llf-recipes`: a thin dispatcher over one module per verb."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from llf_recipes import __version__
+from llf_recipes.errors import LlfError
+
+# verb -> module under llf_recipes.cli; each module has `add_parser(subparsers)` and `main(args) -> int`.
+VERBS = {
+    "list": "ls",
+    "show": "show",
+    "cp": "cp",
+    "render": "render",
+    "validate": "validate",
+    "run": "run",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llf-recipes",
+        description="Reproducible LLaMA-Factory fine-tuning: recipes rendered for your hardware, validated, run.",
+        epilog="Run `llf-recipes VERB --help` for a verb's options and examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"llf-recipes {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for module in VERBS.values():
+        importlib.import_module(f"llf_recipes.cli.{module}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LlfError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `llf-recipes render ... | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

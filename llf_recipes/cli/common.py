@@ -1,0 +1,71 @@
+"""Options and printing shared by several verbs."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+
+from llf_recipes.catalog import Catalog
+from llf_recipes.hardware import HostLayout, default_layout, parse_gpus, parse_hostfile
+from llf_recipes.schema.rules import RULES, Finding
+
+
+def formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def add_verb(sub, name: str, help: str, examples: str) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog="examples:\n" + textwrap.indent(textwrap.dedent(examples).strip(), "  "),
+        formatter_class=formatter,
+    )
+
+
+def add_catalog_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe-dir", action="append", default=[], metavar="DIR",
+                   help="also look for recipes in DIR (shadows bundled and project recipes of the same name)")
+
+
+def catalog_from(args: argparse.Namespace) -> Catalog:
+    return Catalog.discover(recipe_dirs=args.recipe_dir)
+
+
+def add_layout_args(p: argparse.ArgumentParser, hostfile_help: str = "DeepSpeed-style hostfile (`host slots=N`) or a bundled name") -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--gpus", metavar="LIST", help="devices on this machine, e.g. 0,1 (default: one device)")
+    g.add_argument("--hostfile", metavar="FILE", help=hostfile_help)
+    p.add_argument("--device", choices=("cuda", "npu", "cpu"), default="cuda",
+                   help="accelerator kind: npu uses ASCEND_RT_VISIBLE_DEVICES (default: cuda)")
+    p.add_argument("--master-port", type=int, default=None, metavar="PORT", help="rendezvous port (default: 29500)")
+
+
+def layout_from(args: argparse.Namespace, catalog: Catalog) -> HostLayout:
+    if getattr(args, "hostfile", None):
+        layout = parse_hostfile(catalog.hostfile(args.hostfile), device=args.device)
+    elif getattr(args, "gpus", None):
+        layout = parse_gpus(args.gpus, device=args.device)
+    else:
+        layout = default_layout(args.device)
+    if getattr(args, "master_port", None):
+        from dataclasses import replace
+
+        layout = replace(layout, master_port=args.master_port)
+    return layout
+
+
+def add_override_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe variable or a config key (STAGE.key for one stage; ~key removes a key); "
+                        "values are typed as YAML scalars")
+    p.add_argument("--allow", action="append", default=[], choices=RULES, metavar="RULE",
+                   help="turn a validation rule's error into a warning (e.g. pref-loss-fallback)")
+
+
+def print_findings(findings: list[Finding], stream=None) -> None:
+    import sys
+
+    for f in findings:
+        print(f.format(), file=stream or sys.stderr)

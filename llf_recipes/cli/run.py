@@ -1,0 +1,117 @@
+"""`llf-recipes run NAME`: render, validate, write and launch each stage; `--dry-run` prints the plan."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from llf_recipes.cli.common import (
+    add_catalog_args, add_layout_args, add_override_args, add_verb, catalog_from, layout_from, print_findings,
+)
+from llf_recipes.errors import LlfError
+from llf_recipes.launch import NCCL_PRESETS, StagePlan, execute_local, plan_stage
+from llf_recipes.render import Overrides, Renderer, write_stage
+from llf_recipes.validation import errors, validate_stage
+
+
+def add_parser(sub) -> None:
+    p = add_verb(sub, "run", "run a recipe's stages with llamafactory-cli (or print the plan with --dry-run)", """
+        llf-recipes run sft-huanhuan --gpus 0,1 --dry-run
+        llf-recipes run zhihu --hostfile 2node-8gpu --dry-run --json
+        llf-recipes run zhihu --from dpo --gpus 0,1,2,3
+        llf-recipes run sft-huanhuan --gpus 0 --set num_train_epochs=1 --output-root /data/saves
+    """)
+    p.add_argument("name", help="recipe name or path to a recipe file")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--stage", help="run only this stage")
+    which.add_argument("--from", dest="from_stage", metavar="STAGE", help="run this stage and every later one")
+    p.add_argument("--dry-run", action="store_true", help="print, per stage and node, the files, argv and environment; run nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
+    p.add_argument("--output-root", metavar="DIR", help="where stage outputs go (default: saves/)")
+    p.add_argument("--nccl", choices=sorted(NCCL_PRESETS), help="NCCL environment preset for multi-node runs")
+    add_layout_args(p)
+    add_override_args(p)
+    add_catalog_args(p)
+    p.set_defaults(func=main)
+
+
+def selected_stages(recipe, stage: str | None, from_stage: str | None) -> list[str]:
+    names = [s.name for s in recipe.stages]
+    if stage:
+        return [recipe.stage(stage).name]
+    if from_stage:
+        return names[recipe.stage(from_stage).index:]
+    return names
+
+
+def build_plans(args, catalog) -> tuple[list[StagePlan], list]:
+    recipe = catalog.recipe(args.name)
+    layout = layout_from(args, catalog)
+    overrides = list(args.overrides)
+    if args.output_root:
+        overrides.insert(0, f"output_root={args.output_root}")
+    renderer = Renderer(recipe, layout, Overrides.parse(overrides, recipe), catalog)
+    rendered = renderer.render_all(selected_stages(recipe, args.stage, args.from_stage))
+    findings = [f for r in rendered for f in validate_stage(r, catalog, set(args.allow))]
+    return [plan_stage(r, nccl=args.nccl) for r in rendered], findings
+
+
+def plan_json(plans: list[StagePlan]) -> list[dict]:
+    return [
+        {
+            "stage": p.stage,
+            "verb": p.rendered.verb,
+            "output_dir": p.rendered.output_dir,
+            "needs": p.rendered.needs,
+            "files": [str(f) for f in p.files],
+            "torchrun": p.torchrun,
+            "nodes": [{"node_rank": c.node_rank, "host": c.host, "argv": list(c.argv), "env": c.env} for c in p.commands],
+            "config": p.rendered.config,
+        }
+        for p in plans
+    ]
+
+
+def print_plan(plans: list[StagePlan]) -> None:
+    layout = plans[0].rendered.layout
+    print(f"# {plans[0].rendered.recipe.name}: {len(plans)} stage(s) on {layout.describe()} ({layout.source})")
+    for i, p in enumerate(plans, 1):
+        reads = f", reads {', '.join(p.rendered.needs)}" if p.rendered.needs else ""
+        print(f"\n[{i}/{len(plans)}] stage {p.stage}: llamafactory-cli {p.rendered.verb} -> {p.rendered.output_dir}{reads}")
+        for f in p.files:
+            print(f"  write {f}")
+        for c in p.commands:
+            print(f"  node {c.node_rank} ({c.host}):")
+            for k, v in c.env.items():
+                print(f"    {k}={v}")
+            print(f"    argv: {json.dumps(list(c.argv))}")
+
+
+def main(args) -> int:
+    catalog = catalog_from(args)
+    plans, findings = build_plans(args, catalog)
+    print_findings(findings)
+    if errors(findings):
+        print(f"not run: {len(errors(findings))} validation error(s)", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        if args.json:
+            print(json.dumps(plan_json(plans), indent=2, ensure_ascii=False))
+        else:
+            print_plan(plans)
+        return 0
+    for p in plans:
+        if len(p.commands) > 1:
+            raise LlfError(
+                f"stage {p.stage} spans {len(p.commands)} nodes; this version launches single-node runs only",
+                fix="use --dry-run to print each node's command and start them on their hosts",
+            )
+    for i, p in enumerate(plans, 1):
+        write_stage(p.rendered, p.config_path)
+        log = p.config_path.parent / f"llf-{p.stage}.log"
+        print(f"[{i}/{len(plans)}] stage {p.stage}: {' '.join(p.commands[0].argv)}  (log: {log})", flush=True)
+        code = execute_local(p, log)
+        if code != 0:
+            print(f"error: stage {p.stage} failed with exit code {code}; log: {log}", file=sys.stderr)
+            return code
+    return 0

@@ -1,0 +1,102 @@
+"""`llf-recipes validate`: every stage of every named recipe on every layout, before a GPU is touched."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from llf_recipes import yamlio
+from llf_recipes.cli.common import (
+    add_catalog_args, add_layout_args, add_override_args, add_verb, catalog_from, layout_from, print_findings,
+)
+from llf_recipes.errors import LlfError
+from llf_recipes.hardware import parse_hostfile
+from llf_recipes.render import Overrides, Renderer
+from llf_recipes.schema.rules import LaunchInfo, validate_config
+from llf_recipes.validation import dataset_entries, errors, validate_stage
+
+
+def add_parser(sub) -> None:
+    p = add_verb(sub, "validate", "validate recipes (or a plain LLaMA-Factory YAML) against LLaMA-Factory 0.9.5", """
+        llf-recipes validate sft-huanhuan
+        llf-recipes validate --all --all-hostfiles          # what CI runs: every recipe on every layout
+        llf-recipes validate zhihu --hostfile my-cluster.txt
+        llf-recipes validate my_config.yaml                 # a hand-written llamafactory-cli YAML
+        llf-recipes validate dpo-ultrafeedback --set pref_loss=hinge --allow pref-loss-fallback
+    """)
+    p.add_argument("names", nargs="*", metavar="NAME", help="recipe names, recipe files, or LLaMA-Factory YAML files")
+    p.add_argument("--all", action="store_true", help="every recipe in the catalog")
+    p.add_argument("--all-hostfiles", action="store_true", help="every bundled and project hostfile")
+    p.add_argument("--verb", choices=("train", "export", "chat", "api"), help="for a plain YAML: the llamafactory-cli verb (default: guessed)")
+    add_layout_args(p)
+    add_override_args(p)
+    add_catalog_args(p)
+    p.set_defaults(func=main)
+
+
+def _is_plain_config(path: Path) -> bool:
+    if path.suffix not in (".yaml", ".yml", ".json") or not path.is_file():
+        return False
+    head = path.read_text(encoding="utf-8").split("\n---", 1)[0]
+    return "stages:" not in head
+
+
+def validate_plain(path: Path, args, catalog) -> int:
+    config = yamlio.load(path.read_text(encoding="utf-8"), where=str(path)) or {}
+    if not isinstance(config, dict):
+        raise LlfError("a LLaMA-Factory config must be a mapping of keys", where=str(path))
+    verb = args.verb or ("export" if "export_dir" in config else "train")
+    torchrun = os.environ.get("FORCE_TORCHRUN", "").lower() in ("1", "true", "y") or bool(args.gpus and "," in args.gpus) or bool(args.hostfile)
+    findings = validate_config(
+        config, verb, stage=path.name, datasets=dataset_entries(catalog, config.get("dataset_dir", "data")),
+        launch=LaunchInfo(torchrun=torchrun), allow=set(args.allow),
+    )
+    print_findings(findings)
+    if errors(findings):
+        return 1
+    print(f"ok: {path} ({verb}, {len(config)} keys)")
+    return 0
+
+
+def main(args) -> int:
+    catalog = catalog_from(args)
+    started = time.perf_counter()
+    plain = [Path(n) for n in args.names if _is_plain_config(Path(n))]
+    names = [n for n in args.names if Path(n) not in plain]
+    status = 0
+    for path in plain:
+        status |= validate_plain(path, args, catalog)
+    if args.all:
+        names = catalog.recipe_names()
+    if not names:
+        if not plain:
+            raise LlfError("nothing to validate", fix="name recipes, or pass --all")
+        return status
+    if args.all_hostfiles:
+        layouts = [parse_hostfile(p, device=args.device) for p in catalog.hostfile_paths.values()]
+    else:
+        layouts = [layout_from(args, catalog)]
+    checked = failed = 0
+    for name in names:
+        recipe = catalog.recipe(name)
+        for layout in layouts:
+            label = f"{recipe.name} @ {layout.source} ({layout.describe()})"
+            try:
+                rendered = Renderer(recipe, layout, Overrides.parse(args.overrides, recipe), catalog).render_all()
+            except LlfError as exc:
+                print(f"FAIL {label}\nerror: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            for r in rendered:
+                checked += 1
+                findings = validate_stage(r, catalog, set(args.allow))
+                print_findings(findings)
+                if errors(findings):
+                    failed += 1
+                    print(f"FAIL {label} stage {r.stage.name}", file=sys.stderr)
+    elapsed = time.perf_counter() - started
+    verdict = "all valid" if not failed else f"{failed} failed"
+    print(f"validated {checked} stage(s) of {len(names)} recipe(s) on {len(layouts)} layout(s) in {elapsed:.2f} s: {verdict}")
+    return 1 if failed or status else 0

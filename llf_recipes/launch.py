@@ -1,0 +1,133 @@
+"""Plan: a rendered stage + a layout -> the files to write and one command (argv + environment) per node."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from llf_recipes.hardware import HostLayout
+from llf_recipes.render import RenderedStage, deepspeed_target
+
+NCCL_PRESETS = {
+    # InfiniBand fabrics: keep IB on, make NCCL say what it picked.
+    "ib": {"NCCL_IB_DISABLE": "0", "NCCL_DEBUG": "WARN"},
+    # Plain Ethernet: the usual cure for multi-node hangs on machines without IB.
+    "socket": {"NCCL_IB_DISABLE": "1", "NCCL_P2P_DISABLE": "0", "NCCL_DEBUG": "WARN"},
+}
+
+
+@dataclass(frozen=True)
+class NodeCommand:
+    node_rank: int
+    host: str
+    argv: tuple[str, ...]
+    env: dict[str, str]  # only what llf-recipes sets; the rest is inherited
+
+    def shell_line(self) -> str:
+        """For display and `--launcher print` only; execution always uses argv."""
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
+        return f"{env} {shlex.join(self.argv)}".strip()
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    rendered: RenderedStage
+    config_path: Path
+    files: tuple[Path, ...]  # what is written before launch: the YAML, then the DeepSpeed JSON if any
+    torchrun: bool
+    commands: tuple[NodeCommand, ...]
+
+    @property
+    def stage(self) -> str:
+        return self.rendered.stage.name
+
+
+def needs_torchrun(rendered: RenderedStage) -> bool:
+    """LLaMA-Factory uses torchrun for `train` only; DeepSpeed always needs it, even on one device."""
+    if rendered.verb != "train":
+        return False
+    return rendered.layout.world_size > 1 or bool(rendered.config.get("deepspeed"))
+
+
+def config_path_for(rendered: RenderedStage) -> Path:
+    out = rendered.output_dir or f"{rendered.variables.get('output_root', 'saves')}/{rendered.recipe.name}/{rendered.stage.name}"
+    return Path(out) / f"llf-{rendered.stage.name}.yaml"
+
+
+def _device_env(layout: HostLayout) -> dict[str, str]:
+    if layout.device == "npu":
+        return {"ASCEND_RT_VISIBLE_DEVICES": layout.visible_devices()}
+    if layout.device == "cpu":
+        return {"CUDA_VISIBLE_DEVICES": ""}
+    return {"CUDA_VISIBLE_DEVICES": layout.visible_devices()}
+
+
+def plan_stage(rendered: RenderedStage, nccl: str | None = None) -> StagePlan:
+    layout = rendered.layout
+    torchrun = needs_torchrun(rendered)
+    path = config_path_for(rendered)
+    ds_path = deepspeed_target(rendered, path.parent)
+    if ds_path is not None:
+        rendered.config["deepspeed"] = str(ds_path)
+    argv = ("llamafactory-cli", rendered.verb, str(path))
+    nodes = layout.nodes if rendered.verb == "train" else layout.nodes[:1]
+    commands = []
+    for rank, node in enumerate(nodes):
+        env = _device_env(layout)
+        if torchrun:
+            env.update(
+                FORCE_TORCHRUN="1",
+                NNODES=str(layout.nnodes),
+                NODE_RANK=str(rank),
+                NPROC_PER_NODE=str(layout.per_node),
+                MASTER_ADDR=layout.master_addr,
+                MASTER_PORT=str(layout.master_port),
+            )
+        if nccl and layout.device == "cuda":
+            env.update(NCCL_PRESETS[nccl])
+        commands.append(NodeCommand(rank, node.host, argv, env))
+    files = (path, ds_path) if ds_path is not None else (path,)
+    return StagePlan(rendered, path, files, torchrun, tuple(commands))
+
+
+def execute_local(plan: StagePlan, log_path: Path) -> int:
+    """Run a single-node stage: stream output to the terminal and a log file; Ctrl-C stops the whole process group."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    (command,) = plan.commands
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **command.env}
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(command.argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                sys.stdout.buffer.write(line)
+                sys.stdout.buffer.flush()
+                log.write(line)
+            return proc.wait()
+        except KeyboardInterrupt:
+            _stop_group(proc, signal)
+            return 130
+        finally:
+            if proc.poll() is None:
+                _stop_group(proc, signal)
+
+
+def _stop_group(proc, signal) -> None:
+    import os
+
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except Exception:  # noqa: BLE001 - escalate to SIGKILL
+            continue

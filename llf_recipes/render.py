@@ -1,0 +1,330 @@
+"""Render a recipe stage for a hardware layout into a plain LLaMA-Factory config.
+
+Templates run in Jinja's immutable sandbox with StrictUndefined: a misspelt variable fails with its name and line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from llf_recipes import yamlio
+from llf_recipes.catalog import Catalog
+from llf_recipes.errors import LlfError
+from llf_recipes.hardware import BatchPlan, HostLayout, choose_deepspeed, plan_batch
+from llf_recipes.recipe import Recipe, Stage
+from llf_recipes.suggest import nearest
+
+_BLOCK = re.compile(r"^###\s*(\S.*?)\s*$")
+_TOP_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:")
+OVERRIDE_BLOCK = "overrides (--set)"
+
+
+def _finalize(value: Any) -> Any:
+    # Render Python values the way YAML spells them, so `{{ flag }}` gives `true`, not `True`, and None gives null.
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, finalize=_finalize)
+
+
+@dataclass
+class Overrides:
+    """`--set` values: recipe variables, keys for every stage (stage None) or for one stage, and `~key` removals."""
+
+    vars: dict[str, Any] = field(default_factory=dict)
+    keys: dict[str | None, dict[str, Any]] = field(default_factory=dict)
+    removals: dict[str | None, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, items: list[str] | None, recipe: Recipe) -> Overrides:
+        out = cls()
+        stage_names = [s.name for s in recipe.stages]
+        for item in items or []:
+            remove = item.startswith("~")
+            body = item[1:] if remove else item
+            if not remove and "=" not in body:
+                raise LlfError(f"--set {item!r} is not key=value", fix="write --set key=value, or --set ~key to remove a key")
+            key, _, raw = body.partition("=")
+            key = key.strip()
+            stage: str | None = None
+            if "." in key:
+                stage, _, key = key.partition(".")
+                if stage not in stage_names:
+                    guess = nearest(stage, stage_names)
+                    raise LlfError(
+                        f"--set {item!r}: recipe {recipe.name!r} has no stage {stage!r}",
+                        key=key,
+                        fix=f"stages are {', '.join(stage_names)}" + (f"; did you mean {guess}.{key}?" if guess else ""),
+                    )
+            if not key:
+                raise LlfError(f"--set {item!r} has an empty key")
+            if remove:
+                out.removals.setdefault(stage, []).append(key)
+            elif stage is None and key in recipe.vars:
+                out.vars[key] = yamlio.scalar(raw)
+            else:
+                out.keys.setdefault(stage, {})[key] = yamlio.scalar(raw)
+        return out
+
+
+@dataclass
+class RenderedStage:
+    recipe: Recipe
+    stage: Stage
+    layout: HostLayout
+    config: dict[str, Any]
+    blocks: dict[str, str]  # key -> `### block` it sits under
+    batch: BatchPlan | None
+    deepspeed_profile: str | None
+    deepspeed_source: Path | None  # the profile file the config's `deepspeed` points at
+    needs: list[str]  # earlier stages whose outputs this stage reads
+    variables: dict[str, Any]
+    removed: set[str] = field(default_factory=set)
+
+    @property
+    def verb(self) -> str:
+        return self.stage.verb
+
+    @property
+    def output_dir(self) -> str | None:
+        return self.config.get("output_dir") or self.config.get("export_dir")
+
+    def to_yaml(self) -> str:
+        order: dict[str, list[str]] = {}
+        for key in self.config:
+            order.setdefault(self.blocks.get(key, OVERRIDE_BLOCK), []).append(key)
+        parts = [f"# {self.recipe.name} / {self.stage.name} for {self.layout.describe()} (rendered by llf-recipes)\n"]
+        for block, keys in order.items():
+            parts.append(f"\n### {block}\n")
+            parts.append(yamlio.dump({k: self.config[k] for k in keys}))
+        return "".join(parts)
+
+    def deepspeed_json(self) -> dict[str, Any] | None:
+        if self.deepspeed_source is None:
+            return None
+        return json.loads(self.deepspeed_source.read_text(encoding="utf-8"))
+
+
+def _template_line(exc: BaseException, name: str) -> int | None:
+    tb = exc.__traceback__
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == name:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+class Renderer:
+    """Renders the stages of one recipe for one layout; a stage may read an earlier stage's output by name."""
+
+    def __init__(self, recipe: Recipe, layout: HostLayout, overrides: Overrides | None = None, catalog: Catalog | None = None):
+        self.recipe = recipe
+        self.layout = layout
+        self.overrides = overrides or Overrides()
+        self.catalog = catalog or Catalog.discover()
+        self.variables = {**recipe.vars, **self.overrides.vars}
+        self._done: dict[str, RenderedStage] = {}
+        self._active: list[str] = []
+
+    # -------------------------------------------------------------- public
+    def render(self, stage_name: str) -> RenderedStage:
+        if stage_name in self._done:
+            return self._done[stage_name]
+        stage = self.recipe.stage(stage_name)
+        if stage_name in self._active:
+            raise LlfError(f"stages refer to each other in a cycle: {' -> '.join(self._active + [stage_name])}")
+        self._active.append(stage_name)
+        try:
+            result = self._render(stage)
+        finally:
+            self._active.pop()
+        self._done[stage_name] = result
+        return result
+
+    def render_all(self, stage_names: list[str] | None = None) -> list[RenderedStage]:
+        names = stage_names or [s.name for s in self.recipe.stages]
+        out = [self.render(n) for n in names]
+        for stage, keys in self.overrides.removals.items():
+            targets = [r for r in out if stage is None or r.stage.name == stage]
+            for key in keys:
+                if targets and not any(key in r.removed for r in targets):
+                    every = sorted({k for r in targets for k in r.config})
+                    guess = nearest(key, every)
+                    raise LlfError(
+                        f"--set ~{key}: no rendered stage has the key {key!r}",
+                        key=key,
+                        fix=f"did you mean ~{guess}?" if guess else "`llf-recipes render` shows the keys",
+                    )
+        return out
+
+    # -------------------------------------------------------------- internals
+    def _deepspeed(self, stage: Stage) -> tuple[str | None, Path | None]:
+        request = self.variables.get("deepspeed", "auto")
+        if isinstance(request, str) and request.endswith(".json"):
+            path = Path(request)
+            if not path.is_file():
+                raise LlfError(f"DeepSpeed config {request} does not exist", key="deepspeed")
+            return path.stem, path.resolve()
+        profile = choose_deepspeed(self.layout, request, bool(self.variables.get("offload")))
+        if profile is None:
+            return None, None
+        for _label, d in reversed(self.catalog._dirs("recipes")):
+            candidate = d / "deepspeed" / f"ds_{profile}_config.json"
+            if candidate.is_file():
+                return profile, candidate.resolve()
+        raise LlfError(f"DeepSpeed profile ds_{profile}_config.json not found under recipes/deepspeed/", key="deepspeed")
+
+    def _precision(self) -> tuple[bool, bool]:
+        precision = str(self.variables.get("precision", "bf16")).lower()
+        if precision not in ("bf16", "fp16", "fp32"):
+            raise LlfError(f"precision {precision!r} is unknown", key="precision", fix="use bf16, fp16 or fp32")
+        if self.layout.device == "cpu":
+            return False, False
+        return precision == "bf16", precision == "fp16"
+
+    def _stage_output(self, current: Stage, needs: set[str]):
+        def stage_output(name: str) -> str:
+            target = self.recipe.stage(name)
+            if target.index >= current.index:
+                raise LlfError(
+                    f"stage {current.name!r} reads the output of {name!r}, which does not run before it",
+                    where=str(self.recipe.path),
+                    fix="a stage may only refer to stages listed before it in `stages`",
+                )
+            needs.add(name)
+            rendered = self.render(name)
+            if not rendered.output_dir:
+                raise LlfError(f"stage {name!r} has no output_dir to refer to", key="output_dir", where=str(self.recipe.path))
+            return rendered.output_dir
+
+        return stage_output
+
+    def _render(self, stage: Stage) -> RenderedStage:
+        needs: set[str] = set()
+        batch = None
+        if stage.verb == "train":
+            global_batch = int(stage.global_batch_size or self.variables["global_batch_size"])
+            micro = int(stage.micro_batch_size or self.variables["micro_batch_size"])
+            try:
+                batch = plan_batch(global_batch, micro, self.layout)
+            except LlfError as exc:
+                exc.where = f"{self.recipe.name} / {stage.name}"
+                raise
+        profile, ds_path = self._deepspeed(stage) if stage.verb == "train" else (None, None)
+        bf16, fp16 = self._precision()
+        context = {
+            **self.variables,
+            "recipe": self.recipe.name,
+            "stage": stage.name,
+            "output_dir": f"{self.variables['output_root']}/{self.recipe.name}/{stage.name}",
+            "per_device_train_batch_size": batch.per_device_train_batch_size if batch else 1,
+            "gradient_accumulation_steps": batch.gradient_accumulation_steps if batch else 1,
+            "global_batch_size": batch.global_batch_size if batch else None,
+            "world_size": self.layout.world_size,
+            "nnodes": self.layout.nnodes,
+            "device": self.layout.device,
+            "deepspeed": str(ds_path) if ds_path else None,
+            "bf16": bf16,
+            "fp16": fp16,
+            "stage_output": self._stage_output(stage, needs),
+        }
+        name = f"{self.recipe.path}#{stage.name}"
+        try:
+            text = _ENV.from_string(stage.template).render(context)
+        except TemplateSyntaxError as exc:
+            line = stage.first_line + (exc.lineno or 1) - 1
+            raise LlfError(f"template error: {exc.message}", where=f"{self.recipe.path}:{line}") from None
+        except UndefinedError as exc:
+            rel = _template_line(exc, "<template>")
+            where = f"{self.recipe.path}:{stage.first_line + rel - 1}" if rel else f"{self.recipe.path} (stage {stage.name})"
+            missing = re.search(r"'(\w+)' is undefined", str(exc))
+            guess = nearest(missing.group(1), context) if missing else None
+            raise LlfError(
+                f"template error: {exc.message}",
+                key=missing.group(1) if missing else None,
+                where=where,
+                fix=f"did you mean {guess!r}?" if guess else "add it to the recipe's `vars` or pass --set NAME=VALUE",
+            ) from None
+        config = yamlio.load(text, where=name)
+        if config is None:
+            config = {}
+        if not isinstance(config, dict):
+            raise LlfError("a stage must render to a mapping of LLaMA-Factory keys", where=name)
+        blocks = self._blocks(text)
+        for scope in (None, stage.name):
+            for key, value in self.overrides.keys.get(scope, {}).items():
+                config[key] = value
+        removed = set()
+        for scope in (None, stage.name):
+            for key in self.overrides.removals.get(scope, []):
+                if key in config:
+                    del config[key]
+                    removed.add(key)
+        if profile is None and "deepspeed" in config and isinstance(config["deepspeed"], str):
+            ds_file = Path(config["deepspeed"])
+            ds_path = ds_file.resolve() if ds_file.is_file() else None
+            profile = ds_file.stem if ds_path else None
+        result = RenderedStage(
+            recipe=self.recipe,
+            stage=stage,
+            layout=self.layout,
+            config=config,
+            blocks=blocks,
+            batch=batch,
+            deepspeed_profile=profile,
+            deepspeed_source=ds_path,
+            needs=sorted(needs),
+            variables=dict(self.variables),
+            removed=removed,
+        )
+        return result
+
+    @staticmethod
+    def _blocks(text: str) -> dict[str, str]:
+        blocks: dict[str, str] = {}
+        current = "settings"
+        for line in text.splitlines():
+            m = _BLOCK.match(line)
+            if m:
+                current = m.group(1)
+                continue
+            k = _TOP_KEY.match(line)
+            if k:
+                blocks[k.group(1)] = current
+        return blocks
+
+
+def deepspeed_target(rendered: RenderedStage, directory: str | Path) -> Path | None:
+    """Where the stage's DeepSpeed JSON goes: beside its YAML, so the run directory holds everything it used."""
+    if rendered.deepspeed_source is None:
+        return None
+    name = rendered.deepspeed_source.name
+    return Path(directory) / name
+
+
+def write_stage(rendered: RenderedStage, yaml_path: str | Path) -> list[Path]:
+    """Write the stage's YAML to `yaml_path` and its DeepSpeed JSON beside it; the YAML points at that JSON."""
+    from llf_recipes.atomic import write_text
+
+    yaml_path = Path(yaml_path)
+    written: list[Path] = []
+    ds_path = deepspeed_target(rendered, yaml_path.parent)
+    if ds_path is not None:
+        write_text(ds_path, json.dumps(rendered.deepspeed_json(), indent=2) + "\n")
+        rendered.config["deepspeed"] = str(ds_path)
+        written.append(ds_path)
+    write_text(yaml_path, rendered.to_yaml())
+    written.insert(0, yaml_path)
+    return written

@@ -1,0 +1,46 @@
+"""Validate rendered stages: the dataset entries LLaMA-Factory will see, the launch they get, the rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from llf_recipes.catalog import Catalog
+from llf_recipes.launch import needs_torchrun
+from llf_recipes.render import RenderedStage
+from llf_recipes.schema.rules import Finding, LaunchInfo, validate_config
+
+
+def dataset_entries(catalog: Catalog, dataset_dir: str | Path | None) -> dict[str, dict[str, Any]]:
+    """Entries from dataset_info.d/, then the ones in `<dataset_dir>/dataset_info.json` (what LLaMA-Factory reads)."""
+    entries = {name: ds.entry for name, ds in catalog.datasets.items()}
+    if dataset_dir:
+        info = Path(dataset_dir) / "dataset_info.json"
+        if info.is_file():
+            try:
+                registered = json.loads(info.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                registered = {}
+            if isinstance(registered, dict):
+                entries.update({k: v for k, v in registered.items() if isinstance(v, dict)})
+    return entries
+
+
+def validate_stage(rendered: RenderedStage, catalog: Catalog, allow: set[str] | frozenset[str] = frozenset()) -> list[Finding]:
+    config = rendered.config
+    return validate_config(
+        config,
+        rendered.verb,
+        stage=f"{rendered.recipe.name}/{rendered.stage.name}",
+        datasets=dataset_entries(catalog, config.get("dataset_dir", "data")),
+        launch=LaunchInfo(torchrun=needs_torchrun(rendered)),
+        deepspeed_json=rendered.deepspeed_json() if rendered.deepspeed_source else (
+            config["deepspeed"] if isinstance(config.get("deepspeed"), dict) else None
+        ),
+        allow=allow,
+    )
+
+
+def errors(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.severity == "error"]
