@@ -101,8 +101,9 @@ def execute_local(plan: StagePlan, log_path: Path) -> int:
     (command,) = plan.commands
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **command.env}
+    argv = [resolve_program(command.argv[0]), *command.argv[1:]]
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(command.argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -116,6 +117,18 @@ def execute_local(plan: StagePlan, log_path: Path) -> int:
         finally:
             if proc.poll() is None:
                 _stop_group(proc, signal)
+
+
+def resolve_program(name: str) -> str:
+    """A console script on PATH, else the one beside this interpreter (a virtualenv that is not activated)."""
+    import shutil
+    import sys
+
+    found = shutil.which(name)
+    if found:
+        return found
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else name
 
 
 def _stop_group(proc, signal) -> None:

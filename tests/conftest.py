@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llf_recipes.catalog import Catalog
+from llf_recipes.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "llf_recipes" / "samples"
+
+
+@pytest.fixture
+def cli(capsys):
+    """Drive the real CLI entry point in-process; returns (exit code, stdout, stderr)."""
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = cli_main([str(a) for a in argv])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return Catalog.discover(project_dir=ROOT)
+
+
+def run_cli_subprocess(*argv: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "llf_recipes", *map(str, argv)],
+        cwd=cwd or ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    pytest.importorskip("llamafactory", reason="needs the train extra (llamafactory + torch)")
+    from llf_recipes.smoke import tiny_model_path
+
+    cache = os.environ.get("LLF_RECIPES_CACHE") or tmp_path_factory.mktemp("cache")
+    return tiny_model_path(cache)
+
+
+def make_data_dir(path: Path, catalog: Catalog, names: list[str]) -> Path:
+    """A LLaMA-Factory dataset_dir holding the bundled samples of `names` and their entries."""
+    path.mkdir(parents=True, exist_ok=True)
+    info = {}
+    for name in names:
+        ds = catalog.dataset(name)
+        shutil.copyfile(SAMPLES / ds.sample, path / ds.entry["file_name"])
+        info[name] = ds.entry
+    (path / "dataset_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
+    return path

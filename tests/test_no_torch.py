@@ -1,0 +1,26 @@
+"""The quick verbs must never import torch (nor transformers or llamafactory, which pull it in)."""
+
+import os
+
+import pytest
+
+from conftest import run_cli_subprocess
+
+
+@pytest.fixture(scope="module")
+def poisoned(tmp_path_factory):
+    d = tmp_path_factory.mktemp("poison")
+    for mod in ("torch", "transformers", "llamafactory"):
+        (d / mod).mkdir()
+        (d / mod / "__init__.py").write_text(f"raise ImportError('{mod} imported by a quick verb')\n")
+    return {"PYTHONPATH": os.pathsep.join([str(d), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.mark.parametrize("argv", [
+    ["list"], ["list", "--json"], ["show", "zhihu"], ["render", "zhihu", "--hostfile", "2node-8gpu"],
+    ["validate", "--all", "--all-hostfiles"], ["run", "rlhf-ultrafeedback", "--gpus", "0,1", "--dry-run"],
+])
+def test_quick_verbs_do_not_import_torch(poisoned, argv):
+    proc = run_cli_subprocess(*argv, env=poisoned)
+    assert proc.returncode == 0, proc.stderr
+    assert "imported by a quick verb" not in proc.stderr
