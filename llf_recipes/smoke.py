@@ -1,0 +1,169 @@
+"""A tiny, offline, deterministic Qwen2-family model for smoke-testing recipes.
+
+The model is randomly initialised, so its output is noise; what matters is that
+LLaMA-Factory accepts it with ``template: qwen`` and that a CPU run takes seconds.
+Heavy imports (torch, transformers, tokenizers) stay inside the functions so
+that importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+# Bump whenever the corpus, tokenizer settings or architecture change, so that
+# stale caches are never reused.
+VERSION_TAG = "tiny-qwen2-v1"
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+DEFAULT_SYSTEM = "You are a helpful assistant."
+
+# Qwen2-Instruct's ChatML layout, so plain transformers users (apply_chat_template)
+# get the same markers that LLaMA-Factory's qwen template emits.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if loop.first and message['role'] != 'system' %}"
+    "{{- '<|im_start|>system\\n" + DEFAULT_SYSTEM + "<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def _corpus() -> list[str]:
+    """A few hundred short lines, generated combinatorially so the build is reproducible."""
+    en_subj = ["The model", "A student", "My friend", "This recipe", "The trainer", "Our team", "Every user"]
+    en_verb = ["reads", "writes", "learns", "checks", "loads", "saves", "explains", "remembers"]
+    en_adj = ["small", "quiet", "bright", "careful", "strange", "useful", "ancient", "noisy"]
+    en_noun = ["dataset", "poem", "config file", "garden", "mountain", "question", "weights", "kitchen", "river"]
+    zh_time = ["今天", "昨天", "明天早上", "周末", "晚上"]
+    zh_subj = ["我", "你", "他们", "这个模型", "老师", "我们的团队", "小明"]
+    zh_place = ["在图书馆", "在家里", "在公园", "在实验室", "在火车上"]
+    zh_act = ["学习数学", "阅读中文文本", "检查训练配置", "写一首短诗", "保存模型权重", "喝绿茶", "讨论天气"]
+    qa = [("What is a tokenizer?", "A tokenizer splits text into ids."),
+          ("How do I fine-tune a model?", "Use LoRA with a small learning rate."),
+          ("什么是大语言模型？", "大语言模型是一种根据上下文预测下一个词的模型。"),
+          ("请用一句话介绍你自己。", "我是一个有用的助手，可以回答问题。"),
+          ("Translate 你好 into English.", "你好 means hello."),
+          ("北京的天气怎么样？", "北京今天晴天，气温二十度。"),
+          ("Give me a haiku.", "Quiet morning rain / the kettle hums a soft tune / tea leaves slowly sink")]
+    # The strides thin each full product to a few hundred lines while keeping every word in play.
+    lines = [f"{s} {v} the {a} {n}." for s, v, a, n in itertools.product(en_subj, en_verb, en_adj, en_noun)][::11]
+    lines += [f"{t}{s}{p}{a}。" for t, s, p, a in itertools.product(zh_time, zh_subj, zh_place, zh_act)][::5]
+    # Chat-shaped fragments teach merges for the role names the ChatML template emits.
+    lines += [f"system\n{DEFAULT_SYSTEM}\nuser\n{q}\nassistant\n{a}" for q, a in qa]
+    lines += [f"{i} x {j} = {i * j}" for i in range(1, 10) for j in range(1, 10)]
+    return lines
+
+
+def _train_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1500,
+        min_frequency=1,  # the corpus is small; frequency-2 merges alone stop well short of the target
+        special_tokens=SPECIAL_TOKENS,  # registered as special added tokens: never split
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, so any text round-trips
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    return tok
+
+
+def _build_into(out: Path, seed: int) -> None:
+    import torch
+    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=_train_tokenizer(),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        clean_up_tokenization_spaces=False,
+        model_max_length=2048,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(out)
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    eot, im_end = ids["<|endoftext|>"], ids["<|im_end|>"]
+    config = Qwen2Config(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        # A multiple of 64 keeps the embedding matrix aligned, as real checkpoints do.
+        vocab_size=-(-len(tokenizer) // 64) * 64,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=eot,
+        eos_token_id=im_end,
+        pad_token_id=eot,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.save_pretrained(out, safe_serialization=True)
+    # Stop on either end marker, like the released Qwen2 chat checkpoints.
+    GenerationConfig(bos_token_id=eot, eos_token_id=[im_end, eot], pad_token_id=eot).save_pretrained(out)
+
+
+def build_tiny_model(dest: str | Path, *, seed: int = 0) -> Path:
+    """Build the tiny model into ``dest`` (replacing it) and return its path."""
+    dest = Path(dest).expanduser().absolute()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        _build_into(tmp, seed)
+        # Build beside dest and rename, so readers never see a half-written model.
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex}")
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("LLF_RECIPES_CACHE") or Path.home() / ".cache" / "llf-recipes").expanduser()
+
+
+def tiny_model_path(cache_dir: str | Path | None = None) -> Path:
+    """Return the cached tiny model, building it on first use."""
+    from filelock import FileLock
+
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    dest = root / VERSION_TAG
+    # dest only ever appears via an atomic rename, so its existence means complete.
+    if (dest / "config.json").is_file():
+        return dest
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{VERSION_TAG}.lock")):
+        if not (dest / "config.json").is_file():  # another process may have built it meanwhile
+            build_tiny_model(dest)
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) > 1 or any(a in ("-h", "--help") for a in args):
+        print("usage: python -m llf_recipes.smoke [DEST]", file=sys.stderr)
+        return 2
+    path = build_tiny_model(args[0]) if args else tiny_model_path()
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
