@@ -87,7 +87,7 @@ class Catalog:
                 raise LlfError(f"--recipe-dir {d} is not a directory")
         return cls(roots=roots, recipe_dirs=extra)
 
-    def _dirs(self, sub: str) -> list[tuple[str, Path]]:
+    def search_dirs(self, sub: str) -> list[tuple[str, Path]]:
         found = [(label, root / sub) for label, root in self.roots if (root / sub).is_dir()]
         if sub == "recipes":
             found += [(f"--recipe-dir {d}", d) for d in self.recipe_dirs]
@@ -97,7 +97,7 @@ class Catalog:
     @cached_property
     def recipe_paths(self) -> dict[str, tuple[str, Path]]:
         paths: dict[str, tuple[str, Path]] = {}
-        for label, d in self._dirs("recipes"):
+        for label, d in self.search_dirs("recipes"):
             for p in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
                 paths[p.stem] = (label, p)
         return dict(sorted(paths.items()))
@@ -125,7 +125,7 @@ class Catalog:
     @cached_property
     def hostfile_paths(self) -> dict[str, Path]:
         paths: dict[str, Path] = {}
-        for _label, d in self._dirs("hostfiles"):
+        for _label, d in self.search_dirs("hostfiles"):
             for p in sorted(d.iterdir()):
                 if p.is_file() and not p.name.startswith(("README", ".")):
                     paths[p.stem] = p
@@ -147,7 +147,7 @@ class Catalog:
     @cached_property
     def datasets(self) -> dict[str, DatasetDef]:
         defs: dict[str, DatasetDef] = {}
-        for _label, d in self._dirs("dataset_info.d"):
+        for _label, d in self.search_dirs("dataset_info.d"):
             for p in sorted(d.glob("*.json")):
                 for ds in load_fragment(p):
                     defs[ds.name] = ds

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from llf_recipes.errors import LlfError
@@ -29,7 +29,6 @@ class HostLayout:
     device_ids: tuple[int, ...] | None = None  # explicit --gpus list; None = first `slots` devices
     source: str = "default"  # "--gpus 0,1", a hostfile path, or "default"
     master_port: int = DEFAULT_MASTER_PORT
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def nnodes(self) -> int:

@@ -180,7 +180,7 @@ class Renderer:
         profile = choose_deepspeed(self.layout, request, bool(self.variables.get("offload")))
         if profile is None:
             return None, None
-        for _label, d in reversed(self.catalog._dirs("recipes")):
+        for _label, d in reversed(self.catalog.search_dirs("recipes")):
             candidate = d / "deepspeed" / f"ds_{profile}_config.json"
             if candidate.is_file():
                 return profile, candidate.resolve()

@@ -1,9 +1,8 @@
 import json
 from pathlib import Path
 
-import pytest
 
-from conftest import ROOT, run_cli_subprocess
+from conftest import run_cli_subprocess
 from llf_recipes import yamlio
 from test_render import EXPECTED
 

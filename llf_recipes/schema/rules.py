@@ -92,7 +92,7 @@ def check_keys(config: dict[str, Any], verb: str, stage: str | None) -> list[Fin
                     guess = nearest(str(item), [str(c) for c in choices])
                     shown = ", ".join(map(str, choices[:12])) + (", ..." if len(choices) > 12 else "")
                     out.append(Finding("invalid-choice", key, f"{item!r} is not one of: {shown}",
-                                       f"use {guess!r}" if guess else f"choose one of the values listed", stage))
+                                       f"use {guess!r}" if guess else "choose one of the values listed", stage))
     return out
 
 
