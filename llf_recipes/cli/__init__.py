@@ -17,6 +17,7 @@ VERBS = {
     "render": "render",
     "validate": "validate",
     "run": "run",
+    "register": "register",
 }
 
 

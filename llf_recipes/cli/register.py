@@ -1,0 +1,88 @@
+"""`llf-recipes register`: write complete entries into a data dir's dataset_info.json, safely."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from llf_recipes.cli.common import add_catalog_args, add_verb, catalog_from
+from llf_recipes.data.registry import INFO_NAME, STAGE_COLUMNS, register, user_entry
+from llf_recipes.errors import LlfError
+
+
+def add_parser(sub) -> None:
+    p = add_verb(sub, "register", "register dataset entries in DATA_DIR/dataset_info.json (created if absent)", """
+        llf-recipes register huanhuan zhihu_rlhf zhihu_sft --data-dir data
+        llf-recipes register --all --data-dir data --dry-run
+        llf-recipes register --file my_qa.jsonl --name my_qa --stage sft --columns prompt=question,response=answer
+        llf-recipes register --file chats.json --name chats --stage sft --formatting sharegpt
+        llf-recipes register --file prefs.jsonl --name my_prefs --stage dpo --force   # replace a different definition
+    """)
+    p.add_argument("names", nargs="*", metavar="NAME", help="dataset entries from dataset_info.d/")
+    p.add_argument("--all", action="store_true", help="every entry in dataset_info.d/")
+    p.add_argument("--data-dir", default="data", metavar="DIR", help="LLaMA-Factory's dataset_dir (default: data)")
+    p.add_argument("--file", metavar="FILE", help="register your own data file (json, jsonl, parquet, csv)")
+    p.add_argument("--name", help="with --file: the dataset name recipes will use")
+    p.add_argument("--stage", choices=sorted(STAGE_COLUMNS), help="with --file: the stage it feeds (sets ranking and columns)")
+    p.add_argument("--columns", metavar="COL=FIELD,...", help="with --file: map LLaMA-Factory columns to your fields")
+    p.add_argument("--formatting", choices=("alpaca", "sharegpt"), default="alpaca", help="with --file (default: alpaca)")
+    p.add_argument("--force", action="store_true", help="replace a name registered with a different definition")
+    p.add_argument("--dry-run", action="store_true", help="print the change; write nothing")
+    add_catalog_args(p)
+    p.set_defaults(func=main)
+
+
+def _columns(spec: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in (spec or "").split(","))):
+        if "=" not in item:
+            raise LlfError(f"--columns item {item!r} is not COLUMN=FIELD", key="--columns", fix="e.g. --columns prompt=question,response=answer")
+        key, _, value = item.partition("=")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _user_file_path(file: Path, data_dir: Path) -> str:
+    """Relative to the data dir when inside it (portable), else absolute (resolves wherever LLaMA-Factory runs)."""
+    resolved = file.resolve()
+    try:
+        return resolved.relative_to(data_dir.resolve()).as_posix()
+    except ValueError:
+        return str(resolved)
+
+
+def entries_from(args) -> dict[str, dict]:
+    data_dir = Path(args.data_dir)
+    if args.file:
+        if args.names or args.all:
+            raise LlfError("--file registers one file: give it with --name and --stage, without NAME arguments")
+        if not args.name or not args.stage:
+            raise LlfError("--file needs --name and --stage", fix="e.g. --file my.jsonl --name my_sft --stage sft")
+        file = Path(args.file)
+        if not file.is_file():
+            raise LlfError(f"{file} does not exist", key="--file")
+        return {args.name: user_entry(_user_file_path(file, data_dir), args.stage, _columns(args.columns), args.formatting)}
+    catalog = catalog_from(args)
+    names = list(catalog.datasets) if args.all else args.names
+    if not names:
+        raise LlfError("nothing to register", fix="name entries (see `llf-recipes list --datasets`), pass --all, or use --file")
+    return {name: catalog.dataset(name).entry for name in names}
+
+
+def main(args) -> int:
+    entries = entries_from(args)
+    changes = register(args.data_dir, entries, force=args.force, dry_run=args.dry_run)
+    target = Path(args.data_dir) / INFO_NAME
+    for c in changes:
+        print(f"{'would be ' if args.dry_run and c.action != 'unchanged' else ''}{c.action}: {c.name}")
+        if args.dry_run and c.action != "unchanged":
+            print(json.dumps({c.name: c.new}, indent=2, ensure_ascii=False))
+        file_name = c.new.get("file_name", "")
+        if file_name and not os.path.isabs(file_name) and not (Path(args.data_dir) / file_name).exists():
+            print(f"  note: {Path(args.data_dir) / file_name} is not there yet; convert the data into it before training",
+                  file=sys.stderr)
+    if not args.dry_run:
+        print(f"{target}: {sum(c.action != 'unchanged' for c in changes)} entr(ies) written")
+    return 0

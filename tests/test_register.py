@@ -1,0 +1,117 @@
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, run_cli_subprocess
+
+
+def info(d):
+    return json.loads((d / "dataset_info.json").read_text(encoding="utf-8"))
+
+
+def test_register_creates_file_and_keeps_other_entries(cli, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dataset_info.json").write_text(json.dumps({"theirs": {"file_name": "t.json"}}), encoding="utf-8")
+    code, out, _ = cli("register", "huanhuan", "zhihu_rlhf", "--data-dir", data)
+    assert code == 0 and "added: huanhuan" in out
+    got = info(data)
+    assert got["theirs"] == {"file_name": "t.json"}
+    assert got["zhihu_rlhf"]["ranking"] is True and got["zhihu_rlhf"]["columns"]["chosen"] == "chosen"
+    assert json.loads((data / "dataset_info.json.bak").read_text())["theirs"] == {"file_name": "t.json"}
+
+
+def test_register_user_file_complete_columns_and_paths(cli, tmp_path):
+    data = tmp_path / "data"
+    own = tmp_path / "elsewhere" / "qa.jsonl"
+    own.parent.mkdir()
+    own.write_text('{"question": "q", "answer": "a"}\n', encoding="utf-8")
+    inside = data / "in.jsonl"
+    data.mkdir()
+    inside.write_text('{"instruction": "q", "output": "a", "label": true}\n', encoding="utf-8")
+    assert cli("register", "--file", own, "--name", "qa", "--stage", "sft", "--columns", "prompt=question,response=answer", "--data-dir", data)[0] == 0
+    assert cli("register", "--file", inside, "--name", "k", "--stage", "kto", "--data-dir", data)[0] == 0
+    got = info(data)
+    assert got["qa"]["file_name"] == str(own.resolve())  # outside the data dir: absolute
+    assert got["qa"]["columns"] == {"prompt": "question", "query": "input", "response": "answer"}
+    assert got["k"]["file_name"] == "in.jsonl" and got["k"]["columns"]["kto_tag"] == "label" and got["k"]["ranking"] is False
+
+
+def test_conflicting_definition_needs_force(cli, tmp_path):
+    f = tmp_path / "a.jsonl"
+    f.write_text("{}\n")
+    cli("register", "--file", f, "--name", "x", "--stage", "sft", "--data-dir", tmp_path)
+    before = (tmp_path / "dataset_info.json").read_bytes()
+    code, _, err = cli("register", "--file", f, "--name", "x", "--stage", "dpo", "--data-dir", tmp_path)
+    assert code == 2 and "'x' is already registered" in err and "--force" in err
+    assert (tmp_path / "dataset_info.json").read_bytes() == before
+    assert cli("register", "--file", f, "--name", "x", "--stage", "dpo", "--data-dir", tmp_path, "--force")[0] == 0
+    assert info(tmp_path)["x"]["ranking"] is True
+
+
+def test_dry_run_writes_nothing(cli, tmp_path):
+    code, out, _ = cli("register", "huanhuan", "--data-dir", tmp_path, "--dry-run")
+    assert code == 0 and "would be added: huanhuan" in out and '"file_name": "huanhuan.jsonl"' in out
+    assert not (tmp_path / "dataset_info.json").exists()
+
+
+@pytest.mark.parametrize("content, words", [
+    (b'{"a": {"file_name": "x"},\n  "b": }\n', "dataset_info.json:2:"),
+    (b'\xef\xbb\xbf{"a": {}}', "byte-order mark"),
+    (b'{"a": "\xff"}', "not valid UTF-8"),
+    (b'[1, 2]', "JSON object"),
+])
+def test_broken_dataset_info_is_never_overwritten(cli, tmp_path, content, words):
+    (tmp_path / "dataset_info.json").write_bytes(content)
+    code, _, err = cli("register", "huanhuan", "--data-dir", tmp_path)
+    assert code == 2 and words in err
+    assert (tmp_path / "dataset_info.json").read_bytes() == content
+
+
+def test_typo_in_columns_and_missing_file(cli, tmp_path):
+    f = tmp_path / "a.jsonl"
+    f.write_text("{}\n")
+    code, _, err = cli("register", "--file", f, "--name", "x", "--stage", "sft", "--columns", "promt=q", "--data-dir", tmp_path)
+    assert code == 2 and "'promt'" in err and "'prompt'" in err
+    code, _, err = cli("register", "--file", tmp_path / "nope.jsonl", "--name", "x", "--stage", "sft", "--data-dir", tmp_path)
+    assert code == 2 and "does not exist" in err
+    assert not (tmp_path / "dataset_info.json").exists()
+
+
+def _register_proc(i, data, sample):
+    return subprocess.Popen(
+        [sys.executable, "-m", "llf_recipes", "register", "--file", str(sample), "--name", f"ds_{i:02d}", "--stage", "sft",
+         "--data-dir", str(data)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_sixteen_concurrent_registers_all_land(tmp_path):
+    sample = tmp_path / "s.jsonl"
+    sample.write_text('{"instruction": "q", "output": "a"}\n')
+    procs = [_register_proc(i, tmp_path, sample) for i in range(16)]
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read().decode()
+    assert sorted(info(tmp_path)) == [f"ds_{i:02d}" for i in range(16)]
+
+
+def test_sigkill_never_leaves_a_broken_file(tmp_path):
+    sample = tmp_path / "s.jsonl"
+    sample.write_text('{"instruction": "q", "output": "a"}\n')
+    rng = random.Random(7)
+    for i in range(12):
+        p = _register_proc(i, tmp_path, sample)
+        time.sleep(rng.uniform(0.0, 0.35))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        path = tmp_path / "dataset_info.json"
+        if path.exists():
+            data = json.loads(path.read_text(encoding="utf-8"))  # always whole, valid JSON
+            assert all(k.startswith("ds_") for k in data)
+    # whatever was killed, a later register still works and keeps what landed
+    landed = set(info(tmp_path)) if (tmp_path / "dataset_info.json").exists() else set()
+    assert run_cli_subprocess("register", "--file", sample, "--name", "final", "--stage", "sft", "--data-dir", tmp_path).returncode == 0
+    assert set(info(tmp_path)) == landed | {"final"}
