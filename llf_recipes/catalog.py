@@ -17,6 +17,7 @@ from llf_recipes.recipe import Recipe, load_recipe
 from llf_recipes.suggest import nearest
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+SAMPLES_DIR = PACKAGE_DIR / "samples"  # hand-written rows in each source layout, for offline runs
 
 
 def bundled_root() -> Path:

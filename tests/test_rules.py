@@ -34,6 +34,7 @@ def test_snapshot_sizes():
 
 def test_clean_config_passes():
     assert findings() == []
+    assert [f.rule for f in findings(extra={'stage': 'ppo', 'reward_model': 'rm'})] == ['ppo-needs-old-trl']
 
 
 def test_unknown_key_suggests_nearest():
@@ -95,6 +96,11 @@ def test_kto_needs_tag():
 def test_ppo_needs_reward_model():
     f = one("ppo-needs-reward-model", extra={"stage": "ppo"})
     assert f.key == "reward_model"
+
+
+def test_ppo_warns_about_trl():
+    f = one("ppo-needs-old-trl", extra={"stage": "ppo", "reward_model": "rm"})
+    assert f.severity == "warning" and "trl" in f.message
 
 
 def test_deepspeed_needs_torchrun():

@@ -18,6 +18,8 @@ VERBS = {
     "validate": "validate",
     "run": "run",
     "register": "register",
+    "convert": "convert",
+    "check": "check",
 }
 
 

@@ -138,6 +138,14 @@ def check_semantics(
                     add("kto-needs-tag", key, f"stage kto needs a `kto_tag` column, entry {name!r} has none",
                         "use a KTO dataset whose columns map kto_tag to a boolean field")
 
+    if lf_stage == "ppo" and verb == "train":
+        # Its PPO trainer is built on trl's old step API (trl 0.8.6-0.9.6), while its other trainers need trl >= 0.10
+        # APIs and it installs trl 0.24: no single trl runs every stage. A warning, so the recipe stays renderable.
+        out.append(Finding("ppo-needs-old-trl", "stage",
+                           "LLaMA-Factory 0.9.5's PPO trainer refuses trl > 0.9.6, but its other stages need the trl 0.24 it "
+                           "installs: on the tested set the ppo stage stops at start-up",
+                           "run PPO in an environment with trl 0.9.6 and an older LLaMA-Factory, or use dpo/kto instead",
+                           stage, "warning"))
     if lf_stage == "ppo" and verb == "train" and not config.get("reward_model"):
         add("ppo-needs-reward-model", "reward_model", "stage ppo needs a reward model",
             "set reward_model to a reward model's output dir (in a recipe: {{ stage_output('rm') }})")
@@ -193,5 +201,5 @@ def validate_config(
 RULES = (
     "unknown-key", "wrong-type", "invalid-choice", "quantization-needs-adapter", "undefined-dataset",
     "ranking-mismatch", "kto-needs-tag", "ppo-needs-reward-model", "deepspeed-needs-torchrun",
-    "neat-packing-sft-only", "unsloth-zero3", "pref-loss-fallback", "space-under-torchrun",
+    "neat-packing-sft-only", "unsloth-zero3", "pref-loss-fallback", "space-under-torchrun", "ppo-needs-old-trl",
 )

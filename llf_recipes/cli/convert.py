@@ -1,0 +1,60 @@
+"""`llf-recipes convert`: source rows -> LLaMA-Factory JSONL, streaming, all or nothing."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from llf_recipes.catalog import SAMPLES_DIR
+from llf_recipes.cli.common import add_catalog_args, add_verb, catalog_from
+from llf_recipes.data.convert import KINDS, convert_file
+from llf_recipes.errors import LlfError
+
+
+def add_parser(sub) -> None:
+    p = add_verb(sub, "convert", "convert a dataset (json, jsonl, parquet, csv) into LLaMA-Factory's layout", """
+        llf-recipes convert zhihu_sft --sample --data-dir data        # the bundled sample rows
+        llf-recipes convert ultrafeedback_kto --input train_prefs.parquet --data-dir data
+        llf-recipes convert my_pairs.jsonl --kind pairs -o data/my_pairs.jsonl --skip-bad
+    """)
+    p.add_argument("source", metavar="NAME|FILE", help="a dataset entry name, or a data file with --kind")
+    p.add_argument("--input", metavar="FILE", help="for NAME: the downloaded source file to read")
+    p.add_argument("--sample", action="store_true", help="for NAME: read the bundled sample rows")
+    p.add_argument("--kind", choices=KINDS, help="for FILE: how to convert (NAME knows its own)")
+    p.add_argument("-o", "--output", metavar="FILE", help="output JSONL (default: DATA_DIR/<entry file_name>)")
+    p.add_argument("--data-dir", default="data", metavar="DIR", help="LLaMA-Factory's dataset_dir (default: data)")
+    p.add_argument("--limit", type=int, metavar="N", help="convert at most N source rows")
+    p.add_argument("--skip-bad", action="store_true", help="set bad rows aside in OUTPUT.rejects.jsonl instead of stopping")
+    add_catalog_args(p)
+    p.set_defaults(func=main)
+
+
+def resolve(args) -> tuple[Path, Path, str]:
+    """-> (input file, output file, kind)."""
+    as_file = Path(args.source)
+    if as_file.is_file():
+        if not args.kind:
+            raise LlfError("converting a file needs --kind", fix=f"one of {', '.join(KINDS)}")
+        return as_file, Path(args.output or Path(args.data_dir) / f"{as_file.stem}.jsonl"), args.kind
+    ds = catalog_from(args).dataset(args.source)
+    kind = args.kind or ds.convert.get("kind")
+    if not kind:
+        raise LlfError(f"entry {ds.name!r} declares no conversion", where=str(ds.fragment), fix="pass --kind")
+    if args.sample:
+        if not ds.sample:
+            raise LlfError(f"entry {ds.name!r} has no bundled sample", where=str(ds.fragment))
+        src = SAMPLES_DIR / ds.sample
+    elif args.input:
+        src = Path(args.input)
+    else:
+        raise LlfError(f"where are {ds.name}'s rows?", fix=f"pass --input FILE (e.g. after `llf-recipes download {ds.name}`) or --sample")
+    return src, Path(args.output or Path(args.data_dir) / ds.entry["file_name"]), kind
+
+
+def main(args) -> int:
+    src, dest, kind = resolve(args)
+    report = convert_file(src, dest, kind, skip_bad=args.skip_bad, limit=args.limit)
+    print(f"{src} -> {dest}: {report.read} row(s) read, {report.written} written ({kind})")
+    if report.rejected:
+        print(f"{len(report.rejected)} bad row(s) set aside in {report.rejects_path}; first: {report.rejected[0]}", file=sys.stderr)
+    return 0

@@ -1,0 +1,154 @@
+"""Convert source rows into the LLaMA-Factory layout our dataset entries describe (alpaca-style JSONL).
+
+Kinds, named by each fragment's `convert.kind`:
+  alpaca              instruction / input / output (system, history kept when present)
+  pairs               preference pairs -> instruction / input / chosen / rejected
+  pairs_to_sft        preference pairs -> instruction / input / output (the chosen answer)
+  pairs_to_kto        preference pairs -> two rows with output and label true (chosen) / false (rejected)
+  messages_to_alpaca  a `messages` list -> instruction / input / output, earlier turns as history
+Preference sources differ in field names and shapes; `normalize_pair` accepts all the common ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llf_recipes.atomic import AtomicWriter
+from llf_recipes.data.rows import BadRow, dumps, iter_rows, reject_line
+from llf_recipes.errors import LlfError
+
+KINDS = ("alpaca", "pairs", "pairs_to_sft", "pairs_to_kto", "messages_to_alpaca")
+PROMPT_FIELDS = ("prompt", "instruction", "question", "query")
+PAIR_FIELDS = (("chosen", "rejected"), ("better_response", "worse_response"), ("response_j", "response_k"))
+
+
+def _text(row: dict[str, Any], key: str, where: str, allow_empty: bool = False) -> str:
+    value = row.get(key)
+    if value is None:
+        raise BadRow(f"field {key!r} is missing", where=where, key=key)
+    if not isinstance(value, str):
+        raise BadRow(f"field {key!r} must be a string, got {type(value).__name__}", where=where, key=key)
+    if not allow_empty and not value.strip():
+        raise BadRow(f"field {key!r} is empty", where=where, key=key)
+    return value
+
+
+def _last(messages: Any, role: str, where: str, key: str) -> str:
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise BadRow(f"field {key!r} must be a list of {{role, content}} messages", where=where, key=key)
+    for message in reversed(messages):
+        if message.get("role") == role:
+            content = message.get("content")
+            if not isinstance(content, str) or not content.strip():
+                raise BadRow(f"the last {role} message in {key!r} has no text", where=where, key=key)
+            return content
+    raise BadRow(f"field {key!r} has no {role} message", where=where, key=key)
+
+
+def normalize_pair(row: dict[str, Any], where: str) -> dict[str, str]:
+    """-> {prompt, chosen, rejected} from any of the common preference layouts."""
+    for good, bad in PAIR_FIELDS:
+        if good in row and bad in row:
+            break
+    else:
+        raise BadRow("no preference pair: expected chosen/rejected, better_response/worse_response or response_j/response_k",
+                     where=where, key="chosen")
+    prompt_key = next((k for k in PROMPT_FIELDS if isinstance(row.get(k), str)), None)
+    if isinstance(row[good], list):  # message lists, as in UltraFeedback
+        prompt = row[prompt_key] if prompt_key else _last(row[good], "user", where, good)
+        return {"prompt": prompt, "chosen": _last(row[good], "assistant", where, good),
+                "rejected": _last(row[bad], "assistant", where, bad)}
+    if prompt_key is None:
+        raise BadRow(f"no prompt: expected one of {', '.join(PROMPT_FIELDS)}", where=where, key="prompt")
+    return {"prompt": _text(row, prompt_key, where), "chosen": _text(row, good, where), "rejected": _text(row, bad, where)}
+
+
+def _alpaca(row: dict[str, Any], where: str) -> Iterator[dict[str, Any]]:
+    out = {"instruction": _text(row, "instruction", where), "input": _text(row, "input", where, allow_empty=True) if "input" in row else "",
+           "output": _text(row, "output", where)}
+    for extra in ("system", "history"):
+        if row.get(extra):
+            out[extra] = row[extra]
+    yield out
+
+
+def _messages(row: dict[str, Any], where: str) -> Iterator[dict[str, Any]]:
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRow("field 'messages' must be a non-empty list", where=where, key="messages")
+    turns = [m for m in messages if isinstance(m, dict) and m.get("role") in ("user", "assistant")]
+    system = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "system"), None)
+    if not turns or turns[0].get("role") != "user":
+        raise BadRow("'messages' must start with a user message", where=where, key="messages")
+    if turns[-1].get("role") == "user":
+        turns.append({"role": "assistant", "content": ""})  # prompt-only rows (PPO, generation) keep an empty answer
+    pairs = [(turns[i].get("content", ""), turns[i + 1].get("content", "")) for i in range(0, len(turns) - 1, 2)]
+    out: dict[str, Any] = {"instruction": pairs[-1][0], "input": "", "output": pairs[-1][1]}
+    if len(pairs) > 1:
+        out["history"] = [list(p) for p in pairs[:-1]]
+    if system:
+        out["system"] = system
+    yield out
+
+
+def _pairs(row, where):
+    p = normalize_pair(row, where)
+    yield {"instruction": p["prompt"], "input": "", "chosen": p["chosen"], "rejected": p["rejected"]}
+
+
+def _pairs_to_sft(row, where):
+    p = normalize_pair(row, where)
+    yield {"instruction": p["prompt"], "input": "", "output": p["chosen"]}
+
+
+def _pairs_to_kto(row, where):
+    p = normalize_pair(row, where)
+    yield {"instruction": p["prompt"], "input": "", "output": p["chosen"], "label": True}
+    yield {"instruction": p["prompt"], "input": "", "output": p["rejected"], "label": False}
+
+
+CONVERTERS = {"alpaca": _alpaca, "pairs": _pairs, "pairs_to_sft": _pairs_to_sft, "pairs_to_kto": _pairs_to_kto,
+              "messages_to_alpaca": _messages}
+
+
+@dataclass
+class ConvertReport:
+    read: int = 0
+    written: int = 0
+    rejected: list[BadRow] = field(default_factory=list)
+    rejects_path: Path | None = None
+
+
+def convert_file(src: str | Path, dest: str | Path, kind: str, *, skip_bad: bool = False, limit: int | None = None) -> ConvertReport:
+    """Stream `src` through the converter into `dest`; nothing is written unless every row converts (or skip_bad)."""
+    if kind not in CONVERTERS:
+        raise LlfError(f"conversion kind {kind!r} is unknown", key="kind", fix=f"use one of {', '.join(KINDS)}")
+    convert = CONVERTERS[kind]
+    report = ConvertReport()
+    bad: list[BadRow] | None = report.rejected if skip_bad else None
+    dest = Path(dest)
+    with AtomicWriter(dest) as out:
+        for where, row in iter_rows(src, bad):
+            if limit is not None and report.read >= limit:
+                break
+            report.read += 1
+            try:
+                for converted in convert(row, where):
+                    out.write(dumps(converted))
+                    report.written += 1
+            except BadRow as exc:
+                if not skip_bad:
+                    raise
+                exc.raw = exc.raw or dumps(row)
+                report.rejected.append(exc)
+        if report.written == 0:
+            raise LlfError(f"no row of {src} converted ({len(report.rejected)} rejected)", where=str(src))
+    if report.rejected:
+        report.rejects_path = dest.with_name(dest.name + ".rejects.jsonl")
+        with AtomicWriter(report.rejects_path) as rej:
+            for r in report.rejected:
+                rej.write(reject_line(r))
+    return report
