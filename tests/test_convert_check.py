@@ -1,0 +1,78 @@
+import json
+
+import pytest
+
+from llf_recipes.data.convert import normalize_pair
+
+
+def rows(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_convert_bundled_samples(cli, tmp_path):
+    for name, count in [("huanhuan", 40), ("zhihu_sft", 30), ("zhihu_rlhf", 30), ("ultrafeedback_kto", 60),
+                        ("ultrafeedback_prefs", 30), ("belle_0.5m", 40)]:
+        code, out, err = cli("convert", name, "--sample", "--data-dir", tmp_path)
+        assert code == 0, err
+        assert len(rows(tmp_path / f"{name}.jsonl")) == count
+    kto = rows(tmp_path / "ultrafeedback_kto.jsonl")
+    assert [r["label"] for r in kto[:2]] == [True, False] and kto[0]["instruction"] == kto[1]["instruction"]
+    sft = rows(tmp_path / "zhihu_sft.jsonl")
+    src = rows(__import__("conftest").SAMPLES / "zhihu_rlhf.jsonl")
+    assert sft[0] == {"instruction": src[0]["prompt"], "input": "", "output": src[0]["chosen"]}
+
+
+def test_preference_layouts_are_normalized():
+    msgs = lambda a: [{"role": "user", "content": "q"}, {"role": "assistant", "content": a}]  # noqa: E731
+    for row in ({"prompt": "q", "chosen": "g", "rejected": "b"},
+                {"question": "q", "better_response": "g", "worse_response": "b"},
+                {"question": "q", "response_j": "g", "response_k": "b"},
+                {"chosen": msgs("g"), "rejected": msgs("b")}):
+        assert normalize_pair(row, "x:1") == {"prompt": "q", "chosen": "g", "rejected": "b"}
+
+
+@pytest.mark.parametrize("content, where, words", [
+    (b'{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": "q", "chosen": "a"}\n', ":2", "no preference pair"),
+    (b'{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": 3, "chosen": "a", "rejected": "b"}\n', ":2", "no prompt"),
+    (b'{"prompt": "q", "chosen": "a", "rejected": ""}\n', ":1", "'rejected' is empty"),
+    (b'{"prompt": "q", "chosen": "a", "rejected": "b"}\nnot json\n', ":2", "invalid JSON"),
+    (b'{"prompt": "q", "chosen": "\xff", "rejected": "b"}\n', ":1", "invalid UTF-8"),
+    (b'["a list"]\n', ":1", "expected a JSON object"),
+    (b'\xef\xbb\xbf{"prompt": "q", "chosen": "a", "rejected": "b"}\n', ":1", "byte-order mark"),
+    (b"", "", "is empty"),
+])
+def test_bad_input_names_line_and_writes_nothing(cli, tmp_path, content, where, words):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(content)
+    out = tmp_path / "out" / "pairs.jsonl"
+    code, _, err = cli("convert", src, "--kind", "pairs", "-o", out)
+    assert code == 2 and f"in.jsonl{where}" in err and words in err
+    assert not out.exists()
+    assert not out.parent.exists() or not list(out.parent.iterdir())  # no temporary file left either
+
+
+def test_skip_bad_sets_rejects_aside(cli, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": "q"}\n{oops\n', encoding="utf-8")
+    code, out, err = cli("convert", src, "--kind", "pairs", "-o", tmp_path / "o.jsonl", "--skip-bad")
+    assert code == 0 and "2 bad row(s)" in err
+    assert len(rows(tmp_path / "o.jsonl")) == 1
+    rejects = rows(tmp_path / "o.jsonl.rejects.jsonl")
+    assert [r["where"].rsplit(":", 1)[1] for r in rejects] == ["2", "3"]
+
+
+def test_check_counts_and_names_bad_rows(cli, tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"instruction": "q", "output": "a", "label": true}\n{"instruction": "q", "output": "a", "label": "yes"}\n'
+                 '{"instruction": "", "output": "a", "label": false}\n', encoding="utf-8")
+    code, out, _ = cli("check", f, "--stage", "kto")
+    assert code == 1 and "3 row(s), 1 usable" in out
+    assert "d.jsonl:2: field 'label' (kto_tag) must be true or false" in out and "d.jsonl:3: field 'instruction' (prompt) is empty" in out
+    code, out, _ = cli("check", f, "--stage", "sft", "--preview", "1")
+    assert code == 1 and json.loads(out.splitlines()[0]) == {"prompt": "q", "response": "a"}  # row 3 is still bad
+
+
+def test_check_refuses_stage_data_mismatch(cli, tmp_path):
+    cli("convert", "zhihu_sft", "--sample", "--data-dir", tmp_path)
+    code, _, err = cli("check", "zhihu_sft", "--stage", "dpo", "--data-dir", tmp_path)
+    assert code == 2 and "ranking" in err
