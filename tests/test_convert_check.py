@@ -76,3 +76,16 @@ def test_check_refuses_stage_data_mismatch(cli, tmp_path):
     cli("convert", "zhihu_sft", "--sample", "--data-dir", tmp_path)
     code, _, err = cli("check", "zhihu_sft", "--stage", "dpo", "--data-dir", tmp_path)
     assert code == 2 and "ranking" in err
+
+
+def test_parquet_and_csv_sources(cli, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"question": ["q1", "q2"], "response_j": ["g1", "g2"], "response_k": ["b1", "b2"]}), tmp_path / "p.parquet")
+    code, _, err = cli("convert", tmp_path / "p.parquet", "--kind", "pairs", "-o", tmp_path / "p.jsonl")
+    assert code == 0, err
+    assert rows(tmp_path / "p.jsonl")[1] == {"instruction": "q2", "input": "", "chosen": "g2", "rejected": "b2"}
+    (tmp_path / "c.csv").write_text("instruction,input,output\n你好,,您好\n,x,y\n", encoding="utf-8")
+    code, _, err = cli("convert", tmp_path / "c.csv", "--kind", "alpaca", "-o", tmp_path / "c.jsonl")
+    assert code == 2 and "c.csv:3" in err and "'instruction' is empty" in err
