@@ -31,6 +31,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 HF_BRANCH = "main"
@@ -83,7 +84,7 @@ class HubServer:
         self.cdn_url = f"http://localhost:{self.port}" if _localhost_is_ipv4_loopback() else self.url
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> HubServer:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -93,7 +94,8 @@ class HubServer:
     def stop(self) -> None:
         for event in self.stall.values():
             event.set()
-        self._httpd.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever, which only a started server runs
+            self._httpd.shutdown()
         self._httpd.server_close()
 
     def repo(self, owner: str, name: str) -> Repo | None:
@@ -204,13 +206,12 @@ def _handler_for(server: HubServer) -> type[BaseHTTPRequestHandler]:
             self._body(path, data, head, headers)
 
         def _lfs(self, sha256: str, head: bool) -> None:
-            for owner_dir in server.root.iterdir():
-                for repo_dir in owner_dir.iterdir():
-                    repo = server.repo(owner_dir.name, repo_dir.name)
-                    for path, data in repo.files.items():
-                        if hashlib.sha256(data).hexdigest() == sha256:
-                            self._body(path, data, head, {"ETag": f'"{sha256}"'})
-                            return
+            for repo_dir in server.root.glob("*/*"):
+                repo = server.repo(repo_dir.parent.name, repo_dir.name)
+                for path, data in (repo.files if repo else {}).items():
+                    if hashlib.sha256(data).hexdigest() == sha256:
+                        self._body(path, data, head, {"ETag": f'"{sha256}"'})
+                        return
             self._send(404, b"no such object", {})
 
         def _hf_error(self, status: int, code: str, message: str, extra: dict | None = None) -> None:

@@ -18,6 +18,7 @@ VERBS = {
     "validate": "validate",
     "run": "run",
     "register": "register",
+    "download": "download",
     "convert": "convert",
     "check": "check",
 }

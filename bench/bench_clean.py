@@ -1,0 +1,254 @@
+"""Wall time and peak memory of the seed's JSONL cleaning pipeline, three ways, measured in the same run.
+
+    python bench/bench_clean.py [--rows 200000] [--repeat 1] [--out bench/results/clean.json] [--workdir DIR] [--keep]
+
+The pipeline: drop rows with an empty input_text or target_text, rename them to prompt/response, keep rows under
+4096 characters, sample 10000 rows. Run as `llf-recipes clean`, as jq piped into shuf, and as a Hugging Face
+`datasets` script (with an empty cache each run). Each is its own subprocess, and each peak RSS is that process's
+alone (GNU time's figure; see run_pipeline). The input is generated deterministically: random CJK text
+(U+4E00..U+9FA5), 20-800 characters per field on a log scale (about 260 MB at 200k rows), about 1% empty
+target_text. Targets: llf-recipes >= 10x faster than both, peak RSS <= 64 MB. Results are merged into the JSON file
+under the row count, so a 200k and a 2M run sit side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None  # GNU time: per-command peak RSS
+SAMPLE, SEED, MAX_CHARS = 10000, 42, 4096
+BYTES_PER_ROW = 1400  # measured on the generated rows; sizes the disk check before anything is written
+JQ_FILTER = ('select(.target_text != "" and .input_text != "") | {prompt: .input_text, response: .target_text}'
+             f' | select((.prompt + .response | length) < {MAX_CHARS})')
+DATASETS_SCRIPT = """
+import sys
+import datasets
+from datasets import load_dataset
+
+datasets.disable_progress_bars()
+src, dst, n, seed, max_chars = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+ds = load_dataset("json", data_files=src, split="train")
+ds = ds.filter(lambda b: [p != "" and r != "" for p, r in zip(b["input_text"], b["target_text"])], batched=True)
+ds = ds.map(lambda b: {"prompt": b["input_text"], "response": b["target_text"]}, batched=True,
+            remove_columns=ds.column_names)
+ds = ds.filter(lambda b: [len(p) + len(r) < max_chars for p, r in zip(b["prompt"], b["response"])], batched=True)
+ds = ds.shuffle(seed=seed).select(range(min(n, len(ds))))
+ds.to_json(dst, force_ascii=False)
+"""
+
+
+def program(name: str) -> str | None:
+    beside = BIN / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
+def generate(path: Path, rows: int, seed: int = 1234) -> None:
+    """Slices of one random pool of CJK characters: deterministic, and fast enough for millions of rows."""
+    rng = random.Random(seed)
+    cjk = range(0x4E00, 0x9FA6)
+    # built in pieces so this process stays small: its size would otherwise show in wait4's peak RSS figures
+    pool = "".join("".join(map(chr, rng.choices(cjk, k=1 << 14))) for _ in range(64))
+    lo, hi = math.log(20), math.log(800)
+    with open(path, "wb", buffering=1 << 20) as fh:
+        for i in range(rows):
+            texts = []
+            for _ in range(2):
+                n = int(math.exp(rng.uniform(lo, hi)))
+                start = rng.randrange(len(pool) - n)
+                texts.append(pool[start:start + n])
+            target = "" if rng.random() < 0.01 else texts[1]
+            fh.write(orjson.dumps({"id": i, "input_text": texts[0], "target_text": target}, option=orjson.OPT_APPEND_NEWLINE))
+
+
+def warm(path: Path) -> None:
+    """Read the input once so every leg starts with it in the page cache, not only the ones after the first."""
+    with open(path, "rb", buffering=0) as fh:
+        while fh.read(1 << 24):
+            pass
+
+
+def run_pipeline(argvs: list[list[str]], out: Path, env: dict | None = None) -> dict:
+    """Start argvs as a pipeline (each one's stdout into the next, the last into `out`) and reap each with wait4.
+
+    Peak RSS: the kernel starts an exec'd process's ru_maxrss at the size of the process that exec'd it, so a
+    measurement taken with wait4 alone would include this script's own peak. /usr/bin/time forks each command from
+    its own small process and reports that command's peak alone; without it, wait4's figure is an upper bound.
+    """
+    procs, errs, rss_files = [], [], []
+    start = time.perf_counter()
+    with open(out, "wb") as sink:
+        upstream = subprocess.DEVNULL
+        for i, argv in enumerate(argvs):
+            err = tempfile.TemporaryFile()
+            last = i == len(argvs) - 1
+            rss_file = out.with_name(f"{out.name}.rss{i}")
+            rss_files.append(rss_file)
+            if TIME:
+                argv = [TIME, "-f", "%M", "-o", str(rss_file), *argv]
+            proc = subprocess.Popen(argv, stdin=upstream, stdout=sink if last else subprocess.PIPE, stderr=err,
+                                    env={**os.environ, **(env or {})})
+            if upstream is not subprocess.DEVNULL:
+                upstream.close()  # only the next process holds the pipe: the writer gets SIGPIPE if it stops reading
+            upstream = proc.stdout
+            procs.append(proc)
+            errs.append(err)
+    results, end = [], start
+    for proc, err, rss_file in zip(procs, errs, rss_files):
+        _, status, usage = os.wait4(proc.pid, 0)
+        end = max(end, time.perf_counter())
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        peak_kb = int(rss_file.read_text().split()[-1]) if TIME else usage.ru_maxrss
+        rss_file.unlink(missing_ok=True)
+        err.seek(0)
+        results.append({"argv0": Path(proc.args[5 if TIME else 0]).name, "exit": proc.returncode,
+                        "peak_rss_mb": round(peak_kb / 1024, 1), "stderr": err.read()[-2000:].decode(errors="replace")})
+        err.close()
+    for r in results:
+        if r["exit"] != 0:
+            raise SystemExit(f"{r['argv0']} failed ({r['exit']}):\n{r['stderr']}")
+    with open(out, "rb") as fh:
+        rows_out = sum(1 for _ in fh)
+    return {"wall_s": round(end - start, 3), "peak_rss_mb": round(sum(r["peak_rss_mb"] for r in results), 1),
+            "processes": [{k: r[k] for k in ("argv0", "peak_rss_mb")} for r in results], "rows_out": rows_out,
+            "rss_from": "/usr/bin/time" if TIME else "wait4 (upper bound)"}
+
+
+def leg(name: str, argvs: list[list[str]], src: Path, out: Path, repeat: int, env: dict | None = None,
+        scratch: Path | None = None) -> dict:
+    """Run one way `repeat` times; `scratch` (a cache directory) is emptied before each run so none reuses another's."""
+    runs = []
+    for _ in range(repeat):
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        warm(src)
+        runs.append(run_pipeline(argvs, out, env))
+        out.unlink()
+    walls = [r["wall_s"] for r in runs]
+    report = {**runs[-1], "wall_s": round(statistics.median(walls), 3), "walls_s": walls,
+              "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+              "command": " | ".join(" ".join(map(str, a)) for a in argvs)}
+    print(f"  {name:<12} {report['wall_s']:8.3f} s  {report['peak_rss_mb']:8.1f} MB  {report['rows_out']} rows", flush=True)
+    return report
+
+
+def legs(work: Path, src: Path, repeat: int) -> dict:
+    results = {}
+    llf = program("llf-recipes") or "llf-recipes"
+    results["llf-recipes"] = leg("llf-recipes", [[
+        llf, "clean", str(src), "-o", str(work / "llf.jsonl"), "--drop-empty", "--fields", "input_text,target_text",
+        "--rename", "input_text=prompt,target_text=response", "--max-chars", str(MAX_CHARS),
+        "--sample", str(SAMPLE), "--seed", str(SEED),
+    ]], src, work / "llf.jsonl", repeat)
+    jq, shuf = shutil.which("jq"), shutil.which("shuf")
+    if jq and shuf:
+        # shuf draws from this file: the same bytes every run, enough of them for any row count
+        randomness = work / "shuf-random-source"
+        randomness.write_bytes(random.Random(SEED).randbytes(max(1 << 20, src.stat().st_size // 64)))
+        results["jq + shuf"] = leg("jq + shuf", [
+            [jq, "-c", JQ_FILTER, str(src)], [shuf, "-n", str(SAMPLE), f"--random-source={randomness}"],
+        ], src, work / "jq.jsonl", repeat)
+    else:
+        print("  jq + shuf    skipped: jq or shuf is not installed (apt-get update && apt-get install -y jq)")
+    if importlib.util.find_spec("datasets") is None:
+        print("  datasets     skipped: the datasets package is not installed (pip install datasets)")
+    else:
+        cache = work / "hf-cache"  # a fresh cache: every run pays for the Arrow conversion, as a first run does
+        env = {"HF_DATASETS_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        results["datasets"] = leg("datasets", [[
+            sys.executable, "-c", DATASETS_SCRIPT, str(src), str(work / "ds.jsonl"), str(SAMPLE), str(SEED), str(MAX_CHARS),
+        ]], src, work / "ds.jsonl", repeat, env, scratch=cache)
+        shutil.rmtree(cache, ignore_errors=True)
+    return results
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version(), "orjson": orjson.__version__}
+    for tool in ("jq", "shuf"):
+        if shutil.which(tool):
+            found[tool] = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    try:
+        found["datasets"] = importlib.metadata.version("datasets")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return found
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each leg; the median wall time is reported")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "clean.json"))
+    ap.add_argument("--workdir", help="where the input and outputs go (default: a new temporary directory)")
+    ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    args = ap.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="llf-bench-clean-"))
+    work.mkdir(parents=True, exist_ok=True)
+    # the input, the datasets leg's Arrow cache and its filtered/mapped copies
+    needed = 3 * args.rows * BYTES_PER_ROW
+    free = shutil.disk_usage(work).free
+    if free < max(needed, 1 << 30):
+        print(f"skipped: {args.rows} rows need about {needed / 1e9:.1f} GB free in {work}, {free / 1e9:.1f} GB are")
+        return 0
+    src = work / "input.jsonl"
+    try:
+        start = time.perf_counter()
+        generate(src, args.rows)
+        size = src.stat().st_size
+        print(f"input: {args.rows} rows, {size / 1e6:.0f} MB, generated in {time.perf_counter() - start:.1f} s ({src})")
+        results = legs(work, src, args.repeat)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    report = summarize(args.rows, size, results)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    runs = {**previous.get("runs", {}), str(args.rows): report}
+    out.write_text(json.dumps({"machine": machine(), "versions": versions(), "runs": runs}, indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def machine() -> dict:
+    return {"cpu_count": os.cpu_count(), "platform": platform.platform()}
+
+
+def summarize(rows: int, size: int, results: dict) -> dict:
+    llf = results["llf-recipes"]
+    print(f"\n{'':<12} {'wall s':>8}  {'peak RSS MB':>11}  {'llf-recipes is':>15}")
+    speedups = {}
+    for name, r in results.items():
+        ratio = r["wall_s"] / llf["wall_s"]
+        if name != "llf-recipes":
+            speedups[name] = round(ratio, 1)
+        shown = "" if name == "llf-recipes" else f"{ratio:.1f}x faster"
+        print(f"{name:<12} {r['wall_s']:8.3f}  {r['peak_rss_mb']:11.1f}  {shown:>15}")
+    targets = {"speedup_vs_each": 10.0, "peak_rss_mb": 64.0}
+    met = {"speedup": bool(speedups) and all(s >= targets["speedup_vs_each"] for s in speedups.values()),
+           "peak_rss": llf["peak_rss_mb"] <= targets["peak_rss_mb"]}
+    print(f">= 10x faster than {' and '.join(speedups) or 'nothing measured'}: {'met' if met['speedup'] else 'MISSED'}; "
+          f"peak RSS {llf['peak_rss_mb']} MB <= 64 MB: {'met' if met['peak_rss'] else 'MISSED'}")
+    return {"rows": rows, "input_mb": round(size / 1e6, 1), "results": results, "speedups": speedups,
+            "targets": targets, "met": met}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

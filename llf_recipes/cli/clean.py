@@ -1,0 +1,132 @@
+"""`llf-recipes clean IN -o OUT`: the usual JSONL cleaning pipeline (jq + shuf) as options of one streaming pass."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from llf_recipes.cli.common import add_verb
+from llf_recipes.errors import LlfError
+
+DROP_REASONS = ("empty", "max_chars", "max_tokens", "duplicate", "not_sampled")
+
+
+def add_parser(sub) -> None:
+    p = add_verb(sub, "clean", "clean a JSONL file in one streaming pass: drop empty, rename, length limit, dedup, "
+                               "sample, split", """
+        llf-recipes clean raw.jsonl -o data/sft.jsonl --drop-empty --fields input_text,target_text \\
+            --rename input_text=prompt,target_text=response --max-chars 4096 --sample 10000 --seed 42
+        llf-recipes clean raw.jsonl -o clean.jsonl --dedup --drop-empty --stats
+        llf-recipes clean raw.jsonl -o clean.jsonl --max-tokens 2048 --tokenizer Qwen2.5-0.5B-Instruct/tokenizer.json
+        llf-recipes clean raw.jsonl -o train.jsonl --val-ratio 0.02 --val-out val.jsonl --group-by conversation_id
+        llf-recipes clean messy.jsonl -o clean.jsonl --skip-bad     # bad lines go to clean.rejects.jsonl
+    """)
+    p.description += """
+
+Per row, in order: parse, drop empty, --max-chars, --max-tokens, --dedup, --sample; --rename and the split apply to
+the rows written. Field names always refer to the input (before --rename). A bad line (invalid JSON or UTF-8, a BOM,
+not an object, a named field missing) stops the run with its line number and nothing written, unless --skip-bad."""
+    p.add_argument("input", metavar="IN", help="JSONL file: one JSON object per line, UTF-8 without BOM")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="cleaned JSONL (the training split with --val-ratio)")
+    p.add_argument("--fields", metavar="A,B", help="the text fields that --drop-empty, --max-chars and --max-tokens "
+                                                   "look at, required in every row (default: every string field)")
+    p.add_argument("--drop-empty", action="store_true", help="drop rows whose text fields are null, empty or white space")
+    p.add_argument("--rename", metavar="OLD=NEW,...", help="rename fields in the rows written (other fields are kept)")
+    p.add_argument("--max-chars", type=int, metavar="N", help="keep rows with fewer than N characters over the text fields")
+    p.add_argument("--max-tokens", type=int, metavar="N", help="keep rows with fewer than N tokens over the text fields")
+    p.add_argument("--tokenizer", metavar="PATH", help="for --max-tokens: a Hugging Face tokenizer.json (or its directory)")
+    p.add_argument("--dedup", action="store_true", help="drop exact duplicate rows (key order ignored; about 100 bytes "
+                                                        "of memory per distinct row)")
+    p.add_argument("--sample", type=int, metavar="N", help="keep a uniform random sample of N rows, in input order")
+    p.add_argument("--seed", type=int, default=0, help="for --sample and --val-ratio (default: 0)")
+    p.add_argument("--val-ratio", type=float, metavar="R", help="send about this fraction of rows to --val-out")
+    p.add_argument("--val-out", metavar="FILE", help="the validation split's JSONL")
+    p.add_argument("--group-by", metavar="KEY", help="split by KEY's value: rows sharing it stay on the same side")
+    p.add_argument("--skip-bad", action="store_true", help="set bad lines aside in OUT's .rejects.jsonl (line, reason) "
+                                                           "instead of stopping")
+    p.add_argument("--stats", action="store_true", help="print rows read, dropped per reason, written; characters per row")
+    p.set_defaults(func=main)
+
+
+def _names(spec: str | None, option: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in (spec or "").split(",") if s.strip())
+    if spec is not None and not names:
+        raise LlfError(f"{option} names no field", key=option, fix=f"e.g. {option} input_text,target_text")
+    return names
+
+
+def _renames(spec: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in _names(spec, "--rename"):
+        old, eq, new = (s.strip() for s in item.partition("="))
+        if not eq or not old or not new:
+            raise LlfError(f"--rename item {item!r} is not OLD=NEW", key="--rename", fix="e.g. --rename input_text=prompt")
+        if old in out:
+            raise LlfError(f"--rename names {old!r} twice", key="--rename")
+        out[old] = new
+    if len(set(out.values())) < len(out):
+        raise LlfError("--rename gives two fields the same new name", key="--rename")
+    return out
+
+
+def _positive(value, option: str):
+    if value is not None and value <= 0:
+        raise LlfError(f"{option} must be positive, not {value}", key=option)
+    return value
+
+
+def options_from(args):
+    from llf_recipes.data.clean import CleanOptions
+
+    if (args.max_tokens is None) != (args.tokenizer is None):
+        raise LlfError("--max-tokens and --tokenizer go together", key="--max-tokens",
+                       fix="--max-tokens 2048 --tokenizer path/to/tokenizer.json")
+    if (args.val_ratio is None) != (args.val_out is None):
+        raise LlfError("--val-ratio and --val-out go together", key="--val-ratio", fix="--val-ratio 0.02 --val-out val.jsonl")
+    if args.val_ratio is not None and not 0 < args.val_ratio < 1:
+        raise LlfError(f"--val-ratio must be between 0 and 1, not {args.val_ratio}", key="--val-ratio")
+    if args.group_by and args.val_ratio is None:
+        raise LlfError("--group-by chooses how rows split: it needs --val-ratio and --val-out", key="--group-by")
+    opts = CleanOptions(
+        input=Path(args.input), output=Path(args.output), fields=_names(args.fields, "--fields"),
+        rename=_renames(args.rename), drop_empty=args.drop_empty, max_chars=_positive(args.max_chars, "--max-chars"),
+        max_tokens=_positive(args.max_tokens, "--max-tokens"), tokenizer=Path(args.tokenizer) if args.tokenizer else None,
+        dedup=args.dedup, sample=_positive(args.sample, "--sample"), seed=args.seed, val_ratio=args.val_ratio,
+        val_out=Path(args.val_out) if args.val_out else None, group_by=args.group_by, skip_bad=args.skip_bad,
+        stats=args.stats, progress=sys.stderr.isatty(),
+    )
+    outputs = [opts.output] + ([opts.val_out] if opts.val_out else []) + ([opts.rejects] if opts.skip_bad else [])
+    resolved = [p.resolve() for p in outputs]
+    if opts.input.resolve() in resolved:
+        raise LlfError("an output would replace the input", key="-o", fix="write the cleaned rows to another file")
+    if len(set(resolved)) < len(resolved):
+        raise LlfError(f"two outputs are the same file: {', '.join(map(str, outputs))}", key="--val-out")
+    return opts
+
+
+def main(args) -> int:
+    from llf_recipes.data.clean import clean
+
+    opts = options_from(args)
+    stats = clean(opts)
+    dropped = sum(stats.dropped.values())
+    split = f" + {stats.val_written} in {opts.val_out}" if opts.val_out else ""
+    print(f"{opts.output}: {stats.written} rows{split} ({stats.read} read, {dropped} dropped, {stats.rejected} rejected)")
+    if opts.skip_bad:
+        print(f"{opts.rejects}: {stats.rejected} bad line(s) set aside")
+    if args.stats:
+        print_stats(stats)
+    return 0
+
+
+def print_stats(stats) -> None:
+    rows = [("read", stats.read), ("rejected", stats.rejected), ("dropped", sum(stats.dropped.values()))]
+    rows += [(f"  {reason}", stats.dropped[reason]) for reason in DROP_REASONS if reason in stats.dropped]
+    rows += [("written", stats.written + stats.val_written)]
+    if stats.val_written:
+        rows += [("  train", stats.written), ("  validation", stats.val_written)]
+    width = max(len(str(n)) for _, n in rows)
+    for label, n in rows:
+        print(f"{label:<14} {n:>{width}}")
+    if stats.written + stats.val_written:
+        print(f"{'chars/row':<14} min {stats.chars_min}  mean {stats.chars_mean:.1f}  max {stats.chars_max}")

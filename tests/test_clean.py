@@ -1,0 +1,346 @@
+import json
+import os
+import random
+
+import pytest
+
+from conftest import run_cli_subprocess
+
+SEED_PIPELINE = ("--drop-empty", "--fields", "input_text,target_text", "--rename", "input_text=prompt,target_text=response",
+                 "--max-chars", "4096")
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def only_inputs_left(directory, *names):
+    """No output, no temporary sibling: the directory holds exactly what the test put there."""
+    return sorted(p.name for p in directory.iterdir()) == sorted(names)
+
+
+@pytest.fixture
+def qa_rows():
+    rng = random.Random(7)
+    rows = []
+    for i in range(300):
+        answer = "答" * rng.randint(1, 60)
+        if i % 17 == 0:
+            answer = ""
+        elif i % 23 == 0:
+            answer = " \t\u3000"
+        rows.append({"id": i, "input_text": "问" * rng.randint(1, 60), "target_text": answer})
+    return rows
+
+
+def test_seed_pipeline_matches_a_reference(cli, tmp_path, qa_rows):
+    src = write_jsonl(tmp_path / "raw.jsonl", qa_rows + [{"id": 999, "input_text": "长" * 4000, "target_text": "答" * 96}])
+    code, out, err = cli("clean", src, "-o", tmp_path / "out.jsonl", *SEED_PIPELINE)
+    assert code == 0, err
+    expected = [{"id": r["id"], "prompt": r["input_text"], "response": r["target_text"]} for r in qa_rows
+                if r["input_text"].strip() and r["target_text"].strip()]
+    assert read_jsonl(tmp_path / "out.jsonl") == expected  # the 4096-char row is gone, key order kept
+    assert f"{len(expected)} rows" in out and "301 read" in out
+
+
+def test_drop_empty_default_looks_at_every_string_field(cli, tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [
+        {"a": "x", "b": "y", "n": None}, {"a": "x", "b": "  "}, {"a": "", "b": "y"}, {"a": "x", "b": "y", "k": 0},
+    ])
+    assert cli("clean", src, "-o", tmp_path / "out.jsonl", "--drop-empty")[0] == 0
+    assert read_jsonl(tmp_path / "out.jsonl") == [{"a": "x", "b": "y", "n": None}, {"a": "x", "b": "y", "k": 0}]
+
+
+def test_drop_empty_named_fields_catches_null_and_empty_lists(cli, tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [
+        {"q": "x", "a": None}, {"q": "x", "a": []}, {"q": "x", "a": ["y"]}, {"q": "x", "a": "y", "other": ""},
+    ])
+    assert cli("clean", src, "-o", tmp_path / "out.jsonl", "--drop-empty", "--fields", "q,a")[0] == 0
+    assert read_jsonl(tmp_path / "out.jsonl") == [{"q": "x", "a": ["y"]}, {"q": "x", "a": "y", "other": ""}]
+
+
+def test_rows_left_unchanged_are_copied_byte_for_byte(cli, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'{"b": "\\u4e2d", "a": 1}\n\n{"b": "x",  "a": 2}')  # blank line, no final newline
+    assert cli("clean", src, "-o", tmp_path / "out.jsonl", "--drop-empty")[0] == 0
+    assert (tmp_path / "out.jsonl").read_bytes() == b'{"b": "\\u4e2d", "a": 1}\n{"b": "x",  "a": 2}\n'
+
+
+def test_rename_keeps_other_fields_and_order(cli, tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": 1, "q": "x", "a": "y", "meta": {"k": [1]}}])
+    assert cli("clean", src, "-o", tmp_path / "out.jsonl", "--rename", "q=prompt, a=response")[0] == 0
+    [row] = read_jsonl(tmp_path / "out.jsonl")
+    assert list(row.items()) == [("id", 1), ("prompt", "x"), ("response", "y"), ("meta", {"k": [1]})]
+
+
+def test_rename_swap_is_allowed_but_overwriting_is_not(cli, tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"a": 1, "b": 2}])
+    assert cli("clean", src, "-o", tmp_path / "out.jsonl", "--rename", "a=b,b=a")[0] == 0
+    assert read_jsonl(tmp_path / "out.jsonl") == [{"b": 1, "a": 2}]
+    code, _, err = cli("clean", src, "-o", tmp_path / "o2.jsonl", "--rename", "a=b")
+    assert code == 2 and f"{src}:1" in err and "'b'" in err and "overwrite" in err
+    assert not (tmp_path / "o2.jsonl").exists()
+
+
+def test_max_chars_counts_the_text_fields_and_is_exclusive(cli, tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [
+        {"q": "中" * 3, "a": "文" * 6, "note": "x" * 100},  # 9 over q,a
+        {"q": "中" * 4, "a": "文" * 6},  # 10
+        {"q": "中", "a": "文"},
+    ])
+    assert cli("clean", src, "-o", tmp_path / "out.jsonl", "--fields", "q,a", "--max-chars", "10")[0] == 0
+    assert [len(r["q"] + r["a"]) for r in read_jsonl(tmp_path / "out.jsonl")] == [9, 2]
+    assert cli("clean", src, "-o", tmp_path / "all.jsonl", "--max-chars", "10")[0] == 0  # every string field
+    assert [len(r["q"] + r["a"]) for r in read_jsonl(tmp_path / "all.jsonl")] == [2]
+
+
+@pytest.fixture
+def word_tokenizer(tmp_path):
+    """A tokenizer.json whose token count is the number of white-space separated words."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "hello": 1}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    path = tmp_path / "tok" / "tokenizer.json"
+    path.parent.mkdir()
+    tok.save(str(path))
+    return path
+
+
+def test_max_tokens_with_a_tokenizer_json(cli, tmp_path, word_tokenizer):
+    src = write_jsonl(tmp_path / "in.jsonl", [
+        {"q": "a b", "a": "c"}, {"q": "a b c", "a": "d"}, {"q": "a", "a": "b", "id": "not counted as text"},
+    ])
+    code, out, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--fields", "q,a", "--max-tokens", "4",
+                         "--tokenizer", word_tokenizer, "--stats")
+    assert code == 0, err
+    assert read_jsonl(tmp_path / "out.jsonl") == [{"q": "a b", "a": "c"}, {"q": "a", "a": "b", "id": "not counted as text"}]
+    assert "max_tokens" in out
+    # a model directory holding tokenizer.json works too
+    assert cli("clean", src, "-o", tmp_path / "o2.jsonl", "--max-tokens", "4", "--tokenizer", word_tokenizer.parent)[0] == 0
+
+
+def test_max_tokens_needs_a_readable_tokenizer(cli, tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"q": "a"}])
+    code, _, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--max-tokens", "4")
+    assert code == 2 and "--tokenizer" in err
+    code, _, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--max-tokens", "4", "--tokenizer", tmp_path / "nope.json")
+    assert code == 2 and "nope.json does not exist" in err
+    (tmp_path / "bad.json").write_text("{}")
+    code, _, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--max-tokens", "4", "--tokenizer", tmp_path / "bad.json")
+    assert code == 2 and "bad.json is not a tokenizer.json" in err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_dedup_ignores_key_order_and_keeps_the_first(cli, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"a": "x", "b": 1}\n{"b": 1, "a": "x"}\n{"a": "x", "b": 2}\n{"a":"x","b":1}\n{"a": "x", "b": 2}\n')
+    code, out, _ = cli("clean", src, "-o", tmp_path / "out.jsonl", "--dedup", "--stats")
+    assert code == 0
+    assert read_jsonl(tmp_path / "out.jsonl") == [{"a": "x", "b": 1}, {"a": "x", "b": 2}]
+    assert "duplicate" in out and "3" in out.split("duplicate")[1].splitlines()[0]
+
+
+def test_sample_is_deterministic_uniform_and_in_input_order(cli, tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "t": f"row {i}"} for i in range(2000)])
+    picks = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        assert cli("clean", src, "-o", tmp_path / f"{name}.jsonl", "--sample", "100", "--seed", seed)[0] == 0
+        picks.append([r["id"] for r in read_jsonl(tmp_path / f"{name}.jsonl")])
+    assert picks[0] == picks[1] and picks[0] != picks[2]
+    assert len(picks[0]) == 100 and picks[0] == sorted(picks[0]) and len(set(picks[0])) == 100
+    assert min(picks[0]) < 500 and max(picks[0]) >= 1500  # drawn from the whole file, not its head
+    assert cli("clean", src, "-o", tmp_path / "all.jsonl", "--sample", "5000")[0] == 0
+    assert len(read_jsonl(tmp_path / "all.jsonl")) == 2000
+
+
+def test_sample_is_uniform_over_many_seeds(cli, tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": i} for i in range(20)])
+    counts = [0] * 20
+    for seed in range(300):
+        assert cli("clean", src, "-o", tmp_path / "out.jsonl", "--sample", "5", "--seed", seed)[0] == 0
+        for row in read_jsonl(tmp_path / "out.jsonl"):
+            counts[row["id"]] += 1
+    assert all(40 <= c <= 110 for c in counts), counts  # 75 expected per row; early rows are not favoured
+
+
+def test_sample_counts_only_rows_that_pass_the_filters(cli, tmp_path, qa_rows):
+    src = write_jsonl(tmp_path / "raw.jsonl", qa_rows)
+    code, out, _ = cli("clean", src, "-o", tmp_path / "out.jsonl", *SEED_PIPELINE, "--sample", "50", "--seed", "42", "--stats")
+    assert code == 0
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert len(rows) == 50 and all(r["prompt"].strip() and r["response"].strip() for r in rows)
+    assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
+    assert "not_sampled" in out and "empty" in out
+
+
+def test_stats_counts_and_lengths(cli, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"t": "ab"}\n{"t": ""}\n{"t": "abcd"}\n{"t": "abcdefgh"}\n{"t": "ab"}\nnot json\n')
+    code, out, _ = cli("clean", src, "-o", tmp_path / "out.jsonl", "--drop-empty", "--max-chars", "8", "--dedup",
+                       "--stats", "--skip-bad")
+    assert code == 0
+    table = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+    assert table["read"] == ["6"] and table["rejected"] == ["1"] and table["dropped"] == ["3"]
+    assert table["empty"] == ["1"] and table["max_chars"] == ["1"] and table["duplicate"] == ["1"]
+    assert table["written"] == ["2"]
+    assert table["chars/row"] == ["min", "2", "mean", "3.0", "max", "4"]
+
+
+def test_val_split_is_deterministic_and_partitions_the_rows(cli, tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "t": f"text {i}"} for i in range(2000)])
+    runs = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 5)):
+        code, out, _ = cli("clean", src, "-o", tmp_path / f"{name}-train.jsonl", "--val-ratio", "0.1",
+                           "--val-out", tmp_path / f"{name}-val.jsonl", "--seed", seed)
+        assert code == 0 and "val.jsonl" in out
+        runs.append(([r["id"] for r in read_jsonl(tmp_path / f"{name}-train.jsonl")],
+                     [r["id"] for r in read_jsonl(tmp_path / f"{name}-val.jsonl")]))
+    train, val = runs[0]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+    assert sorted(train + val) == list(range(2000)) and train == sorted(train) and val == sorted(val)
+    assert 140 <= len(val) <= 260
+
+
+def test_group_by_never_straddles(cli, tmp_path):
+    rows = [{"conv": f"c{i % 97}", "turn": i} for i in range(1500)]
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    for seed in range(5):
+        assert cli("clean", src, "-o", tmp_path / "train.jsonl", "--val-ratio", "0.3", "--val-out", tmp_path / "val.jsonl",
+                   "--group-by", "conv", "--seed", seed)[0] == 0
+        train = {r["conv"] for r in read_jsonl(tmp_path / "train.jsonl")}
+        val = {r["conv"] for r in read_jsonl(tmp_path / "val.jsonl")}
+        assert train and val and not train & val and len(train | val) == 97
+
+
+def test_everything_at_once(cli, tmp_path, qa_rows):
+    rows = qa_rows + qa_rows[:40]  # duplicates
+    src = write_jsonl(tmp_path / "raw.jsonl", rows)
+    argv = ("clean", src, "-o", tmp_path / "train.jsonl", *SEED_PIPELINE, "--dedup", "--sample", "120", "--seed", "3",
+            "--val-ratio", "0.25", "--val-out", tmp_path / "val.jsonl", "--group-by", "id", "--stats")
+    code, out, err = cli(*argv)
+    assert code == 0, err
+    first = (tmp_path / "train.jsonl").read_bytes(), (tmp_path / "val.jsonl").read_bytes()
+    train, val = read_jsonl(tmp_path / "train.jsonl"), read_jsonl(tmp_path / "val.jsonl")
+    assert len(train) + len(val) == 120 and val
+    ids = [r["id"] for r in train + val]
+    assert len(set(ids)) == 120  # no duplicate survived
+    assert all(set(r) == {"id", "prompt", "response"} and r["response"].strip() for r in train + val)
+    assert cli(*argv)[0] == 0
+    assert ((tmp_path / "train.jsonl").read_bytes(), (tmp_path / "val.jsonl").read_bytes()) == first
+
+
+BAD_INPUTS = {
+    "invalid JSON": (b'{"q": "a"}\n{"q": "b",}\n', "in.jsonl:2", "invalid JSON"),
+    "not an object": (b'{"q": "a"}\n{"q": "b"}\n["q", "c"]\n', "in.jsonl:3", "an array, not a JSON object"),
+    "invalid UTF-8": (b'{"q": "a"}\n{"q": "\xe4\xb8"}\n', "in.jsonl:2", "invalid UTF-8"),
+    "BOM": (b'\xef\xbb\xbf{"q": "a"}\n', "in.jsonl:1", "byte order mark"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_stops_with_the_line_and_writes_nothing(cli, tmp_path, case):
+    data, where, reason = BAD_INPUTS[case]
+    (tmp_path / "in.jsonl").write_bytes(data)
+    code, out, err = cli("clean", tmp_path / "in.jsonl", "-o", tmp_path / "out.jsonl", "--val-ratio", "0.5",
+                         "--val-out", tmp_path / "val.jsonl", "--drop-empty")
+    assert code == 2 and where in err and reason in err and "--skip-bad" in err, err
+    assert only_inputs_left(tmp_path, "in.jsonl")
+
+
+@pytest.mark.parametrize("option, value, field", [
+    ("--fields", "q,a", "a"), ("--rename", "q=prompt,a=response", "a"), ("--group-by", "conv", "conv"),
+])
+def test_missing_named_field_is_named(cli, tmp_path, option, value, field):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"q": "x", "a": "y", "conv": 1}] * 3 + [{"q": "x"}])
+    extra = ("--val-ratio", "0.5", "--val-out", tmp_path / "val.jsonl") if option == "--group-by" else ()
+    code, _, err = cli("clean", src, "-o", tmp_path / "out.jsonl", option, value, *extra)
+    assert code == 2 and f"in.jsonl:4: field '{field}' (named by {option}) is missing" in err, err
+    assert only_inputs_left(tmp_path, "in.jsonl")
+
+
+def test_fields_name_the_input_not_the_renamed_output(cli, tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"q": "x"}])
+    code, _, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--rename", "q=prompt", "--fields", "prompt")
+    assert code == 2 and "field 'prompt'" in err and "before --rename" in err
+
+
+@pytest.mark.parametrize("content, message", [(b"", "the file is empty"), (b"\n  \n\n", "has no rows")])
+def test_empty_input_is_an_error_even_with_skip_bad(cli, tmp_path, content, message):
+    (tmp_path / "in.jsonl").write_bytes(content)
+    code, _, err = cli("clean", tmp_path / "in.jsonl", "-o", tmp_path / "out.jsonl", "--skip-bad")
+    assert code == 2 and "in.jsonl" in err and message in err
+    assert only_inputs_left(tmp_path, "in.jsonl")
+
+
+def test_missing_input_and_failed_run_keep_an_existing_output(cli, tmp_path):
+    code, _, err = cli("clean", tmp_path / "nope.jsonl", "-o", tmp_path / "out.jsonl")
+    assert code == 2 and "nope.jsonl does not exist" in err
+    (tmp_path / "out.jsonl").write_text("previous\n")
+    (tmp_path / "in.jsonl").write_text('{"a": 1}\n{oops}\n')
+    assert cli("clean", tmp_path / "in.jsonl", "-o", tmp_path / "out.jsonl")[0] == 2
+    assert (tmp_path / "out.jsonl").read_text() == "previous\n"
+    assert only_inputs_left(tmp_path, "in.jsonl", "out.jsonl")
+
+
+def test_skip_bad_sets_lines_aside_with_reasons(cli, tmp_path):
+    (tmp_path / "in.jsonl").write_bytes(
+        b'\xef\xbb\xbf{"q": "bom"}\n{"q": "ok", "a": "1"}\n{"q": "\xff"}\n[1]\n{"q": "no a"}\n{nope\n{"q": "ok2", "a": "2"}\n')
+    code, out, err = cli("clean", tmp_path / "in.jsonl", "-o", tmp_path / "out.jsonl", "--fields", "q,a", "--skip-bad")
+    assert code == 0, err
+    assert read_jsonl(tmp_path / "out.jsonl") == [{"q": "ok", "a": "1"}, {"q": "ok2", "a": "2"}]
+    assert "5 rejected" in out and "out.rejects.jsonl: 5 bad line(s)" in out
+    rejects = read_jsonl(tmp_path / "out.rejects.jsonl")
+    assert [r["line"] for r in rejects] == [1, 3, 4, 5, 6]
+    reasons = [r["reason"] for r in rejects]
+    assert "byte order mark" in reasons[0] and "invalid UTF-8" in reasons[1] and "an array" in reasons[2]
+    assert rejects[3]["field"] == "a" and "missing" in reasons[3] and reasons[4].startswith("invalid JSON")
+    assert rejects[1]["text"] == '{"q": "\\xff"}' and rejects[4]["text"] == "{nope"
+
+
+def test_skip_bad_with_no_bad_lines_writes_an_empty_rejects_file(cli, tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"q": "x"}])
+    (tmp_path / "out.rejects.jsonl").write_text("stale\n")
+    assert cli("clean", src, "-o", tmp_path / "out.jsonl", "--skip-bad")[0] == 0
+    assert (tmp_path / "out.rejects.jsonl").read_text() == ""
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--val-ratio", "0.1"), "--val-ratio and --val-out go together"),
+    (("--val-ratio", "1.5", "--val-out", "v.jsonl"), "between 0 and 1"),
+    (("--group-by", "id"), "needs --val-ratio"),
+    (("--rename", "a"), "is not OLD=NEW"),
+    (("--rename", "a=x,b=x"), "the same new name"),
+    (("--sample", "0"), "--sample must be positive"),
+    (("--fields", ","), "--fields names no field"),
+])
+def test_option_errors(cli, tmp_path, argv, message):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"a": "x", "b": "y", "id": 1}])
+    code, _, err = cli("clean", src, "-o", tmp_path / "out.jsonl", *argv)
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_output_cannot_replace_the_input(cli, tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [{"a": "x"}])
+    code, _, err = cli("clean", src, "-o", src)
+    assert code == 2 and "replace the input" in err
+    assert read_jsonl(src) == [{"a": "x"}]
+
+
+def test_clean_does_not_import_torch(tmp_path, word_tokenizer):
+    poison = tmp_path / "poison"
+    for mod in ("torch", "transformers", "llamafactory"):
+        (poison / mod).mkdir(parents=True)
+        (poison / mod / "__init__.py").write_text(f"raise ImportError('{mod} imported by clean')\n")
+    src = write_jsonl(tmp_path / "in.jsonl", [{"q": "a b", "a": "c"}])
+    env = {"PYTHONPATH": os.pathsep.join([str(poison), os.environ.get("PYTHONPATH", "")])}
+    proc = run_cli_subprocess("clean", src, "-o", tmp_path / "out.jsonl", "--max-tokens", "8", "--tokenizer", word_tokenizer,
+                              "--dedup", "--sample", "1", "--stats", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert read_jsonl(tmp_path / "out.jsonl") == [{"q": "a b", "a": "c"}]
