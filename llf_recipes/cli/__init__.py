@@ -19,6 +19,7 @@ VERBS = {
     "run": "run",
     "register": "register",
     "download": "download",
+    "prepare": "prepare",
     "convert": "convert",
     "check": "check",
 }

@@ -122,16 +122,19 @@ class ConvertReport:
     rejects_path: Path | None = None
 
 
-def convert_file(src: str | Path, dest: str | Path, kind: str, *, skip_bad: bool = False, limit: int | None = None) -> ConvertReport:
-    """Stream `src` through the converter into `dest`; nothing is written unless every row converts (or skip_bad)."""
+def convert_file(src: str | Path | list[Path], dest: str | Path, kind: str, *, skip_bad: bool = False,
+                 limit: int | None = None) -> ConvertReport:
+    """Stream `src` (one file, or the shards of a split) through the converter into `dest`; nothing is written unless
+    every row converts (or skip_bad)."""
     if kind not in CONVERTERS:
         raise LlfError(f"conversion kind {kind!r} is unknown", key="kind", fix=f"use one of {', '.join(KINDS)}")
     convert = CONVERTERS[kind]
     report = ConvertReport()
     bad: list[BadRow] | None = report.rejected if skip_bad else None
     dest = Path(dest)
+    sources = src if isinstance(src, list) else [Path(src)]
     with AtomicWriter(dest) as out:
-        for where, row in iter_rows(src, bad):
+        for where, row in (item for one in sources for item in iter_rows(one, bad)):
             if limit is not None and report.read >= limit:
                 break
             report.read += 1
