@@ -21,6 +21,7 @@ VERBS = {
     "download": "download",
     "prepare": "prepare",
     "convert": "convert",
+    "clean": "clean",
     "check": "check",
 }
 
