@@ -24,18 +24,23 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--output", metavar="FILE", help="output JSONL (default: DATA_DIR/<entry file_name>)")
     p.add_argument("--data-dir", default="data", metavar="DIR", help="LLaMA-Factory's dataset_dir (default: data)")
     p.add_argument("--limit", type=int, metavar="N", help="convert at most N source rows")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a conversion option, e.g. one_shot=false for gsm8k_grpo")
     p.add_argument("--skip-bad", action="store_true", help="set bad rows aside in OUTPUT.rejects.jsonl instead of stopping")
     add_catalog_args(p)
     p.set_defaults(func=main)
 
 
-def resolve(args) -> tuple[Path, Path, str]:
-    """-> (input file, output file, kind)."""
+def resolve(args) -> tuple[Path, Path, str, dict]:
+    """-> (input file, output file, kind, options)."""
+    from llf_recipes.yamlio import scalar
+
+    options = {k: scalar(v) for k, _, v in (o.partition("=") for o in args.option)}
     as_file = Path(args.source)
     if as_file.is_file():
         if not args.kind:
             raise LlfError("converting a file needs --kind", fix=f"one of {', '.join(KINDS)}")
-        return as_file, Path(args.output or Path(args.data_dir) / f"{as_file.stem}.jsonl"), args.kind
+        return as_file, Path(args.output or Path(args.data_dir) / f"{as_file.stem}.jsonl"), args.kind, options
     ds = catalog_from(args).dataset(args.source)
     kind = args.kind or ds.convert.get("kind")
     if not kind:
@@ -48,13 +53,17 @@ def resolve(args) -> tuple[Path, Path, str]:
         src = Path(args.input)
     else:
         raise LlfError(f"where are {ds.name}'s rows?", fix=f"pass --input FILE (e.g. after `llf-recipes download {ds.name}`) or --sample")
-    return src, Path(args.output or Path(args.data_dir) / ds.entry["file_name"]), kind
+    return src, Path(args.output or Path(args.data_dir) / ds.entry["file_name"]), kind, {**ds.convert.get("options", {}), **options}
 
 
 def main(args) -> int:
-    src, dest, kind = resolve(args)
-    report = convert_file(src, dest, kind, skip_bad=args.skip_bad, limit=args.limit)
-    print(f"{src} -> {dest}: {report.read} row(s) read, {report.written} written ({kind})")
+    src, dest, kind, options = resolve(args)
+    try:
+        report = convert_file(src, dest, kind, skip_bad=args.skip_bad, limit=args.limit, options=options)
+    except TypeError as exc:
+        raise LlfError(f"conversion {kind!r} does not take option(s) {', '.join(options)}: {exc}", key="--option") from None
+    dropped = f", {report.dropped} dropped by the conversion" if report.dropped else ""
+    print(f"{src} -> {dest}: {report.read} row(s) read, {report.written} written ({kind}){dropped}")
     if report.rejected:
         print(f"{len(report.rejected)} bad row(s) set aside in {report.rejects_path}; first: {report.rejected[0]}", file=sys.stderr)
     return 0

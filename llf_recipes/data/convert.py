@@ -6,6 +6,7 @@ Kinds, named by each fragment's `convert.kind`:
   pairs_to_sft        preference pairs -> instruction / input / output (the chosen answer)
   pairs_to_kto        preference pairs -> two rows with output and label true (chosen) / false (rejected)
   messages_to_alpaca  a `messages` list -> instruction / input / output, earlier turns as history
+  gsm8k_grpo          question / "... #### 72" -> chat prompt (system + optional one-shot) and the numeric answer
 Preference sources differ in field names and shapes; `normalize_pair` accepts all the common ones.
 """
 
@@ -20,7 +21,7 @@ from llf_recipes.atomic import AtomicWriter
 from llf_recipes.data.rows import BadRow, dumps, iter_rows, reject_line
 from llf_recipes.errors import LlfError
 
-KINDS = ("alpaca", "pairs", "pairs_to_sft", "pairs_to_kto", "messages_to_alpaca")
+KINDS = ("alpaca", "pairs", "pairs_to_sft", "pairs_to_kto", "messages_to_alpaca", "gsm8k_grpo")
 PROMPT_FIELDS = ("prompt", "instruction", "question", "query")
 PAIR_FIELDS = (("chosen", "rejected"), ("better_response", "worse_response"), ("response_j", "response_k"))
 
@@ -110,20 +111,30 @@ def _pairs_to_kto(row, where):
     yield {"instruction": p["prompt"], "input": "", "output": p["rejected"], "label": False}
 
 
+def _gsm8k(row, where, one_shot=True):
+    from llf_recipes.data.gsm8k import hash_answer, to_grpo_row
+
+    question = _text(row, "question", where)
+    answer = hash_answer(_text(row, "answer", where))
+    if answer is not None:  # no number after ####: dropped and counted, as GSM8K-derived sets do
+        yield to_grpo_row(question, answer, one_shot=one_shot)
+
+
 CONVERTERS = {"alpaca": _alpaca, "pairs": _pairs, "pairs_to_sft": _pairs_to_sft, "pairs_to_kto": _pairs_to_kto,
-              "messages_to_alpaca": _messages}
+              "messages_to_alpaca": _messages, "gsm8k_grpo": _gsm8k}
 
 
 @dataclass
 class ConvertReport:
     read: int = 0
     written: int = 0
+    dropped: int = 0  # valid rows the conversion leaves out by design (e.g. GSM8K rows without a numeric answer)
     rejected: list[BadRow] = field(default_factory=list)
     rejects_path: Path | None = None
 
 
 def convert_file(src: str | Path | list[Path], dest: str | Path, kind: str, *, skip_bad: bool = False,
-                 limit: int | None = None) -> ConvertReport:
+                 limit: int | None = None, options: dict[str, Any] | None = None) -> ConvertReport:
     """Stream `src` (one file, or the shards of a split) through the converter into `dest`; nothing is written unless
     every row converts (or skip_bad)."""
     if kind not in CONVERTERS:
@@ -139,9 +150,12 @@ def convert_file(src: str | Path | list[Path], dest: str | Path, kind: str, *, s
                 break
             report.read += 1
             try:
-                for converted in convert(row, where):
+                produced = 0
+                for converted in convert(row, where, **(options or {})):
                     out.write(dumps(converted))
-                    report.written += 1
+                    produced += 1
+                report.written += produced
+                report.dropped += produced == 0
             except BadRow as exc:
                 if not skip_bad:
                     raise

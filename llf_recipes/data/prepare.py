@@ -63,13 +63,15 @@ def prepare(names: list[str], data_dir: str | Path, *, catalog: Catalog, sample:
             raise LlfError(f"entry {name!r} declares no conversion", where=str(ds.fragment))
         sources = sources_for(ds, sample, hub, catalog)
         output = data_dir / ds.entry["file_name"]
-        report = convert_file(sources, output, kind, skip_bad=skip_bad, limit=limit)
-        checked = check_file(output, check_stage(ds), ds.entry)
-        if checked.bad:
+        report = convert_file(sources, output, kind, skip_bad=skip_bad, limit=limit, options=ds.convert.get("options"))
+        stage = check_stage(ds)
+        checked = check_file(output, stage, ds.entry) if stage != "none" else None
+        if checked is not None and checked.bad:
             first = checked.bad[0]
             raise LlfError(f"{len(checked.bad)} converted row(s) unusable for stage {check_stage(ds)}; first: {first.where}: "
                            f"{first.message}", where=str(output))
-        say(f"{name}: {report.written} row(s) -> {output} ({kind}, checked for {check_stage(ds)})"
+        say(f"{name}: {report.written} row(s) -> {output} ({kind}" + (f", checked for {stage})" if checked else ")")
+            + (f", {report.dropped} dropped by the conversion" if report.dropped else "")
             + (f", {len(report.rejected)} rejected into {report.rejects_path}" if report.rejected else ""))
         done.append(Prepared(name, sources, output, report.written, len(report.rejected)))
     register(data_dir, {p.name: catalog.dataset(p.name).entry for p in done}, force=force)
