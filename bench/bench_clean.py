@@ -4,11 +4,12 @@
 
 The pipeline: drop rows with an empty input_text or target_text, rename them to prompt/response, keep rows under
 4096 characters, sample 10000 rows. Run as `llf-recipes clean`, as jq piped into shuf, and as a Hugging Face
-`datasets` script (with an empty cache each run). Each is its own subprocess, and each peak RSS is that process's
-alone (GNU time's figure; see run_pipeline). The input is generated deterministically: random CJK text
-(U+4E00..U+9FA5), 20-800 characters per field on a log scale (about 260 MB at 200k rows), about 1% empty
-target_text. Targets: llf-recipes >= 10x faster than both, peak RSS <= 64 MB. Results are merged into the JSON file
-under the row count, so a 200k and a 2M run sit side by side.
+`datasets` script (with an empty cache each run; llf-recipes after one untimed run that caches its bytecode, as an
+installed package has it). Each is its own subprocess, and each peak RSS is that process's alone (GNU time's
+figure; see run_pipeline). The input is generated deterministically: random CJK text (U+4E00..U+9FA5), 20-800
+characters per field on a log scale (about 260 MB at 200k rows), about 1% empty target_text. Targets: llf-recipes
+>= 10x faster than both, peak RSS <= 64 MB. Results are merged into the JSON file under the row count, so a 200k
+and a 2M run sit side by side.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import orjson
@@ -85,42 +87,42 @@ def warm(path: Path) -> None:
             pass
 
 
-def run_pipeline(argvs: list[list[str]], out: Path, env: dict | None = None) -> dict:
+def run_pipeline(argvs: list[list[str]], out: Path, env: dict[str, str | None] | None = None) -> dict:
     """Start argvs as a pipeline (each one's stdout into the next, the last into `out`) and reap each with wait4.
 
     Peak RSS: the kernel starts an exec'd process's ru_maxrss at the size of the process that exec'd it, so a
     measurement taken with wait4 alone would include this script's own peak. /usr/bin/time forks each command from
     its own small process and reports that command's peak alone; without it, wait4's figure is an upper bound.
     """
+    environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}  # None: unset it
     procs, errs, rss_files = [], [], []
     start = time.perf_counter()
-    with open(out, "wb") as sink:
+    with open(out, "wb") as sink, ExitStack() as stack:
         upstream = subprocess.DEVNULL
         for i, argv in enumerate(argvs):
-            err = tempfile.TemporaryFile()
+            err = stack.enter_context(tempfile.TemporaryFile())
             last = i == len(argvs) - 1
             rss_file = out.with_name(f"{out.name}.rss{i}")
             rss_files.append(rss_file)
             if TIME:
                 argv = [TIME, "-f", "%M", "-o", str(rss_file), *argv]
             proc = subprocess.Popen(argv, stdin=upstream, stdout=sink if last else subprocess.PIPE, stderr=err,
-                                    env={**os.environ, **(env or {})})
+                                    env=environment)
             if upstream is not subprocess.DEVNULL:
                 upstream.close()  # only the next process holds the pipe: the writer gets SIGPIPE if it stops reading
             upstream = proc.stdout
             procs.append(proc)
             errs.append(err)
-    results, end = [], start
-    for proc, err, rss_file in zip(procs, errs, rss_files):
-        _, status, usage = os.wait4(proc.pid, 0)
-        end = max(end, time.perf_counter())
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        peak_kb = int(rss_file.read_text().split()[-1]) if TIME else usage.ru_maxrss
-        rss_file.unlink(missing_ok=True)
-        err.seek(0)
-        results.append({"argv0": Path(proc.args[5 if TIME else 0]).name, "exit": proc.returncode,
-                        "peak_rss_mb": round(peak_kb / 1024, 1), "stderr": err.read()[-2000:].decode(errors="replace")})
-        err.close()
+        results, end = [], start
+        for proc, err, rss_file in zip(procs, errs, rss_files):
+            _, status, usage = os.wait4(proc.pid, 0)
+            end = max(end, time.perf_counter())
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            peak_kb = int(rss_file.read_text().split()[-1]) if TIME else usage.ru_maxrss
+            rss_file.unlink(missing_ok=True)
+            err.seek(0)
+            results.append({"argv0": Path(proc.args[5 if TIME else 0]).name, "exit": proc.returncode,
+                            "peak_rss_mb": round(peak_kb / 1024, 1), "stderr": err.read()[-2000:].decode(errors="replace")})
     for r in results:
         if r["exit"] != 0:
             raise SystemExit(f"{r['argv0']} failed ({r['exit']}):\n{r['stderr']}")
@@ -152,11 +154,21 @@ def leg(name: str, argvs: list[list[str]], src: Path, out: Path, repeat: int, en
 def legs(work: Path, src: Path, repeat: int) -> dict:
     results = {}
     llf = program("llf-recipes") or "llf-recipes"
-    results["llf-recipes"] = leg("llf-recipes", [[
-        llf, "clean", str(src), "-o", str(work / "llf.jsonl"), "--drop-empty", "--fields", "input_text,target_text",
-        "--rename", "input_text=prompt,target_text=response", "--max-chars", str(MAX_CHARS),
-        "--sample", str(SAMPLE), "--seed", str(SEED),
-    ]], src, work / "llf.jsonl", repeat)
+
+    def llf_argv(path: Path) -> list[str]:
+        return [llf, "clean", str(path), "-o", str(work / "llf.jsonl"), "--drop-empty", "--fields",
+                "input_text,target_text", "--rename", "input_text=prompt,target_text=response",
+                "--max-chars", str(MAX_CHARS), "--sample", str(SAMPLE), "--seed", str(SEED)]
+
+    # An editable install has no compiled bytecode until a first run writes it, and under PYTHONDONTWRITEBYTECODE
+    # every run compiles the package again. Time it as an installed package runs, as datasets does from site-packages:
+    # bytecode cached (outside the source tree) by one untimed run on the first 1000 rows.
+    env = {"PYTHONPYCACHEPREFIX": str(work / "pycache"), "PYTHONDONTWRITEBYTECODE": None}
+    head = work / "warm-up.jsonl"
+    with open(src, "rb") as fh, open(head, "wb") as out:
+        out.writelines(line for _, line in zip(range(1000), fh))
+    run_pipeline([llf_argv(head)], work / "llf.jsonl", env)
+    results["llf-recipes"] = leg("llf-recipes", [llf_argv(src)], src, work / "llf.jsonl", repeat, env)
     jq, shuf = shutil.which("jq"), shutil.which("shuf")
     if jq and shuf:
         # shuf draws from this file: the same bytes every run, enough of them for any row count
@@ -183,7 +195,7 @@ def versions() -> dict:
     found = {"python": platform.python_version(), "orjson": orjson.__version__}
     for tool in ("jq", "shuf"):
         if shutil.which(tool):
-            found[tool] = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+            found[tool] = subprocess.run([tool, "--version"], capture_output=True, text=True, check=False).stdout.splitlines()[0]
     try:
         found["datasets"] = importlib.metadata.version("datasets")
     except importlib.metadata.PackageNotFoundError:

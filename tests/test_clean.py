@@ -3,7 +3,6 @@ import os
 import random
 
 import pytest
-
 from conftest import run_cli_subprocess
 
 SEED_PIPELINE = ("--drop-empty", "--fields", "input_text,target_text", "--rename", "input_text=prompt,target_text=response",
@@ -223,7 +222,7 @@ def test_everything_at_once(cli, tmp_path, qa_rows):
     src = write_jsonl(tmp_path / "raw.jsonl", rows)
     argv = ("clean", src, "-o", tmp_path / "train.jsonl", *SEED_PIPELINE, "--dedup", "--sample", "120", "--seed", "3",
             "--val-ratio", "0.25", "--val-out", tmp_path / "val.jsonl", "--group-by", "id", "--stats")
-    code, out, err = cli(*argv)
+    code, _, err = cli(*argv)
     assert code == 0, err
     first = (tmp_path / "train.jsonl").read_bytes(), (tmp_path / "val.jsonl").read_bytes()
     train, val = read_jsonl(tmp_path / "train.jsonl"), read_jsonl(tmp_path / "val.jsonl")
@@ -247,8 +246,8 @@ BAD_INPUTS = {
 def test_bad_input_stops_with_the_line_and_writes_nothing(cli, tmp_path, case):
     data, where, reason = BAD_INPUTS[case]
     (tmp_path / "in.jsonl").write_bytes(data)
-    code, out, err = cli("clean", tmp_path / "in.jsonl", "-o", tmp_path / "out.jsonl", "--val-ratio", "0.5",
-                         "--val-out", tmp_path / "val.jsonl", "--drop-empty")
+    code, _, err = cli("clean", tmp_path / "in.jsonl", "-o", tmp_path / "out.jsonl", "--val-ratio", "0.5",
+                       "--val-out", tmp_path / "val.jsonl", "--drop-empty")
     assert code == 2 and where in err and reason in err and "--skip-bad" in err, err
     assert only_inputs_left(tmp_path, "in.jsonl")
 

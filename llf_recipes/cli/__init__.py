@@ -26,7 +26,8 @@ VERBS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, just that verb's subparser, so a command imports no other verb's module."""
     parser = argparse.ArgumentParser(
         prog="llf-recipes",
         description="Reproducible LLaMA-Factory fine-tuning: recipes rendered for your hardware, validated, run.",
@@ -34,13 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"llf-recipes {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for module in VERBS.values():
-        importlib.import_module(f"llf_recipes.cli.{module}").add_parser(sub)
+    for verb, module in VERBS.items():
+        if only is None or verb == only:
+            importlib.import_module(f"llf_recipes.cli.{module}").add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    first = argv[0] if argv else None
+    args = build_parser(first if first in VERBS else None).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except LlfError as exc:

@@ -27,7 +27,8 @@ Per row, in order: parse, drop empty, --max-chars, --max-tokens, --dedup, --samp
 the rows written. Field names always refer to the input (before --rename). A bad line (invalid JSON or UTF-8, a BOM,
 not an object, a named field missing) stops the run with its line number and nothing written, unless --skip-bad."""
     p.add_argument("input", metavar="IN", help="JSONL file: one JSON object per line, UTF-8 without BOM")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="cleaned JSONL (the training split with --val-ratio)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="cleaned JSONL (the training split with --val-ratio)")
     p.add_argument("--fields", metavar="A,B", help="the text fields that --drop-empty, --max-chars and --max-tokens "
                                                    "look at, required in every row (default: every string field)")
     p.add_argument("--drop-empty", action="store_true", help="drop rows whose text fields are null, empty or white space")
@@ -82,7 +83,8 @@ def options_from(args):
         raise LlfError("--max-tokens and --tokenizer go together", key="--max-tokens",
                        fix="--max-tokens 2048 --tokenizer path/to/tokenizer.json")
     if (args.val_ratio is None) != (args.val_out is None):
-        raise LlfError("--val-ratio and --val-out go together", key="--val-ratio", fix="--val-ratio 0.02 --val-out val.jsonl")
+        raise LlfError("--val-ratio and --val-out go together", key="--val-ratio",
+                       fix="--val-ratio 0.02 --val-out val.jsonl")
     if args.val_ratio is not None and not 0 < args.val_ratio < 1:
         raise LlfError(f"--val-ratio must be between 0 and 1, not {args.val_ratio}", key="--val-ratio")
     if args.group_by and args.val_ratio is None:

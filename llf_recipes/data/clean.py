@@ -26,6 +26,7 @@ from llf_recipes.atomic import open_atomic
 from llf_recipes.errors import LlfError
 
 BOM = b"\xef\xbb\xbf"
+ONE_OBJECT_PER_LINE = "check the path; a JSONL file has one JSON object per line"
 PROGRESS_MIN_BYTES = 32 << 20  # smaller inputs finish in well under a second: a bar would only flicker
 _JSON_KIND = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
 
@@ -96,9 +97,9 @@ def row_verdict(opts: CleanOptions, tokenizer=None):
     if len(fields) > 1:
         get_values = itemgetter(*fields)
     elif fields:
-        get_values = lambda row, name=fields[0]: (row[name],)  # noqa: E731 - itemgetter of one name returns no tuple
+        get_values = lambda row, name=fields[0]: (row[name],)  # itemgetter of one name returns no tuple
     else:
-        get_values = lambda row: [v for v in row.values() if v.__class__ is str]  # noqa: E731
+        get_values = lambda row: [v for v in row.values() if v.__class__ is str]
     named_by = {name: "--rename" for name in opts.rename}
     if opts.group_by and opts.val_ratio:
         named_by[opts.group_by] = "--group-by"
@@ -265,7 +266,7 @@ def clean(opts: CleanOptions) -> CleanStats:
             kept += 1
         stats.read = lineno - blank
         if not stats.read:
-            raise LlfError("has no rows (only blank lines)", where=where, fix="check the path; a JSONL file has one JSON object per line")
+            raise LlfError("has no rows (only blank lines)", where=where, fix=ONE_OBJECT_PER_LINE)
         if reservoir is not None:
             stats.dropped["not_sampled"] = kept - len(reservoir.items)
             for _, line, nchars in sorted(reservoir.items, key=itemgetter(0)):
@@ -279,14 +280,15 @@ def load_tokenizer(path: Path | None):
     try:
         from tokenizers import Tokenizer  # only --max-tokens pays for this import
     except ImportError:
-        raise LlfError("--max-tokens needs the tokenizers package", key="--max-tokens", fix="pip install tokenizers") from None
+        raise LlfError("--max-tokens needs the tokenizers package", key="--max-tokens",
+                       fix="pip install tokenizers") from None
     path = path / "tokenizer.json" if path.is_dir() else path
     if not path.is_file():
         raise LlfError(f"{path} does not exist", key="--tokenizer",
                        fix="a Hugging Face tokenizer.json, or a model directory that holds one")
     try:
         return Tokenizer.from_file(str(path))
-    except Exception as exc:  # tokenizers raises a bare Exception for files it cannot read
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception for files it cannot read
         raise LlfError(f"{path} is not a tokenizer.json the tokenizers library reads: {exc}", key="--tokenizer") from None
 
 
@@ -298,7 +300,7 @@ def _input_size(path: Path) -> int:
     if path.is_dir():
         raise LlfError(f"{path} is a directory", key="IN", fix="give one JSONL file")
     if size == 0:
-        raise LlfError("the file is empty", where=str(path), fix="check the path; a JSONL file has one JSON object per line")
+        raise LlfError("the file is empty", where=str(path), fix=ONE_OBJECT_PER_LINE)
     return size
 
 
@@ -316,8 +318,8 @@ def _decode_problem(line: bytes, exc: orjson.JSONDecodeError) -> BadLine:
 
 def _reject(rejects, stats: CleanStats, where: str, lineno: int, line: bytes, bad: BadLine) -> None:
     if rejects is None:
-        raise LlfError(bad.reason, key=bad.field, where=f"{where}:{lineno}",
-                       fix=f"{bad.fix}; or --skip-bad to set bad lines aside" if bad.fix else "fix the line, or --skip-bad to set bad lines aside")
+        fix = f"{bad.fix}; or --skip-bad to set bad lines aside" if bad.fix else "fix the line, or --skip-bad to set it aside"
+        raise LlfError(bad.reason, key=bad.field, where=f"{where}:{lineno}", fix=fix)
     record = {"line": lineno, "reason": bad.reason, "field": bad.field,
               "text": line.rstrip(b"\r\n").decode("utf-8", "backslashreplace")}
     rejects.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
@@ -333,7 +335,8 @@ def _progress(fh, size: int, show: bool, name: str):
     from rich.console import Console  # imported only when a bar is drawn: keeps plain runs small
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(f"cleaning {name}", total=size)
 

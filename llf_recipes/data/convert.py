@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llf_recipes.atomic import AtomicWriter
+from llf_recipes.atomic import open_atomic
 from llf_recipes.data.rows import BadRow, dumps, iter_rows, reject_line
 from llf_recipes.errors import LlfError
 
@@ -144,7 +144,7 @@ def convert_file(src: str | Path | list[Path], dest: str | Path, kind: str, *, s
     bad: list[BadRow] | None = report.rejected if skip_bad else None
     dest = Path(dest)
     sources = src if isinstance(src, list) else [Path(src)]
-    with AtomicWriter(dest) as out:
+    with open_atomic(dest) as out:
         for where, row in (item for one in sources for item in iter_rows(one, bad)):
             if limit is not None and report.read >= limit:
                 break
@@ -165,7 +165,7 @@ def convert_file(src: str | Path | list[Path], dest: str | Path, kind: str, *, s
             raise LlfError(f"no row of {src} converted ({len(report.rejected)} rejected)", where=str(src))
     if report.rejected:
         report.rejects_path = dest.with_name(dest.name + ".rejects.jsonl")
-        with AtomicWriter(report.rejects_path) as rej:
+        with open_atomic(report.rejects_path) as rej:
             for r in report.rejected:
                 rej.write(reject_line(r))
     return report
