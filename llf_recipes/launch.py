@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,11 +98,6 @@ def plan_stage(rendered: RenderedStage, nccl: str | None = None) -> StagePlan:
 
 def execute_local(plan: StagePlan, log_path: Path) -> int:
     """Run a single-node stage: stream output to the terminal and a log file; Ctrl-C stops the whole process group."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
     (command,) = plan.commands
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **command.env}
@@ -112,18 +112,15 @@ def execute_local(plan: StagePlan, log_path: Path) -> int:
                 log.write(line)
             return proc.wait()
         except KeyboardInterrupt:
-            _stop_group(proc, signal)
+            _stop_group(proc)
             return 130
         finally:
             if proc.poll() is None:
-                _stop_group(proc, signal)
+                _stop_group(proc)
 
 
 def resolve_program(name: str) -> str:
     """A console script on PATH, else the one beside this interpreter (a virtualenv that is not activated)."""
-    import shutil
-    import sys
-
     found = shutil.which(name)
     if found:
         return found
@@ -131,7 +128,7 @@ def resolve_program(name: str) -> str:
     return str(beside) if beside.exists() else name
 
 
-def _stop_group(proc, signal) -> None:
+def _stop_group(proc) -> None:
     import os
 
     for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):

@@ -170,7 +170,7 @@ class Renderer:
         return out
 
     # -------------------------------------------------------------- internals
-    def _deepspeed(self, stage: Stage) -> tuple[str | None, Path | None]:
+    def _deepspeed(self) -> tuple[str | None, Path | None]:
         request = self.variables.get("deepspeed", "auto")
         if isinstance(request, str) and request.endswith(".json"):
             path = Path(request)
@@ -222,7 +222,7 @@ class Renderer:
             except LlfError as exc:
                 exc.where = f"{self.recipe.name} / {stage.name}"
                 raise
-        profile, ds_path = self._deepspeed(stage) if stage.verb == "train" else (None, None)
+        profile, ds_path = self._deepspeed() if stage.verb == "train" else (None, None)
         bf16, fp16 = self._precision()
         context = {
             **self.variables,

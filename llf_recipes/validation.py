@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -12,18 +13,23 @@ from llf_recipes.render import RenderedStage
 from llf_recipes.schema.rules import Finding, LaunchInfo, validate_config
 
 
+@lru_cache(maxsize=16)
+def _registered(path: str, mtime_ns: int) -> dict[str, dict[str, Any]]:
+    # Keyed by mtime: validating a whole pack reads each data dir's file once, and a rewrite is seen.
+    try:
+        registered = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return {k: v for k, v in registered.items() if isinstance(v, dict)} if isinstance(registered, dict) else {}
+
+
 def dataset_entries(catalog: Catalog, dataset_dir: str | Path | None) -> dict[str, dict[str, Any]]:
     """Entries from dataset_info.d/, then the ones in `<dataset_dir>/dataset_info.json` (what LLaMA-Factory reads)."""
     entries = {name: ds.entry for name, ds in catalog.datasets.items()}
     if dataset_dir:
         info = Path(dataset_dir) / "dataset_info.json"
         if info.is_file():
-            try:
-                registered = json.loads(info.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                registered = {}
-            if isinstance(registered, dict):
-                entries.update({k: v for k, v in registered.items() if isinstance(v, dict)})
+            entries.update(_registered(str(info.resolve()), info.stat().st_mtime_ns))
     return entries
 
 

@@ -215,19 +215,27 @@ def test_hf_killed_download_completes_on_the_next_call(hub_root, env, tmp_path):
         assert len(server.fetches("zhihu.jsonl")) == 1  # the finished file was not fetched again
 
 
-def test_hf_unreachable_endpoint_says_how_to_work_offline(env):
-    proc = llf("zhihu_rlhf", env=env | {"HF_ENDPOINT": closed_port_url()})
+HUB_CASES = [  # (dataset, endpoint variable, the hub's name in messages)
+    pytest.param("zhihu_rlhf", "HF_ENDPOINT", "the Hugging Face Hub", "Hugging Face", id="hf"),
+    pytest.param("huanhuan", "MODELSCOPE_ENDPOINT", "ModelScope", "ModelScope", id="modelscope"),
+]
+
+
+@pytest.mark.parametrize("name, endpoint, hub, cache", HUB_CASES)
+def test_unreachable_endpoint_says_how_to_work_offline(env, name, endpoint, hub, cache):
+    proc = llf(name, env=env | {endpoint: closed_port_url()})
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("error: cannot reach the Hugging Face Hub at http://127.0.0.1:")
-    for hint in ("HF_HUB_OFFLINE=1", "HF_ENDPOINT", "llf-recipes register --file"):
+    assert f"error: cannot reach {hub} at http://127.0.0.1:" in proc.stderr
+    for hint in ("HF_HUB_OFFLINE=1", endpoint, "llf-recipes register --file"):
         assert hint in proc.stderr
 
 
-def test_hf_offline_without_a_cache(env):
-    proc = llf("zhihu_rlhf", env=env | {"HF_HUB_OFFLINE": "1"})
+@pytest.mark.parametrize("name, endpoint, hub, cache", HUB_CASES)
+def test_offline_without_a_cache(env, name, endpoint, hub, cache):
+    proc = llf(name, env=env | {"HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "not in the Hugging Face cache and HF_HUB_OFFLINE forbids downloading it" in proc.stderr
+    assert f"not in the {cache} cache and HF_HUB_OFFLINE forbids downloading it" in proc.stderr
 
 
 def test_hf_unknown_revision(hub_root, env):
@@ -324,21 +332,6 @@ def test_modelscope_legacy_cache_layout_offline(env, tmp_path):
     proc = llf("huanhuan", env=no_cache_var | {"HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"modelscope:{HUANHUAN}\nsnapshot  {legacy}\ndata      {legacy / 'huanhuan.json'}\n"
-
-
-def test_modelscope_unreachable_endpoint_says_how_to_work_offline(env):
-    proc = llf("huanhuan", env=env | {"MODELSCOPE_ENDPOINT": closed_port_url()})
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    assert "error: cannot reach ModelScope at http://127.0.0.1:" in proc.stderr
-    for hint in ("HF_HUB_OFFLINE=1", "MODELSCOPE_ENDPOINT", "llf-recipes register --file"):
-        assert hint in proc.stderr
-
-
-def test_modelscope_offline_without_a_cache(env):
-    proc = llf("huanhuan", env=env | {"HF_HUB_OFFLINE": "1"})
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "not in the ModelScope cache and HF_HUB_OFFLINE forbids downloading it" in proc.stderr
 
 
 def test_modelscope_on_request_for_a_dataset_on_both_hubs(tmp_path, env):

@@ -102,7 +102,9 @@ def test_template_typo_names_variable_and_line(tmp_path, catalog):
 def test_sandbox_blocks_python_internals(tmp_path, catalog):
     path = tmp_path / "evil.yaml"
     path.write_text("stages: [s]\n---\nx: {{ stage_output.__globals__ }}\n", encoding="utf-8")
-    with pytest.raises(Exception):
+    from jinja2.exceptions import SecurityError
+
+    with pytest.raises(SecurityError, match="__globals__"):
         Renderer(load_recipe(path), parse_gpus("0"), catalog=catalog).render("s")
 
 

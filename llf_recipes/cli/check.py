@@ -7,7 +7,7 @@ from pathlib import Path
 
 from llf_recipes.cli.common import add_catalog_args, add_verb, catalog_from
 from llf_recipes.data.check import NEEDS, check_file
-from llf_recipes.data.registry import INFO_NAME, STAGE_COLUMNS, read_info
+from llf_recipes.data.registry import INFO_NAME, parse_columns, read_info, user_entry
 
 
 def add_parser(sub) -> None:
@@ -30,10 +30,7 @@ def resolve(args) -> tuple[Path, dict]:
     data_dir = Path(args.data_dir)
     as_file = Path(args.source)
     if as_file.is_file():
-        from llf_recipes.cli.register import _columns
-        from llf_recipes.data.registry import user_entry
-
-        return as_file, user_entry(str(as_file), args.stage, _columns(args.columns))
+        return as_file, user_entry(str(as_file), args.stage, parse_columns(args.columns))
     registered = read_info(data_dir / INFO_NAME)
     entry = registered.get(args.source) or catalog_from(args).dataset(args.source).entry
     file_name = Path(entry["file_name"])

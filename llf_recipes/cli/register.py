@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from llf_recipes.cli.common import add_catalog_args, add_verb, catalog_from
-from llf_recipes.data.registry import INFO_NAME, STAGE_COLUMNS, register, user_entry
+from llf_recipes.data.registry import INFO_NAME, STAGE_COLUMNS, parse_columns, register, user_entry
 from llf_recipes.errors import LlfError
 
 
@@ -34,16 +34,6 @@ def add_parser(sub) -> None:
     p.set_defaults(func=main)
 
 
-def _columns(spec: str | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in filter(None, (s.strip() for s in (spec or "").split(","))):
-        if "=" not in item:
-            raise LlfError(f"--columns item {item!r} is not COLUMN=FIELD", key="--columns", fix="e.g. --columns prompt=question,response=answer")
-        key, _, value = item.partition("=")
-        out[key.strip()] = value.strip()
-    return out
-
-
 def _user_file_path(file: Path, data_dir: Path) -> str:
     """Relative to the data dir when inside it (portable), else absolute (resolves wherever LLaMA-Factory runs)."""
     resolved = file.resolve()
@@ -63,7 +53,7 @@ def entries_from(args) -> dict[str, dict]:
         file = Path(args.file)
         if not file.is_file():
             raise LlfError(f"{file} does not exist", key="--file")
-        return {args.name: user_entry(_user_file_path(file, data_dir), args.stage, _columns(args.columns), args.formatting)}
+        return {args.name: user_entry(_user_file_path(file, data_dir), args.stage, parse_columns(args.columns), args.formatting)}
     catalog = catalog_from(args)
     names = list(catalog.datasets) if args.all else args.names
     if not names:

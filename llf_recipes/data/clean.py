@@ -23,9 +23,9 @@ from pathlib import Path
 import orjson
 
 from llf_recipes.atomic import open_atomic
+from llf_recipes.data.rows import line_problem
 from llf_recipes.errors import LlfError
 
-BOM = b"\xef\xbb\xbf"
 ONE_OBJECT_PER_LINE = "check the path; a JSONL file has one JSON object per line"
 PROGRESS_MIN_BYTES = 32 << 20  # smaller inputs finish in well under a second: a bar would only flicker
 _JSON_KIND = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
@@ -305,15 +305,8 @@ def _input_size(path: Path) -> int:
 
 
 def _decode_problem(line: bytes, exc: orjson.JSONDecodeError) -> BadLine:
-    if line.startswith(BOM):
-        return BadLine("the line starts with a UTF-8 byte order mark (BOM)",
-                       fix="save the file as UTF-8 without a BOM, e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' FILE")
-    try:
-        line.decode("utf-8")
-    except UnicodeDecodeError as bad:
-        return BadLine(f"invalid UTF-8 at byte {bad.start + 1} of the line",
-                       fix="convert the file to UTF-8, e.g. iconv -f GB18030 -t UTF-8 FILE")
-    return BadLine(f"invalid JSON at column {exc.colno}: {exc.msg}")
+    reason, fix = line_problem(line, exc)
+    return BadLine(reason, fix=fix)
 
 
 def _reject(rejects, stats: CleanStats, where: str, lineno: int, line: bytes, bad: BadLine) -> None:

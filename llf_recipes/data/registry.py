@@ -64,6 +64,17 @@ def read_info(path: Path) -> dict[str, Any]:
     return data
 
 
+def parse_columns(spec: str | None) -> dict[str, str]:
+    """`prompt=question,response=answer` -> {"prompt": "question", "response": "answer"}."""
+    out: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in (spec or "").split(","))):
+        if "=" not in item:
+            raise LlfError(f"--columns item {item!r} is not COLUMN=FIELD", key="--columns", fix="e.g. --columns prompt=question,response=answer")
+        key, _, value = item.partition("=")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def user_entry(file: str, stage: str, columns: dict[str, str] | None = None, formatting: str = "alpaca") -> dict[str, Any]:
     """A complete entry for a user's own file: every column named (LLaMA-Factory resets unnamed ones to None)."""
     if stage not in STAGE_COLUMNS:

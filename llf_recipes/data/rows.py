@@ -29,15 +29,27 @@ def file_format(path: Path) -> str:
     return fmt
 
 
+BOM = b"\xef\xbb\xbf"
+
+
+def line_problem(raw: bytes, exc: orjson.JSONDecodeError) -> tuple[str, str | None]:
+    """Why a line failed to parse, and how to fix it: a byte-order mark, invalid UTF-8, or the JSON error."""
+    if raw.startswith(BOM):
+        return ("the line starts with a UTF-8 byte order mark (BOM)",
+                "save the file as UTF-8 without a BOM, e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' FILE")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return (f"invalid UTF-8 at byte {bad.start + 1} of the line",
+                "convert the file to UTF-8, e.g. iconv -f GB18030 -t UTF-8 FILE")
+    return f"invalid JSON at column {exc.colno}: {exc.msg}", None
+
+
 def _decode(raw: bytes, where: str) -> dict[str, Any]:
     try:
         row = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as uexc:
-            raise BadRow(f"invalid UTF-8 at byte {uexc.start} of the line", where=where, raw=raw) from None
-        raise BadRow(f"invalid JSON: {exc}", where=where, raw=raw) from None
+        raise BadRow(line_problem(raw, exc)[0], where=where, raw=raw) from None
     if not isinstance(row, dict):
         raise BadRow(f"expected a JSON object, got {type(row).__name__}", where=where, raw=raw)
     return row
@@ -53,7 +65,7 @@ def iter_rows(path: str | Path, skip_bad: list | None = None) -> Iterator[tuple[
         raise LlfError(f"{path} is empty", where=str(path))
     with open(path, "rb") as fh:
         head = fh.read(3)
-    if head == b"\xef\xbb\xbf":
+    if head == BOM:
         raise LlfError("starts with a UTF-8 byte-order mark", where=f"{path}:1", fix="save it as UTF-8 without BOM")
     if fmt == "jsonl":
         yield from _jsonl(path, skip_bad)
