@@ -1,0 +1,223 @@
+"""The run manifest: `llf-run.json` in every stage's output directory.
+
+It records what ran (recipe and its hash, the rendered config, argv and environment per node, the layout), with what
+(versions, hashes of the dataset files), and how it ended (start, end, status, exit code, final metrics). Later stages,
+`export`, `ask`, `chat`, `eval` and `report` read it, so nobody copies an adapter path by hand.
+
+Schema (version 1):
+    schema, llf_recipes            format and writer version
+    recipe: {name, path, hash}     the recipe file and the sha256 of its text
+    stage, verb, stage_index       which stage of the recipe this directory holds
+    output_dir, config_path, log   where the outputs, the YAML that ran and the log are
+    config, config_hash            the rendered LLaMA-Factory config, and the sha256 of its canonical JSON
+    layout: {source, describe, device, nnodes, world_size, hosts}
+    nodes: [{node_rank, host, argv, env}]
+    versions: {llf-recipes, llamafactory, torch, transformers, peft, trl, ...}
+    datasets: {name: {file, sha256, bytes}}
+    model: {base, adapters, template, finetuning_type, stage, merged}
+    status                         planned | running | completed | failed | interrupted
+    exit_code, started_at, finished_at, duration_s
+    metrics                        final metrics (all_results.json, else the last trainer_state entries)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from llf_recipes import __version__
+from llf_recipes.atomic import write_text
+from llf_recipes.errors import LlfError
+
+MANIFEST = "llf-run.json"
+SCHEMA = 1
+STATUSES = ("planned", "running", "completed", "failed", "interrupted")
+TRACKED_PACKAGES = ("llamafactory", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "deepspeed")
+
+
+def path_for(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    return run_dir if run_dir.name == MANIFEST else run_dir / MANIFEST
+
+
+def read(run_dir: str | Path) -> dict[str, Any] | None:
+    """The manifest in `run_dir` (or at that path), None when there is none; a broken one is an error."""
+    path = path_for(run_dir)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LlfError(f"the run manifest is not valid JSON: {exc.msg}", where=f"{path}:{exc.lineno}",
+                       fix="delete it to treat the directory as never run") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise LlfError(f"the run manifest has an unknown layout (schema {data.get('schema') if isinstance(data, dict) else '?'})",
+                       where=str(path), fix="delete it to treat the directory as never run")
+    return data
+
+
+def write(run_dir: str | Path, data: dict[str, Any]) -> Path:
+    data = {"schema": SCHEMA, "llf_recipes": __version__, **data}
+    return write_text(path_for(run_dir), json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def update(run_dir: str | Path, **changes: Any) -> dict[str, Any]:
+    data = read(run_dir) or {}
+    data.update(changes)
+    write(run_dir, data)
+    return data
+
+
+def find(paths: Iterable[str | Path]) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every run under `paths` (a run directory, or a directory holding runs at any depth), in path order."""
+    seen: set[Path] = set()
+    for root in paths:
+        root = Path(root)
+        if not root.exists():
+            raise LlfError(f"{root} does not exist", fix="pass a run directory or a directory of runs (e.g. saves/)")
+        candidates = [path_for(root)] if path_for(root).is_file() else sorted(root.rglob(MANIFEST))
+        for path in candidates:
+            resolved = path.resolve()
+            if resolved in seen:
+                continue
+            seen.add(resolved)
+            data = read(path)
+            if data is not None:
+                yield path.parent, data
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    canonical = json.dumps(config, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions, read from package metadata (nothing is imported)."""
+    found: dict[str, str | None] = {"llf-recipes": __version__}
+    for name in TRACKED_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def model_of(config: dict[str, Any], output_dir: str | Path | None) -> dict[str, Any]:
+    """What a trained stage leaves behind, as `export`/`ask`/`eval` need it: the base model and the adapter chain."""
+    adapters = _as_list(config.get("adapter_name_or_path"))
+    finetuning = config.get("finetuning_type", "lora")
+    trained = bool(config.get("do_train")) and output_dir is not None
+    base = config.get("model_name_or_path")
+    merged = False
+    if trained and finetuning == "lora":
+        if config.get("create_new_adapter") or not adapters:
+            adapters = [*adapters, str(output_dir)]
+        else:
+            adapters = [*adapters[:-1], str(output_dir)]  # training resumed the last adapter and saved it here
+    elif trained:  # full or freeze tuning: the output directory is a complete model
+        base, adapters, merged = str(output_dir), [], True
+    if config.get("export_dir"):
+        base, adapters, merged = str(config["export_dir"]), [], True
+    return {
+        "base": base,
+        "adapters": adapters,
+        "template": config.get("template"),
+        "finetuning_type": finetuning,
+        "stage": config.get("stage"),
+        "merged": merged,
+    }
+
+
+def _as_list(value: Any) -> list[str]:
+    if not value:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+def final_metrics(output_dir: str | Path) -> dict[str, Any]:
+    """all_results.json when the trainer wrote it, else the last logged values in trainer_state.json."""
+    output_dir = Path(output_dir)
+    results = output_dir / "all_results.json"
+    if results.is_file():
+        try:
+            return json.loads(results.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            pass
+    state = trainer_state(output_dir)
+    metrics: dict[str, Any] = {}
+    for entry in (state or {}).get("log_history", []):
+        metrics.update({k: v for k, v in entry.items() if isinstance(v, (int, float))})
+    return metrics
+
+
+def trainer_state(output_dir: str | Path) -> dict[str, Any] | None:
+    """The trainer_state.json of the run, or of its latest checkpoint when the run did not finish."""
+    output_dir = Path(output_dir)
+    candidates = [output_dir / "trainer_state.json"]
+    checkpoint = latest_checkpoint(output_dir)
+    if checkpoint is not None:
+        candidates.append(checkpoint / "trainer_state.json")
+    for path in candidates:
+        if path.is_file():
+            try:
+                return json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                continue
+    return None
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The `checkpoint-N` directory with the highest N that holds a trainer state (a complete save)."""
+    best: tuple[int, Path] | None = None
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    for child in output_dir.iterdir():
+        name = child.name
+        if child.is_dir() and name.startswith("checkpoint-") and name[11:].isdigit() and (child / "trainer_state.json").is_file():
+            step = int(name[11:])
+            if best is None or step > best[0]:
+                best = (step, child)
+    return best[1] if best else None
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def resolve(target: str | Path, output_root: str | Path = "saves", completed: bool = True) -> tuple[Path, dict[str, Any]]:
+    """A run directory, or a recipe name (its last completed stage under `output_root`), with its manifest."""
+    path = Path(target)
+    runs: list[tuple[Path, dict[str, Any]]] = []
+    if path.exists():
+        runs = list(find([path]))
+    elif (Path(output_root) / str(target)).is_dir():
+        runs = list(find([Path(output_root) / str(target)]))
+    if completed:
+        runs = [(d, m) for d, m in runs if m.get("status") == "completed"]
+    if not runs:
+        raise LlfError(
+            f"no {'completed ' if completed else ''}run found for {str(target)!r}",
+            fix=f"pass a stage's output directory (it holds {MANIFEST}) or a recipe name run under {output_root}/",
+        )
+    if len(runs) == 1:
+        return runs[0]
+    # A recipe directory: the last stage of the pipeline that completed.
+    return max(runs, key=lambda r: (r[1].get("stage_index", -1), r[1].get("finished_at") or ""))
