@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from llf_recipes.cli.common import (
-    add_catalog_args, add_layout_args, add_override_args, add_verb, catalog_from, layout_from, print_findings,
+    add_catalog_args,
+    add_layout_args,
+    add_override_args,
+    add_verb,
+    catalog_from,
+    layout_from,
+    print_findings,
 )
 from llf_recipes.errors import LlfError
+from llf_recipes.hardware import LOCAL_HOSTS
 from llf_recipes.launch import NCCL_PRESETS, StagePlan, execute_local, plan_stage
 from llf_recipes.render import Overrides, Renderer, write_stage
 from llf_recipes.validation import errors, validate_stage
@@ -29,6 +37,11 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
     p.add_argument("--output-root", metavar="DIR", help="where stage outputs go (default: saves/)")
     p.add_argument("--nccl", choices=sorted(NCCL_PRESETS), help="NCCL environment preset for multi-node runs")
+    p.add_argument("--launcher", choices=("auto", "local", "ssh", "print", "ray"), default="auto",
+                   help="how stages start: local on this machine; ssh to every host of the hostfile; print the per-node "
+                        "commands (SLURM, manual); ray through LLaMA-Factory's Ray path (default: ssh when the hostfile "
+                        "names other hosts, else local)")
+    p.add_argument("--ssh-config", metavar="FILE", help="ssh client configuration (ssh -F FILE) for reaching the hosts")
     add_layout_args(p)
     add_override_args(p)
     add_catalog_args(p)
@@ -100,18 +113,31 @@ def main(args) -> int:
         else:
             print_plan(plans)
         return 0
-    for p in plans:
-        if len(p.commands) > 1:
-            raise LlfError(
-                f"stage {p.stage} spans {len(p.commands)} nodes; this version launches single-node runs only",
-                fix="use --dry-run to print each node's command and start them on their hosts",
-            )
     for i, p in enumerate(plans, 1):
         write_stage(p.rendered, p.config_path)
         log = p.config_path.parent / f"llf-{p.stage}.log"
         print(f"[{i}/{len(plans)}] stage {p.stage}: {' '.join(p.commands[0].argv)}  (log: {log})", flush=True)
-        code = execute_local(p, log)
+        code = execute(p, log, args)
+        if code is None:  # the commands were printed, not run
+            continue
         if code != 0:
             print(f"error: stage {p.stage} failed with exit code {code}; log: {log}", file=sys.stderr)
             return code
     return 0
+
+
+def is_local(plan: StagePlan) -> bool:
+    return len(plan.commands) == 1 and plan.commands[0].host in LOCAL_HOSTS
+
+
+def execute(plan: StagePlan, log: Path, args) -> int | None:
+    """Run one stage; None when `--launcher print` only printed its commands."""
+    if args.launcher in ("auto", "local") and is_local(plan):
+        return execute_local(plan, log)
+    if args.launcher == "local":
+        raise LlfError(f"stage {plan.stage} spans {len(plan.commands)} node(s) or a remote host; --launcher local cannot start it",
+                       fix="use --launcher ssh, print or ray")
+    from llf_recipes.remote import execute_nodes
+
+    return execute_nodes(plan, log.parent, launcher="ssh" if args.launcher == "auto" else args.launcher,
+                         ssh_config=args.ssh_config)
