@@ -134,13 +134,20 @@ def model_of(config: dict[str, Any], output_dir: str | Path | None) -> dict[str,
     if config.get("export_dir"):
         base, adapters, merged = str(config["export_dir"]), [], True
     return {
-        "base": base,
-        "adapters": adapters,
+        "base": _absolute(base),
+        "adapters": [_absolute(a) for a in adapters],
         "template": config.get("template"),
         "finetuning_type": finetuning,
         "stage": config.get("stage"),
         "merged": merged,
     }
+
+
+def _absolute(path: Any) -> Any:
+    """Local paths are recorded absolute, so the manifest reads the same from any directory; hub ids stay as they are."""
+    if isinstance(path, str) and path and Path(path).exists():
+        return str(Path(path).resolve())
+    return path
 
 
 def _as_list(value: Any) -> list[str]:

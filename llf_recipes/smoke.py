@@ -155,6 +155,46 @@ def tiny_model_path(cache_dir: str | Path | None = None) -> Path:
     return dest
 
 
+# --------------------------------------------------------------------------- smoke runs of any recipe
+
+SMOKE_STEPS = 3
+SMOKE_OUTPUT_ROOT = "saves/smoke"
+# What a CPU and a 148k-parameter model cannot or need not do: quantization (bitsandbytes needs CUDA), DeepSpeed,
+# fused kernels, extra workers.
+SMOKE_REMOVED = ("quantization_bit", "quantization_method", "quantization_type", "double_quantization",
+                 "deepspeed", "flash_attn", "enable_liger_kernel", "use_unsloth", "bf16", "fp16", "pure_bf16")
+SMOKE_KEYS = {
+    "max_steps": SMOKE_STEPS,
+    "max_samples": 16,
+    "cutoff_len": 256,
+    "logging_steps": 1,
+    "save_steps": SMOKE_STEPS,
+    "per_device_train_batch_size": 2,
+    "per_device_eval_batch_size": 2,
+    "gradient_accumulation_steps": 1,
+    "preprocessing_num_workers": 1,
+    "dataloader_num_workers": 0,
+    "report_to": "none",
+}
+
+
+def apply_smoke(rendered_stages, model_path: str | Path) -> None:
+    """Turn rendered stages into a few CPU steps on the tiny model; data, template and wiring stay the recipe's."""
+    for rendered in rendered_stages:
+        config = rendered.config
+        for key in SMOKE_REMOVED:
+            config.pop(key, None)
+        rendered.deepspeed_source = None
+        rendered.deepspeed_profile = None
+        config["model_name_or_path"] = str(model_path)
+        if rendered.verb == "train":
+            config.update(SMOKE_KEYS)
+            if config.get("val_size") or config.get("eval_dataset"):
+                config["eval_steps"] = SMOKE_STEPS
+        if config.get("stage") == "ppo":
+            config["max_new_tokens"] = 16
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) > 1 or any(a in ("-h", "--help") for a in args):

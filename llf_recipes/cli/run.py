@@ -16,9 +16,11 @@ from llf_recipes.cli.common import (
     print_findings,
 )
 from llf_recipes.errors import LlfError
-from llf_recipes.hardware import LOCAL_HOSTS
+from llf_recipes.hardware import LOCAL_HOSTS, cpu_layout
 from llf_recipes.launch import NCCL_PRESETS, StagePlan, execute_local, plan_stage
-from llf_recipes.render import Overrides, Renderer, write_stage
+from llf_recipes.pipeline import check_inputs, ensure_master_port, run_stage
+from llf_recipes.render import Overrides, Renderer
+from llf_recipes.smoke import SMOKE_OUTPUT_ROOT, VERSION_TAG, apply_smoke, default_cache_dir, tiny_model_path
 from llf_recipes.validation import errors, validate_stage
 
 
@@ -28,6 +30,8 @@ def add_parser(sub) -> None:
         llf-recipes run zhihu --hostfile 2node-8gpu --dry-run --json
         llf-recipes run zhihu --from dpo --gpus 0,1,2,3
         llf-recipes run sft-huanhuan --gpus 0 --set num_train_epochs=1 --output-root /data/saves
+        llf-recipes run zhihu --smoke                 # every stage, a few CPU steps on a tiny model
+        llf-recipes run zhihu --force --stage dpo     # rerun a completed stage
     """)
     p.add_argument("name", help="recipe name or path to a recipe file")
     which = p.add_mutually_exclusive_group()
@@ -35,7 +39,11 @@ def add_parser(sub) -> None:
     which.add_argument("--from", dest="from_stage", metavar="STAGE", help="run this stage and every later one")
     p.add_argument("--dry-run", action="store_true", help="print, per stage and node, the files, argv and environment; run nothing")
     p.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
-    p.add_argument("--output-root", metavar="DIR", help="where stage outputs go (default: saves/)")
+    p.add_argument("--output-root", metavar="DIR", help="where stage outputs go (default: saves/, saves/smoke/ with --smoke)")
+    p.add_argument("--force", action="store_true", help="rerun stages that already completed with the same config and data")
+    p.add_argument("--smoke", action="store_true",
+                   help="check the whole recipe on CPU in minutes: the tiny local model, a few steps per stage, 16 rows "
+                        "of each registered dataset, no quantization or DeepSpeed")
     p.add_argument("--nccl", choices=sorted(NCCL_PRESETS), help="NCCL environment preset for multi-node runs")
     p.add_argument("--launcher", choices=("auto", "local", "ssh", "print", "ray"), default="auto",
                    help="how stages start: local on this machine; ssh to every host of the hostfile; print the per-node "
@@ -59,12 +67,20 @@ def selected_stages(recipe, stage: str | None, from_stage: str | None) -> list[s
 
 def build_plans(args, catalog) -> tuple[list[StagePlan], list]:
     recipe = catalog.recipe(args.name)
-    layout = layout_from(args, catalog)
+    smoke = getattr(args, "smoke", False)
+    layout = cpu_layout() if smoke else layout_from(args, catalog)
     overrides = list(args.overrides)
-    if args.output_root:
-        overrides.insert(0, f"output_root={args.output_root}")
+    output_root = args.output_root or (SMOKE_OUTPUT_ROOT if smoke else None)
+    if output_root:
+        overrides.insert(0, f"output_root={output_root}")
+    if smoke:
+        overrides.insert(0, "deepspeed=none")
     renderer = Renderer(recipe, layout, Overrides.parse(overrides, recipe), catalog)
     rendered = renderer.render_all(selected_stages(recipe, args.stage, args.from_stage))
+    if smoke:
+        # The model is built on first use; a dry run only names where it will be.
+        model = default_cache_dir() / VERSION_TAG if args.dry_run else tiny_model_path()
+        apply_smoke(rendered, model)
     findings = [f for r in rendered for f in validate_stage(r, catalog, set(args.allow))]
     return [plan_stage(r, nccl=args.nccl) for r in rendered], findings
 
@@ -113,16 +129,19 @@ def main(args) -> int:
         else:
             print_plan(plans)
         return 0
+    names = {p.stage for p in plans}
+    for p in plans:
+        check_inputs(p, names)
+        ensure_master_port(p, explicit=args.master_port is not None)
+    source = args.hostfile or (f"--gpus {args.gpus}" if args.gpus else ("smoke" if args.smoke else "default"))
     for i, p in enumerate(plans, 1):
-        write_stage(p.rendered, p.config_path)
-        log = p.config_path.parent / f"llf-{p.stage}.log"
-        print(f"[{i}/{len(plans)}] stage {p.stage}: {' '.join(p.commands[0].argv)}  (log: {log})", flush=True)
-        code = execute(p, log, args)
-        if code is None:  # the commands were printed, not run
-            continue
+        code = run_stage(p, lambda plan, log: execute(plan, log, args), force=args.force,
+                         position=f"[{i}/{len(plans)}]", layout_source=source)
         if code != 0:
-            print(f"error: stage {p.stage} failed with exit code {code}; log: {log}", file=sys.stderr)
             return code
+    if args.smoke and args.launcher != "print":
+        last = plans[-1].config_path.parent
+        print(f"smoke run of {plans[0].rendered.recipe.name} passed: {len(plans)} stage(s) on CPU; outputs under {last.parent}")
     return 0
 
 

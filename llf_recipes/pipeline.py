@@ -1,0 +1,254 @@
+"""Running a recipe's stages: one manifest per stage, completed stages skipped, interrupted ones resumed.
+
+A stage is skipped when its manifest says it completed with the same fingerprint: the hash of the rendered config,
+the hashes of its dataset files and the fingerprints of the stages it reads. It resumes from its latest checkpoint
+when an earlier attempt with the same fingerprint stopped part-way. Everything else runs from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from llf_recipes import manifest
+from llf_recipes.errors import LlfError
+from llf_recipes.launch import StagePlan
+from llf_recipes.render import write_stage
+
+LOCK_NAME = ".llf-run.lock"
+# Keys that change how a run starts, not what it computes: they stay out of the fingerprint.
+UNHASHED_KEYS = {"resume_from_checkpoint", "overwrite_output_dir"}
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # run | skip | resume
+    reason: str
+    checkpoint: Path | None = None
+
+
+def run_dir_of(plan: StagePlan) -> Path:
+    return plan.config_path.parent
+
+
+def dataset_files(config: dict[str, Any], previous: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """The local files behind the stage's datasets, with their sha256 (reused from `previous` when size and mtime match)."""
+    dataset_dir = Path(str(config.get("dataset_dir") or "data"))
+    try:
+        info = json.loads((dataset_dir / "dataset_info.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        info = {}
+    known = (previous or {}).get("datasets") or {}
+    out: dict[str, dict[str, Any]] = {}
+    for key in ("dataset", "eval_dataset"):
+        for name in [n.strip() for n in str(config.get(key) or "").split(",") if n.strip()]:
+            entry = info.get(name) if isinstance(info, dict) else None
+            if not isinstance(entry, dict) or not entry.get("file_name"):
+                source = (entry or {}).get("hf_hub_url") or (entry or {}).get("ms_hub_url") if isinstance(entry, dict) else None
+                out[name] = {"source": source}
+                continue
+            path = dataset_dir / str(entry["file_name"])
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            stats = [(p, p.stat()) for p in files if p.exists()]
+            size = sum(s.st_size for _, s in stats)
+            mtime = max((s.st_mtime_ns for _, s in stats), default=0)
+            old = known.get(name) or {}
+            if old.get("file") == str(path) and old.get("bytes") == size and old.get("mtime_ns") == mtime and old.get("sha256"):
+                digest = old["sha256"]
+            else:
+                digest = _hash_files([p for p, _ in stats])
+            out[name] = {"file": str(path.resolve()), "bytes": size, "mtime_ns": mtime, "sha256": digest}
+    return out
+
+
+def _hash_files(paths: list[Path]) -> str | None:
+    if not paths:
+        return None
+    if len(paths) == 1:
+        return manifest.file_sha256(paths[0])
+    import hashlib
+
+    digest = hashlib.sha256()
+    for p in paths:
+        digest.update(p.name.encode() + b"\0" + manifest.file_sha256(p).encode())
+    return digest.hexdigest()
+
+
+def fingerprint(plan: StagePlan, previous: dict[str, Any] | None) -> dict[str, Any]:
+    config = {k: v for k, v in plan.rendered.config.items() if k not in UNHASHED_KEYS}
+    inputs = {}
+    for name in plan.rendered.needs:
+        # Read from the stage's manifest: a rerun upstream changes what this stage starts from.
+        upstream_dir = _stage_dir(plan, name)
+        data = manifest.read(upstream_dir) or {}
+        inputs[name] = {"run_dir": str(upstream_dir), "config_hash": data.get("config_hash"),
+                        "finished_at": data.get("finished_at"), "status": data.get("status")}
+    return {"config_hash": manifest.config_hash(config), "datasets": dataset_files(plan.rendered.config, previous),
+            "inputs": inputs}
+
+
+def _stage_dir(plan: StagePlan, name: str) -> Path:
+    root = plan.rendered.variables.get("output_root", "saves")
+    return Path(f"{root}/{plan.rendered.recipe.name}/{name}")
+
+
+def _same(previous: dict[str, Any], current: dict[str, Any]) -> bool:
+    def strip(ds: dict[str, Any]) -> dict[str, Any]:
+        return {k: {"file": v.get("file"), "sha256": v.get("sha256"), "source": v.get("source")} for k, v in ds.items()}
+
+    return (
+        previous.get("config_hash") == current["config_hash"]
+        and strip(previous.get("datasets") or {}) == strip(current["datasets"])
+        and previous.get("inputs") == current["inputs"]
+    )
+
+
+def decide(plan: StagePlan, previous: dict[str, Any] | None, current: dict[str, Any], force: bool) -> Decision:
+    if previous is None:
+        return Decision("run", "first run")
+    if force:
+        return Decision("run", "--force")
+    same = _same(previous, current)
+    status = previous.get("status")
+    if status == "completed" and same:
+        return Decision("skip", f"completed {previous.get('finished_at', '')} with the same config and data")
+    if status in ("running", "failed", "interrupted") and same and plan.rendered.verb == "train":
+        checkpoint = manifest.latest_checkpoint(run_dir_of(plan))
+        if checkpoint is not None:
+            return Decision("resume", f"the last attempt stopped ({status}); resuming from {checkpoint.name}", checkpoint)
+        return Decision("run", f"the last attempt stopped ({status}) before its first checkpoint")
+    if not same:
+        return Decision("run", "the config, data or an earlier stage changed since the last run")
+    return Decision("run", f"the last attempt ended {status}")
+
+
+def check_inputs(plan: StagePlan, running_now: set[str]) -> None:
+    """Every stage this one reads has completed (or runs earlier in this invocation)."""
+    for name in plan.rendered.needs:
+        if name in running_now:
+            continue
+        upstream = _stage_dir(plan, name)
+        data = manifest.read(upstream)
+        if not data or data.get("status") != "completed":
+            state = f"its last run {data.get('status')}" if data else "it has no run manifest"
+            raise LlfError(
+                f"stage {plan.stage} reads the output of stage {name!r} in {upstream}, but {state}",
+                fix=f"run stage {name} first (llf-recipes run {plan.rendered.recipe.name} --stage {name}), "
+                    "or run the recipe without --stage/--from",
+            )
+
+
+def free_port(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def ensure_master_port(plan: StagePlan, explicit: bool) -> None:
+    """A local torchrun needs its rendezvous port free: pick the next free one unless the user chose it."""
+    if not plan.torchrun or len(plan.commands) != 1:
+        return
+    env = plan.commands[0].env
+    port = int(env.get("MASTER_PORT", "0") or 0)
+    if not port or free_port(port):
+        return
+    if explicit:
+        raise LlfError(f"MASTER_PORT {port} is in use on this machine", key="--master-port",
+                       fix="pick another port, or stop what listens on it")
+    for candidate in range(port + 1, port + 200):
+        if free_port(candidate):
+            print(f"note: MASTER_PORT {port} is in use; using {candidate}", file=sys.stderr)
+            env["MASTER_PORT"] = str(candidate)
+            return
+    raise LlfError(f"no free port found from {port} to {port + 199}", key="--master-port")
+
+
+Executor = Callable[[StagePlan, Path], "int | None"]
+
+
+def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str, layout_source: str) -> int:
+    """Run one stage under its lock; the manifest is written before launch and completed after."""
+    run_dir = run_dir_of(plan)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise LlfError(f"stage {plan.stage} is already running in {run_dir}", where=str(run_dir / LOCK_NAME),
+                       fix="wait for it to finish, or stop it first") from None
+    try:
+        previous = manifest.read(run_dir)
+        current = fingerprint(plan, previous)
+        decision = decide(plan, previous, current, force)
+        log = run_dir / f"llf-{plan.stage}.log"
+        if decision.action == "skip":
+            print(f"{position} stage {plan.stage}: skipped, {decision.reason} (--force reruns it)", flush=True)
+            return 0
+        if decision.checkpoint is not None:
+            plan.rendered.config["resume_from_checkpoint"] = str(decision.checkpoint)
+        files = write_stage(plan.rendered, plan.config_path)
+        argv = " ".join(plan.commands[0].argv)
+        print(f"{position} stage {plan.stage}: {argv}  ({decision.reason}; log: {log})", flush=True)
+        started = time.time()
+        record = _record(plan, current, files, log, layout_source, decision)
+        manifest.write(run_dir, {**record, "status": "running", "started_at": manifest.now()})
+        code: int | None = 130
+        try:
+            code = execute(plan, log)
+        finally:
+            status = {None: "planned", 0: "completed", 130: "interrupted"}.get(code, "failed")
+            manifest.write(run_dir, {
+                **record,
+                "status": status,
+                "exit_code": code,
+                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+                "finished_at": manifest.now(),
+                "duration_s": round(time.time() - started, 3),
+                "metrics": manifest.final_metrics(run_dir) if code == 0 else {},
+            })
+        if code not in (None, 0):
+            where = "" if len(plan.commands) > 1 else f"; log: {log}"  # the multi-node executor names node and log
+            print(f"error: stage {plan.stage} {'was interrupted' if code == 130 else f'failed with exit code {code}'}{where}",
+                  file=sys.stderr)
+        return code or 0
+    finally:
+        lock.release()
+
+
+def _record(plan: StagePlan, current: dict[str, Any], files: list[Path], log: Path, layout_source: str,
+            decision: Decision) -> dict[str, Any]:
+    rendered = plan.rendered
+    layout = rendered.layout
+    return {
+        "recipe": {"name": rendered.recipe.name, "path": str(rendered.recipe.path), "hash": rendered.recipe.text_hash},
+        "stage": plan.stage,
+        "verb": rendered.verb,
+        "stage_index": rendered.stage.index,
+        "output_dir": str(run_dir_of(plan).resolve()),
+        "cwd": str(Path.cwd()),
+        "config_path": str(plan.config_path),
+        "files": [str(f) for f in files],
+        "log": str(log),
+        "config": rendered.config,
+        **current,
+        "start": decision.action,
+        "resumed_from": str(decision.checkpoint) if decision.checkpoint else None,
+        "layout": {"source": layout_source, "describe": layout.describe(), "device": layout.device,
+                   "nnodes": layout.nnodes, "world_size": layout.world_size,
+                   "hosts": [{"host": n.host, "slots": n.slots} for n in layout.nodes]},
+        "nodes": [{"node_rank": c.node_rank, "host": c.host, "argv": list(c.argv), "env": c.env} for c in plan.commands],
+        "versions": manifest.versions(),
+        "model": manifest.model_of(rendered.config, run_dir_of(plan).resolve() if rendered.verb == "train" else None),
+    }
