@@ -99,11 +99,19 @@ def plan_stage(rendered: RenderedStage, nccl: str | None = None) -> StagePlan:
 def execute_local(plan: StagePlan, log_path: Path) -> int:
     """Run a single-node stage: stream output to the terminal and a log file; Ctrl-C stops the whole process group."""
     (command,) = plan.commands
+    return stream(command.argv, command.env, log_path)
+
+
+def stream(argv: tuple[str, ...] | list[str], env: dict[str, str], log_path: Path) -> int:
+    """Run `argv` in its own process group, copying its output to the terminal and to `log_path`.
+
+    Ctrl-C (or any exception here) stops the whole group, so no child outlives the command; returns 130 then.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **command.env}
-    argv = [resolve_program(command.argv[0]), *command.argv[1:]]
+    full_env = {**os.environ, **env}
+    argv = [resolve_program(argv[0]), *argv[1:]]
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             assert proc.stdout is not None
             for line in proc.stdout:

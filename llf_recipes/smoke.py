@@ -178,10 +178,15 @@ SMOKE_KEYS = {
 }
 
 
-def apply_smoke(rendered_stages, model_path: str | Path) -> None:
-    """Turn rendered stages into a few CPU steps on the tiny model; data, template and wiring stay the recipe's."""
+def apply_smoke(rendered_stages, model_path: str | Path, user_keys=None) -> None:
+    """Turn rendered stages into a few CPU steps on the tiny model; data, template and wiring stay the recipe's.
+
+    `user_keys` (Overrides.keys: stage or None -> {key: value}) are what `--set` asked for: they win over smoke's.
+    """
+    user_keys = user_keys or {}
     for rendered in rendered_stages:
         config = rendered.config
+        mine = {**user_keys.get(None, {}), **user_keys.get(rendered.stage.name, {})}
         for key in SMOKE_REMOVED:
             config.pop(key, None)
         rendered.deepspeed_source = None
@@ -193,6 +198,7 @@ def apply_smoke(rendered_stages, model_path: str | Path) -> None:
                 config["eval_steps"] = SMOKE_STEPS
         if config.get("stage") == "ppo":
             config["max_new_tokens"] = 16
+        config.update(mine)
 
 
 def main(argv: list[str] | None = None) -> int:

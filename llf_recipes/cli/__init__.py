@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from llf_recipes import __version__
 from llf_recipes.errors import LlfError
@@ -23,6 +25,10 @@ VERBS = {
     "convert": "convert",
     "clean": "clean",
     "check": "check",
+    "export": "export",
+    "ask": "ask",
+    "chat": "chat",
+    "serve": "serve",
 }
 
 
@@ -41,8 +47,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # A scheduler's or `kill`'s SIGTERM stops a command as Ctrl-C does: children are stopped, files left whole.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     first = argv[0] if argv else None
     args = build_parser(first if first in VERBS else None).parse_args(argv)
     try:
@@ -52,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `llf-recipes render ... | head`
         return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -69,3 +69,17 @@ def print_findings(findings: list[Finding], stream=None) -> None:
 
     for f in findings:
         print(f.format(), file=stream or sys.stderr)
+
+
+def add_run_target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN_DIR|NAME",
+                   help="a stage's output directory (it holds llf-run.json), or a recipe name: its last completed stage")
+    p.add_argument("--output-root", default="saves", metavar="DIR",
+                   help="where NAME's runs are looked up (default: saves; smoke runs are under saves/smoke)")
+
+
+def run_from(args: argparse.Namespace):
+    """(run directory, manifest) for the verbs that use a finished run."""
+    from llf_recipes import manifest
+
+    return manifest.resolve(args.run, args.output_root)

@@ -75,12 +75,13 @@ def build_plans(args, catalog) -> tuple[list[StagePlan], list]:
         overrides.insert(0, f"output_root={output_root}")
     if smoke:
         overrides.insert(0, "deepspeed=none")
-    renderer = Renderer(recipe, layout, Overrides.parse(overrides, recipe), catalog)
+    parsed = Overrides.parse(overrides, recipe)
+    renderer = Renderer(recipe, layout, parsed, catalog)
     rendered = renderer.render_all(selected_stages(recipe, args.stage, args.from_stage))
     if smoke:
         # The model is built on first use; a dry run only names where it will be.
         model = default_cache_dir() / VERSION_TAG if args.dry_run else tiny_model_path()
-        apply_smoke(rendered, model)
+        apply_smoke(rendered, model, parsed.keys)
     findings = [f for r in rendered for f in validate_stage(r, catalog, set(args.allow))]
     return [plan_stage(r, nccl=args.nccl) for r in rendered], findings
 

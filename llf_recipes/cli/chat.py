@@ -1,0 +1,29 @@
+"""`llf-recipes chat`: LLaMA-Factory's interactive chat on a run's model."""
+
+from __future__ import annotations
+
+import subprocess
+
+from llf_recipes.cli.common import add_run_target, add_verb, run_from
+from llf_recipes.launch import resolve_program
+from llf_recipes.use import infer_config, write_config
+
+
+def add_parser(sub) -> None:
+    p = add_verb(sub, "chat", "chat with a run's model in the terminal (llamafactory-cli chat; type exit to quit)", """
+        llf-recipes chat saves/sft-huanhuan/sft
+        llf-recipes chat zhihu --max-new-tokens 512
+    """)
+    add_run_target(p)
+    p.add_argument("--max-new-tokens", type=int, default=512, metavar="N")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    run_dir, data = run_from(args)
+    config = infer_config(run_dir, data, infer_backend="huggingface", max_new_tokens=args.max_new_tokens)
+    path = write_config(run_dir / "llf-chat.yaml", config, f"chat with {run_dir}")
+    try:
+        return subprocess.call([resolve_program("llamafactory-cli"), "chat", str(path)])
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,30 @@
+"""`llf-recipes export`: merge a run's LoRA adapters into a standalone model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llf_recipes.cli.common import add_run_target, add_verb, run_from
+from llf_recipes.use import export
+
+
+def add_parser(sub) -> None:
+    p = add_verb(sub, "export", "merge a run's LoRA adapter(s) into its base: a standalone Hugging Face model", """
+        llf-recipes export saves/zhihu/dpo                 # -> saves/zhihu/dpo-merged
+        llf-recipes export zhihu -o models/zhihu-dpo       # the recipe's last completed stage
+        llf-recipes export sft-huanhuan --output-root saves/smoke
+    """)
+    add_run_target(p)
+    p.add_argument("-o", "--export-dir", type=Path, metavar="DIR", help="where the merged model goes (default: RUN_DIR-merged)")
+    p.add_argument("--export-size", type=int, default=5, metavar="GB", help="shard size in GB (default: 5)")
+    p.add_argument("--export-device", choices=("cpu", "auto"), default="cpu", help="where the merge runs (default: cpu)")
+    p.add_argument("--force", action="store_true", help="export again, or into a directory not written by export")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    run_dir, data = run_from(args)
+    out = export(run_dir, data, args.export_dir, export_size=args.export_size, export_device=args.export_device,
+                 force=args.force)
+    print(f"merged model: {out}")
+    return 0

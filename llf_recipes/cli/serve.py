@@ -1,0 +1,36 @@
+"""`llf-recipes serve`: an OpenAI-compatible API for a run's model (llamafactory-cli api)."""
+
+from __future__ import annotations
+
+from llf_recipes.cli.common import add_run_target, add_verb, run_from
+from llf_recipes.launch import stream
+from llf_recipes.use import infer_config, write_config
+
+
+def add_parser(sub) -> None:
+    p = add_verb(sub, "serve", "serve a run's model over an OpenAI-compatible HTTP API (llamafactory-cli api)", """
+        llf-recipes serve saves/zhihu/dpo-merged --port 8000
+        llf-recipes serve zhihu --host 0.0.0.0 --api-key secret --model-name zhihu-dpo
+        curl localhost:8000/v1/chat/completions -H 'Content-Type: application/json' \\
+          -d '{"model": "zhihu-dpo", "messages": [{"role": "user", "content": "hi"}]}'
+    """)
+    add_run_target(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require this bearer token")
+    p.add_argument("--model-name", help="the model id clients pass (default: the run's recipe/stage)")
+    p.add_argument("--max-new-tokens", type=int, default=512, metavar="N")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    run_dir, data = run_from(args)
+    config = infer_config(run_dir, data, infer_backend="huggingface", max_new_tokens=args.max_new_tokens)
+    path = write_config(run_dir / "llf-serve.yaml", config, f"API for {run_dir}")
+    recipe = (data.get("recipe") or {}).get("name", "model")
+    env = {"API_HOST": args.host, "API_PORT": str(args.port),
+           "API_MODEL_NAME": args.model_name or f"{recipe}/{data.get('stage', '')}".rstrip("/")}
+    if args.api_key:
+        env["API_KEY"] = args.api_key
+    print(f"serving {run_dir} at http://{args.host}:{args.port}/v1 as {env['API_MODEL_NAME']!r} (Ctrl-C stops)", flush=True)
+    return stream(["llamafactory-cli", "api", str(path)], env, run_dir / "llf-serve.log")

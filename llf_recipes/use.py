@@ -1,0 +1,114 @@
+"""Using a finished run: merge it into a standalone model, chat with it, serve it, ask it one question.
+
+Everything is read from the run's manifest (base model, adapter chain, template), so no path is copied by hand.
+Inference configs hold only the keys LLaMA-Factory's export/chat/api accept: no training key, no quantization.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from llf_recipes import manifest, yamlio
+from llf_recipes.atomic import write_text
+from llf_recipes.errors import LlfError
+
+
+def infer_config(run_dir: Path, data: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    model = data.get("model") or {}
+    if not model.get("base"):
+        raise LlfError(f"the run in {run_dir} does not name its base model", where=str(manifest.path_for(run_dir)),
+                       fix="rerun the stage with llf-recipes run to rewrite its manifest")
+    for path in model.get("adapters") or []:
+        if not Path(path).is_dir():
+            raise LlfError(f"the adapter {path} of the run in {run_dir} is missing", where=str(manifest.path_for(run_dir)),
+                           fix="rerun the stage (llf-recipes run ... --force --stage STAGE)")
+    config: dict[str, Any] = {"model_name_or_path": model["base"]}
+    if model.get("adapters"):
+        config["adapter_name_or_path"] = ",".join(model["adapters"])
+        config["finetuning_type"] = "lora"
+    if model.get("template"):
+        config["template"] = model["template"]
+    config["trust_remote_code"] = True
+    config.update({k: v for k, v in extra.items() if v is not None})
+    return config
+
+
+def write_config(path: Path, config: dict[str, Any], title: str) -> Path:
+    write_text(path, f"# {title} (written by llf-recipes from the run manifest)\n" + yamlio.dump(config))
+    return path
+
+
+def default_export_dir(run_dir: Path) -> Path:
+    return run_dir.parent / f"{run_dir.name}-merged"
+
+
+def export(run_dir: Path, data: dict[str, Any], export_dir: Path | None, *, export_size: int = 5,
+           export_device: str = "cpu", force: bool = False) -> Path:
+    """`llamafactory-cli export` the run's adapter chain merged into its base; the result gets a manifest of its own."""
+    from llf_recipes.launch import stream
+
+    model = data.get("model") or {}
+    if not model.get("adapters"):
+        raise LlfError(f"the run in {run_dir} is already a standalone model ({model.get('base')})",
+                       fix="use it directly with ask/chat/serve; export merges LoRA adapters only")
+    export_dir = (export_dir or default_export_dir(run_dir)).absolute()
+    previous = manifest.read(export_dir) if export_dir.is_dir() else None
+    source_key = {"run_dir": str(run_dir.resolve()), "finished_at": data.get("finished_at"),
+                  "config_hash": data.get("config_hash")}
+    if previous and previous.get("status") == "completed" and previous.get("source") == source_key and not force:
+        print(f"{export_dir}: already exported from this run (--force exports again)")
+        return export_dir
+    if export_dir.exists() and any(export_dir.iterdir()) and previous is None and not force:
+        raise LlfError(f"{export_dir} exists and was not written by llf-recipes export", fix="pass -o DIR or --force")
+    config = infer_config(run_dir, data, export_dir=str(export_dir), export_size=export_size,
+                          export_device=export_device, export_legacy_format=False)
+    export_dir.mkdir(parents=True, exist_ok=True)
+    yaml_path = write_config(export_dir / "llf-export.yaml", config, f"export of {run_dir}")
+    log = export_dir / "llf-export.log"
+    record = {
+        "recipe": data.get("recipe"),
+        "stage": f"{data.get('stage')}-merged",
+        "verb": "export",
+        "stage_index": data.get("stage_index", 0),
+        "output_dir": str(export_dir),
+        "config_path": str(yaml_path),
+        "log": str(log),
+        "config": config,
+        "config_hash": manifest.config_hash(config),
+        "source": source_key,
+        "versions": manifest.versions(),
+        "model": {"base": str(export_dir), "adapters": [], "template": model.get("template"),
+                  "finetuning_type": model.get("finetuning_type"), "stage": model.get("stage"), "merged": True},
+    }
+    started, started_at = time.time(), manifest.now()
+    manifest.write(export_dir, {**record, "status": "running", "started_at": started_at})
+    argv = ["llamafactory-cli", "export", str(yaml_path)]
+    print(f"export {run_dir} -> {export_dir}: {' '.join(argv)}  (log: {log})", flush=True)
+    code = 130
+    try:
+        code = stream(argv, {}, log)
+    finally:
+        status = {0: "completed", 130: "interrupted"}.get(code, "failed")
+        manifest.write(export_dir, {**record, "status": status, "exit_code": code, "started_at": started_at,
+                                    "finished_at": manifest.now(), "duration_s": round(time.time() - started, 3)})
+    if code != 0:
+        raise LlfError(f"llamafactory-cli export failed with exit code {code}", where=str(log))
+    return export_dir
+
+
+def ask(run_dir: Path, data: dict[str, Any], prompt: str, *, system: str | None = None, max_new_tokens: int = 256,
+        temperature: float = 0.0) -> str:
+    """One answer from the run's model through LLaMA-Factory's own ChatModel (the same template and generation code)."""
+    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+    config = infer_config(run_dir, data, infer_backend="huggingface", max_new_tokens=max_new_tokens, **sampling)
+    # LLaMA-Factory logs to stdout; keep stdout for the answer alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        from llamafactory.chat import ChatModel  # heavy: torch and transformers
+
+        model = ChatModel(config)
+        responses = model.chat([{"role": "user", "content": prompt}], system=system)
+    return responses[0].response_text if responses else ""
