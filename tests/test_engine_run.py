@@ -1,0 +1,281 @@
+"""`llf-recipes run` for real: every stage through llamafactory-cli on the tiny model, the manifest, skip and resume,
+export then ask, serve, and Ctrl-C leaving no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli_subprocess
+
+pytestmark = pytest.mark.engine
+
+RECIPES = ["pt-belle", "sft-huanhuan", "sft-huanhuan-full", "sft-belle", "rlhf-ultrafeedback", "dpo-ultrafeedback",
+           "orpo-ultrafeedback", "simpo-ultrafeedback", "kto-ultrafeedback", "zhihu"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_model):
+    """A project directory with every bundled sample prepared into data/, as `prepare --sample` leaves it."""
+    root = tmp_path_factory.mktemp("project")
+    env = env_for(tiny_model)
+    for recipe in RECIPES:
+        proc = run_cli_subprocess("prepare", "--recipe", recipe, "--sample", cwd=root, env=env)
+        assert proc.returncode == 0, proc.stderr
+    return root
+
+
+def env_for(tiny_model: Path) -> dict[str, str]:
+    return {"LLF_RECIPES_CACHE": str(tiny_model.parent), "TOKENIZERS_PARALLELISM": "false"}
+
+
+def llf(project: Path, tiny_model: Path, *argv, timeout: int = 600) -> subprocess.CompletedProcess:
+    return run_cli_subprocess(*argv, cwd=project, env=env_for(tiny_model), timeout=timeout)
+
+
+def manifest(run_dir: Path) -> dict:
+    return json.loads((run_dir / "llf-run.json").read_text())
+
+
+def stage_dir(project: Path, recipe: str, stage: str) -> Path:
+    return project / "saves" / "smoke" / recipe / stage
+
+
+# ------------------------------------------------------------------ every stage
+
+STAGE_RECIPES = [
+    ("pt-belle", "pt", "pt"),
+    ("sft-huanhuan", "sft", "sft"),
+    ("sft-huanhuan-full", "sft", "sft"),
+    ("dpo-ultrafeedback", "dpo", "dpo"),
+    ("orpo-ultrafeedback", "orpo", "dpo"),
+    ("simpo-ultrafeedback", "simpo", "dpo"),
+    ("kto-ultrafeedback", "kto", "kto"),
+]
+
+
+@pytest.mark.parametrize(("recipe", "stage", "lf_stage"), STAGE_RECIPES, ids=[r for r, _, _ in STAGE_RECIPES])
+def test_each_stage_trains_through_run(project, tiny_model, recipe, stage, lf_stage):
+    proc = llf(project, tiny_model, "run", recipe, "--smoke")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = stage_dir(project, recipe, stage)
+    data = manifest(out)
+    assert data["status"] == "completed" and data["exit_code"] == 0
+    assert data["config"]["stage"] == lf_stage
+    assert data["config"]["model_name_or_path"] == str(tiny_model)
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    assert data["metrics"]["train_loss"] > 0
+    if recipe == "orpo-ultrafeedback" or recipe == "simpo-ultrafeedback":
+        assert data["config"]["pref_loss"] == stage
+    if data["config"].get("finetuning_type", "lora") == "lora":
+        assert (out / "adapter_model.safetensors").is_file()
+        assert data["model"]["adapters"] == [str(out.resolve())]
+    else:
+        assert (out / "model.safetensors").is_file() and data["model"]["merged"]
+    # the manifest records what ran and with what
+    assert data["versions"]["llamafactory"] == "0.9.5"
+    for entry in data["datasets"].values():
+        assert len(entry["sha256"]) == 64 and Path(entry["file"]).is_file()
+    assert data["nodes"][0]["argv"] == ["llamafactory-cli", "train", data["config_path"]]
+
+
+def test_rm_then_ppo_reads_the_reward_model_and_ppo_is_blocked_upstream(project, tiny_model):
+    """rm trains for real; LLaMA-Factory 0.9.5's PPO needs trl<=0.9.6, which the rest of 0.9.5 cannot import."""
+    proc = llf(project, tiny_model, "run", "rlhf-ultrafeedback", "--smoke", "--allow", "ppo-needs-old-trl")
+    rm = stage_dir(project, "rlhf-ultrafeedback", "rm")
+    assert manifest(rm)["status"] == "completed"
+    assert (rm / "adapter_model.safetensors").is_file()
+    ppo = manifest(stage_dir(project, "rlhf-ultrafeedback", "ppo"))
+    assert ppo["config"]["reward_model"] == str(Path("saves/smoke/rlhf-ultrafeedback/rm"))
+    assert ppo["inputs"]["rm"]["status"] == "completed"
+    assert proc.returncode != 0 and ppo["status"] == "failed"
+    assert "trl>=0.8.6,<=0.9.6" in Path(ppo["log"] if Path(ppo["log"]).is_absolute() else project / ppo["log"]).read_text()
+    assert "stage ppo failed" in proc.stderr
+
+
+# ------------------------------------------------------------------ the pipeline, skip, export, ask
+
+
+def test_sft_then_dpo_is_wired_through_the_manifest_skipped_when_done_and_rerun_when_data_change(project, tiny_model):
+    proc = llf(project, tiny_model, "run", "zhihu", "--smoke")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    sft, dpo = stage_dir(project, "zhihu", "sft"), stage_dir(project, "zhihu", "dpo")
+    first_sft, first_dpo = manifest(sft), manifest(dpo)
+    assert first_dpo["config"]["adapter_name_or_path"] == "saves/smoke/zhihu/sft"
+    assert first_dpo["inputs"]["sft"]["config_hash"] == first_sft["config_hash"]
+    assert first_dpo["model"]["adapters"] == [str(dpo.resolve())]
+
+    again = llf(project, tiny_model, "run", "zhihu", "--smoke")
+    assert again.returncode == 0
+    assert again.stdout.count("skipped, completed") == 2
+    assert manifest(dpo)["finished_at"] == first_dpo["finished_at"]
+
+    # New preference data: sft is untouched, dpo runs again.
+    with open(project / "data" / "zhihu_rlhf.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"instruction": "新问题？", "input": "", "chosen": "好的回答。", "rejected": "坏的。"},
+                            ensure_ascii=False) + "\n")
+    changed = llf(project, tiny_model, "run", "zhihu", "--smoke")
+    assert changed.returncode == 0
+    assert "stage sft: skipped" in changed.stdout and "stage dpo: skipped" not in changed.stdout
+    assert manifest(dpo)["datasets"]["zhihu_rlhf"]["sha256"] != first_dpo["datasets"]["zhihu_rlhf"]["sha256"]
+
+    # --force on sft reruns it; dpo, which reads it, then reruns too.
+    forced = llf(project, tiny_model, "run", "zhihu", "--smoke", "--stage", "sft", "--force")
+    assert forced.returncode == 0 and "--force" in forced.stdout
+    after = llf(project, tiny_model, "run", "zhihu", "--smoke")
+    assert "stage sft: skipped" in after.stdout and "earlier stage changed" in after.stdout
+
+
+def test_a_stage_whose_input_never_ran_is_refused(project, tiny_model):
+    proc = llf(project, tiny_model, "run", "zhihu", "--smoke", "--stage", "dpo", "--output-root", "elsewhere")
+    assert proc.returncode == 2
+    assert "reads the output of stage 'sft'" in proc.stderr and "--stage sft" in proc.stderr
+    assert not (project / "elsewhere" / "zhihu" / "dpo" / "llf-run.json").exists()
+
+
+def test_export_then_ask_the_merged_model(project, tiny_model):
+    proc = llf(project, tiny_model, "run", "zhihu", "--smoke")
+    assert proc.returncode == 0
+    exported = llf(project, tiny_model, "export", "saves/smoke/zhihu")
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    merged = stage_dir(project, "zhihu", "dpo-merged")
+    data = manifest(merged)
+    assert data["status"] == "completed" and data["model"]["merged"] and data["model"]["adapters"] == []
+    assert data["source"]["run_dir"] == str(stage_dir(project, "zhihu", "dpo").resolve())
+    assert (merged / "model.safetensors").is_file() and (merged / "config.json").is_file()
+    export_yaml = (merged / "llf-export.yaml").read_text()
+    for key in ("quantization_bit", "learning_rate", "do_train"):
+        assert key not in export_yaml
+
+    asked_merged = llf(project, tiny_model, "ask", "saves/smoke/zhihu", "请用一句话介绍你自己。", "--max-new-tokens", "12")
+    asked_adapter = llf(project, tiny_model, "ask", "saves/smoke/zhihu/dpo", "请用一句话介绍你自己。", "--max-new-tokens", "12")
+    assert asked_merged.returncode == 0 and asked_adapter.returncode == 0, asked_merged.stderr[-2000:]
+    # stdout holds the answer only; greedy decoding of the merged model matches base + adapter
+    assert "INFO" not in asked_merged.stdout and asked_merged.stdout.endswith("\n")
+    assert asked_merged.stdout == asked_adapter.stdout
+    from transformers import AutoTokenizer
+
+    tokens = AutoTokenizer.from_pretrained(merged)(asked_merged.stdout.rstrip("\n"), add_special_tokens=False)["input_ids"]
+    assert len(tokens) <= 12
+
+
+def test_a_failing_stage_names_its_log_and_is_recorded(project, tiny_model):
+    (project / "data" / "huanhuan.jsonl").rename(project / "data" / "huanhuan.jsonl.away")
+    try:
+        proc = llf(project, tiny_model, "run", "sft-huanhuan", "--smoke", "--output-root", "saves/failing")
+    finally:
+        (project / "data" / "huanhuan.jsonl.away").rename(project / "data" / "huanhuan.jsonl")
+    out = project / "saves" / "failing" / "sft-huanhuan" / "sft"
+    assert proc.returncode not in (0, 130)
+    assert f"stage sft failed with exit code {proc.returncode}; log: saves/failing/sft-huanhuan/sft/llf-sft.log" in proc.stderr
+    data = manifest(out)
+    assert data["status"] == "failed" and data["exit_code"] == proc.returncode and data["metrics"] == {}
+
+
+# ------------------------------------------------------------------ Ctrl-C and resume
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline and int(pid) != os.getpid():
+            found.append(f"{pid}: {cmdline}")
+    return found
+
+
+def test_ctrl_c_leaves_no_process_and_the_next_run_resumes_from_the_checkpoint(project, tiny_model):
+    out_root = project / "saves" / "resume"
+    argv = [sys.executable, "-m", "llf_recipes", "run", "sft-huanhuan", "--smoke", "--output-root", str(out_root),
+            "--set", "max_steps=150", "--set", "save_steps=10"]
+    env = {**os.environ, **env_for(tiny_model)}
+    proc = subprocess.Popen(argv, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    run_dir = out_root / "sft-huanhuan" / "sft"
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoint-10" / "trainer_state.json").is_file():
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        assert time.time() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.2)
+    assert processes_mentioning(str(out_root)), "the trainer should be running"
+    os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground process
+    output = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 130, output[-2000:]
+    time.sleep(0.5)
+    assert processes_mentioning(str(out_root)) == []
+    interrupted = manifest(run_dir)
+    assert interrupted["status"] == "interrupted"
+    done_before = max(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
+    assert done_before < 150
+
+    resumed = run_cli_subprocess(*argv[3:], cwd=project, env=env_for(tiny_model))
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert f"resuming from checkpoint-{done_before}" in resumed.stdout
+    data = manifest(run_dir)
+    assert data["status"] == "completed" and data["start"] == "resume"
+    assert data["resumed_from"].endswith(f"checkpoint-{done_before}")
+    state = json.loads((run_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 150
+    # the trainer itself says it skipped to the checkpoint's step
+    assert f"Continuing training from global step {done_before}" in resumed.stdout
+
+
+# ------------------------------------------------------------------ serve
+
+
+def test_serve_answers_openai_requests_and_stops_cleanly(project, tiny_model):
+    assert llf(project, tiny_model, "run", "sft-huanhuan", "--smoke").returncode == 0
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_dir = stage_dir(project, "sft-huanhuan", "sft")
+    argv = [sys.executable, "-m", "llf_recipes", "serve", str(run_dir), "--port", str(port), "--api-key", "sekrit",
+            "--max-new-tokens", "8"]
+    proc = subprocess.Popen(argv, cwd=project, env={**os.environ, **env_for(tiny_model)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        models = None
+        deadline = time.time() + 180
+        while models is None:
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.time() < deadline
+            try:
+                req = urllib.request.Request(f"{base}/models", headers={"Authorization": "Bearer sekrit"})
+                models = json.loads(urllib.request.urlopen(req, timeout=5).read())
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)
+        assert models["data"][0]["id"] == "sft-huanhuan/sft"
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(f"{base}/models", timeout=5)
+        assert denied.value.code == 401
+        body = json.dumps({"model": "sft-huanhuan/sft", "messages": [{"role": "user", "content": "你是谁？"}],
+                           "max_tokens": 8}).encode()
+        req = urllib.request.Request(f"{base}/chat/completions", data=body, headers={
+            "Authorization": "Bearer sekrit", "Content-Type": "application/json"})
+        reply = json.loads(urllib.request.urlopen(req, timeout=60).read())
+        assert reply["choices"][0]["message"]["role"] == "assistant"
+        assert reply["usage"]["completion_tokens"] <= 8
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    time.sleep(0.5)
+    assert processes_mentioning(str(run_dir / "llf-serve.yaml")) == []
