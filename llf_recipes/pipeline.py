@@ -48,24 +48,23 @@ def dataset_files(config: dict[str, Any], previous: dict[str, Any] | None = None
         info = {}
     known = (previous or {}).get("datasets") or {}
     out: dict[str, dict[str, Any]] = {}
-    for key in ("dataset", "eval_dataset"):
-        for name in [n.strip() for n in str(config.get(key) or "").split(",") if n.strip()]:
-            entry = info.get(name) if isinstance(info, dict) else None
-            if not isinstance(entry, dict) or not entry.get("file_name"):
-                source = (entry or {}).get("hf_hub_url") or (entry or {}).get("ms_hub_url") if isinstance(entry, dict) else None
-                out[name] = {"source": source}
-                continue
-            path = dataset_dir / str(entry["file_name"])
-            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-            stats = [(p, p.stat()) for p in files if p.exists()]
-            size = sum(s.st_size for _, s in stats)
-            mtime = max((s.st_mtime_ns for _, s in stats), default=0)
-            old = known.get(name) or {}
-            if old.get("file") == str(path) and old.get("bytes") == size and old.get("mtime_ns") == mtime and old.get("sha256"):
-                digest = old["sha256"]
-            else:
-                digest = _hash_files([p for p, _ in stats])
-            out[name] = {"file": str(path.resolve()), "bytes": size, "mtime_ns": mtime, "sha256": digest}
+    for name in _dataset_names(config):
+        entry = info.get(name) if isinstance(info, dict) else None
+        if not isinstance(entry, dict) or not entry.get("file_name"):
+            source = (entry or {}).get("hf_hub_url") or (entry or {}).get("ms_hub_url") if isinstance(entry, dict) else None
+            out[name] = {"source": source}
+            continue
+        path = (dataset_dir / str(entry["file_name"])).resolve()
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        stats = [(p, p.stat()) for p in files if p.exists()]
+        size = sum(s.st_size for _, s in stats)
+        mtime = max((s.st_mtime_ns for _, s in stats), default=0)
+        old = known.get(name) or {}
+        if old.get("file") == str(path) and old.get("bytes") == size and old.get("mtime_ns") == mtime and old.get("sha256"):
+            digest = old["sha256"]
+        else:
+            digest = _hash_files([p for p, _ in stats])
+        out[name] = {"file": str(path), "bytes": size, "mtime_ns": mtime, "sha256": digest}
     return out
 
 
@@ -144,6 +143,38 @@ def check_inputs(plan: StagePlan, running_now: set[str]) -> None:
                 fix=f"run stage {name} first (llf-recipes run {plan.rendered.recipe.name} --stage {name}), "
                     "or run the recipe without --stage/--from",
             )
+
+
+def _dataset_names(config: dict[str, Any]) -> list[str]:
+    return [n.strip() for key in ("dataset", "eval_dataset") for n in str(config.get(key) or "").split(",") if n.strip()]
+
+
+def check_registered(plan: StagePlan) -> None:
+    """Every dataset the stage reads is registered where LLaMA-Factory looks, and its local file is there."""
+    config = plan.rendered.config
+    dataset_dir = Path(str(config.get("dataset_dir") or "data"))
+    info_path = dataset_dir / "dataset_info.json"
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        info = {}
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LlfError(f"cannot read {info_path}: {exc}", where=str(info_path)) from None
+    for name in _dataset_names(config):
+        entry = info.get(name) if isinstance(info, dict) else None
+        if not isinstance(entry, dict):
+            raise LlfError(
+                f"stage {plan.stage} reads dataset {name!r}, which is not registered in {info_path}",
+                key=name,
+                fix=f"llf-recipes prepare {name} --data-dir {dataset_dir} (add --sample for the bundled rows), or "
+                    f"llf-recipes prepare --recipe {plan.rendered.recipe.name} --data-dir {dataset_dir}",
+            )
+        file_name = entry.get("file_name")
+        hub = any(entry.get(k) for k in ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url"))
+        if file_name and not hub and not (dataset_dir / str(file_name)).exists():
+            raise LlfError(f"dataset {name!r} is registered but its file {dataset_dir / str(file_name)} is missing",
+                           key=name, where=str(info_path),
+                           fix=f"llf-recipes prepare {name} --data-dir {dataset_dir} writes it again")
 
 
 def free_port(port: int, host: str = "127.0.0.1") -> bool:

@@ -14,8 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from conftest import ROOT, run_cli_subprocess
+from conftest import run_cli_subprocess
 
 pytestmark = pytest.mark.engine
 
@@ -91,7 +90,7 @@ def test_each_stage_trains_through_run(project, tiny_model, recipe, stage, lf_st
 
 def test_rm_then_ppo_reads_the_reward_model_and_ppo_is_blocked_upstream(project, tiny_model):
     """rm trains for real; LLaMA-Factory 0.9.5's PPO needs trl<=0.9.6, which the rest of 0.9.5 cannot import."""
-    proc = llf(project, tiny_model, "run", "rlhf-ultrafeedback", "--smoke", "--allow", "ppo-needs-old-trl")
+    proc = llf(project, tiny_model, "run", "rlhf-ultrafeedback", "--smoke")
     rm = stage_dir(project, "rlhf-ultrafeedback", "rm")
     assert manifest(rm)["status"] == "completed"
     assert (rm / "adapter_model.safetensors").is_file()
@@ -170,16 +169,34 @@ def test_export_then_ask_the_merged_model(project, tiny_model):
 
 
 def test_a_failing_stage_names_its_log_and_is_recorded(project, tiny_model):
-    (project / "data" / "huanhuan.jsonl").rename(project / "data" / "huanhuan.jsonl.away")
+    data_file = project / "data" / "huanhuan.jsonl"
+    good = data_file.read_bytes()
+    data_file.write_text('{"instruction": "a", "output": "b"}\nthis line is not JSON\n', encoding="utf-8")
     try:
         proc = llf(project, tiny_model, "run", "sft-huanhuan", "--smoke", "--output-root", "saves/failing")
     finally:
-        (project / "data" / "huanhuan.jsonl.away").rename(project / "data" / "huanhuan.jsonl")
+        data_file.write_bytes(good)
     out = project / "saves" / "failing" / "sft-huanhuan" / "sft"
-    assert proc.returncode not in (0, 130)
+    assert proc.returncode not in (0, 2, 130), proc.stderr[-2000:]
     assert f"stage sft failed with exit code {proc.returncode}; log: saves/failing/sft-huanhuan/sft/llf-sft.log" in proc.stderr
     data = manifest(out)
     assert data["status"] == "failed" and data["exit_code"] == proc.returncode and data["metrics"] == {}
+
+
+def test_an_unregistered_or_missing_dataset_stops_before_anything_starts(project, tiny_model):
+    proc = llf(project, tiny_model, "run", "sft-huanhuan", "--smoke", "--output-root", "saves/unregistered",
+               "--set", "dataset_dir=empty_data")
+    assert proc.returncode == 2
+    assert "reads dataset 'huanhuan', which is not registered in empty_data/dataset_info.json" in proc.stderr
+    assert "llf-recipes prepare huanhuan --data-dir empty_data" in proc.stderr
+    assert not (project / "saves" / "unregistered").exists()
+    (project / "data" / "huanhuan.jsonl").rename(project / "data" / "huanhuan.jsonl.away")
+    try:
+        proc = llf(project, tiny_model, "run", "sft-huanhuan", "--smoke", "--output-root", "saves/unregistered")
+    finally:
+        (project / "data" / "huanhuan.jsonl.away").rename(project / "data" / "huanhuan.jsonl")
+    assert proc.returncode == 2 and "its file data/huanhuan.jsonl is missing" in proc.stderr
+    assert not (project / "saves" / "unregistered").exists()
 
 
 # ------------------------------------------------------------------ Ctrl-C and resume

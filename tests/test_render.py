@@ -132,3 +132,18 @@ def test_deepspeed_json_written_beside_yaml(tmp_path, catalog):
 def test_yaml_floats_are_numbers():
     assert yamlio.load("lr: 1e-4\nb: 5.0e-5\nc: '1e-4'\n") == {"lr": 1e-4, "b": 5e-5, "c": "1e-4"}
     assert yamlio.scalar("1e-6") == 1e-6 and yamlio.scalar("true") is True and yamlio.scalar("a,b") == "a,b"
+
+
+def test_every_recipe_lists_every_dataset_its_stages_read(catalog):
+    """`prepare --recipe NAME` prepares the header's `datasets`: a stage reading another one would fail at run time."""
+    from llf_recipes.hardware import parse_gpus
+    from llf_recipes.render import Overrides, Renderer
+
+    for name in catalog.recipe_names():
+        recipe = catalog.recipe(name)
+        if any(s.verb not in ("train", "export", "chat") for s in recipe.stages):
+            continue  # GRPO stages read their data through their own backend
+        for rendered in Renderer(recipe, parse_gpus("0"), Overrides(), catalog).render_all():
+            for key in ("dataset", "eval_dataset"):
+                for used in filter(None, str(rendered.config.get(key) or "").split(",")):
+                    assert used.strip() in recipe.datasets, f"{name}/{rendered.stage.name} reads {used} ({key})"

@@ -18,7 +18,7 @@ from llf_recipes.cli.common import (
 from llf_recipes.errors import LlfError
 from llf_recipes.hardware import LOCAL_HOSTS, cpu_layout
 from llf_recipes.launch import NCCL_PRESETS, StagePlan, execute_local, plan_stage
-from llf_recipes.pipeline import check_inputs, ensure_master_port, run_stage
+from llf_recipes.pipeline import check_inputs, check_registered, ensure_master_port, run_stage
 from llf_recipes.render import Overrides, Renderer
 from llf_recipes.smoke import SMOKE_OUTPUT_ROOT, VERSION_TAG, apply_smoke, default_cache_dir, tiny_model_path
 from llf_recipes.validation import errors, validate_stage
@@ -44,7 +44,8 @@ def add_parser(sub) -> None:
     p.add_argument("--smoke", action="store_true",
                    help="check the whole recipe on CPU in minutes: the tiny local model, a few steps per stage, 16 rows "
                         "of each registered dataset, no quantization or DeepSpeed")
-    p.add_argument("--nccl", choices=sorted(NCCL_PRESETS), help="NCCL environment preset for multi-node runs")
+    p.add_argument("--nccl", metavar=f"{'|'.join(sorted(NCCL_PRESETS))}[:IFACE]",
+                   help="NCCL environment preset for multi-node runs; socket:eth0 also pins the network interface")
     p.add_argument("--launcher", choices=("auto", "local", "ssh", "print", "ray"), default="auto",
                    help="how stages start: local on this machine; ssh to every host of the hostfile; print the per-node "
                         "commands (SLURM, manual); ray through LLaMA-Factory's Ray path (default: ssh when the hostfile "
@@ -133,6 +134,7 @@ def main(args) -> int:
     names = {p.stage for p in plans}
     for p in plans:
         check_inputs(p, names)
+        check_registered(p)
         ensure_master_port(p, explicit=args.master_port is not None)
     source = args.hostfile or (f"--gpus {args.gpus}" if args.gpus else ("smoke" if args.smoke else "default"))
     for i, p in enumerate(plans, 1):
