@@ -57,9 +57,10 @@ class HostLayout:
 
     def describe(self) -> str:
         unit = {"cuda": "GPU", "npu": "NPU", "cpu": "CPU process"}[self.device]
+        plural = unit + ("es" if unit.endswith("s") else "s")
         if self.nnodes == 1:
-            return f"1 node x {self.per_node} {unit}{'s' if self.per_node != 1 else ''}"
-        return f"{self.nnodes} nodes x {self.per_node} {unit}s = {self.world_size}"
+            return f"1 node x {self.per_node} {unit if self.per_node == 1 else plural}"
+        return f"{self.nnodes} nodes x {self.per_node} {unit if self.per_node == 1 else plural} = {self.world_size}"
 
 
 def parse_gpus(spec: str, device: str = "cuda") -> HostLayout:

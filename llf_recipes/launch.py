@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from llf_recipes.errors import LlfError
 from llf_recipes.hardware import HostLayout
 from llf_recipes.render import RenderedStage, deepspeed_target
 
@@ -20,6 +21,22 @@ NCCL_PRESETS = {
     # Plain Ethernet: the usual cure for multi-node hangs on machines without IB.
     "socket": {"NCCL_IB_DISABLE": "1", "NCCL_P2P_DISABLE": "0", "NCCL_DEBUG": "WARN"},
 }
+
+
+def nccl_env(spec: str) -> dict[str, str]:
+    """`--nccl ib|socket[:IFACE]`: a preset, optionally pinned to an interface (socket: NCCL_SOCKET_IFNAME and
+    GLOO_SOCKET_IFNAME, e.g. socket:eth0; ib: NCCL_IB_HCA, e.g. ib:mlx5_0)."""
+    name, _, iface = spec.partition(":")
+    if name not in NCCL_PRESETS or (":" in spec and not iface.strip()):
+        raise LlfError(f"--nccl {spec!r} is not a preset",
+                       fix=f"use one of {', '.join(sorted(NCCL_PRESETS))}, optionally with an interface: "
+                           "socket:eth0, ib:mlx5_0")
+    env = dict(NCCL_PRESETS[name])
+    if iface and name == "socket":
+        env.update(NCCL_SOCKET_IFNAME=iface, GLOO_SOCKET_IFNAME=iface)
+    elif iface:
+        env["NCCL_IB_HCA"] = iface
+    return env
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,7 @@ def plan_stage(rendered: RenderedStage, nccl: str | None = None) -> StagePlan:
         rendered.config["deepspeed"] = str(ds_path)
     argv = ("llamafactory-cli", rendered.verb, str(path))
     nodes = layout.nodes if rendered.verb == "train" else layout.nodes[:1]
+    preset = nccl_env(nccl) if nccl else {}
     commands = []
     for rank, node in enumerate(nodes):
         env = _device_env(layout)
@@ -89,8 +107,8 @@ def plan_stage(rendered: RenderedStage, nccl: str | None = None) -> StagePlan:
                 MASTER_ADDR=layout.master_addr,
                 MASTER_PORT=str(layout.master_port),
             )
-        if nccl and layout.device == "cuda":
-            env.update(NCCL_PRESETS[nccl])
+        if layout.device == "cuda":
+            env.update(preset)
         commands.append(NodeCommand(rank, node.host, argv, env))
     files = (path, ds_path) if ds_path is not None else (path,)
     return StagePlan(rendered, path, files, torchrun, tuple(commands))

@@ -25,6 +25,7 @@ VERBS = {
     "convert": "convert",
     "clean": "clean",
     "check": "check",
+    "doctor": "doctor",
     "export": "export",
     "ask": "ask",
     "chat": "chat",
