@@ -19,7 +19,7 @@ from llf_recipes.suggest import nearest
 _DOC_SEP = re.compile(r"^---[ \t]*$", re.M)
 HEADER_KEYS = {"description", "datasets", "tags", "vars", "stages", "notes"}
 STAGE_KEYS = {"name", "description", "verb", "global_batch_size", "micro_batch_size"}
-VERBS = ("train", "export", "chat")
+VERBS = ("train", "export", "chat", "grpo")  # grpo: a GRPO stage run by EasyR1 or TRL (llf_recipes/grpo/)
 # Variables every recipe has; a recipe's own `vars` may change their defaults.
 BASE_VARS: dict[str, Any] = {
     "output_root": "saves",

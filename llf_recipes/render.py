@@ -231,7 +231,9 @@ class Renderer:
             "output_dir": f"{self.variables['output_root']}/{self.recipe.name}/{stage.name}",
             "per_device_train_batch_size": batch.per_device_train_batch_size if batch else 1,
             "gradient_accumulation_steps": batch.gradient_accumulation_steps if batch else 1,
-            "global_batch_size": batch.global_batch_size if batch else None,
+            # A grpo stage splits its batches itself (llf_recipes/grpo/settings.py): it reads the variable as given.
+            "global_batch_size": batch.global_batch_size if batch else (
+                stage.global_batch_size or self.variables.get("global_batch_size") if stage.verb == "grpo" else None),
             "world_size": self.layout.world_size,
             "nnodes": self.layout.nnodes,
             "device": self.layout.device,

@@ -33,7 +33,13 @@ def dataset_entries(catalog: Catalog, dataset_dir: str | Path | None) -> dict[st
     return entries
 
 
-def validate_stage(rendered: RenderedStage, catalog: Catalog, allow: set[str] | frozenset[str] = frozenset()) -> list[Finding]:
+def validate_stage(rendered: RenderedStage, catalog: Catalog, allow: set[str] | frozenset[str] = frozenset(),
+                   backend: str | None = None) -> list[Finding]:
+    if rendered.verb == "grpo":  # not a LLaMA-Factory config: GRPO settings, checked with the engine's config
+        from llf_recipes.grpo.plan import plan_grpo
+
+        findings = plan_grpo(rendered, catalog, backend)[1]
+        return [Finding(f.rule, f.key, f.message, f.fix, f.stage, "warning") if f.rule in allow else f for f in findings]
     config = rendered.config
     return validate_config(
         config,

@@ -1,0 +1,279 @@
+"""Plan a GRPO stage for either backend: the files to write, the command per node, and the checks before launch.
+
+The plan has the fields of launch.StagePlan (rendered, config_path, files, torchrun, commands), so `run` prints,
+records and executes it like any stage, plus `setup`/`teardown` commands (Ray's start and stop on each node for a
+multi-node EasyR1 run) and `write_files()`, which writes what the engine reads.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llf_recipes import yamlio
+from llf_recipes.errors import LlfError
+from llf_recipes.grpo import easyr1
+from llf_recipes.grpo import settings as grpo_settings
+from llf_recipes.grpo.trl_args import grpo_config_kwargs, lora_kwargs
+from llf_recipes.launch import NodeCommand
+from llf_recipes.render import RenderedStage
+from llf_recipes.schema.rules import Finding
+from llf_recipes.suggest import nearest
+
+TRL_ENTRY = "llf_recipes.grpo.trl_backend"
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    path: Path
+    what: str  # one line for --dry-run
+    text: str | None = None  # printed in full by --dry-run (configs, templates, code); None for data
+
+
+@dataclass(frozen=True)
+class GrpoPlan:
+    rendered: RenderedStage
+    config_path: Path
+    files: tuple[Path, ...]
+    torchrun: bool
+    commands: tuple[NodeCommand, ...]
+    backend: str
+    settings: dict[str, Any]
+    data_file: Path | None
+    setup: tuple[NodeCommand, ...] = ()  # run to completion, in order, before `commands` (ray start)
+    teardown: tuple[NodeCommand, ...] = ()  # run after `commands`, whatever their exit code (ray stop)
+    planned: tuple[PlannedFile, ...] = ()
+    engine_config: dict[str, Any] = field(default_factory=dict)  # EasyR1's tree, or GRPOConfig's fields
+
+    @property
+    def stage(self) -> str:
+        return self.rendered.stage.name
+
+    def write_files(self) -> list[Path]:
+        """Write what the engine reads; raise LlfError (naming the key and the fix) when the result would not run."""
+        if self.backend == "easyr1":
+            return _write_easyr1(self)
+        return _write_trl(self)
+
+    def describe(self) -> list[str]:
+        lines = []
+        for f in self.planned:
+            lines.append(f"  write {f.path}  ({f.what})")
+            if f.text is not None:
+                lines += [f"    | {line}" for line in f.text.rstrip("\n").splitlines()]
+        for label, group in (("setup", self.setup), ("run", self.commands), ("teardown", self.teardown)):
+            for c in group:
+                lines.append(f"  {label} on node {c.node_rank} ({c.host}): {c.shell_line()}")
+        return lines
+
+
+# ---------------------------------------------------------------- data
+
+
+def dataset_file(name: str, dataset_dir: str, catalog, stage: str | None) -> tuple[Path | None, list[Finding]]:
+    """The converted rows a GRPO stage reads: an entry's file in dataset_dir, or a .jsonl/.json path."""
+    if name.endswith((".jsonl", ".json")):
+        path = Path(name)
+    else:
+        from llf_recipes.validation import dataset_entries
+
+        entries = dataset_entries(catalog, dataset_dir)
+        entry = entries.get(name)
+        if entry is None:
+            guess = nearest(name, entries)
+            return None, [Finding("undefined-dataset", "dataset", f"no dataset entry defines {name!r}",
+                                  (f"did you mean {guess!r}? " if guess else "") + "use an entry from dataset_info.d/ "
+                                  "or a .jsonl file with prompt and answer fields", stage)]
+        if not entry.get("file_name"):
+            return None, [Finding("grpo-data", "dataset", f"entry {name!r} has no local file_name",
+                                  f"convert it first: llf-recipes prepare {name} --data-dir {dataset_dir}", stage)]
+        path = Path(dataset_dir) / entry["file_name"]
+    if not path.is_file():
+        return path, [Finding("grpo-data", "dataset", f"{path} does not exist yet; the run stops before launch until it does",
+                              f"llf-recipes prepare {name} --data-dir {dataset_dir}   (--sample for the bundled rows)",
+                              stage, "warning")]
+    return path, []
+
+
+# ---------------------------------------------------------------- planning
+
+
+def choose_backend(requested: str | None, settings: dict[str, Any], layout) -> str:
+    """--backend, else the stage's `backend` key, else trl on one node and easyr1 across nodes."""
+    backend = requested or settings.get("backend") or "auto"
+    if backend == "auto":
+        return "easyr1" if layout.nnodes > 1 else "trl"
+    if backend not in grpo_settings.BACKENDS:
+        raise LlfError(f"backend {backend!r} is unknown", key="backend", fix="use --backend trl or --backend easyr1")
+    return backend
+
+
+def _device_env(layout) -> dict[str, str]:
+    if layout.device == "cpu":
+        return {"CUDA_VISIBLE_DEVICES": ""}
+    var = "ASCEND_RT_VISIBLE_DEVICES" if layout.device == "npu" else "CUDA_VISIBLE_DEVICES"
+    return {var: layout.visible_devices()}
+
+
+def easyr1_python(settings: dict[str, Any]) -> str:
+    return settings.get("easyr1_python") or os.environ.get("LLF_EASYR1_PYTHON") or "python3"
+
+
+def easyr1_dir(settings: dict[str, Any]) -> str | None:
+    return settings.get("easyr1_dir") or os.environ.get("LLF_EASYR1_DIR")
+
+
+def ray_program(python: str) -> str:
+    """Ray's CLI from EasyR1's environment: beside its interpreter when that is a path, else on PATH."""
+    if os.sep in python:
+        return str(Path(python).parent / "ray")
+    return "ray"
+
+
+def plan_grpo(rendered: RenderedStage, catalog, backend: str | None = None) -> tuple[GrpoPlan, list[Finding]]:
+    stage = f"{rendered.recipe.name}/{rendered.stage.name}"
+    findings = grpo_settings.check_keys(rendered.config, stage)
+    if any(f.severity == "error" for f in findings):
+        return _unplanned(rendered, backend), findings
+    s = grpo_settings.resolved(rendered.config)
+    base = Path.cwd()
+    findings += grpo_settings.check_rewards(s["rewards"], stage, base)
+    layout = rendered.layout
+    chosen = choose_backend(backend, s, layout)
+    s["backend"] = chosen
+    data, data_findings = dataset_file(s["dataset"], s["dataset_dir"], catalog, stage)
+    findings += data_findings
+    if chosen == "trl" and layout.nnodes > 1:
+        findings.append(Finding("grpo-backend-layout", "backend", f"the TRL backend runs on one node; this layout has "
+                                f"{layout.nnodes}", "use --backend easyr1 for several nodes, or --gpus for one node", stage))
+        return _unplanned(rendered, chosen), findings
+    batch = grpo_settings.batch_for(s, layout.world_size, where=stage)
+    if chosen == "easyr1":
+        plan, more = _plan_easyr1(rendered, s, batch, data, base, stage)
+    else:
+        plan, more = _plan_trl(rendered, s, batch, data)
+    return plan, findings + more
+
+
+def _unplanned(rendered: RenderedStage, backend: str | None) -> GrpoPlan:
+    path = Path(rendered.output_dir or ".") / f"llf-{rendered.stage.name}.yaml"
+    return GrpoPlan(rendered, path, (path,), False, (), backend or "trl", dict(rendered.config), None)
+
+
+def _model_path(s: dict[str, Any], rendered: RenderedStage) -> tuple[str, bool]:
+    """(model path for the engine, produced by an earlier stage of this run)."""
+    model = str(s["model_name_or_path"])
+    produced = bool(rendered.needs) and not Path(model).exists()
+    if produced or Path(model).exists():
+        return str(Path(model).resolve()), produced
+    return model, False
+
+
+def _plan_easyr1(rendered, s, batch, data, base: Path, stage: str) -> tuple[GrpoPlan, list[Finding]]:
+    layout = rendered.layout
+    files = easyr1.RunFiles(Path(s["output_dir"]).resolve())
+    model, produced = _model_path(s, rendered)
+    config = easyr1.render_config(s, layout, files, batch, model, base,
+                                  f"{rendered.recipe.name}-{rendered.stage.name}")
+    planned = {files.train, files.val, files.reward, files.format_prompt, files.config}
+    if produced:
+        planned.add(Path(model))
+    findings = easyr1.validate(config, stage, planned)
+    if data is not None and data.is_file():
+        try:
+            train, _val = easyr1.split_rows(data, s["val_size"], s["seed"])
+            findings += easyr1.check_rows(easyr1.flatten(config), stage, len(train))
+            rows = f"{len(train)} training rows from {data}"
+            val_rows = f"{len(_val)} validation rows from {data}"
+        except LlfError as exc:
+            findings.append(Finding("grpo-data", "dataset", exc.message, exc.fix or "fix the data file", stage))
+            rows = val_rows = f"rows from {data}"
+    else:
+        rows, val_rows = f"training rows from {data}", f"validation rows from {data}"
+    python = easyr1_python(s)
+    prompt = easyr1.format_prompt_text(s["format_prompt"]) if s["format_prompt"] in ("gsm8k", "gsm8k_zero_shot") else None
+    planned_files = [
+        PlannedFile(files.train, rows),
+        PlannedFile(files.val, val_rows),
+        *([PlannedFile(files.format_prompt, "EasyR1 format prompt (Jinja, rendered with the question as `content`)", prompt)]
+          if prompt is not None else []),
+        PlannedFile(files.reward, "EasyR1 reward module", easyr1.reward_module_text()),
+        PlannedFile(files.reward_lib, "copy of llf_recipes.grpo.rewards and its helpers for the reward module"),
+        PlannedFile(files.config, f"EasyR1 config for {layout.describe()}", yamlio.dump(config)),
+    ]
+    env = {**_device_env(layout), "PYTHONUNBUFFERED": "1"}
+    head = layout.nodes[0].host
+    main = NodeCommand(0, head, (python, "-m", "verl.trainer.main", f"config={files.config}"), env)
+    setup: tuple[NodeCommand, ...] = ()
+    teardown: tuple[NodeCommand, ...] = ()
+    if layout.nnodes > 1:
+        ray = ray_program(python)
+        port = s["ray_port"]
+        setup = (NodeCommand(0, head, (ray, "start", "--head", f"--port={port}"), _device_env(layout)),) + tuple(
+            NodeCommand(rank, node.host, (ray, "start", f"--address={head}:{port}"), _device_env(layout))
+            for rank, node in enumerate(layout.nodes) if rank > 0)
+        teardown = tuple(NodeCommand(rank, node.host, (ray, "stop"), {}) for rank, node in enumerate(layout.nodes))
+    plan = GrpoPlan(rendered, files.config, tuple(f.path for f in planned_files), False, (main,), "easyr1", s, data,
+                    setup, teardown, tuple(planned_files), config)
+    return plan, findings
+
+
+def _plan_trl(rendered, s, batch, data) -> tuple[GrpoPlan, list[Finding]]:
+    layout = rendered.layout
+    config_path = Path(s["output_dir"]) / f"llf-{rendered.stage.name}.yaml"
+    model, _ = _model_path(s, rendered)
+    kwargs = grpo_config_kwargs(s, batch)
+    doc = {**s, "model_name_or_path": model, "data_file": str(data) if data else None, "world_size": layout.world_size,
+           "grpo_config": kwargs, "lora_config": lora_kwargs(s)}
+    torchrun = layout.world_size > 1
+    module = ("-m", TRL_ENTRY, str(config_path))
+    argv = (sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={layout.per_node}", *module) if torchrun \
+        else (sys.executable, *module)
+    env = {**_device_env(layout), "PYTHONUNBUFFERED": "1"}
+    planned = (PlannedFile(config_path, "GRPO settings and the GRPOConfig/LoRA arguments the TRL backend uses",
+                           yamlio.dump(doc)),)
+    command = NodeCommand(0, layout.nodes[0].host, argv, env)
+    return GrpoPlan(rendered, config_path, (config_path,), torchrun, (command,), "trl", s, data, planned=planned,
+                    engine_config=doc), []
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _write_trl(plan: GrpoPlan) -> list[Path]:
+    from llf_recipes.atomic import write_text
+
+    if plan.data_file is None or not plan.data_file.is_file():
+        raise LlfError(f"{plan.data_file} does not exist", key="dataset",
+                       fix=f"llf-recipes prepare {plan.settings['dataset']} --data-dir {plan.settings['dataset_dir']}")
+    write_text(plan.config_path, yamlio.dump(plan.engine_config))
+    return [plan.config_path]
+
+
+def _write_easyr1(plan: GrpoPlan) -> list[Path]:
+    from llf_recipes.atomic import write_text
+
+    s = plan.settings
+    files = easyr1.RunFiles(plan.config_path.parent)
+    if plan.data_file is None or not plan.data_file.is_file():
+        raise LlfError(f"{plan.data_file} does not exist", key="dataset",
+                       fix=f"llf-recipes prepare {s['dataset']} --data-dir {s['dataset_dir']}")
+    train, val = easyr1.split_rows(plan.data_file, s["val_size"], s["seed"])  # read everything before writing
+    easyr1.write_jsonl(files.train, train)
+    easyr1.write_jsonl(files.val, val)
+    prompt = easyr1.format_prompt_text(s["format_prompt"]) if s["format_prompt"] in ("gsm8k", "gsm8k_zero_shot") else None
+    if prompt is not None:
+        write_text(files.format_prompt, prompt)
+    easyr1.copy_reward_lib(files.reward_lib)
+    write_text(files.reward, easyr1.reward_module_text())
+    findings = easyr1.validate(plan.engine_config, f"{plan.rendered.recipe.name}/{plan.stage}")
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        raise LlfError("the EasyR1 config would fail at start-up:\n" + "\n".join(f.format() for f in errors),
+                       key=errors[0].key, fix=errors[0].fix)
+    write_text(files.config, yamlio.dump(plan.engine_config))
+    return [files.train, files.val, *([files.format_prompt] if prompt else []), files.reward, files.config]
+
