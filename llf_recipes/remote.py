@@ -445,18 +445,27 @@ def _run_jobs(jobs: list[NodeJob], combined, combined_log: Path) -> tuple[int, s
     return _outcome(jobs, failed, interrupted, combined_log)
 
 
+def _collect(jobs: list[NodeJob], failed: list[NodeJob]) -> None:
+    for job in jobs:
+        if job.code is None and job.proc is not None and job.proc.poll() is not None:
+            job.code = job.proc.returncode
+            if job.code != 0:
+                failed.append(job)
+
+
 def _wait_for_failure(jobs: list[NodeJob]) -> list[NodeJob]:
     """Block until every job ended well (returns []) or one failed (returns the failed ones, first first)."""
     failed: list[NodeJob] = []
-    while True:
-        for job in jobs:
-            if job.code is None and job.proc is not None and job.proc.poll() is not None:
-                job.code = job.proc.returncode
-                if job.code != 0:
-                    failed.append(job)
-        if failed or all(j.code is not None for j in jobs):
-            return failed
+    while not failed and any(j.code is None for j in jobs):
+        _collect(jobs, failed)
         time.sleep(0.2)
+    if failed:
+        # nodes failing within a moment of each other failed by themselves: name them all, not as "stopped"
+        deadline = time.time() + 1.0
+        while time.time() < deadline and any(j.code is None for j in jobs):
+            time.sleep(0.1)
+            _collect(jobs, failed)
+    return failed
 
 
 def _stop_all(jobs: list[NodeJob]) -> None:
