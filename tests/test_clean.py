@@ -1,6 +1,10 @@
 import json
+import math
 import os
 import random
+import subprocess
+import sys
+from collections import Counter
 
 import pytest
 from conftest import run_cli_subprocess
@@ -343,3 +347,120 @@ def test_clean_does_not_import_torch(tmp_path, word_tokenizer):
                               "--dedup", "--sample", "1", "--stats", env=env)
     assert proc.returncode == 0, proc.stderr
     assert read_jsonl(tmp_path / "out.jsonl") == [{"q": "a b", "a": "c"}]
+
+
+def mixed_rows(n, passing, seed=11):
+    """Rows with unique ids: about a fraction `passing` has an answer, some are over 4096 characters, blank lines
+    between some."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        answer = "答" * rng.randint(1, 80) if rng.random() < passing else ""
+        if i % 97 == 5:
+            answer = "长" * 5000
+        lines.append(json.dumps({"id": i, "input_text": f"问{i}", "target_text": answer}, ensure_ascii=False))
+        if i % 251 == 7:
+            lines.append("  ")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("rows, passing, size", [
+    (3000, 0.95, 100),  # most rows pass: one pass over the lines below the cap
+    (3000, 0.3, 120),  # too few pass below the cap: a second pass takes the rest
+    (3000, 0.3, 2000),  # fewer pass than asked for: all of them
+])
+def test_sample_picks_the_same_rows_whether_or_not_every_line_is_parsed(cli, tmp_path, rows, passing, size):
+    src = tmp_path / "raw.jsonl"
+    src.write_text(mixed_rows(rows, passing), encoding="utf-8")
+    passing = [r for r in map(json.loads, filter(str.strip, src.read_text(encoding="utf-8").splitlines()))
+               if r["target_text"] and len(r["input_text"] + r["target_text"]) < 4096]
+    for seed in (0, 1, 2):
+        base = ("clean", src, *SEED_PIPELINE, "--sample", size, "--seed", seed)
+        code, out, err = cli(*base, "-o", tmp_path / "fast.jsonl")
+        assert code == 0, err
+        parsed = int(out.split(" lines (")[1].split()[0])
+        if size < len(passing) / 2:
+            assert parsed < rows / 2, out  # most lines were passed over unparsed
+        fast = (tmp_path / "fast.jsonl").read_bytes()
+        for every_line in ("--stats", "--skip-bad", "--dedup"):  # each of these parses every line
+            assert cli(*base, every_line, "-o", tmp_path / "all.jsonl")[0] == 0
+            assert (tmp_path / "all.jsonl").read_bytes() == fast, (seed, every_line)
+        ids = [r["id"] for r in read_jsonl(tmp_path / "fast.jsonl")]
+        assert len(ids) == min(size, len(passing)) and ids == sorted(ids)
+        assert set(ids) <= {r["id"] for r in passing}
+
+
+def test_sample_is_uniform_over_the_rows_that_pass_across_one_or_two_passes(tmp_path):
+    from llf_recipes.data.clean import CleanOptions, Sample, clean, first_cap
+
+    # 240 lines, a third pass: the lines below the cap hold about 20 passing rows for a sample of 16, so some seeds
+    # need the second pass and some do not
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": i, "t": "x" if i % 3 == 0 else ""} for i in range(240)])
+    size, seeds = 16, range(500)
+    cap = first_cap(src.read_bytes(), src.stat().st_size, size)
+    assert cap < 1
+    counts = Counter()
+    second_pass = 0
+    for seed in seeds:
+        clean(CleanOptions(input=src, output=tmp_path / "out.jsonl", drop_empty=True, sample=size, seed=seed))
+        ids = [r["id"] for r in read_jsonl(tmp_path / "out.jsonl")]
+        assert len(ids) == size == len(set(ids))
+        counts.update(ids)
+        first = Sample(size, seed, cap)  # replay the first pass alone: is this seed's sample short there?
+        while first.next_line <= 240:
+            i = first.next_line - 1
+            first.offer(first.next_line, i if i % 3 == 0 else None)
+        second_pass += first.short
+    assert 50 <= second_pass <= 450, second_pass
+    assert set(counts) <= set(range(0, 240, 3))  # no row that fails the filter
+    expected = len(seeds) * size / 80
+    assert all(abs(counts[i] - expected) < 5 * math.sqrt(expected) for i in range(0, 240, 3)), counts
+    chi2 = sum((counts[i] - expected) ** 2 / expected for i in range(0, 240, 3))
+    assert chi2 < 130, chi2  # 79 degrees of freedom: above 130 with probability under 0.0003
+
+
+def test_sample_reads_only_some_lines_and_says_so(cli, tmp_path):
+    lines = [json.dumps({"id": i, "t": "x"}) for i in range(5000)]
+    lines[2500] = '{"id": 2500, "t": "x",}'  # a bad line in the middle
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    code, _, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--sample", "50", "--stats")
+    assert code == 2 and "in.jsonl:2501: invalid JSON" in err  # --stats checks every line
+    outcomes = []
+    for seed in range(10):
+        code, out, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--sample", "50", "--seed", seed)
+        if code == 0:
+            parsed = int(out.split(" lines (")[1].split()[0])
+            assert "50 rows sampled from 5000 lines" in out and parsed < 500 and "--stats checks every line" in out
+        else:  # the sample looked at the bad line
+            assert "in.jsonl:2501: invalid JSON" in err
+        outcomes.append(code)
+    assert outcomes.count(0) >= 5, outcomes
+
+
+def test_sample_checks_the_first_line(cli, tmp_path):
+    src = tmp_path / "in.json"
+    src.write_text("[\n" + ",\n".join(json.dumps({"id": i}) for i in range(3000)) + "\n]\n")  # a JSON array, not JSONL
+    code, _, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--sample", "10")
+    assert code == 2 and "in.json:1: invalid JSON" in err, err
+    assert only_inputs_left(tmp_path, "in.json")
+
+
+def test_only_blank_lines_around_a_few_rows_are_found_by_a_sample(cli, tmp_path):
+    # the first pass's lines are likely all blank here: the second pass still finds the rows
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n" * 20000 + '{"id": 1}\n' + "\n" * 20000 + '{"id": 2}\n')
+    assert cli("clean", src, "-o", tmp_path / "out.jsonl", "--sample", "5")[0] == 0
+    assert read_jsonl(tmp_path / "out.jsonl") == [{"id": 1}, {"id": 2}]
+
+
+def test_clean_does_not_load_the_recipe_catalog(tmp_path):
+    # start-up is a sizeable part of a sampling run: the catalog (YAML, Jinja, the schema) is not needed
+    src = write_jsonl(tmp_path / "in.jsonl", [{"q": "a"}])
+    code = ("import sys; from llf_recipes.cli import main; main(['clean', sys.argv[1], '-o', sys.argv[2], '--sample', "
+            "'1']); print(sorted(m for m in sys.modules if m.split('.')[0] in ('yaml', 'jinja2') or "
+            "m in ('llf_recipes.catalog', 'llf_recipes.recipe', 'hashlib')))")
+    proc = subprocess.run([sys.executable, "-c", code, str(src), str(tmp_path / "out.jsonl")], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -1,22 +1,29 @@
 """Clean a JSONL file in one streaming pass: drop empty rows, rename fields, limit length, dedup, sample, split.
 
-Memory stays flat whatever the input size: each line is parsed once and dropped, dedup keeps 16-byte digests rather
-than rows, and sampling holds only the N reservoir rows as (line number, line bytes). Outputs are temporary siblings
-renamed into place after the last line, so a bad line stops the run with nothing half-written.
+Memory stays flat whatever the input size: each line is parsed at most once per pass and dropped, dedup keeps 16-byte
+digests rather than rows, and sampling holds only the N sampled rows as (line number, line bytes). Outputs are
+temporary siblings renamed into place after the last line, so a bad line stops the run with nothing half-written.
 
 Per row, in order: parse, check the named fields exist, drop empty, character limit, token limit, dedup, sample.
 Rename and the train/validation split apply to the rows written; every field name given refers to the input.
+
+A sample decides which lines it could pick before parsing them (Sample). With --sample and none of --dedup, --stats or
+--skip-bad, only those lines are parsed, about 1.5 N when most rows pass (N ln(rows / N) more in a second pass when
+fewer than two thirds do); the others are passed over as bytes, so a bad line among them is not reported. The rows
+picked are the same as when every line is parsed (same seed, same rows), and the run's summary says how many lines were
+parsed. --stats, --skip-bad and --dedup need every line, so they parse and check them all.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import random
-from collections import Counter
+import sys
+from collections import Counter, deque
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from hashlib import blake2b
+from heapq import heappush, heapreplace
+from itertools import islice
 from operator import itemgetter
 from pathlib import Path
 
@@ -56,11 +63,18 @@ class CleanOptions:
         name = self.output.name.removesuffix(".jsonl")
         return self.output.with_name(f"{name}.rejects.jsonl")
 
+    @property
+    def parses_every_line(self) -> bool:
+        """False for a sample that may pass over lines it cannot pick; these options need every line seen."""
+        return self.sample is None or self.dedup or self.stats or self.skip_bad
+
 
 @dataclass
 class CleanStats:
-    read: int = 0
-    dropped: Counter = field(default_factory=Counter)
+    lines: int = 0
+    parsed: int = 0  # lines that were rows and went through the checks
+    read: int | None = None  # rows in the input; None when only the lines a sample could pick were parsed
+    dropped: Counter = field(default_factory=Counter)  # complete only when read is not None
     rejected: int = 0
     written: int = 0
     val_written: int = 0
@@ -87,12 +101,14 @@ class BadLine(Exception):
         self.reason, self.field, self.fix = reason, field, fix
 
 
-def row_verdict(opts: CleanOptions, tokenizer=None):
-    """A function of one parsed row: its drop reason (None: keep) and its characters over the text fields.
+def line_checker(opts: CleanOptions, tokenizer=None):
+    """A function of one line: None for a blank line, else (row, drop reason or None, characters over the text fields).
 
-    It raises BadLine for a named field the row lacks. Built once as a closure over only the checks asked for: it runs
-    on every row, so attribute look-ups and unused branches would cost more than the checks themselves.
+    It raises BadLine for a line that is not a JSON object or lacks a named field. Built once as a closure over only the
+    checks asked for: it runs on every line parsed, so attribute look-ups and unused branches would cost more than the
+    checks themselves.
     """
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
     fields = opts.fields
     if len(fields) > 1:
         get_values = itemgetter(*fields)
@@ -121,7 +137,17 @@ def row_verdict(opts: CleanOptions, tokenizer=None):
         return BadLine(f"--rename {old}={new} would overwrite the field {new!r} this row already has", new,
                        f"rename {new!r} too, or pick another name")
 
-    def verdict(row: dict) -> tuple[str | None, int]:
+    def check(line: bytes) -> tuple[dict, str | None, int] | None:
+        try:
+            row = loads(line)
+        except decode_error as exc:
+            if line.isspace():
+                return None
+            reason, fix = line_problem(line, exc)
+            raise BadLine(reason, fix=fix) from None
+        if row.__class__ is not dict:
+            raise BadLine(f"the line is {_JSON_KIND.get(row.__class__, 'null')}, not a JSON object",
+                          fix="each line must be one object, e.g. {\"prompt\": ..., \"response\": ...}")
         try:
             values = get_values(row)
         except KeyError as exc:
@@ -136,62 +162,90 @@ def row_verdict(opts: CleanOptions, tokenizer=None):
             for v in values:
                 if v.__class__ is str:
                     if drop_empty and (not v or v.isspace()):
-                        return "empty", 0
+                        return row, "empty", 0
                     nchars += len(v)
                 elif drop_empty and (v is None or (not v and v.__class__ in (list, dict))):
-                    return "empty", 0
+                    return row, "empty", 0
             if max_chars is not None and nchars >= max_chars:
-                return "max_chars", nchars
+                return row, "max_chars", nchars
         if tokenizer is not None:
             texts = [v for v in values if v.__class__ is str]
             if texts and sum(map(len, tokenizer.encode_batch(texts, add_special_tokens=False))) >= max_tokens:
-                return "max_tokens", nchars
-        return None, nchars
+                return row, "max_tokens", nchars
+        return row, None, nchars
 
-    return verdict
+    return check
 
 
-class Reservoir:
-    """A uniform sample of `size` items from a stream of unknown length (Li's Algorithm L).
+class Sample:
+    """A uniform random sample of `size` rows that says, before a line is parsed, whether that line can enter.
 
-    Random numbers are drawn only when an item enters, about size * log(n / size) times, so the caller's per-row cost
-    is one integer comparison against `next_pick`.
+    Every line has a uniform random key, and the sample is the `size` rows with the smallest keys among the rows that
+    pass the filters (bottom-k sampling). Only a line whose key is below the threshold can enter: `cap` at first, and
+    the largest key held once `size` rows are held. The number of lines before the next such line is geometric in the
+    threshold and that line's key is uniform below it, so keys are drawn only for the lines that can enter
+    (`next_line`) and the lines in between need not be parsed. Keys do not depend on what a line holds, so whichever
+    rows pass, the sample is uniform among them, and it is the same whether the other lines are parsed or not.
+
+    With cap 1 about size * (1 + ln(lines / size)) lines are looked at; a cap near size / lines cuts that to about
+    cap * lines, but when fewer than `size` rows pass among them, the sample is short (see `clean`: a second pass
+    takes the rest).
     """
 
-    def __init__(self, size: int, seed: int):
-        self.size = size
-        self.items: list = []
-        self.next_pick = 0
+    def __init__(self, size: int, seed: int | str, cap: float = 1.0):
+        self.size, self.cap = size, cap
+        self.held: list[tuple[float, int, object]] = []  # a max-heap by key: (-key, line number, item)
+        self.next_line = 0
         self._random = random.Random(seed).random
-        self._w = 1.0
+        self._threshold = cap
+        self.offer(0, None)  # schedules the first line
 
-    def take(self, index: int, item) -> None:
-        items, size, rand = self.items, self.size, self._random
-        if len(items) < size:
-            items.append(item)
-            if len(items) < size:
-                self.next_pick = index + 1
-                return
-        else:
-            items[int(rand() * size)] = item  # randrange's exactness costs 4x here; the bias is ~size/2**53
-        # 1 - rand() lies in (0, 1], where log() is defined
-        self._w *= math.exp(math.log(1.0 - rand()) / size)
-        # w rounds to 1.0 only when that draw was exactly 1.0: then the very next item enters
-        skip = math.floor(math.log(1.0 - rand()) / math.log1p(-self._w)) if self._w < 1.0 else 0
-        self.next_pick = index + 1 + skip
+    @property
+    def short(self) -> bool:
+        """Fewer rows held than asked for although lines above the cap were never looked at."""
+        return len(self.held) < self.size and self.cap < 1.0
+
+    def offer(self, lineno: int, item) -> None:
+        """Line `lineno`, which must be `next_line`: `item` to hold for a row that passed, None for any other line."""
+        if item is not None:
+            entry = (-self._key, lineno, item)
+            if len(self.held) < self.size:
+                heappush(self.held, entry)
+            else:
+                heapreplace(self.held, entry)  # the key is below the threshold: the largest key held leaves
+            if len(self.held) == self.size:
+                self._threshold = -self.held[0][0]
+        rand, threshold = self._random, self._threshold
+        if threshold >= 1.0:
+            self.next_line, self._key = lineno + 1, rand()
+            return
+        # 1 - rand() lies in (0, 1], where log() is defined; a threshold of exactly 0 admits no further line
+        gap = math.log(1.0 - rand()) / math.log1p(-threshold) if threshold > 0.0 else math.inf
+        self.next_line = lineno + 1 + int(min(gap, sys.maxsize // 2))
+        self._key = threshold * rand()
+
+
+def first_cap(head: bytes, size: int, rows: int) -> float:
+    """A cap (see Sample) for `rows` out of a file of `size` bytes that starts with `head`: enough when two thirds of
+    the lines pass. Only the speed depends on it, not which rows are picked from one cap to another's chance."""
+    lines = max(1.0, size * max(head.count(b"\n"), 1) / max(len(head), 1))
+    return min(1.0, 1.5 * (rows + 4 * math.sqrt(rows)) / lines)
 
 
 class Splitter:
     """Train or validation by a seeded hash of the row, or of its --group-by value so a group never straddles."""
 
     def __init__(self, ratio: float, seed: int, group_by: str | None):
+        from hashlib import blake2b
+
+        self._blake2b = blake2b
         self._threshold = int(ratio * 2**64)
         self._salt = f"{seed}\0".encode()
         self._group_by = group_by
 
     def is_val(self, row: dict) -> bool:
         value = row[self._group_by] if self._group_by else row
-        digest = blake2b(self._salt + orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=8).digest()
+        digest = self._blake2b(self._salt + orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=8).digest()
         return int.from_bytes(digest, "big") < self._threshold
 
 
@@ -219,59 +273,146 @@ class Writer:
 
 
 def clean(opts: CleanOptions) -> CleanStats:
+    """Clean opts.input into opts.output (and opts.val_out, opts.rejects); see the module's docstring.
+
+    A sample takes one pass with the lines below a cap (first_cap), and when fewer rows than asked for pass among
+    those, a second pass draws the rest uniformly from the other lines: together, the bottom keys of every row that
+    passes. Both passes run whether or not every line is parsed, so --stats does not change the rows picked.
+    """
     size = _input_size(opts.input)
     tokenizer = load_tokenizer(opts.tokenizer) if opts.max_tokens is not None else None
-    verdict = row_verdict(opts, tokenizer)
+    check = line_checker(opts, tokenizer)
     stats = CleanStats()
-    where = str(opts.input)
-    loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    seen: set[bytes] | None = set() if opts.dedup else None
-    reservoir = Reservoir(opts.sample, opts.seed) if opts.sample is not None else None
-    kept = blank = lineno = 0
+    where, every_line = str(opts.input), opts.parses_every_line
+    show = opts.progress and size >= PROGRESS_MIN_BYTES
     with ExitStack() as stack:
         fh = stack.enter_context(open(opts.input, "rb", buffering=1 << 20))
         writer = Writer(opts, stack.enter_context(open_atomic(opts.output)),
                         stack.enter_context(open_atomic(opts.val_out)) if opts.val_out else None, stats)
         rejects = stack.enter_context(open_atomic(opts.rejects)) if opts.skip_bad else None
-        lines = stack.enter_context(_progress(fh, size, opts.progress and size >= PROGRESS_MIN_BYTES, opts.input.name))
-        for lineno, line in enumerate(lines, 1):
-            try:
-                row = loads(line)
-                if row.__class__ is not dict:
-                    raise BadLine(f"the line is {_JSON_KIND.get(row.__class__, 'null')}, not a JSON object",
-                                  fix="each line must be one object, e.g. {\"prompt\": ..., \"response\": ...}")
-                reason, nchars = verdict(row)
-            except decode_error as exc:
-                if line.isspace():
-                    blank += 1
-                    continue
-                _reject(rejects, stats, where, lineno, line, _decode_problem(line, exc))
-                continue
-            except BadLine as bad:
-                _reject(rejects, stats, where, lineno, line, bad)
-                continue
-            if reason is not None:
-                stats.dropped[reason] += 1
-                continue
-            if seen is not None:
+        sample = Sample(opts.sample, opts.seed, first_cap(fh.peek(1 << 20), size, opts.sample)) if opts.sample else None
+        with _progress(fh, size, show, opts.input.name) as lines:
+            if every_line:
+                kept = _every_line(where, lines, check, sample, writer, rejects, stats, opts.dedup)
+                stats.read = stats.parsed + stats.rejected
+            else:
+                _sampled_lines(where, lines, check, sample, stats)
+        held = sample.held if sample is not None else []
+        if sample is not None and sample.short:
+            rest = Sample(sample.size - len(held), f"{opts.seed}/rest")
+            taken = frozenset(lineno for _, lineno, _ in held)
+            fh.seek(0)
+            with _progress(fh, size, show, opts.input.name) as lines:
+                if opts.dedup:  # whether a row is a duplicate depends on every row before it
+                    _every_line(where, lines, check, rest, None, _Nowhere() if rejects else None, CleanStats(), True,
+                                taken)
+                else:
+                    _sampled_lines(where, lines, check, rest, CleanStats() if every_line else stats, taken,
+                                   opts.skip_bad)
+            held = held + rest.held
+        # Without a sample every line was parsed; a short first pass is followed by one that parses lines until
+        # enough rows pass, and so finds a row if there is any.
+        if not stats.parsed and not stats.rejected:
+            raise LlfError("has no rows (only blank lines)", where=where, fix=ONE_OBJECT_PER_LINE)
+        loads = orjson.loads
+        for _, _, (line, nchars) in sorted(held, key=itemgetter(1)):
+            writer.write(loads(line) if writer.needs_row else None, line, nchars)
+        if every_line and sample is not None:
+            stats.dropped["not_sampled"] = kept - len(held)
+    return stats
+
+
+def _every_line(where: str, lines, check, sample: Sample | None, writer: Writer | None, rejects, stats: CleanStats,
+                dedup: bool, taken: frozenset = frozenset()) -> int:
+    """Parse and check every line: rows that pass are written, or offered to the sample when it picks their line
+    (unless `taken`). Returns how many rows passed."""
+    dropped = stats.dropped
+    seen: set[bytes] | None = set() if dedup else None
+    if dedup:
+        from hashlib import blake2b  # only --dedup and --val-ratio pay for loading OpenSSL
+    next_line = sample.next_line if sample is not None else 0
+    lineno = kept = 0
+    for lineno, line in enumerate(lines, 1):
+        try:
+            checked = check(line)
+        except BadLine as bad:
+            _reject(rejects, stats, where, lineno, line, bad)
+            checked = None
+        if checked is not None:
+            row, reason, nchars = checked
+            stats.parsed += 1
+            if reason is None and seen is not None:
                 digest = blake2b(orjson.dumps(row, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
                 if digest in seen:
-                    stats.dropped["duplicate"] += 1
-                    continue
-                seen.add(digest)
-            if reservoir is None:
-                writer.write(row, line, nchars)
-            elif kept == reservoir.next_pick:
-                reservoir.take(kept, (lineno, line, nchars))
-            kept += 1
-        stats.read = lineno - blank
-        if not stats.read:
-            raise LlfError("has no rows (only blank lines)", where=where, fix=ONE_OBJECT_PER_LINE)
-        if reservoir is not None:
-            stats.dropped["not_sampled"] = kept - len(reservoir.items)
-            for _, line, nchars in sorted(reservoir.items, key=itemgetter(0)):
-                writer.write(loads(line) if writer.needs_row else None, line, nchars)
-    return stats
+                    reason = "duplicate"
+                else:
+                    seen.add(digest)
+            if reason is not None:
+                dropped[reason] += 1
+            else:
+                kept += 1
+                if sample is None:
+                    writer.write(row, line, nchars)
+        if lineno == next_line:
+            passed = checked is not None and reason is None and lineno not in taken
+            sample.offer(lineno, (line, nchars) if passed else None)
+            next_line = sample.next_line
+    stats.lines = lineno
+    return kept
+
+
+def _sampled_lines(where: str, lines, check, sample: Sample, stats: CleanStats, taken: frozenset = frozenset(),
+                   skip_bad: bool = False) -> None:
+    """Parse and check only the lines the sample picks (except `taken` ones), and the first line so that a file that
+    is not JSONL at all stops the run; pass over the others as bytes. A bad line stops the run, or under `skip_bad`
+    (set aside by an earlier pass) counts as no row."""
+    dropped, offer = stats.dropped, sample.offer
+    numbered = enumerate(lines, 1)
+    lineno = 0
+    if sample.next_line > 1 and not skip_bad and (first := next(numbered, None)) is not None:
+        lineno = 1
+        try:
+            checked = check(first[1])
+        except BadLine as bad:
+            raise _stop(where, lineno, bad) from None
+        stats.parsed += checked is not None
+    while True:
+        gap = sample.next_line - lineno - 1
+        if gap:
+            passed = deque(islice(numbered, gap), maxlen=1)  # C speed: no Python bytecode per line passed over
+            if passed:
+                lineno = passed[0][0]
+        picked = next(numbered, None)
+        if picked is None:
+            break
+        lineno, line = picked
+        if lineno in taken:
+            offer(lineno, None)
+            continue
+        try:
+            checked = check(line)
+        except BadLine as bad:
+            if not skip_bad:
+                raise _stop(where, lineno, bad) from None
+            checked = None
+        if checked is None:
+            offer(lineno, None)
+            continue
+        stats.parsed += 1
+        reason = checked[1]
+        if reason is None:
+            offer(lineno, (line, checked[2]))
+        else:
+            dropped[reason] += 1
+            offer(lineno, None)
+    stats.lines = max(stats.lines, lineno)
+
+
+class _Nowhere:
+    """A rejects file for a second pass: its bad lines were set aside by the first."""
+
+    def write(self, data: bytes) -> None:
+        pass
 
 
 def load_tokenizer(path: Path | None):
@@ -294,7 +435,7 @@ def load_tokenizer(path: Path | None):
 
 def _input_size(path: Path) -> int:
     try:
-        size = os.stat(path).st_size
+        size = path.stat().st_size
     except FileNotFoundError:
         raise LlfError(f"{path} does not exist", key="IN") from None
     if path.is_dir():
@@ -304,15 +445,14 @@ def _input_size(path: Path) -> int:
     return size
 
 
-def _decode_problem(line: bytes, exc: orjson.JSONDecodeError) -> BadLine:
-    reason, fix = line_problem(line, exc)
-    return BadLine(reason, fix=fix)
+def _stop(where: str, lineno: int, bad: BadLine) -> LlfError:
+    fix = f"{bad.fix}; or --skip-bad to set bad lines aside" if bad.fix else "fix the line, or --skip-bad to set it aside"
+    return LlfError(bad.reason, key=bad.field, where=f"{where}:{lineno}", fix=fix)
 
 
 def _reject(rejects, stats: CleanStats, where: str, lineno: int, line: bytes, bad: BadLine) -> None:
     if rejects is None:
-        fix = f"{bad.fix}; or --skip-bad to set bad lines aside" if bad.fix else "fix the line, or --skip-bad to set it aside"
-        raise LlfError(bad.reason, key=bad.field, where=f"{where}:{lineno}", fix=fix)
+        raise _stop(where, lineno, bad)
     record = {"line": lineno, "reason": bad.reason, "field": bad.field,
               "text": line.rstrip(b"\r\n").decode("utf-8", "backslashreplace")}
     rejects.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
