@@ -30,6 +30,9 @@ VERBS = {
     "ask": "ask",
     "chat": "chat",
     "serve": "serve",
+    "eval": "eval",
+    "report": "report",
+    "merge": "merge",
 }
 
 

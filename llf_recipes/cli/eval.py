@@ -1,0 +1,110 @@
+"""`llf-recipes eval`: training metrics, held-out loss, perplexity, preference accuracy and samples of every run."""
+
+from __future__ import annotations
+
+import json
+
+from llf_recipes.cli.common import add_verb
+from llf_recipes.errors import LlfError
+
+
+def add_parser(sub) -> None:
+    p = add_verb(sub, "eval", "evaluate runs: training metrics, held-out loss/perplexity, preference accuracy, samples", """
+        llf-recipes eval saves/                          # every completed run under saves/ -> saves/evaluation_results.json
+        llf-recipes eval saves/zhihu --methods sft dpo   # only these methods (or stage names)
+        llf-recipes eval saves/zhihu --skip-perplexity --max-samples 50
+        llf-recipes eval saves/ --dataset ultrafeedback_prefs_test --data-dir data   # one test set for every run
+        llf-recipes eval saves/zhihu/sft --pref-dataset zhihu_rlhf --max-generation-samples 5
+    """)
+    p.add_argument("paths", nargs="+", metavar="RUNS_DIR|RUN_DIR",
+                   help="run directories (they hold llf-run.json) or directories holding runs at any depth")
+    p.add_argument("--methods", nargs="+", default=[], metavar="METHOD",
+                   help="only runs of these methods (sft dpo orpo simpo kto rm pt) or recipe stage names")
+    p.add_argument("--max-samples", type=int, default=100, metavar="N",
+                   help="held-out rows per metric (default: 100; 0 skips test metrics)")
+    p.add_argument("--max-generation-samples", type=int, default=3, metavar="N",
+                   help="prompts answered for the samples (default: 3; 0 skips generation)")
+    p.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="length of a sample answer (default: 64)")
+    p.add_argument("--skip-perplexity", action="store_true", help="skip test loss and perplexity (faster)")
+    p.add_argument("--dataset", default="", metavar="NAME[,NAME]",
+                   help="test every run on these registered datasets (all rows) instead of each run's held-out split")
+    p.add_argument("--pref-dataset", default="", metavar="NAME[,NAME]",
+                   help="preference pairs for preference accuracy (default: the test rows when they are pairs)")
+    p.add_argument("--data-dir", metavar="DIR", help="dataset_dir holding dataset_info.json (default: each run's own)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="weights dtype (default: bfloat16 on a GPU that has it, else float32)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="sequences per forward pass (default: 8)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="results file (default: RUNS_DIR/evaluation_results.json, or ./ with several paths); "
+                        "entries of runs not evaluated now are kept")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from pathlib import Path
+
+    from llf_recipes.eval import runner
+
+    for flag in ("max_samples", "max_generation_samples", "max_new_tokens", "batch_size"):
+        if getattr(args, flag) < (1 if flag in ("max_new_tokens", "batch_size") else 0):
+            raise LlfError(f"--{flag.replace('_', '-')} must be a positive number", key=flag)
+    runs, skipped = runner.discover(args.paths, args.methods)
+    for line in skipped:
+        runner.log(line)
+    if not runs:
+        wanted = f" of method {', '.join(args.methods)}" if args.methods else ""
+        raise LlfError(f"no completed run{wanted} under {', '.join(args.paths)}",
+                       fix="pass a stage's output directory (it holds llf-run.json) or a directory of runs")
+    options = runner.Options(
+        methods=args.methods, max_samples=args.max_samples, generation_samples=args.max_generation_samples,
+        max_new_tokens=args.max_new_tokens, skip_perplexity=args.skip_perplexity,
+        datasets=_names(args.dataset), pref_datasets=_names(args.pref_dataset), data_dir=args.data_dir,
+        device=args.device, dtype=args.dtype, batch_size=args.batch_size, progress=not args.no_progress,
+    )
+    results = runner.evaluate(runs, options)
+    output = Path(args.output) if args.output else runner.default_output(args.paths)
+    runner.write_results(output, results)
+    if args.json:
+        print(json.dumps(results, indent=2, ensure_ascii=False))
+    else:
+        print_table(results)
+    runner.log(f"wrote {output} ({len(results)} run(s))")
+    return 0
+
+
+def _names(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def print_table(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    columns = ("run", "method", "steps", "train loss", "best eval", "test loss", "ppl", "pref acc", "margin", "time")
+    for name in columns:
+        table.add_column(name, justify="left" if name in ("run", "method") else "right")
+    for name, r in results.items():
+        train = f"{fmt(r.get('initial_train_loss'))} -> {fmt(r.get('final_train_loss'))}"
+        acc = (f"{r['preference_accuracy']:.3f} ({r['preference_correct']}/{r['preference_total']})"
+               if r.get("preference_accuracy") is not None else "-")
+        seconds = r.get("training_time_seconds")
+        table.add_row(name, r.get("method") or "-", fmt(r.get("total_steps")), train, fmt(r.get("best_eval_loss")),
+                      fmt(r.get("test_loss")), fmt(r.get("perplexity")), acc, fmt(r.get("loss_margin")),
+                      f"{seconds:.0f}s" if seconds is not None else "-")
+    console = Console()
+    Console(width=max(console.width, 140) if not console.is_terminal else None).print(table)
+    for name, r in results.items():
+        for note in r.get("notes") or []:
+            print(f"{name}: {note}")

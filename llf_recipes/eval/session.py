@@ -1,0 +1,144 @@
+"""Scoring one run: its tokenizer and template, its test rows, its model; losses, preferences, samples."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+from typing import Any
+
+from llf_recipes.eval import heldout, scoring
+from llf_recipes.eval.runner import Options, Run
+
+
+def score_run(run: Run, options: Options) -> dict[str, Any]:
+    config = dict(run.config)
+    model = run.data.get("model") or {}
+    config.setdefault("template", model.get("template"))
+    config["model_name_or_path"] = model.get("base") or config.get("model_name_or_path")
+    limit = options.max_samples or None
+    with _quiet():
+        tokenizer, template, args = _tokenizer(config, run.data, options)
+        test = _set(options.datasets, config, run, options, limit) if options.max_samples else None
+        pref = _pref_set(test, config, run, options, limit) if options.max_samples else None
+    out: dict[str, Any] = {"test_data": test.describe() if test else None,
+                           "preference_data": pref.describe() if pref else None}
+    if test is None and pref is None and options.max_samples:
+        out["notes"] = ["no held-out rows: the run had neither val_size nor eval_dataset; pass --dataset NAME"]
+    jobs = _jobs(test, pref, options, template, tokenizer, args)
+    sample_rows = _sample_rows(test or pref, config, run, options)
+    total = sum(len(ids) for ids, _ in jobs.values()) + len(sample_rows)
+    if not total:
+        return out
+    device = scoring.pick_device(options.device)
+    dtype = scoring.pick_dtype(options.dtype, device)
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=f"eval {run.name}", unit="seq", file=sys.stderr, disable=not options.progress,
+               dynamic_ncols=True)
+    try:
+        with _quiet():
+            net = scoring.load_model(model, device, dtype, trust_remote_code=bool(config.get("trust_remote_code", True)))
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        losses = {key: scoring.sequence_losses(net, ids, labels, pad_id=pad, batch_size=options.batch_size,
+                                               progress=bar.update)
+                  for key, (ids, labels) in jobs.items()}
+        if "test" in losses:
+            out.update(scoring.loss_metrics(losses["test"]))
+        elif "chosen" in losses and test is pref and not options.skip_perplexity:
+            out.update(scoring.loss_metrics(losses["chosen"]))  # the test set is the pairs: loss of the chosen answers
+        if "chosen" in losses:
+            out.update(scoring.preference_metrics([x.mean for x in losses["chosen"]],
+                                                  [x.mean for x in losses["rejected"]]))
+        if sample_rows:
+            bar.set_description(f"eval {run.name}: samples")
+            out["generation_samples"] = scoring.generate(net, tokenizer, template, sample_rows,
+                                                         max_new_tokens=options.max_new_tokens, progress=bar.update)
+        out["device"] = f"{device} ({str(dtype).replace('torch.', '')})"
+    finally:
+        bar.close()
+    return out
+
+
+def _tokenizer(config: dict[str, Any], data: dict[str, Any], options: Options):
+    from llamafactory.data import get_template_and_fix_tokenizer
+    from llamafactory.hparams import ModelArguments
+    from llamafactory.model import load_tokenizer
+
+    args = heldout.data_args(config, heldout.data_dir_of(config, data, options.data_dir))
+    model_args = ModelArguments(model_name_or_path=config["model_name_or_path"],
+                                trust_remote_code=bool(config.get("trust_remote_code", True)))
+    tokenizer = load_tokenizer(model_args)["tokenizer"]
+    template = get_template_and_fix_tokenizer(tokenizer, args)
+    return tokenizer, template, args
+
+
+def _set(names: list[str], config, run: Run, options: Options, limit):
+    if names:
+        return heldout.named_heldout(names, config, run.data, options.data_dir, limit)
+    return heldout.run_heldout(config, run.data, options.data_dir, limit)
+
+
+def _pref_set(test, config, run: Run, options: Options, limit):
+    """Pairs for preference accuracy: --pref-dataset, else the test set when it holds pairs."""
+    if options.pref_datasets:
+        pref = heldout.named_heldout(options.pref_datasets, config, run.data, options.data_dir, limit)
+        return pref if pref.kind == "pairs" else None
+    return test if test is not None and test.kind == "pairs" else None
+
+
+def _jobs(test, pref, options: Options, template, tokenizer, args) -> dict[str, tuple[list, list]]:
+    """Which sequences to score: the test answers (unless --skip-perplexity), chosen and rejected of the pairs."""
+    jobs: dict[str, tuple[list, list]] = {}
+    if test is not None and not options.skip_perplexity:
+        if test.kind in ("sft", "text"):
+            enc = heldout.encode(test, template, tokenizer, args)
+            jobs["test"] = (enc["input_ids"], enc["labels"])
+        elif test.kind == "pairs" and test is not pref:  # a preference test set: the loss of its chosen answers
+            enc = heldout.encode(test, template, tokenizer, args)
+            jobs["test"] = (enc["chosen_input_ids"], enc["chosen_labels"])
+    if pref is not None:
+        enc = heldout.encode(pref, template, tokenizer, args)
+        jobs["chosen"] = (enc["chosen_input_ids"], enc["chosen_labels"])
+        jobs["rejected"] = (enc["rejected_input_ids"], enc["rejected_labels"])
+    return jobs
+
+
+def _sample_rows(held, config, run: Run, options: Options) -> list[dict[str, Any]]:
+    """Prompts for generation samples: the test rows, else the first training rows."""
+    n = options.generation_samples
+    if n <= 0:
+        return []
+    if held is None and config.get("dataset"):
+        with _quiet():
+            held = heldout.training_rows(config, run.data, options.data_dir, n)
+    if held is None or held.kind == "text":
+        return []
+    return [{**row, "_response": row["_response"][:1]} for row in held.rows[:n]]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """LLaMA-Factory and transformers log loading chatter to stdout/stderr; the table and the bar are the output."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    lf_logger = logging.getLogger("llamafactory")
+    lf_level = lf_logger.level
+    lf_logger.setLevel(logging.ERROR)
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        hf_logging.set_verbosity(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
+        lf_logger.setLevel(lf_level)
