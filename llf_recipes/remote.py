@@ -148,7 +148,11 @@ print(json.dumps(r))
 
 
 def is_local_host(host: str) -> bool:
-    return host in LOCAL_HOSTS
+    """localhost, a loopback address written as such, or this machine's own name: started without ssh."""
+    if host in LOCAL_HOSTS:
+        return True
+    name = socket.gethostname()
+    return host in (name, name.split(".")[0], socket.getfqdn())
 
 
 def ssh_argv(host: str, remote_command: str, ssh_config: str | None, connect_timeout: int | None = None) -> list[str]:

@@ -191,7 +191,7 @@ def test_killing_one_rank_stops_the_other(sshd, hostfile, tiny_model, catalog, t
         def training(rank):
             log = stage / f"llf-sft.node{rank}.log"
             return log.exists() and "Running training" in log.read_text()
-        wait_for(lambda: training(0) and training(1), 240, "both ranks to start training")
+        wait_for(lambda: training(0) and training(1), 420, "both ranks to start training")
         victim = wait_for(lambda: rank_pid(marker, 1), 30, "the rank-1 worker")
         survivor = rank_pid(marker, 0)
         assert survivor is not None
@@ -215,7 +215,7 @@ def test_ctrl_c_stops_every_node(sshd, hostfile, tiny_model, catalog, tmp_path):
     proc = start_run(run_argv(tmp_path, hostfile, sshd, data, tiny_model, 2000), out)
     marker = str(tmp_path)
     try:
-        wait_for(lambda: rank_pid(marker, 0) and rank_pid(marker, 1), 240, "both ranks to start")
+        wait_for(lambda: rank_pid(marker, 0) and rank_pid(marker, 1), 420, "both ranks to start")
         os.kill(proc.pid, signal.SIGINT)
         code = proc.wait(timeout=60)
     finally:
@@ -224,6 +224,23 @@ def test_ctrl_c_stops_every_node(sshd, hostfile, tiny_model, catalog, tmp_path):
     text = out.read_text(errors="replace")
     assert code == 130, text[-3000:]
     assert "interrupted" in text
+    assert_nothing_left(marker)
+
+
+@pytest.mark.engine
+def test_sigkill_of_run_itself_leaves_nothing(sshd, hostfile, tiny_model, catalog, tmp_path):
+    """Even when `llf-recipes run` cannot clean up, the closed pipes make every node's watchdog stop its tree."""
+    data = make_data_dir(tmp_path / "data", catalog, ["huanhuan"])
+    proc = start_run(run_argv(tmp_path, hostfile, sshd, data, tiny_model, 2000), tmp_path / "run.out")
+    marker = str(tmp_path)
+    try:
+        wait_for(lambda: rank_pid(marker, 0) and rank_pid(marker, 1), 420, "both ranks to start")
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        wait_for(lambda: not processes_with(marker), STOP_GRACE_S + 20, "every process of the run to end")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     assert_nothing_left(marker)
 
 
