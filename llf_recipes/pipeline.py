@@ -229,7 +229,8 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
             return 0
         if decision.checkpoint is not None:
             plan.rendered.config["resume_from_checkpoint"] = str(decision.checkpoint)
-        files = write_stage(plan.rendered, plan.config_path)
+        # A grpo stage writes what its engine reads (EasyR1's data, prompt, reward module and config; TRL's settings).
+        files = plan.write_files() if hasattr(plan, "write_files") else write_stage(plan.rendered, plan.config_path)
         argv = " ".join(plan.commands[0].argv)
         print(f"{position} stage {plan.stage}: {argv}  ({decision.reason}; log: {log})", flush=True)
         started = time.time()
@@ -238,6 +239,8 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
         code: int | None = 130
         try:
             code = execute(plan, log)
+            if code == 0 and hasattr(plan, "finalize"):
+                record["model"] = plan.finalize()  # e.g. EasyR1's latest LoRA adapter, copied into the run directory
         finally:
             status = {None: "planned", 0: "completed", 130: "interrupted"}.get(code, "failed")
             manifest.write(run_dir, {
@@ -281,5 +284,6 @@ def _record(plan: StagePlan, current: dict[str, Any], files: list[Path], log: Pa
                    "hosts": [{"host": n.host, "slots": n.slots} for n in layout.nodes]},
         "nodes": [{"node_rank": c.node_rank, "host": c.host, "argv": list(c.argv), "env": c.env} for c in plan.commands],
         "versions": manifest.versions(),
-        "model": manifest.model_of(rendered.config, run_dir_of(plan).resolve() if rendered.verb == "train" else None),
+        "model": manifest.model_of(rendered.config,
+                                   run_dir_of(plan).resolve() if rendered.verb in ("train", "grpo") else None),
     }

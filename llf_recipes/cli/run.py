@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from llf_recipes.cli.common import (
@@ -32,6 +33,8 @@ def add_parser(sub) -> None:
         llf-recipes run sft-huanhuan --gpus 0 --set num_train_epochs=1 --output-root /data/saves
         llf-recipes run zhihu --smoke                 # every stage, a few CPU steps on a tiny model
         llf-recipes run zhihu --force --stage dpo     # rerun a completed stage
+        llf-recipes run grpo-gsm8k --backend easyr1 --hostfile 2node-8gpu --dry-run   # Ray start per node, then EasyR1
+        llf-recipes run grpo-gsm8k --backend trl --gpus 0
     """)
     p.add_argument("name", help="recipe name or path to a recipe file")
     which = p.add_mutually_exclusive_group()
@@ -51,6 +54,10 @@ def add_parser(sub) -> None:
                         "commands (SLURM, manual); ray through LLaMA-Factory's Ray path (default: ssh when the hostfile "
                         "names other hosts, else local)")
     p.add_argument("--ssh-config", metavar="FILE", help="ssh client configuration (ssh -F FILE) for reaching the hosts")
+    p.add_argument("--backend", choices=("easyr1", "trl"),
+                   help="engine for grpo stages: easyr1 (GPUs, one or many nodes, its own interpreter: --set "
+                        "easyr1_python=PATH or $LLF_EASYR1_PYTHON) or trl (one node, CPU too); default: the stage's "
+                        "`backend`, else trl on one node and easyr1 across nodes")
     add_layout_args(p)
     add_override_args(p)
     add_catalog_args(p)
@@ -83,8 +90,20 @@ def build_plans(args, catalog) -> tuple[list[StagePlan], list]:
         # The model is built on first use; a dry run only names where it will be.
         model = default_cache_dir() / VERSION_TAG if args.dry_run else tiny_model_path()
         apply_smoke(rendered, model, parsed.keys)
-    findings = [f for r in rendered for f in validate_stage(r, catalog, set(args.allow))]
-    return [plan_stage(r, nccl=args.nccl) for r in rendered], findings
+    plans, findings = [], []
+    for r in rendered:
+        if r.verb == "grpo":  # EasyR1 or TRL, not llamafactory-cli: its own plan and checks
+            from llf_recipes.grpo.plan import plan_grpo, smoke_settings
+
+            if smoke:
+                smoke_settings(r, parsed.keys)
+            plan, found = plan_grpo(r, catalog, "trl" if smoke else getattr(args, "backend", None))
+            plans.append(plan)
+            findings += [replace(f, severity="warning") if f.rule in set(args.allow) else f for f in found]
+            continue
+        findings += validate_stage(r, catalog, set(args.allow))
+        plans.append(plan_stage(r, nccl=args.nccl))
+    return plans, findings
 
 
 def plan_json(plans: list[StagePlan]) -> list[dict]:
@@ -98,6 +117,10 @@ def plan_json(plans: list[StagePlan]) -> list[dict]:
             "torchrun": p.torchrun,
             "nodes": [{"node_rank": c.node_rank, "host": c.host, "argv": list(c.argv), "env": c.env} for c in p.commands],
             "config": p.rendered.config,
+            **({"backend": p.backend, "engine_config": p.engine_config,
+                "setup": [{"node_rank": c.node_rank, "host": c.host, "argv": list(c.argv), "env": c.env} for c in p.setup],
+                "teardown": [{"node_rank": c.node_rank, "host": c.host, "argv": list(c.argv)} for c in p.teardown]}
+               if hasattr(p, "backend") else {}),
         }
         for p in plans
     ]
@@ -108,6 +131,10 @@ def print_plan(plans: list[StagePlan]) -> None:
     print(f"# {plans[0].rendered.recipe.name}: {len(plans)} stage(s) on {layout.describe()} ({layout.source})")
     for i, p in enumerate(plans, 1):
         reads = f", reads {', '.join(p.rendered.needs)}" if p.rendered.needs else ""
+        if hasattr(p, "describe"):  # a grpo stage: every file in full, then setup / run / teardown per node
+            print(f"\n[{i}/{len(plans)}] stage {p.stage}: grpo with {p.backend} -> {p.rendered.output_dir}{reads}")
+            print("\n".join(p.describe()))
+            continue
         print(f"\n[{i}/{len(plans)}] stage {p.stage}: llamafactory-cli {p.rendered.verb} -> {p.rendered.output_dir}{reads}")
         for f in p.files:
             print(f"  write {f}")
@@ -153,7 +180,21 @@ def is_local(plan: StagePlan) -> bool:
 
 
 def execute(plan: StagePlan, log: Path, args) -> int | None:
-    """Run one stage; None when `--launcher print` only printed its commands."""
+    """Run one stage; None when `--launcher print` only printed its commands. A plan with `setup` commands (ray start
+    on each node) runs them one by one first, and its `teardown` (ray stop) after, through the same launcher."""
+    setup, teardown = getattr(plan, "setup", ()), getattr(plan, "teardown", ())
+    try:
+        for cmd in setup:
+            code = execute_commands(replace(plan, commands=(cmd,)), log, args)
+            if code:
+                return code
+        return execute_commands(plan, log, args)
+    finally:
+        for cmd in teardown:
+            execute_commands(replace(plan, commands=(cmd,)), log, args)
+
+
+def execute_commands(plan: StagePlan, log: Path, args) -> int | None:
     if args.launcher in ("auto", "local") and is_local(plan):
         return execute_local(plan, log)
     if args.launcher == "local":

@@ -477,3 +477,47 @@ def checkpoint_step(checkpoints: Path, which: str = "latest") -> Path:
     if not actor.is_dir():
         raise LlfError(f"{actor} does not exist (removed by save_limit?)", fix="export another checkpoint")
     return actor
+
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def collect_adapter(actor: Path, dest: Path) -> list[Path]:
+    """Copy a checkpoint's PEFT adapter (actor/lora_adapter) and tokenizer (actor/huggingface) into `dest`, which
+    LLaMA-Factory then loads with adapter_name_or_path, like a TRL or LLaMA-Factory LoRA run."""
+    from llf_recipes.atomic import open_atomic
+
+    adapter = actor / "lora_adapter"
+    missing = [name for name in ADAPTER_FILES if not (adapter / name).is_file()]
+    if missing:
+        raise LlfError(f"{adapter} has no {', '.join(missing)}: not a LoRA checkpoint",
+                       fix="for full-parameter runs, merge with EasyR1's scripts/model_merger.py")
+    sources = [adapter / name for name in ADAPTER_FILES]
+    hf = actor / "huggingface"
+    if hf.is_dir():
+        sources += [p for p in sorted(hf.iterdir()) if p.is_file() and (p.name.startswith(("tokenizer", "special_tokens",
+                    "vocab", "merges", "chat_template", "added_tokens")))]
+    copied = []
+    for src in sources:
+        with open(src, "rb") as fh, open_atomic(dest / src.name) as out:
+            shutil.copyfileobj(fh, out)
+        copied.append(dest / src.name)
+    return copied
+
+
+def merge_full(actor: Path, python: str, checkout: str | None) -> Path:
+    """Full-parameter checkpoints are FSDP shards: EasyR1's own merger (in its environment) writes actor/huggingface."""
+    import subprocess
+
+    hf = actor / "huggingface"
+    if any(hf.glob("*.safetensors")):
+        return hf
+    script = Path(checkout or "") / "scripts" / "model_merger.py"
+    if not checkout or not script.is_file():
+        raise LlfError(f"{actor} holds FSDP shards; merging them needs EasyR1's scripts/model_merger.py",
+                       key="easyr1_dir", fix=f"set easyr1_dir (or $LLF_EASYR1_DIR) to your EasyR1 checkout, or run "
+                       f"`python3 scripts/model_merger.py --local_dir {actor}` there")
+    code = subprocess.call([python, str(script), "--local_dir", str(actor)])
+    if code != 0:
+        raise LlfError(f"EasyR1's model_merger.py failed with exit code {code}", where=str(actor))
+    return hf

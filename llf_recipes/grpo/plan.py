@@ -58,6 +58,29 @@ class GrpoPlan:
             return _write_easyr1(self)
         return _write_trl(self)
 
+    def finalize(self, which: str = "latest") -> dict[str, Any]:
+        """After a successful run: the model it leaves, in the manifest's form (base + adapter chain, template).
+
+        TRL saves the adapter in the run directory itself. EasyR1 saves checkpoints; the chosen one's LoRA adapter
+        and tokenizer are copied into the run directory, so `ask`, `chat` and `export` treat both alike.
+        """
+        run_dir = self.config_path.parent.resolve()
+        s = self.settings
+        lora = s["finetuning_type"] == "lora"
+        model = {"base": _model_path(s, self.rendered)[0], "adapters": [str(run_dir)] if lora else [],
+                 "template": s.get("template"), "finetuning_type": s["finetuning_type"], "stage": "grpo",
+                 "merged": not lora, "backend": self.backend}
+        if not lora and self.backend == "trl":
+            model["base"] = str(run_dir)
+        if self.backend == "easyr1":
+            actor = easyr1.checkpoint_step(easyr1.RunFiles(run_dir).checkpoints, which)
+            model["checkpoint"] = str(actor)
+            if lora:
+                easyr1.collect_adapter(actor, run_dir)
+            else:
+                model["base"] = str(easyr1.merge_full(actor, easyr1_python(s), easyr1_dir(s)))
+        return model
+
     def describe(self) -> list[str]:
         lines = []
         for f in self.planned:
@@ -156,6 +179,20 @@ def plan_grpo(rendered: RenderedStage, catalog, backend: str | None = None) -> t
     else:
         plan, more = _plan_trl(rendered, s, batch, data)
     return plan, findings + more
+
+
+SMOKE_SETTINGS = {"backend": "trl", "rollout_batch_size": 4, "global_batch_size": 4, "micro_batch_size": 4,
+                  "num_generations": 2, "max_steps": 2, "max_prompt_length": 256, "max_completion_length": 16,
+                  "save_steps": 2, "logging_steps": 1, "bf16": False, "fp16": False, "report_to": "none"}
+
+
+def smoke_settings(rendered: RenderedStage, user_keys=None) -> None:
+    """`run --smoke`: two TRL steps on CPU with small groups; the recipe's data, rewards and wiring stay, and keys the
+    user set with --set win."""
+    user_keys = user_keys or {}
+    mine = {**user_keys.get(None, {}), **user_keys.get(rendered.stage.name, {})}
+    rendered.config.update(SMOKE_SETTINGS)
+    rendered.config.update({k: v for k, v in mine.items() if k in grpo_settings.KEYS})
 
 
 def _unplanned(rendered: RenderedStage, backend: str | None) -> GrpoPlan:
