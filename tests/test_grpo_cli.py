@@ -5,7 +5,6 @@ import json
 import os
 
 import pytest
-
 from conftest import run_cli_subprocess
 
 
@@ -56,7 +55,7 @@ def test_easyr1_interpreter_is_configurable(cli, project, monkeypatch):
 
 
 def test_backend_choice(cli, project):
-    code, out, _ = cli("run", "grpo-gsm8k", "--hostfile", "2node-8gpu", "--dry-run", "--json")
+    _, out, _ = cli("run", "grpo-gsm8k", "--hostfile", "2node-8gpu", "--dry-run", "--json")
     assert json.loads(out)[0]["backend"] == "easyr1"  # across nodes by default
     code, out, _ = cli("run", "grpo-gsm8k", "--gpus", "0", "--dry-run", "--json")
     (plan,) = json.loads(out)
@@ -66,7 +65,8 @@ def test_backend_choice(cli, project):
 
 
 def test_trl_on_several_gpus_of_one_node_goes_through_torchrun(cli, project):
-    code, out, _ = cli("run", "grpo-gsm8k", "--backend", "trl", "--gpus", "0,1", "--dry-run", "--json")
+    code, out, err = cli("run", "grpo-gsm8k", "--backend", "trl", "--gpus", "0,1", "--dry-run", "--json")
+    assert code == 0, err
     (plan,) = json.loads(out)
     argv = plan["nodes"][0]["argv"]
     assert argv[1:4] == ["-m", "torch.distributed.run", "--nproc_per_node=2"] and plan["nodes"][0]["env"]["CUDA_VISIBLE_DEVICES"] == "0,1"

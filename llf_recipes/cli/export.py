@@ -13,17 +13,26 @@ def add_parser(sub) -> None:
         llf-recipes export saves/zhihu/dpo                 # -> saves/zhihu/dpo-merged
         llf-recipes export zhihu -o models/zhihu-dpo       # the recipe's last completed stage
         llf-recipes export sft-huanhuan --output-root saves/smoke
+        llf-recipes export saves/grpo-gsm8k/grpo --checkpoint best   # an EasyR1 run's best checkpoint
     """)
     add_run_target(p)
     p.add_argument("-o", "--export-dir", type=Path, metavar="DIR", help="where the merged model goes (default: RUN_DIR-merged)")
     p.add_argument("--export-size", type=int, default=5, metavar="GB", help="shard size in GB (default: 5)")
     p.add_argument("--export-device", choices=("cpu", "auto"), default="cpu", help="where the merge runs (default: cpu)")
     p.add_argument("--force", action="store_true", help="export again, or into a directory not written by export")
+    p.add_argument("--checkpoint", choices=("latest", "best"),
+                   help="EasyR1 GRPO runs: merge this checkpoint (best: the highest validation reward) instead of the one "
+                        "the run recorded")
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
     run_dir, data = run_from(args)
+    if args.checkpoint:
+        from llf_recipes.grpo.easyr1 import select_checkpoint
+
+        data = select_checkpoint(run_dir, data, args.checkpoint)
+        args.force = True  # a different checkpoint is a different model
     out = export(run_dir, data, args.export_dir, export_size=args.export_size, export_device=args.export_device,
                  force=args.force)
     print(f"merged model: {out}")

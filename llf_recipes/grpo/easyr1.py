@@ -521,3 +521,35 @@ def merge_full(actor: Path, python: str, checkout: str | None) -> Path:
     if code != 0:
         raise LlfError(f"EasyR1's model_merger.py failed with exit code {code}", where=str(actor))
     return hf
+
+
+def result_model(run_dir: Path, settings: dict[str, Any], base_model: str, which: str = "latest") -> dict[str, Any]:
+    """The model an EasyR1 run leaves, in the manifest's form, from its latest or best checkpoint: a LoRA run's
+    adapter is copied into the run directory (base + [run_dir]); a full run is merged by EasyR1's own script."""
+    from llf_recipes.grpo.plan import easyr1_dir, easyr1_python
+
+    actor = checkpoint_step(run_dir / "checkpoints", which)
+    lora = settings.get("finetuning_type", "lora") == "lora"
+    model = {"base": base_model, "adapters": [str(run_dir)] if lora else [], "template": settings.get("template"),
+             "finetuning_type": settings.get("finetuning_type", "lora"), "stage": "grpo", "merged": not lora,
+             "backend": "easyr1", "checkpoint": str(actor)}
+    if lora:
+        collect_adapter(actor, run_dir)
+    else:
+        model["base"] = str(merge_full(actor, easyr1_python(settings), easyr1_dir(settings)))
+    return model
+
+
+def select_checkpoint(run_dir: Path, data: dict[str, Any], which: str) -> dict[str, Any]:
+    """`export --checkpoint latest|best` of an EasyR1 run: point the run's manifest at that checkpoint."""
+    from llf_recipes import manifest
+    from llf_recipes.grpo.settings import resolved
+
+    model = data.get("model") or {}
+    if model.get("backend") != "easyr1":
+        raise LlfError(f"the run in {run_dir} is not an EasyR1 run; --checkpoint picks among EasyR1 checkpoints",
+                       key="--checkpoint", fix="leave --checkpoint out")
+    base = model["base"] if model.get("adapters") else resolved(data.get("config") or {}).get("model_name_or_path")
+    chosen = result_model(run_dir.resolve(), resolved(data.get("config") or {}), str(base), which)
+    manifest.update(run_dir, model=chosen)
+    return {**data, "model": chosen}

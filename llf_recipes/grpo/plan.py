@@ -73,12 +73,7 @@ class GrpoPlan:
         if not lora and self.backend == "trl":
             model["base"] = str(run_dir)
         if self.backend == "easyr1":
-            actor = easyr1.checkpoint_step(easyr1.RunFiles(run_dir).checkpoints, which)
-            model["checkpoint"] = str(actor)
-            if lora:
-                easyr1.collect_adapter(actor, run_dir)
-            else:
-                model["base"] = str(easyr1.merge_full(actor, easyr1_python(s), easyr1_dir(s)))
+            return easyr1.result_model(run_dir, s, model["base"], which)
         return model
 
     def describe(self) -> list[str]:
