@@ -11,6 +11,7 @@ from conftest import run_cli_subprocess
 @pytest.fixture
 def project(tmp_path, monkeypatch, cli):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LLF_EASYR1_PYTHON", raising=False)  # the plans below use the default interpreter name
     code, _, err = cli("prepare", "gsm8k_grpo", "--sample", "--data-dir", "data")
     assert code == 0, err
     return tmp_path

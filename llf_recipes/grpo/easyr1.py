@@ -252,7 +252,7 @@ def render_config(settings: dict[str, Any], layout, files: RunFiles, batch: Grpo
             "nnodes": layout.nnodes,
             "n_gpus_per_node": layout.per_node,
             "save_freq": settings["save_steps"],
-            "val_freq": -1,
+            "val_freq": settings["save_steps"],  # a validation score per checkpoint: `export --checkpoint best`
             "val_before_train": False,
             "save_checkpoint_path": str(files.checkpoints),
         },
