@@ -4,7 +4,6 @@ plus a user's own, rewards logged, a PEFT adapter written, and the result answer
 import json
 
 import pytest
-
 from conftest import run_cli_subprocess
 
 pytestmark = pytest.mark.engine
