@@ -9,6 +9,7 @@ ssh gives a remote command no SIGHUP without a tty, so the closed stdin is what 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shlex
@@ -36,6 +37,8 @@ FORWARD_PREFIXES = ("NCCL_", "GLOO_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "T
 FORWARD_NAMES = ("DISABLE_VERSION_CHECK", "ALLOW_EXTRA_ARGS", "USE_MODELSCOPE_HUB", "TOKENIZERS_PARALLELISM",
                  "LLAMAFACTORY_VERBOSITY", "OPTIM_TORCH", "MAX_RESTARTS", "PYTHONPATH", "LD_LIBRARY_PATH")
 _SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
+# What `ray[default]` adds for the dashboard (ray/dashboard/optional_deps.py), which LLaMA-Factory's Ray path needs.
+_RAY_DASHBOARD_DEPS = ("aiohttp", "aiohttp_cors", "opencensus", "prometheus_client")
 
 WATCHDOG = r"""
 import os, signal, subprocess, sys, threading, time
@@ -237,18 +240,6 @@ def _ssh_fix(host: str, ssh_config: str | None) -> str:
     cfg = f" -F {shlex.quote(ssh_config)}" if ssh_config else ""
     return (f"make `ssh -o BatchMode=yes{cfg} {host} true` work without a password prompt (key in the node's "
             "authorized_keys, host key in known_hosts), or start the commands yourself with --launcher print")
-
-
-def local_port_problem(port: int) -> str | None:
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind(("", port))
-        return None
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    finally:
-        s.close()
 
 
 def free_port() -> int:
@@ -538,8 +529,6 @@ def print_commands(plan: StagePlan) -> None:
 def ray_driver(plan: StagePlan) -> tuple[list[str], dict[str, str]]:
     """`--launcher ray`: LLaMA-Factory's Ray path runs one driver here (USE_RAY=1) and places ray_num_workers
     workers over the Ray cluster itself, so no torchrun variables. Returns the argv and the variables it sets."""
-    import importlib.util
-
     if importlib.util.find_spec("ray") is None:
         raise LlfError(
             f"--launcher ray needs the `ray` package, which {sys.executable} cannot import",
@@ -550,6 +539,16 @@ def ray_driver(plan: StagePlan) -> tuple[list[str], dict[str, str]]:
     argv = [resolve_program(cmd.argv[0]), *cmd.argv[1:]]
     if plan.rendered.verb != "train":
         return argv, dict(cmd.env)
+    if plan.rendered.layout.device == "cpu":
+        raise LlfError("LLaMA-Factory 0.9.5's Ray path reserves 10 CPUs and one accelerator per device "
+                       "(train/trainer_utils.py get_placement_group), so it cannot place CPU ranks",
+                       fix="use --launcher ssh for CPU processes, or --launcher ray with --device cuda|npu")
+    missing = [m for m in _RAY_DASHBOARD_DEPS if importlib.util.find_spec(m) is None]
+    if missing and "master_addr" not in plan.rendered.config:
+        raise LlfError("LLaMA-Factory 0.9.5's Ray path asks Ray's dashboard for the head node's address, and this "
+                       f"ray has no dashboard ({', '.join(missing)} missing)",
+                       fix='pip install "ray[default]" on every node, or give the head node\'s address as Ray lists '
+                           "it (`ray status`): --set master_addr=IP")
     torchrun_keys = {"FORCE_TORCHRUN", "NNODES", "NODE_RANK", "NPROC_PER_NODE", "MASTER_ADDR", "MASTER_PORT"}
     env = {k: v for k, v in cmd.env.items() if k not in torchrun_keys}
     env["USE_RAY"] = "1"

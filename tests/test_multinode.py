@@ -316,27 +316,57 @@ def test_launcher_ray_without_ray_is_a_clear_error(hostfile, tmp_path):
     assert "ray start --head" in proc.stderr
 
 
-def test_ray_driver_sets_use_ray_and_workers(hostfile, tmp_path, catalog, monkeypatch):
-    """The Ray command itself: USE_RAY=1, ray_num_workers = the layout's world size, no torchrun variables."""
+@pytest.fixture
+def ray_importable(tmp_path, monkeypatch):
+    """ray is optional and not installed by the test extras: a stand-in package makes it importable in-process, so
+    the driver command can be checked; the real Ray path needs GPUs (see test_ray_refuses_cpu_ranks)."""
     import importlib.util
 
-    from llf_recipes import remote
+    if importlib.util.find_spec("ray") is None:
+        (tmp_path / "standin" / "ray").mkdir(parents=True)
+        (tmp_path / "standin" / "ray" / "__init__.py").write_text("")
+        monkeypatch.syspath_prepend(str(tmp_path / "standin"))
+
+
+def ray_plan(catalog, hostfile, device="cuda", sets=()):
     from llf_recipes.hardware import parse_hostfile
     from llf_recipes.launch import plan_stage
     from llf_recipes.render import Overrides, Renderer
 
-    if importlib.util.find_spec("ray") is None:
-        # ray is optional: make it importable for this one check by a stand-in module on sys.path
-        (tmp_path / "ray").mkdir()
-        (tmp_path / "ray" / "__init__.py").write_text("")
-        monkeypatch.syspath_prepend(str(tmp_path))
-    layout = parse_hostfile(catalog.hostfile("2node-8gpu"))
+    layout = parse_hostfile(catalog.hostfile(hostfile), device=device)
     recipe = catalog.recipe("sft-huanhuan")
-    rendered = Renderer(recipe, layout, Overrides.parse([], recipe), catalog).render_all(["sft"])[0]
-    argv, env = remote.ray_driver(plan_stage(rendered))
+    overrides = Overrides.parse([*sets, *CPU_QLORA_OFF] if device == "cpu" else list(sets), recipe)
+    return plan_stage(Renderer(recipe, layout, overrides, catalog).render_all(["sft"])[0])
+
+
+def test_ray_driver_sets_use_ray_and_workers(ray_importable, catalog):
+    """The Ray command: USE_RAY=1, ray_num_workers = the layout's world size, no torchrun variables."""
+    from llf_recipes.remote import ray_driver
+
+    argv, env = ray_driver(ray_plan(catalog, "2node-8gpu", sets=["master_addr=10.0.0.1"]))
     assert argv[-1] == "ray_num_workers=16" and argv[-3] == "train"
     assert env["USE_RAY"] == "1" and env["CUDA_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"
     assert not {"FORCE_TORCHRUN", "NNODES", "NODE_RANK", "MASTER_PORT"} & set(env)
+
+
+def test_ray_without_dashboard_needs_master_addr(ray_importable, catalog):
+    import importlib.util
+
+    from llf_recipes.remote import _RAY_DASHBOARD_DEPS, ray_driver
+
+    if all(importlib.util.find_spec(m) is not None for m in _RAY_DASHBOARD_DEPS):
+        pytest.skip("ray[default]'s dashboard packages are installed here")
+    with pytest.raises(LlfError, match="asks Ray's dashboard") as exc:
+        ray_driver(ray_plan(catalog, "2node-8gpu"))
+    assert "ray[default]" in exc.value.fix and "master_addr" in exc.value.fix
+
+
+def test_ray_refuses_cpu_ranks(ray_importable, catalog, hostfile):
+    from llf_recipes.remote import ray_driver
+
+    with pytest.raises(LlfError, match="reserves 10 CPUs") as exc:
+        ray_driver(ray_plan(catalog, str(hostfile), device="cpu"))
+    assert "--launcher ssh" in exc.value.fix
 
 
 def test_doctor_reports_pins_and_hosts(sshd, hostfile, cli):
