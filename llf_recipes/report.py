@@ -111,6 +111,9 @@ def _plot(ax, view: RunView, key: str, label: str | None = None, dashed: bool = 
 
 
 def _style(ax, title: str, ylabel: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.set_title(title, fontsize=10)
     ax.set_ylabel(ylabel, fontsize=9)
     ax.grid(True, alpha=0.3)
@@ -211,7 +214,7 @@ def details(view: RunView) -> dict[str, Any]:
 
 def _batch(config: dict[str, Any]) -> str | None:
     per, acc = config.get("per_device_train_batch_size"), config.get("gradient_accumulation_steps")
-    return f"{per} x {acc} accumulation per device" if per and acc else None
+    return f"{per} per device x {acc} accumulation" if per and acc else None
 
 
 def render_html(views: list[RunView], chart_list: list[Chart], *, title: str, meta: dict[str, Any]) -> str:

@@ -30,7 +30,9 @@ def add_parser(sub) -> None:
                    help="test every run on these registered datasets (all rows) instead of each run's held-out split")
     p.add_argument("--pref-dataset", default="", metavar="NAME[,NAME]",
                    help="preference pairs for preference accuracy (default: the test rows when they are pairs)")
-    p.add_argument("--data-dir", metavar="DIR", help="dataset_dir holding dataset_info.json (default: each run's own)")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="where --dataset/--pref-dataset are registered, and a run's own datasets when its dataset_dir "
+                        "is gone (default: each run's dataset_dir)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                    help="weights dtype (default: bfloat16 on a GPU that has it, else float32)")
@@ -64,8 +66,9 @@ def main(args) -> int:
         datasets=_names(args.dataset), pref_datasets=_names(args.pref_dataset), data_dir=args.data_dir,
         device=args.device, dtype=args.dtype, batch_size=args.batch_size, progress=not args.no_progress,
     )
-    results = runner.evaluate(runs, options)
     output = Path(args.output) if args.output else runner.default_output(args.paths)
+    runner.read_results(output)  # a broken results file fails now, not after the scoring
+    results = runner.evaluate(runs, options)
     runner.write_results(output, results)
     if args.json:
         print(json.dumps(results, indent=2, ensure_ascii=False))

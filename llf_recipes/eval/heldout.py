@@ -35,13 +35,15 @@ class HeldOut:
         return {"source": self.source, "kind": self.kind, "rows": len(self.rows)}
 
 
-def data_dir_of(config: dict[str, Any], data: dict[str, Any], override: str | Path | None) -> str:
-    """The run's dataset_dir; a relative one is read from where the run was launched (the manifest's cwd)."""
-    if override:
-        return str(Path(override))
+def data_dir_of(config: dict[str, Any], data: dict[str, Any], override: str | Path | None, *, own: bool = False) -> str:
+    """Where datasets are registered. Named datasets: `override` (--data-dir) when given. The run's own datasets:
+    its dataset_dir (relative ones are read from where the run was launched, the manifest's cwd), unless that has
+    no dataset_info.json any more and `override` is given."""
     path = Path(str(config.get("dataset_dir") or "data"))
     if not path.is_absolute() and data.get("cwd"):
         path = Path(data["cwd"]) / path
+    if override and (not own or not (path / "dataset_info.json").is_file()):
+        return str(Path(override))
     return str(path)
 
 
@@ -49,7 +51,7 @@ def run_heldout(config: dict[str, Any], data: dict[str, Any], data_dir: str | Pa
     """The rows the run's trainer held out, or None when it held none out."""
     stage = config.get("stage", "sft")
     seed = int(config.get("seed", 42))
-    directory = data_dir_of(config, data, data_dir)
+    directory = data_dir_of(config, data, data_dir, own=True)
     if config.get("eval_dataset"):
         names = _names(config["eval_dataset"])
         rows = _load(names, directory, config, stage, seed, val_size=0.0, max_samples=config.get("max_samples"))
@@ -171,6 +173,6 @@ def training_rows(config: dict[str, Any], data: dict[str, Any], data_dir: str | 
     """The first rows of the training data: prompts for samples when nothing was held out."""
     names = _names(config["dataset"])
     stage = config.get("stage", "sft")
-    rows = _load(names, data_dir_of(config, data, data_dir), config, stage, int(config.get("seed", 42)), val_size=0.0,
+    rows = _load(names, data_dir_of(config, data, data_dir, own=True), config, stage, int(config.get("seed", 42)), val_size=0.0,
                  max_samples=limit)
     return _shape(rows, stage, f"{','.join(names)} (first training rows)")

@@ -5,13 +5,33 @@ from __future__ import annotations
 import contextlib
 import io
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from llf_recipes.eval import heldout, scoring
 from llf_recipes.eval.runner import Options, Run
 
 
-def score_run(run: Run, options: Options) -> dict[str, Any]:
+@dataclass
+class Plan:
+    """What scoring a run needs, before its model is loaded."""
+
+    model: dict[str, Any]
+    config: dict[str, Any]
+    tokenizer: Any
+    template: Any
+    test: heldout.HeldOut | None
+    pref: heldout.HeldOut | None
+    jobs: dict[str, tuple[list, list]]  # test / chosen / rejected -> (input ids, labels)
+    sample_rows: list[dict[str, Any]]
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+
+
+def prepare(run: Run, options: Options) -> Plan:
+    """The run's tokenizer and template, its test and preference rows, tokenized as LLaMA-Factory would."""
     config = dict(run.config)
     model = run.data.get("model") or {}
     config.setdefault("template", model.get("template"))
@@ -21,13 +41,19 @@ def score_run(run: Run, options: Options) -> dict[str, Any]:
         tokenizer, template, args = _tokenizer(config, run.data, options)
         test = _set(options.datasets, config, run, options, limit) if options.max_samples else None
         pref = _pref_set(test, config, run, options, limit) if options.max_samples else None
+        jobs = _jobs(test, pref, options, template, tokenizer, args)
+        sample_rows = _sample_rows(test or pref, config, run, options)
+    return Plan(model, config, tokenizer, template, test, pref, jobs, sample_rows)
+
+
+def score_run(run: Run, options: Options) -> dict[str, Any]:
+    plan = prepare(run, options)
+    test, pref = plan.test, plan.pref
     out: dict[str, Any] = {"test_data": test.describe() if test else None,
                            "preference_data": pref.describe() if pref else None}
     if test is None and pref is None and options.max_samples:
         out["notes"] = ["no held-out rows: the run had neither val_size nor eval_dataset; pass --dataset NAME"]
-    jobs = _jobs(test, pref, options, template, tokenizer, args)
-    sample_rows = _sample_rows(test or pref, config, run, options)
-    total = sum(len(ids) for ids, _ in jobs.values()) + len(sample_rows)
+    total = sum(len(ids) for ids, _ in plan.jobs.values()) + len(plan.sample_rows)
     if not total:
         return out
     device = scoring.pick_device(options.device)
@@ -38,11 +64,11 @@ def score_run(run: Run, options: Options) -> dict[str, Any]:
                dynamic_ncols=True)
     try:
         with _quiet():
-            net = scoring.load_model(model, device, dtype, trust_remote_code=bool(config.get("trust_remote_code", True)))
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        losses = {key: scoring.sequence_losses(net, ids, labels, pad_id=pad, batch_size=options.batch_size,
+            net = scoring.load_model(plan.model, device, dtype,
+                                     trust_remote_code=bool(plan.config.get("trust_remote_code", True)))
+        losses = {key: scoring.sequence_losses(net, ids, labels, pad_id=plan.pad_id, batch_size=options.batch_size,
                                                progress=bar.update)
-                  for key, (ids, labels) in jobs.items()}
+                  for key, (ids, labels) in plan.jobs.items()}
         if "test" in losses:
             out.update(scoring.loss_metrics(losses["test"]))
         elif "chosen" in losses and test is pref and not options.skip_perplexity:
@@ -50,9 +76,9 @@ def score_run(run: Run, options: Options) -> dict[str, Any]:
         if "chosen" in losses:
             out.update(scoring.preference_metrics([x.mean for x in losses["chosen"]],
                                                   [x.mean for x in losses["rejected"]]))
-        if sample_rows:
+        if plan.sample_rows:
             bar.set_description(f"eval {run.name}: samples")
-            out["generation_samples"] = scoring.generate(net, tokenizer, template, sample_rows,
+            out["generation_samples"] = scoring.generate(net, plan.tokenizer, plan.template, plan.sample_rows,
                                                          max_new_tokens=options.max_new_tokens, progress=bar.update)
         out["device"] = f"{device} ({str(dtype).replace('torch.', '')})"
     finally:

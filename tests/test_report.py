@@ -1,0 +1,107 @@
+"""`report`: one self-contained HTML page from real runs and their evaluation results; the reading of the curves."""
+
+import json
+import math
+import re
+
+import evalruns
+import pytest
+from conftest import run_cli_subprocess
+from evalruns import ENV, poisoned_env
+
+zhihu_runs, evaluated = evalruns.zhihu_runs, evalruns.evaluated  # session fixtures (see evalruns.py)
+
+pytest.importorskip("matplotlib", reason="needs the report extra (matplotlib)")
+
+
+@pytest.fixture(scope="module")
+def report(evaluated, zhihu_runs, tmp_path_factory):
+    """The report of the session's runs, with one sample rewritten to carry markup that must come out escaped."""
+    out = tmp_path_factory.mktemp("report")
+    results = json.loads(json.dumps(evaluated))
+    results["zhihu/sft"]["generation_samples"][0]["response"] = "<script>alert(1)</script> & <b>bold</b>"
+    (out / "results.json").write_text(json.dumps(results, ensure_ascii=False))
+    proc = run_cli_subprocess("report", zhihu_runs, "-o", out / "report.html", "--results", out / "results.json",
+                              "--png", out / "png", env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_report_is_one_self_contained_page(report, evaluated):
+    page = (report / "report.html").read_text(encoding="utf-8")
+    assert "<script" not in page.replace("&lt;script", "")  # no script of ours, the sample's came out escaped
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in page
+    for pattern in (r"\bsrc\s*=", r"<link\b", r"@import", r"url\(\s*['\"]?(https?:)?//", r"<iframe", r"<img\b"):
+        assert not re.search(pattern, page), pattern  # nothing the page would fetch
+    assert re.findall(r'<figure class="chart" data-chart="(\w+)">\s*<svg', page) == ["loss", "preference", "optimizer"]
+    assert "default-src 'none'" in page  # and the browser is told to fetch nothing anyway
+    for name in evalruns.RUN_NAMES:
+        assert name in page
+    dpo = evaluated["zhihu/dpo"]
+    assert f"{dpo['preference_accuracy']:.3g} ({dpo['preference_correct']}/{dpo['preference_total']})" in page
+    assert f"{evaluated['zhihu/sft']['test_loss']:.4g}" in page
+    sample = evaluated["zhihu/dpo"]["generation_samples"][0]
+    assert sample["prompt"] in page and sample["reference"] in page  # samples side by side with the reference
+
+
+def test_charts_export_to_png(report):
+    from PIL import Image
+
+    for name in ("loss", "preference", "optimizer"):
+        image = Image.open(report / "png" / f"{name}.png").convert("L")
+        assert image.width > 600 and image.height > 200
+        dark = sum(1 for p in image.getdata() if p < 200)
+        assert dark > 0.01 * image.width * image.height, name  # drawn: axes, lines, text
+
+
+def test_report_without_evaluation_results(zhihu_runs, tmp_path, cli):
+    """Curves and training metrics alone, straight from trainer_state.json, for a run not evaluated yet."""
+    out = tmp_path / "sft.html"
+    code, _, err = cli("report", zhihu_runs / "zhihu" / "sft", "-o", out)
+    assert code == 0, err
+    page = out.read_text(encoding="utf-8")
+    assert "no evaluation_results.json yet" in page and "zhihu/sft" in page and "zhihu/dpo" not in page
+    assert re.findall(r'data-chart="(\w+)"', page) == ["loss", "optimizer"]  # an sft run logs no rewards
+    state = json.loads((zhihu_runs / "zhihu" / "sft" / "trainer_state.json").read_text())
+    first = next(h["loss"] for h in state["log_history"] if "loss" in h)
+    assert f"{first:.4g} →" in page
+
+
+def test_report_does_not_import_torch(zhihu_runs, tmp_path):
+    proc = run_cli_subprocess("report", zhihu_runs, "-o", tmp_path / "r.html", env={**ENV, **poisoned_env(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "r.html").is_file()
+
+
+def test_report_errors(tmp_path, cli):
+    code, _, err = cli("report", tmp_path)
+    assert code == 2 and "no run found" in err
+    code, _, err = cli("report", tmp_path / "missing")
+    assert code == 2 and "does not exist" in err
+
+
+def curve(values, start=1):
+    return [(start + i, float(v)) for i, v in enumerate(values)]
+
+
+def test_diagnose_reads_the_curves():
+    from llf_recipes.eval.training import diagnose
+
+    healthy = diagnose({"loss": curve([2.0, 1.6, 1.3, 1.1, 1.0]), "eval_loss": curve([2.1, 1.8, 1.5])})
+    assert [f.level for f in healthy] == ["ok"]
+
+    overfit = diagnose({"loss": curve([2.0, 1.5, 1.0, 0.6, 0.3, 0.1]),
+                        "eval_loss": [(2, 1.6), (4, 1.2), (6, 1.5)]})
+    assert [f.level for f in overfit] == ["bad"] and "overfitting" in overfit[0].message
+    assert overfit[0].steps == [4]  # the best checkpoint to go back to
+
+    nan = diagnose({"loss": curve([2.0, 1.9, math.nan, math.nan])})
+    assert nan[0].level == "bad" and "step 3" in nan[0].message
+
+    flat = diagnose({"loss": curve([2.0, 2.0, 1.99, 2.0, 2.0, 1.995])})
+    assert any("not falling" in f.message for f in flat)
+
+    spike = diagnose({"loss": curve([2.0, 1.8, 1.6, 9.0, 1.5, 1.4, 1.3, 1.2, 1.1, 1.0])})
+    assert any("spiked at step 4" in f.message for f in spike)
+
+    assert diagnose({"loss": curve([2.0, 1.0])}) == []  # two points say nothing
