@@ -251,13 +251,13 @@ def test_sigkill_of_run_itself_leaves_nothing(sshd, hostfile, tiny_model, catalo
 # ---------------------------------------------------------------- preflight, print, ray, doctor (no training)
 
 
-def plan_argv(tmp_path: Path, hostfile: Path, *extra) -> list[str]:
+def plan_argv(tmp_path: Path, hostfile: Path, *extra, device: str = "cpu") -> list[str]:
     data = tmp_path / "data"
     if not data.exists():
         from llf_recipes.catalog import Catalog
 
         make_data_dir(data, Catalog.discover(project_dir=ROOT), ["huanhuan"])
-    argv = ["run", "sft-huanhuan", "--hostfile", hostfile, "--device", "cpu", "--output-root", tmp_path / "saves",
+    argv = ["run", "sft-huanhuan", "--hostfile", hostfile, "--device", device, "--output-root", tmp_path / "saves",
             "--set", f"dataset_dir={data}", *extra]
     for s in CPU_QLORA_OFF:
         argv += ["--set", s]
@@ -456,3 +456,18 @@ def test_cpu_hostfile_layout_counts_processes(tmp_path):
     assert layout.describe() == "2 nodes x 2 CPU processes = 4"
     p.write_text("a slots=1\n")
     assert parse_hostfile(p, device="cpu").describe() == "1 node x 1 CPU process"
+
+
+def test_preflight_compares_slots_with_the_gpus_nvidia_smi_lists(hostfile, tmp_path):
+    """No GPU here: a stand-in `nvidia-smi -L` listing two GPUs, on PATH for the local node 0."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 (UUID: GPU-0)'\necho 'GPU 1: NVIDIA H100 (UUID: GPU-1)'\n")
+    smi.chmod(0o755)
+    hostfile.write_text("localhost slots=4\n")
+    argv = plan_argv(tmp_path, hostfile, "--launcher", "ssh", device="cuda")
+    proc = run_cli_subprocess(*argv, env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"node 0 (localhost): slots=4 ({hostfile}:1) but 2 GPUs visible there" in proc.stderr
+    assert "set slots=2 for localhost" in proc.stderr
