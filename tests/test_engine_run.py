@@ -249,7 +249,7 @@ def test_ctrl_c_leaves_no_process_and_the_next_run_resumes_from_the_checkpoint(p
     state = json.loads((run_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 150
     # the trainer itself says it skipped to the checkpoint's step
-    assert f"Continuing training from global step {done_before}" in resumed.stdout
+    assert f"Resuming training from checkpoint with epoch 0 and global step {done_before}" in resumed.stdout
 
 
 # ------------------------------------------------------------------ serve
