@@ -68,7 +68,12 @@ def main(args) -> int:
     print("stages:")
     for s in info["stages"]:
         after = f"  (reads {', '.join(s['needs'])})" if s["needs"] else ""
-        print(f"  {s['name']:<8} llamafactory-cli {s['verb']}, stage {s['lf_stage']}, global batch {s['global_batch_size']}{after}")
+        if s["verb"] == "grpo":
+            runs = "GRPO through EasyR1 or TRL (--backend)"
+        else:
+            runs = f"llamafactory-cli {s['verb']}, stage {s['lf_stage']}"
+        batch = f", global batch {s['global_batch_size']}" if s["global_batch_size"] else ""
+        print(f"  {s['name']:<8} {runs}{batch}{after}")
         if s["description"]:
             print(f"           {s['description']}")
     print("\nvariables (change with --set NAME=VALUE):")
