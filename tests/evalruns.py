@@ -48,9 +48,10 @@ def evaluated(zhihu_runs) -> dict:
     marker = zhihu_runs.parent / "evaluated"
     if not marker.is_file():
         proc = run_cli_subprocess("eval", zhihu_runs, "--max-generation-samples", "2", "--max-new-tokens", "6",
-                                  "--no-progress", env=ENV, timeout=900)
+                                  env=ENV, timeout=900)
         _check(proc, "eval")
         assert "zhihu/dpo" in proc.stdout and "pref acc" in proc.stdout  # the printed table
+        assert "eval zhihu/dpo: samples: 100%" in proc.stderr  # the progress bar, on stderr
         marker.write_text("")
     return json.loads(results.read_text(encoding="utf-8"))
 

@@ -61,7 +61,9 @@ def load_model(model: dict[str, Any], device: str, dtype, trust_remote_code: boo
         if not Path(path, "adapter_config.json").is_file():
             raise LlfError(f"adapter {path} is missing (no adapter_config.json)",
                            fix="rerun the stage, or evaluate an exported model instead")
-    net = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, trust_remote_code=trust_remote_code)
+    # Straight onto the device: no host-memory copy of a large model on the way to the GPU.
+    net = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, device_map={"": device},
+                                               trust_remote_code=trust_remote_code)
     if adapters:
         from peft import PeftModel
 

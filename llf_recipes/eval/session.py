@@ -78,8 +78,9 @@ def score_run(run: Run, options: Options) -> dict[str, Any]:
                                                   [x.mean for x in losses["rejected"]]))
         if plan.sample_rows:
             bar.set_description(f"eval {run.name}: samples")
-            out["generation_samples"] = scoring.generate(net, plan.tokenizer, plan.template, plan.sample_rows,
-                                                         max_new_tokens=options.max_new_tokens, progress=bar.update)
+            with _quiet():  # greedy decoding with a sampling generation_config warns about unused flags
+                out["generation_samples"] = scoring.generate(net, plan.tokenizer, plan.template, plan.sample_rows,
+                                                             max_new_tokens=options.max_new_tokens, progress=bar.update)
         out["device"] = f"{device} ({str(dtype).replace('torch.', '')})"
     finally:
         bar.close()
