@@ -21,13 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-def program(name: str) -> str:
-    beside = BIN / name
-    return str(beside) if beside.exists() else name
+from _common import ROOT, program
 
 
 def timed(argv: list[str], cwd: Path) -> float:

@@ -42,6 +42,12 @@ def write_config(path: Path, config: dict[str, Any], title: str) -> Path:
     return path
 
 
+def inference_yaml(run_dir: Path, data: dict[str, Any], verb: str, max_new_tokens: int) -> Path:
+    """`<run_dir>/llf-<verb>.yaml` for `llamafactory-cli chat|api` on the run's model."""
+    config = infer_config(run_dir, data, infer_backend="huggingface", max_new_tokens=max_new_tokens)
+    return write_config(run_dir / f"llf-{verb}.yaml", config, f"{verb} with {run_dir}")
+
+
 def default_export_dir(run_dir: Path) -> Path:
     return run_dir.parent / f"{run_dir.name}-merged"
 

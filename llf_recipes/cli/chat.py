@@ -6,7 +6,7 @@ import subprocess
 
 from llf_recipes.cli.common import add_run_target, add_verb, run_from
 from llf_recipes.launch import resolve_program
-from llf_recipes.use import infer_config, write_config
+from llf_recipes.use import inference_yaml
 
 
 def add_parser(sub) -> None:
@@ -21,8 +21,7 @@ def add_parser(sub) -> None:
 
 def main(args) -> int:
     run_dir, data = run_from(args)
-    config = infer_config(run_dir, data, infer_backend="huggingface", max_new_tokens=args.max_new_tokens)
-    path = write_config(run_dir / "llf-chat.yaml", config, f"chat with {run_dir}")
+    path = inference_yaml(run_dir, data, "chat", args.max_new_tokens)
     try:
         return subprocess.call([resolve_program("llamafactory-cli"), "chat", str(path)])
     except KeyboardInterrupt:

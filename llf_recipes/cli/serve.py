@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from llf_recipes.cli.common import add_run_target, add_verb, run_from
 from llf_recipes.launch import stream
-from llf_recipes.use import infer_config, write_config
+from llf_recipes.use import inference_yaml
 
 
 def add_parser(sub) -> None:
@@ -25,8 +25,7 @@ def add_parser(sub) -> None:
 
 def main(args) -> int:
     run_dir, data = run_from(args)
-    config = infer_config(run_dir, data, infer_backend="huggingface", max_new_tokens=args.max_new_tokens)
-    path = write_config(run_dir / "llf-serve.yaml", config, f"API for {run_dir}")
+    path = inference_yaml(run_dir, data, "serve", args.max_new_tokens)
     recipe = (data.get("recipe") or {}).get("name", "model")
     env = {"API_HOST": args.host, "API_PORT": str(args.port),
            "API_MODEL_NAME": args.model_name or f"{recipe}/{data.get('stage', '')}".rstrip("/")}
