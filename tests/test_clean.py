@@ -124,6 +124,9 @@ def test_max_tokens_with_a_tokenizer_json(cli, tmp_path, word_tokenizer):
     assert code == 0, err
     assert read_jsonl(tmp_path / "out.jsonl") == [{"q": "a b", "a": "c"}, {"q": "a", "a": "b", "id": "not counted as text"}]
     assert "max_tokens" in out
+    assert cli("clean", src, "-o", tmp_path / "s.jsonl", "--fields", "q,a", "--max-tokens", "4", "--tokenizer",
+               word_tokenizer, "--sample", "5")[0] == 0  # only the lines a sample picks are tokenized
+    assert (tmp_path / "s.jsonl").read_bytes() == (tmp_path / "out.jsonl").read_bytes()
     # a model directory holding tokenizer.json works too
     assert cli("clean", src, "-o", tmp_path / "o2.jsonl", "--max-tokens", "4", "--tokenizer", word_tokenizer.parent)[0] == 0
 

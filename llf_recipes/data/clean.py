@@ -20,9 +20,10 @@ import math
 import random
 import sys
 from collections import Counter, deque
+from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from heapq import heappush, heapreplace
+from heapq import heapify, heapreplace
 from itertools import islice
 from operator import itemgetter
 from pathlib import Path
@@ -194,7 +195,7 @@ class Sample:
 
     def __init__(self, size: int, seed: int | str, cap: float = 1.0):
         self.size, self.cap = size, cap
-        self.held: list[tuple[float, int, object]] = []  # a max-heap by key: (-key, line number, item)
+        self.held: list[tuple[float, int, object]] = []  # (-key, line number, item), a max-heap by key when full
         self.next_line = 0
         self._random = random.Random(seed).random
         self._threshold = cap
@@ -208,13 +209,15 @@ class Sample:
     def offer(self, lineno: int, item) -> None:
         """Line `lineno`, which must be `next_line`: `item` to hold for a row that passed, None for any other line."""
         if item is not None:
-            entry = (-self._key, lineno, item)
-            if len(self.held) < self.size:
-                heappush(self.held, entry)
+            held = self.held
+            if len(held) < self.size:
+                held.append((-self._key, lineno, item))  # a heap only once full: what matters is the largest key
+                if len(held) == self.size:
+                    heapify(held)
+                    self._threshold = -held[0][0]
             else:
-                heapreplace(self.held, entry)  # the key is below the threshold: the largest key held leaves
-            if len(self.held) == self.size:
-                self._threshold = -self.held[0][0]
+                heapreplace(held, (-self._key, lineno, item))  # the key is below the threshold: the largest leaves
+                self._threshold = -held[0][0]
         rand, threshold = self._random, self._threshold
         if threshold >= 1.0:
             self.next_line, self._key = lineno + 1, rand()
@@ -227,7 +230,8 @@ class Sample:
 
 def first_cap(head: bytes, size: int, rows: int) -> float:
     """A cap (see Sample) for `rows` out of a file of `size` bytes that starts with `head`: enough when two thirds of
-    the lines pass. Only the speed depends on it, not which rows are picked from one cap to another's chance."""
+    the lines pass. Any cap gives a uniform sample; the cap sets how many lines are parsed, and which rows a seed picks.
+    """
     lines = max(1.0, size * max(head.count(b"\n"), 1) / max(len(head), 1))
     return min(1.0, 1.5 * (rows + 4 * math.sqrt(rows)) / lines)
 
@@ -281,22 +285,22 @@ def clean(opts: CleanOptions) -> CleanStats:
     """
     size = _input_size(opts.input)
     tokenizer = load_tokenizer(opts.tokenizer) if opts.max_tokens is not None else None
-    check = line_checker(opts, tokenizer)
     stats = CleanStats()
-    where, every_line = str(opts.input), opts.parses_every_line
+    every_line = opts.parses_every_line
     show = opts.progress and size >= PROGRESS_MIN_BYTES
     with ExitStack() as stack:
         fh = stack.enter_context(open(opts.input, "rb", buffering=1 << 20))
         writer = Writer(opts, stack.enter_context(open_atomic(opts.output)),
                         stack.enter_context(open_atomic(opts.val_out)) if opts.val_out else None, stats)
         rejects = stack.enter_context(open_atomic(opts.rejects)) if opts.skip_bad else None
+        reader = _Reader(str(opts.input), line_checker(opts, tokenizer), writer)
         sample = Sample(opts.sample, opts.seed, first_cap(fh.peek(1 << 20), size, opts.sample)) if opts.sample else None
         with _progress(fh, size, show, opts.input.name) as lines:
             if every_line:
-                kept = _every_line(where, lines, check, sample, writer, rejects, stats, opts.dedup)
+                kept = reader.every_line(lines, sample, rejects, stats, opts.dedup)
                 stats.read = stats.parsed + stats.rejected
             else:
-                _sampled_lines(where, lines, check, sample, stats)
+                reader.sampled_lines(lines, sample, stats)
         held = sample.held if sample is not None else []
         if sample is not None and sample.short:
             rest = Sample(sample.size - len(held), f"{opts.seed}/rest")
@@ -304,16 +308,15 @@ def clean(opts: CleanOptions) -> CleanStats:
             fh.seek(0)
             with _progress(fh, size, show, opts.input.name) as lines:
                 if opts.dedup:  # whether a row is a duplicate depends on every row before it
-                    _every_line(where, lines, check, rest, None, _Nowhere() if rejects else None, CleanStats(), True,
-                                taken)
+                    reader.every_line(lines, rest, _Nowhere() if rejects else None, CleanStats(), True, taken)
                 else:
-                    _sampled_lines(where, lines, check, rest, CleanStats() if every_line else stats, taken,
-                                   opts.skip_bad)
+                    reader.sampled_lines(lines, rest, CleanStats() if every_line else stats, taken, opts.skip_bad)
             held = held + rest.held
         # Without a sample every line was parsed; a short first pass is followed by one that parses lines until
         # enough rows pass, and so finds a row if there is any.
         if not stats.parsed and not stats.rejected:
-            raise LlfError("has no rows (only blank lines)", where=where, fix=ONE_OBJECT_PER_LINE)
+            raise LlfError("has no rows (only blank lines)", where=reader.where, fix=ONE_OBJECT_PER_LINE)
+        # a sample holds lines, not rows: parsed, CJK rows take more memory than their UTF-8 lines
         loads = orjson.loads
         for _, _, (line, nchars) in sorted(held, key=itemgetter(1)):
             writer.write(loads(line) if writer.needs_row else None, line, nchars)
@@ -322,90 +325,98 @@ def clean(opts: CleanOptions) -> CleanStats:
     return stats
 
 
-def _every_line(where: str, lines, check, sample: Sample | None, writer: Writer | None, rejects, stats: CleanStats,
-                dedup: bool, taken: frozenset = frozenset()) -> int:
-    """Parse and check every line: rows that pass are written, or offered to the sample when it picks their line
-    (unless `taken`). Returns how many rows passed."""
-    dropped = stats.dropped
-    seen: set[bytes] | None = set() if dedup else None
-    if dedup:
-        from hashlib import blake2b  # only --dedup and --val-ratio pay for loading OpenSSL
-    next_line = sample.next_line if sample is not None else 0
-    lineno = kept = 0
-    for lineno, line in enumerate(lines, 1):
-        try:
-            checked = check(line)
-        except BadLine as bad:
-            _reject(rejects, stats, where, lineno, line, bad)
-            checked = None
-        if checked is not None:
-            row, reason, nchars = checked
-            stats.parsed += 1
-            if reason is None and seen is not None:
-                digest = blake2b(orjson.dumps(row, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
-                if digest in seen:
-                    reason = "duplicate"
+@dataclass
+class _Reader:
+    """One pass over the lines: `where` names the file in messages, `check` is line_checker's, and rows that pass
+    go to `writer`, or to a sample as (line, characters)."""
+
+    where: str
+    check: Callable
+    writer: Writer
+
+    def every_line(self, lines, sample: Sample | None, rejects, stats: CleanStats, dedup: bool,
+                   taken: frozenset = frozenset()) -> int:
+        """Parse and check every line: rows that pass are written, or offered to the sample when it picks their line
+        (unless `taken`). Returns how many rows passed."""
+        where, check, write, dropped = self.where, self.check, self.writer.write, stats.dropped
+        seen: set[bytes] | None = set() if dedup else None
+        if dedup:
+            from hashlib import blake2b  # only --dedup and --val-ratio pay for loading OpenSSL
+        next_line = sample.next_line if sample is not None else 0
+        lineno = kept = parsed = 0
+        for lineno, line in enumerate(lines, 1):
+            try:
+                checked = check(line)
+            except BadLine as bad:
+                _reject(rejects, stats, where, lineno, line, bad)
+                checked = None
+            if checked is not None:
+                row, reason, nchars = checked
+                parsed += 1
+                if reason is None and seen is not None:
+                    digest = blake2b(orjson.dumps(row, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+                    if digest in seen:
+                        reason = "duplicate"
+                    else:
+                        seen.add(digest)
+                if reason is not None:
+                    dropped[reason] += 1
                 else:
-                    seen.add(digest)
-            if reason is not None:
-                dropped[reason] += 1
-            else:
-                kept += 1
-                if sample is None:
-                    writer.write(row, line, nchars)
-        if lineno == next_line:
-            passed = checked is not None and reason is None and lineno not in taken
-            sample.offer(lineno, (line, nchars) if passed else None)
-            next_line = sample.next_line
-    stats.lines = lineno
-    return kept
+                    kept += 1
+                    if sample is None:
+                        write(row, line, nchars)
+            if lineno == next_line:
+                passed = checked is not None and reason is None and lineno not in taken
+                sample.offer(lineno, (line, nchars) if passed else None)
+                next_line = sample.next_line
+        stats.lines, stats.parsed = lineno, parsed
+        return kept
 
-
-def _sampled_lines(where: str, lines, check, sample: Sample, stats: CleanStats, taken: frozenset = frozenset(),
-                   skip_bad: bool = False) -> None:
-    """Parse and check only the lines the sample picks (except `taken` ones), and the first line so that a file that
-    is not JSONL at all stops the run; pass over the others as bytes. A bad line stops the run, or under `skip_bad`
-    (set aside by an earlier pass) counts as no row."""
-    dropped, offer = stats.dropped, sample.offer
-    numbered = enumerate(lines, 1)
-    lineno = 0
-    if sample.next_line > 1 and not skip_bad and (first := next(numbered, None)) is not None:
-        lineno = 1
-        try:
-            checked = check(first[1])
-        except BadLine as bad:
-            raise _stop(where, lineno, bad) from None
-        stats.parsed += checked is not None
-    while True:
-        gap = sample.next_line - lineno - 1
-        if gap:
-            passed = deque(islice(numbered, gap), maxlen=1)  # C speed: no Python bytecode per line passed over
-            if passed:
-                lineno = passed[0][0]
-        picked = next(numbered, None)
-        if picked is None:
-            break
-        lineno, line = picked
-        if lineno in taken:
-            offer(lineno, None)
-            continue
-        try:
-            checked = check(line)
-        except BadLine as bad:
-            if not skip_bad:
+    def sampled_lines(self, lines, sample: Sample, stats: CleanStats, taken: frozenset = frozenset(),
+                      skip_bad: bool = False) -> None:
+        """Parse and check only the lines the sample picks (except `taken` ones), and the first line so that a file
+        that is not JSONL at all stops the run; pass over the others as bytes. A bad line stops the run, or under
+        `skip_bad` (set aside by an earlier pass) counts as no row."""
+        where, check, dropped, offer = self.where, self.check, stats.dropped, sample.offer
+        numbered = enumerate(lines, 1)
+        lineno = 0
+        if sample.next_line > 1 and not skip_bad and (first := next(numbered, None)) is not None:
+            lineno = 1
+            try:
+                checked = check(first[1])
+            except BadLine as bad:
                 raise _stop(where, lineno, bad) from None
-            checked = None
-        if checked is None:
-            offer(lineno, None)
-            continue
-        stats.parsed += 1
-        reason = checked[1]
-        if reason is None:
-            offer(lineno, (line, checked[2]))
-        else:
-            dropped[reason] += 1
-            offer(lineno, None)
-    stats.lines = max(stats.lines, lineno)
+            stats.parsed += checked is not None
+        while True:
+            gap = sample.next_line - lineno - 1
+            if gap:
+                passed = deque(islice(numbered, gap), maxlen=1)  # C speed: no Python bytecode per line passed over
+                if passed:
+                    lineno = passed[0][0]
+            picked = next(numbered, None)
+            if picked is None:
+                break
+            lineno, line = picked
+            if lineno in taken:
+                offer(lineno, None)
+                continue
+            try:
+                checked = check(line)
+            except BadLine as bad:
+                if not skip_bad:
+                    raise _stop(where, lineno, bad) from None
+                checked = None
+            if checked is None:
+                offer(lineno, None)
+                continue
+            stats.parsed += 1
+            _, reason, nchars = checked
+            if reason is None:
+                offer(lineno, (line, nchars))
+            else:
+                dropped[reason] += 1
+                offer(lineno, None)
+        stats.lines = max(stats.lines, lineno)
 
 
 class _Nowhere:
