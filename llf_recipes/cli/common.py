@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import textwrap
 
 from llf_recipes.catalog import Catalog
+from llf_recipes.cli.verb import add_verb, formatter  # noqa: F401 - re-exported for the verbs
 from llf_recipes.hardware import HostLayout, default_layout, parse_gpus, parse_hostfile
 from llf_recipes.schema.rules import RULES, Finding
-
-
-def formatter(prog: str) -> argparse.HelpFormatter:
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
-
-
-def add_verb(sub, name: str, help: str, examples: str) -> argparse.ArgumentParser:
-    return sub.add_parser(
-        name,
-        help=help,
-        description=help,
-        epilog="examples:\n" + textwrap.indent(textwrap.dedent(examples).strip(), "  "),
-        formatter_class=formatter,
-    )
 
 
 def add_catalog_args(p: argparse.ArgumentParser) -> None:
