@@ -16,7 +16,7 @@ from llf_recipes import yamlio
 from llf_recipes.errors import LlfError
 from llf_recipes.suggest import nearest
 
-_DOC_SEP = re.compile(r"^---[ \t]*$", re.M)
+_DOC_SEP = re.compile(r"^---[ \t]*$", re.MULTILINE)
 HEADER_KEYS = {"description", "datasets", "tags", "vars", "stages", "notes"}
 STAGE_KEYS = {"name", "description", "verb", "global_batch_size", "micro_batch_size"}
 VERBS = ("train", "export", "chat", "grpo")  # grpo: a GRPO stage run by EasyR1 or TRL (llf_recipes/grpo/)

@@ -24,7 +24,7 @@ _FLOAT = re.compile(
     |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
     |\.(?:nan|NaN|NAN))$""",
-    re.X,
+    re.VERBOSE,
 )
 # Replace PyYAML's float resolver with the YAML 1.2 one (which also accepts exponents without a dot).
 SafeLoader.yaml_implicit_resolvers = {
@@ -36,7 +36,7 @@ SafeLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123
 
 def load(text: str, where: str = "<yaml>") -> Any:
     try:
-        return yaml.load(text, Loader=SafeLoader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(text, Loader=SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -49,7 +49,7 @@ def scalar(text: str) -> Any:
     if text == "":
         return ""
     try:
-        value = yaml.load(text, Loader=SafeLoader)  # noqa: S506
+        value = yaml.load(text, Loader=SafeLoader)
     except yaml.YAMLError:
         return text
     return value if isinstance(value, (str, int, float, bool, list, dict)) or value is None else text

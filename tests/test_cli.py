@@ -1,10 +1,10 @@
 import json
 from pathlib import Path
 
-
 from conftest import run_cli_subprocess
-from llf_recipes import yamlio
 from test_render import EXPECTED
+
+from llf_recipes import yamlio
 
 
 def test_list_table_and_json(cli):

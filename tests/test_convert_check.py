@@ -23,7 +23,7 @@ def test_convert_bundled_samples(cli, tmp_path):
 
 
 def test_preference_layouts_are_normalized():
-    msgs = lambda a: [{"role": "user", "content": "q"}, {"role": "assistant", "content": a}]  # noqa: E731
+    msgs = lambda a: [{"role": "user", "content": "q"}, {"role": "assistant", "content": a}]
     for row in ({"prompt": "q", "chosen": "g", "rejected": "b"},
                 {"question": "q", "better_response": "g", "worse_response": "b"},
                 {"question": "q", "response_j": "g", "response_k": "b"},

@@ -4,7 +4,6 @@ the entries LLaMA-Factory reads are right for sft, rm, ppo (with the rm stage's 
 import json
 
 import pytest
-
 from conftest import run_cli_subprocess
 
 pytestmark = pytest.mark.engine

@@ -7,9 +7,9 @@ import pytest
 
 pytest.importorskip("llamafactory", reason="needs the train extra")
 
-from llf_recipes.hardware import parse_hostfile  # noqa: E402
-from llf_recipes.render import Renderer  # noqa: E402
-from llf_recipes.schema import snapshot  # noqa: E402
+from llf_recipes.hardware import parse_hostfile
+from llf_recipes.render import Renderer
+from llf_recipes.schema import snapshot
 
 
 @pytest.fixture(scope="module")

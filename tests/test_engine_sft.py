@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from conftest import make_data_dir, run_cli_subprocess
 
 pytestmark = pytest.mark.engine

@@ -2,7 +2,12 @@ import pytest
 
 from llf_recipes.errors import LlfError
 from llf_recipes.hardware import (
-    choose_deepspeed, cpu_layout, parse_gpus, parse_hostfile, parse_hostfile_text, plan_batch,
+    choose_deepspeed,
+    cpu_layout,
+    parse_gpus,
+    parse_hostfile,
+    parse_hostfile_text,
+    plan_batch,
 )
 
 

@@ -3,7 +3,6 @@
 import os
 
 import pytest
-
 from conftest import run_cli_subprocess
 
 

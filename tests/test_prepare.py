@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, SAMPLES, run_cli_subprocess
 from hubserver import HubServer
 from test_download import env, served, write_repo  # noqa: F401 - env is a fixture

@@ -6,7 +6,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT, run_cli_subprocess
 
 

@@ -3,11 +3,11 @@ from pathlib import Path
 
 import pytest
 
+from llf_recipes import yamlio
 from llf_recipes.errors import LlfError
 from llf_recipes.hardware import parse_gpus, parse_hostfile, parse_hostfile_text
 from llf_recipes.recipe import load_recipe
 from llf_recipes.render import Overrides, Renderer, write_stage
-from llf_recipes import yamlio
 
 EXPECTED = {
     "sft-huanhuan", "sft-huanhuan-full", "zhihu", "sft-belle", "rlhf-ultrafeedback", "dpo-ultrafeedback",

@@ -6,7 +6,13 @@ import sys
 from pathlib import Path
 
 from llf_recipes.cli.common import (
-    add_catalog_args, add_layout_args, add_override_args, add_verb, catalog_from, layout_from, print_findings,
+    add_catalog_args,
+    add_layout_args,
+    add_override_args,
+    add_verb,
+    catalog_from,
+    layout_from,
+    print_findings,
 )
 from llf_recipes.render import Overrides, Renderer, write_stage
 from llf_recipes.validation import errors, validate_stage

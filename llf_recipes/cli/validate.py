@@ -9,7 +9,13 @@ from pathlib import Path
 
 from llf_recipes import yamlio
 from llf_recipes.cli.common import (
-    add_catalog_args, add_layout_args, add_override_args, add_verb, catalog_from, layout_from, print_findings,
+    add_catalog_args,
+    add_layout_args,
+    add_override_args,
+    add_verb,
+    catalog_from,
+    layout_from,
+    print_findings,
 )
 from llf_recipes.errors import LlfError
 from llf_recipes.hardware import parse_hostfile

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ SUPPORTED_VERSION = "0.9.5"
 VERB_ARGS = {"train": "train", "export": "infer", "chat": "infer", "api": "infer", "webchat": "infer"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_snapshot(version: str = SUPPORTED_VERSION) -> dict[str, Any]:
     path = SCHEMA_DIR / f"llamafactory-{version}.json"
     return json.loads(path.read_text(encoding="utf-8"))
