@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,30 @@ def make_data_dir(path: Path, catalog: Catalog, names: list[str]) -> Path:
         info[name] = ds.entry
     (path / "dataset_info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
     return path
+
+
+def processes_with(marker: str) -> list[str]:
+    """Live processes whose command line mentions `marker` (the test's unique tmp path)."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmd and state != "Z":
+            found.append(f"{d}: {cmd[:160]}")
+    return found
+
+
+def assert_nothing_left(marker: str) -> None:
+    left = []
+    deadline = time.time() + 5  # the sshd session's last exit may lag the client by a moment
+    while time.time() < deadline:
+        left = processes_with(marker)
+        if not left:
+            return
+        time.sleep(0.2)
+    raise AssertionError("processes left behind:\n" + "\n".join(left))

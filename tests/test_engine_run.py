@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import run_cli_subprocess
+from conftest import assert_nothing_left, processes_with, run_cli_subprocess
 
 pytestmark = pytest.mark.engine
 
@@ -203,20 +203,6 @@ def test_an_unregistered_or_missing_dataset_stops_before_anything_starts(project
 # ------------------------------------------------------------------ Ctrl-C and resume
 
 
-def processes_mentioning(text: str) -> list[str]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline and int(pid) != os.getpid():
-            found.append(f"{pid}: {cmdline}")
-    return found
-
-
 def test_ctrl_c_leaves_no_process_and_the_next_run_resumes_from_the_checkpoint(project, tiny_model):
     out_root = project / "saves" / "resume"
     argv = [sys.executable, "-m", "llf_recipes", "run", "sft-huanhuan", "--smoke", "--output-root", str(out_root),
@@ -230,12 +216,11 @@ def test_ctrl_c_leaves_no_process_and_the_next_run_resumes_from_the_checkpoint(p
         assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
         assert time.time() < deadline, "no checkpoint within 300 s"
         time.sleep(0.2)
-    assert processes_mentioning(str(out_root)), "the trainer should be running"
+    assert processes_with(str(out_root)), "the trainer should be running"
     os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground process
     output = proc.communicate(timeout=60)[0].decode()
     assert proc.returncode == 130, output[-2000:]
-    time.sleep(0.5)
-    assert processes_mentioning(str(out_root)) == []
+    assert_nothing_left(str(out_root))
     interrupted = manifest(run_dir)
     assert interrupted["status"] == "interrupted"
     done_before = max(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
@@ -295,5 +280,4 @@ def test_serve_answers_openai_requests_and_stops_cleanly(project, tiny_model):
         os.kill(proc.pid, signal.SIGTERM)
         proc.communicate(timeout=60)
     assert proc.returncode == 130
-    time.sleep(0.5)
-    assert processes_mentioning(str(run_dir / "llf-serve.yaml")) == []
+    assert_nothing_left(str(run_dir / "llf-serve.yaml"))

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, make_data_dir, run_cli_subprocess
+from conftest import ROOT, assert_nothing_left, make_data_dir, processes_with, run_cli_subprocess
 
 from llf_recipes.errors import LlfError
 from llf_recipes.launch import nccl_env
@@ -41,22 +41,6 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def processes_with(marker: str) -> list[str]:
-    """Live processes whose command line mentions `marker` (the test's unique tmp path)."""
-    found = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == os.getpid():
-            continue
-        try:
-            cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in cmd and state != "Z":
-            found.append(f"{d}: {cmd[:160]}")
-    return found
-
-
 def process_env(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
@@ -73,17 +57,6 @@ def rank_pid(marker: str, rank: int) -> int | None:
             except OSError:
                 continue
     return None
-
-
-def assert_nothing_left(marker: str) -> None:
-    left = []
-    deadline = time.time() + 5  # the sshd session's last exit may lag the client by a moment
-    while time.time() < deadline:
-        left = processes_with(marker)
-        if not left:
-            return
-        time.sleep(0.2)
-    raise AssertionError("processes left behind:\n" + "\n".join(left))
 
 
 # ---------------------------------------------------------------- the test's own sshd
