@@ -115,7 +115,11 @@ def main(args) -> int:
     from llf_recipes.data.clean import clean
 
     opts = options_from(args)
+    settle_outputs([opts.output, opts.val_out, opts.rejects])
+    stale_rejects = not opts.skip_bad and opts.rejects.exists()
     stats = clean(opts)
+    if stale_rejects:
+        print(f"note: removed {opts.rejects}, left by an earlier --skip-bad run", file=sys.stderr)
     split = f" + {stats.val_written} in {opts.val_out}" if opts.val_out else ""
     if stats.read is None:
         print(f"{opts.output}: {stats.written} rows{split} sampled from {stats.lines} lines ({stats.parsed} parsed, "
@@ -129,6 +133,18 @@ def main(args) -> int:
     if args.stats:
         print_stats(stats)
     return 0
+
+
+def settle_outputs(paths) -> None:
+    """Finish what a killed earlier run left for these outputs: its two-file commit, its temporaries."""
+    from llf_recipes.atomic import recover
+
+    finished, removed = recover(paths)
+    if finished:
+        print(f"note: finished {finished} commit(s) an interrupted earlier run left for {paths[0]}", file=sys.stderr)
+    if removed:
+        print(f"note: removed {removed} temporary file(s) an earlier run that did not finish left beside {paths[0]}",
+              file=sys.stderr)
 
 
 def print_stats(stats) -> None:
