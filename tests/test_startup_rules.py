@@ -157,7 +157,7 @@ def test_deepspeed_json_against_the_config(tmp_path):
     assert "2 process(es) x 2 x 4 = 16" in msg.message and '"train_batch_size": "auto"' in msg.fix
     # the same JSON with "auto" everywhere agrees with any config
     ds.write_text(json.dumps({"train_batch_size": "auto", "fp16": {"enabled": "auto"}, "zero_optimization": {"stage": 1}}))
-    assert run(cfg, launch=LaunchInfo(torchrun=True, world_size=2)) == []
+    assert [f for f in run(cfg, launch=LaunchInfo(torchrun=True, world_size=2)) if f.rule != "missing-package"] == []
 
 
 def test_deepspeed_file_missing_or_malformed(tmp_path):
