@@ -89,7 +89,7 @@ def test_missing_media_resolves_like_llamafactory(cli, tmp_path):
 
     shutil.copytree(LAYOUTS / "media", tmp_path / "data" / "media")
     shutil.copy(LAYOUTS / "images_sft.json", tmp_path / "images.json")  # outside the data dir: media/ is not beside it
-    code, out, err = cli("register", "--file", tmp_path / "images.json", "--name", "img", "--stage", "sft",
+    code, _, err = cli("register", "--file", tmp_path / "images.json", "--name", "img", "--stage", "sft",
                          "--data-dir", tmp_path / "data")
     assert code == 0, err
     code, _, err = cli("register", "--file", tmp_path / "images.json", "--name", "img2", "--stage", "sft",
