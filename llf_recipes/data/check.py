@@ -61,7 +61,7 @@ def _empty_text(aligned: Aligned, stage: str) -> str | None:
 
 
 def check_file(path: str | Path, stage: str, entry: dict[str, Any] | Layout, *, preview: int = 0, keep: int = 50,
-               media_base: str | Path | None = None, name: str = "entry") -> CheckReport:
+               media_base: str | Path | None = None, name: str = "entry", fix: str | None = None) -> CheckReport:
     """Every row of `path` (a file or a folder) through `entry`'s layout for `stage`."""
     if stage not in STAGES:
         raise LlfError(f"stage {stage!r} is unknown", key="--stage", fix=f"use one of {', '.join(STAGES)}")
@@ -116,8 +116,8 @@ def check_file(path: str | Path, stage: str, entry: dict[str, Any] | Layout, *, 
         names = ", ".join(f"{n} -> {layout.column(n)!r}" for n in missing)
         raise LlfError(f"entry {name!r} maps {names}, which the file does not have (its fields: {fields}); it looks "
                        f"like {describe(first_rows)}", where=str(path), key=layout.column(missing[0]),
-                       fix=f"llf-recipes register --file {path} --name {name} --stage {stage} --force  (writes the "
-                           "entry its layout needs), or convert it with `llf-recipes convert`")
+                       fix=fix or f"llf-recipes register --file {path} --name {name} --stage {stage} --force  (writes "
+                                  "the entry its layout needs), or convert it with `llf-recipes convert`")
     return report
 
 

@@ -120,9 +120,24 @@ def _jsonl(path: Path, skip_bad: list | None) -> Iterator[tuple[str, dict[str, A
             try:
                 yield where, _decode(raw, where)
             except BadRow as bad:
+                if lineno == 1:
+                    _single_object(path)
                 if skip_bad is None:
                     raise
                 skip_bad.append(bad)
+
+
+def _single_object(path: Path) -> None:
+    """A file whose first line does not parse may be one pretty-printed object, which LLaMA-Factory cannot read."""
+    if path.stat().st_size > 64 << 20:
+        return
+    try:
+        whole = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError:
+        return
+    if isinstance(whole, dict):
+        raise LlfError("holds a single JSON object; LLaMA-Factory reads an array of objects or one object per line",
+                       where=str(path), fix="wrap the rows in [ ... ], or write one object per line")
 
 
 def _json_array(path: Path, skip_bad: list | None) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -236,17 +251,20 @@ def _text(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 def _csv(path: Path, delimiter: str, empty_none: bool) -> Iterator[tuple[str, dict[str, Any]]]:
     csv.field_size_limit(2**31 - 1)  # pandas, which LLaMA-Factory reads CSV with, has no field limit
     with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
+        reader = csv.DictReader(fh, delimiter=delimiter, strict=True)
+        start = 1
         try:
             for row in reader:
                 if None in row:
                     raise LlfError(f"{len(row[None])} more field(s) than the header has", where=f"{path}:{reader.line_num}",
                                    fix="quote fields that hold the delimiter")
                 yield f"{path}:{reader.line_num}", {k: (None if empty_none and v == "" else v) for k, v in row.items()}
+                start = reader.line_num + 1
         except UnicodeDecodeError as exc:
             raise LlfError(f"invalid UTF-8 near byte {exc.start}", where=str(path)) from None
         except csv.Error as exc:
-            raise LlfError(f"cannot read it as CSV: {exc}", where=f"{path}:{reader.line_num}") from None
+            raise LlfError(f"cannot read it as CSV: {exc}", where=f"{path}:{max(start, 2)}",
+                           fix="close the quote (a field with quotes, commas or line breaks goes in \"...\")") from None
 
 
 def dumps(row: dict[str, Any]) -> bytes:
