@@ -126,11 +126,11 @@ def stream(argv: tuple[str, ...] | list[str], env: dict[str, str], log_path: Pat
     The watchdog stops the command's whole process tree when its stdin closes, so it goes with this process even when
     this one is SIGKILLed; Ctrl-C (or any exception here) stops it the same way and returns 130.
     """
-    from llf_recipes.remote import STOP_GRACE_S, WATCHDOG  # the one watchdog every launcher shares
+    from llf_recipes.launchers.watchdog import STOP_GRACE_S, watchdog_argv  # the one watchdog every launcher shares
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **env}
-    argv = [sys.executable, "-c", WATCHDOG, str(STOP_GRACE_S), resolve_program(argv[0]), *argv[1:]]
+    argv = watchdog_argv([resolve_program(argv[0]), *argv[1:]])
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, env=full_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True)
