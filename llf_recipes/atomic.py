@@ -189,10 +189,15 @@ def recover(paths: Sequence[Path | None]) -> tuple[int, int]:
 
 
 def _writer_pid(name: str) -> int | None:
-    """The pid in `.NAME.PID.XXXX.tmp` or `.NAME.PID.commit.json`."""
-    stem = name[: -len(COMMIT_SUFFIX)] if name.endswith(COMMIT_SUFFIX) else name.rsplit(".", 2)[0]
-    pid = stem.rsplit(".", 1)[-1]
-    return int(pid) if pid.isdigit() else None
+    """The pid in `.NAME.PID.XXXX.tmp` (ours), `.NAME.PID.tmp` or `.NAME.PID.commit.json`."""
+    if name.endswith(COMMIT_SUFFIX):
+        pid = name[: -len(COMMIT_SUFFIX)].rsplit(".", 1)[-1]
+        return int(pid) if pid.isdigit() else None
+    parts = name[: -len(".tmp")].split(".")
+    for candidate in parts[-2:-1] + parts[-1:]:
+        if candidate.isdigit():
+            return int(candidate)
+    return None
 
 
 def _new_file_mode() -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from llf_recipes import checkpoints, manifest
+from llf_recipes.atomic import recover
 from llf_recipes.errors import LlfError
 from llf_recipes.launch import StagePlan
 from llf_recipes.ownership import StageLock, me
@@ -222,6 +223,7 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
     lock = StageLock(run_dir, plan.stage, watch=plan.config_path)
     lock.acquire()
     try:
+        recover([manifest.path_for(run_dir), plan.config_path])  # temporaries a killed run left
         previous = manifest.read(run_dir)
         if previous is not None:  # checkpoints an attempt left unstamped (it was killed) belong to that attempt
             checkpoints.claim(run_dir, previous.get("identity"), previous.get("attempt"))

@@ -102,6 +102,11 @@ def options_from(args):
         val_out=Path(args.val_out) if args.val_out else None, group_by=args.group_by, skip_bad=args.skip_bad,
         stats=args.stats, progress=sys.stderr.isatty(),
     )
+    from llf_recipes import paths
+
+    paths.output_file(opts.output)
+    if opts.val_out:
+        paths.output_file(opts.val_out, "--val-out")
     outputs = [opts.output] + ([opts.val_out] if opts.val_out else []) + ([opts.rejects] if opts.skip_bad else [])
     resolved = [p.resolve() for p in outputs]
     if opts.input.resolve() in resolved:
@@ -115,7 +120,10 @@ def main(args) -> int:
     from llf_recipes.data.clean import clean
 
     opts = options_from(args)
-    settle_outputs([opts.output, opts.val_out, opts.rejects])
+    from llf_recipes.paths import input_file, settle
+
+    settle([opts.output, opts.val_out, opts.rejects])  # first: whatever else goes wrong, the outputs are whole
+    input_file(opts.input)
     stale_rejects = not opts.skip_bad and opts.rejects.exists()
     stats = clean(opts)
     if stale_rejects:
@@ -133,18 +141,6 @@ def main(args) -> int:
     if args.stats:
         print_stats(stats)
     return 0
-
-
-def settle_outputs(paths) -> None:
-    """Finish what a killed earlier run left for these outputs: its two-file commit, its temporaries."""
-    from llf_recipes.atomic import recover
-
-    finished, removed = recover(paths)
-    if finished:
-        print(f"note: finished {finished} commit(s) an interrupted earlier run left for {paths[0]}", file=sys.stderr)
-    if removed:
-        print(f"note: removed {removed} temporary file(s) an earlier run that did not finish left beside {paths[0]}",
-              file=sys.stderr)
 
 
 def print_stats(stats) -> None:

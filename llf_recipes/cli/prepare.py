@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
 
 
 def main(args) -> int:
+    from llf_recipes import paths
+
+    paths.directory(args.data_dir)
     catalog = catalog_from(args)
     names = list(args.names)
     if args.recipe:
