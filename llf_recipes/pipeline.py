@@ -8,6 +8,7 @@ when an earlier attempt with the same fingerprint stopped part-way. Everything e
 from __future__ import annotations
 
 import json
+import shlex
 import socket
 import sys
 import time
@@ -243,19 +244,20 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
             plan.rendered.config["resume_from_checkpoint"] = str(decision.checkpoint)
         # A grpo stage writes what its engine reads (EasyR1's data, prompt, reward module and config; TRL's settings).
         files = plan.write_files() if hasattr(plan, "write_files") else write_stage(plan.rendered, plan.config_path)
-        argv = " ".join(plan.commands[0].argv)
+        argv = shlex.join(plan.commands[0].argv)
         print(f"{position} stage {plan.stage}: {argv}  ({decision.reason}; log: {log})", flush=True)
         started = time.time()
         record = {**_record(plan, current, files, log, layout_source, decision), "identity": digest, "attempt": attempt}
-        manifest.write(run_dir, {**record, "status": "running", "owner": me(), "started_at": manifest.now()})
         code: int | None = 130
-        try:
+        try:  # from the first write on: a Ctrl-C at any moment still ends in the final record
+            manifest.write(run_dir, {**record, "status": "running", "owner": me(), "started_at": manifest.now()})
             code = execute(plan, log)
             if code == 0 and hasattr(plan, "finalize"):
                 record["model"] = plan.finalize()  # e.g. EasyR1's latest LoRA adapter, copied into the run directory
         finally:
             checkpoints.claim(run_dir, digest, attempt)
-            status = {None: "planned", 0: "completed", 130: "interrupted"}.get(code, "failed")
+            # 143: a multi-node run stopped by SIGTERM, which a single-node run reports as 130; both were stopped
+            status = {None: "planned", 0: "completed", 130: "interrupted", 143: "interrupted"}.get(code, "failed")
             manifest.write(run_dir, {
                 **record,
                 "status": status,
@@ -267,7 +269,7 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
             })
         if code not in (None, 0):
             where = "" if len(plan.commands) > 1 else f"; log: {log}"  # the multi-node executor names node and log
-            print(f"error: stage {plan.stage} {'was interrupted' if code == 130 else f'failed with exit code {code}'}{where}",
+            print(f"error: stage {plan.stage} {'was interrupted' if code in (130, 143) else f'failed with exit code {code}'}{where}",
                   file=sys.stderr)
         return code or 0
     finally:
