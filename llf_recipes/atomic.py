@@ -158,7 +158,7 @@ def recover(paths: Sequence[Path | None]) -> tuple[int, int]:
             continue
         for entry in directory.iterdir():
             name = entry.name
-            if not name.startswith(".") or not (name.endswith(COMMIT_SUFFIX) or name.endswith(".tmp")):
+            if not name.startswith(".") or not name.endswith((COMMIT_SUFFIX, ".tmp")):
                 continue
             owner = _writer_pid(name)
             if owner is None or owner == os.getpid() or _pid_alive(owner):

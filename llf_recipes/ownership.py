@@ -146,7 +146,7 @@ class StageLock:
         finally:
             self._lock.release()
 
-    def __enter__(self) -> StageLock:
+    def __enter__(self) -> StageLock:  # noqa: PYI034 - a plain class, not meant to be subclassed
         self.acquire()
         return self
 

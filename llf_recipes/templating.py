@@ -49,9 +49,9 @@ class RecipeEnvironment(ImmutableSandboxedEnvironment):
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_SEQUENCE:
                     raise SecurityError(f"`*` would make {len(seq) * n:,} items (the limit is {MAX_SEQUENCE:,})")
-        if operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
-            if right > 0 and left.bit_length() * right > MAX_POWER_BITS:
-                raise SecurityError(f"`**` would make a number of about {left.bit_length() * right:,} bits")
+        if (operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and right > 0
+                and left.bit_length() * right > MAX_POWER_BITS):
+            raise SecurityError(f"`**` would make a number of about {left.bit_length() * right:,} bits")
         return super().call_binop(context, operator, left, right)
 
 

@@ -74,14 +74,21 @@ _LINE_BREAKS = ("\n", "\r", "\x85", "\u2028", "\u2029")
 
 def scalar(text: str, key: str | None = None) -> Any:
     """Type a command-line value as a YAML scalar: `3` -> 3, `1e-4` -> 0.0001, `true` -> True, `null` -> None; any
-    other text is that text, exactly (`/data/qwen #v2`, `a: b`, quotes, line breaks are part of the value). A flow
-    list of scalars (`[a, 2]`) is a list. Nothing else of YAML applies: an anchor, alias or tag is refused."""
+    other text is that text, exactly (`/data/qwen #v2`, `a: b`, quotes, line breaks are part of the value). A value
+    written as a flow list or mapping (`[a, 2]`, `{k: v}`) is one. Nothing else of YAML applies: anchors, aliases and
+    tags are refused (they are how a few bytes expand into gigabytes)."""
     if text == "" or any(ch in text for ch in _LINE_BREAKS):
         return text
-    if text.startswith("[") and text.endswith("]"):
-        return _flow_list(text, key)
+    if (text[0], text[-1]) in (("[", "]"), ("{", "}")):
+        events = _events(text)
+        if events is None:
+            return text
+        _refuse_indicators(events, text, key)
+        return yaml.load(text, Loader=SafeLoader)
     if text[0] in "&*!":
-        _refuse_indicator(text, key)
+        events = _events(text)
+        if events is not None:  # `*` alone is no YAML at all: text
+            _refuse_indicators(events, text, key)
     return _typed(text)
 
 
@@ -95,12 +102,12 @@ def _typed(text: str) -> Any:
         return text
 
 
-def _refuse_indicator(text: str, key: str | None) -> None:
-    events = _events(text)
-    if events is None or any(isinstance(e, yaml.AliasEvent) or getattr(e, "anchor", None) or
-                             (isinstance(e, (yaml.ScalarEvent, yaml.CollectionStartEvent)) and e.tag) for e in events):
+def _refuse_indicators(events: list, text: str, key: str | None) -> None:
+    if any(isinstance(e, yaml.AliasEvent) or getattr(e, "anchor", None) or
+           (isinstance(e, (yaml.ScalarEvent, yaml.CollectionStartEvent)) and e.tag) for e in events):
         raise LlfError(f"--set {key or ''}={text[:40]}{'...' if len(text) > 40 else ''}: YAML anchors, aliases and "
-                       "tags are not values", key=key, fix="give a plain value (a number, true/false, text or [a, b])")
+                       "tags are not values", key=key,
+                       fix="give a plain value (a number, true/false, text, [a, b] or {k: v})")
 
 
 def _events(text: str) -> list | None:
@@ -108,21 +115,6 @@ def _events(text: str) -> list | None:
         return list(yaml.parse(text, Loader=SafeLoader))
     except yaml.YAMLError:
         return None
-
-
-def _flow_list(text: str, key: str | None) -> Any:
-    """`[a, 2, 'b c']`: a list of scalars; anything richer (nesting, anchors, tags) is refused."""
-    events = _events(text)
-    if events is None:
-        return text
-    body = [e for e in events if not isinstance(e, (yaml.StreamStartEvent, yaml.StreamEndEvent,
-                                                     yaml.DocumentStartEvent, yaml.DocumentEndEvent))]
-    inner = body[1:-1]
-    if (len(body) < 2 or not isinstance(body[0], yaml.SequenceStartEvent) or body[0].anchor or body[0].tag
-            or not all(isinstance(e, yaml.ScalarEvent) and not e.anchor and not e.tag for e in inner)):
-        raise LlfError(f"--set {key or ''}={text[:40]}{'...' if len(text) > 40 else ''}: a list value holds plain "
-                       "values only (no nesting, anchors, aliases or tags)", key=key, fix="e.g. --set key=[a, b, 3]")
-    return [_typed(e.value) if e.style is None else e.value for e in inner]
 
 
 class _Dumper(yaml.SafeDumper):

@@ -50,7 +50,7 @@ def test_a_kill_between_the_two_renames_never_leaves_a_new_split_beside_an_old_o
 
     src.write_text(rows(400, "new"))
     killed = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_RENAME, os.pathsep.join([str(train), str(val)]),
-                             *clean_args(src, train, val)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                             *clean_args(src, train, val)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert killed.returncode == -9, killed.stderr
     # Whatever the next `clean` is asked to do (here: an input that does not exist, so it writes nothing new), it
     # first settles what the killed one left: both files new, or both old, and no temporary behind.
@@ -63,7 +63,7 @@ def test_a_kill_between_the_two_renames_never_leaves_a_new_split_beside_an_old_o
 def test_stray_temporaries_of_a_dead_writer_are_removed_by_the_next_clean(tmp_path):
     src, out = tmp_path / "raw.jsonl", tmp_path / "out.jsonl"
     src.write_text(rows(50, "a"))
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     pid = int(dead.stdout)  # a process that has ended: nobody writes under its name any more
     stray = tmp_path / f".out.jsonl.{pid}.abc123.tmp"
     stray.write_text("half a file")

@@ -9,7 +9,6 @@ import io
 import json
 import random
 import re
-from pathlib import Path
 
 import pytest
 

@@ -78,10 +78,10 @@ def test_a_rerun_on_changed_data_never_resumes_from_a_checkpoint_of_the_old_data
     assert done["status"] == "completed" and done["start"] == "run" and done["resumed_from"] is None
     assert done["datasets"]["huanhuan"]["sha256"] != old_sha
     state = json.loads((run_dir / "trainer_state.json").read_text())
-    assert state["global_step"] == 3 and [e["step"] for e in state["log_history"] if "loss" in e][0] == 1
+    assert state["global_step"] == 3 and next(e["step"] for e in state["log_history"] if "loss" in e) == 1
     assert (run_dir / "checkpoint-3" / "adapter_model.safetensors").read_bytes() != old_adapter
     # the old data's checkpoint was moved aside when the new data's first attempt started, which said where
-    moved = [p for p in run_dir.glob("superseded-*/checkpoint-3")]
+    moved = list(run_dir.glob("superseded-*/checkpoint-3"))
     assert len(moved) == 1 and (moved[0] / "adapter_model.safetensors").read_bytes() == old_adapter
     assert f"moved aside to {moved[0].parent}" in second
 
