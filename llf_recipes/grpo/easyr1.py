@@ -422,7 +422,7 @@ def _more_batch_checks(flat: dict[str, Any], rollout: int, n: int, world: int, a
             add("worker.critic.micro_batch_size_per_device_for_experience",
                 f"rollout_batch_size x rollout.n = {rollout * n} is not divisible by the critic's micro batch {exp}",
                 f"use a critic micro batch for experience that divides {rollout * n}")
-        per_device = gbs * (n if n > 1 else 1) // max(world, 1)
+        per_device = gbs * max(1, n) // max(world, 1)
         if per_device == 0:
             add("worker.critic.global_batch_size", f"the critic's global_batch_size {gbs} x rollout.n {n} cannot cover "
                 f"{world} devices", f"raise it to at least {-(-world // max(n, 1))}")
@@ -568,7 +568,8 @@ def merge_full(actor: Path, python: str, checkout: str | None) -> Path:
     return hf
 
 
-def result_model(run_dir: Path, settings: dict[str, Any], base_model: str, which: str = "latest") -> dict[str, Any]:
+def result_model(run_dir: Path, settings: dict[str, Any], base_model: str, which: str = "latest",
+                 strict: bool = True) -> dict[str, Any]:
     """The model an EasyR1 run leaves, in the manifest's form, from its latest or best checkpoint: a LoRA run's
     adapter is copied into the run directory (base + [run_dir]); a full run is merged by EasyR1's own script."""
     from llf_recipes.grpo.plan import easyr1_dir, easyr1_python
@@ -580,8 +581,13 @@ def result_model(run_dir: Path, settings: dict[str, Any], base_model: str, which
              "backend": "easyr1", "checkpoint": str(actor)}
     if lora:
         collect_adapter(actor, run_dir)
-    else:
+    elif strict or easyr1_dir(settings) or any((actor / "huggingface").glob("*.safetensors")):
         model["base"] = str(merge_full(actor, easyr1_python(settings), easyr1_dir(settings)))
+    else:
+        # Training succeeded: the run is complete, its weights are FSDP shards until EasyR1's merger runs.
+        model.update(base=None, merged=False, needs_merge=str(actor))
+        print(f"note: {actor} holds FSDP shards; to use the model, merge them: set easyr1_dir (or $LLF_EASYR1_DIR) "
+              f"to your EasyR1 checkout and run `llf-recipes export {run_dir} --checkpoint {which}`", flush=True)
     return model
 
 
