@@ -19,8 +19,9 @@ FORMATS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "c
 class BadRow(LlfError):
     """A row that cannot be used: `where` is file:line, `key` the field."""
 
-    def __init__(self, message: str, *, where: str, key: str | None = None, raw: bytes | str | None = None):
-        super().__init__(message, where=where, key=key, fix="fix the row, or pass --skip-bad to set such rows aside")
+    def __init__(self, message: str, *, where: str, key: str | None = None, raw: bytes | str | None = None,
+                 fix: str = "fix the row, or pass --skip-bad to set such rows aside"):
+        super().__init__(message, where=where, key=key, fix=fix)
         self.raw = raw
 
 
