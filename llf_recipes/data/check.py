@@ -222,6 +222,8 @@ def preflight(entry: Any, name: str, stage: str, dataset_dir: str | Path, *, med
                        f"(LLaMA-Factory stops with \"Cannot find valid samples\"); first: {reason}", key=name, where=where,
                        fix=f"llf-recipes check {name} --stage {stage} --data-dir {dataset_dir} --show 10")
     if report.dropped:
-        return [f"dataset {name!r}: LLaMA-Factory will drop {len(report.dropped)} of the first {report.rows} row(s); "
-                f"first: {report.dropped[0].where}: {report.dropped[0].message}"]
+        first = report.dropped[0]
+        note = (f"dataset {name!r}: LLaMA-Factory will drop {len(report.dropped)} of the first {report.rows} row(s); "
+                f"first: {first.where}: {first.message}")
+        return [note]
     return []

@@ -273,7 +273,7 @@ def open_as_lines(path: Path, size: int):
     one per line (numbered by position). -> (file, size in bytes)."""
     import io
 
-    fh = open(path, "rb", buffering=1 << 20)
+    fh = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - the caller owns and closes it
     if fh.peek(256).lstrip()[:1] != b"[":
         return fh, size
     with fh:
