@@ -192,3 +192,34 @@ def test_training_key_in_chat_config_is_named():
     cfg = {"model_name_or_path": "m", "template": "qwen", "learning_rate": 1e-4}
     f = run(cfg, verb=infer_verb(cfg))
     assert [(x.rule, x.key) for x in f] == [("unknown-key", "learning_rate")] and "chat config" in f[0].fix
+
+
+def test_bundled_zero1_profile_renders_and_validates(catalog):
+    from llf_recipes.hardware import parse_gpus
+    from llf_recipes.render import Overrides, Renderer
+    from llf_recipes.validation import validate_stage
+
+    recipe = catalog.recipe("sft-huanhuan-full")
+    rendered = Renderer(recipe, parse_gpus("0,1"), Overrides.parse(["deepspeed=z1"], recipe), catalog).render_all()
+    stage = [r for r in rendered if r.verb == "train"][0]
+    assert stage.deepspeed_profile == "z1" and stage.deepspeed_json()["zero_optimization"]["stage"] == 1
+    assert [f for f in validate_stage(stage, catalog) if f.severity == "error"] == []
+    # the seed's ZeRO-1 JSON, with fixed batch sizes, fp16 and an optimizer, is caught against the same stage
+    fixed = {"train_batch_size": 4, "fp16": {"enabled": True}, "zero_optimization": {"stage": 1},
+             "optimizer": {"type": "AdamW", "params": {"lr": 5e-5}}}
+    found = validate_config(stage.config, "train", launch=LaunchInfo(torchrun=True, world_size=2), deepspeed_json=fixed)
+    assert {"deepspeed", "fp16", "learning_rate"} <= {f.key for f in found if f.rule == "deepspeed-mismatch"}
+
+
+@pytest.mark.parametrize("name", ["PyYAML", "pyyaml", "jinja2", "Jinja2", "galore-torch", "galore_torch", "rouge-chinese"])
+def test_installed_agrees_with_importlib_metadata(name):
+    import importlib.metadata
+
+    from llf_recipes.schema.packages import installed
+
+    try:
+        importlib.metadata.version(name)
+        expected = True
+    except importlib.metadata.PackageNotFoundError:
+        expected = False
+    assert installed(name) is expected

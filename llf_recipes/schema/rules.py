@@ -32,6 +32,26 @@ CHOICE_FIXES = {
 HUB_DATASET_DIRS = ("ONLINE", "REMOTE:")
 
 
+def _type_fix(key: str, value: Any, kinds: list[str], want: str) -> str:
+    """The value to write instead: the same value unquoted, joined, or whole, where one exists."""
+    if isinstance(value, list) and "str" in kinds:
+        return f"write one comma-separated string: {key}: {','.join(map(str, value))}"
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            number = None
+        if number is not None and ("float" in kinds or ("int" in kinds and number.is_integer())):
+            shown = int(number) if "float" not in kinds else text
+            return f"write {key}: {shown} without quotes, so YAML reads a number"
+        if text.lower() in ("true", "false", "yes", "no", "on", "off") and "bool" in kinds:
+            return f"write {key}: {'true' if text.lower() in ('true', 'yes', 'on') else 'false'} without quotes"
+    if isinstance(value, float) and "int" in kinds and "float" not in kinds:
+        return f"write a whole number: {key}: {round(value)}"
+    return f"write a {want} value for {key}"
+
+
 def check_keys(config: dict[str, Any], verb: str, stage: str | None) -> list[Finding]:
     """Unknown keys, wrong value kinds and values outside an enumerated set."""
     schema = keys_for(verb)
@@ -46,16 +66,13 @@ def check_keys(config: dict[str, Any], verb: str, stage: str | None) -> list[Fin
                 continue
             guess = nearest(key, schema)
             out.append(Finding("unknown-key", key, f"is not a LLaMA-Factory 0.9.5 `{verb}` argument",
-                               f"did you mean `{guess}`?" if guess else "remove it", stage))
+                               f"did you mean `{guess}`?" if guess else f"remove `{key}`", stage))
             continue
         kinds = spec["kinds"]
         kind = _kind(value)
         if "any" not in kinds and kind not in kinds:
             want = " or ".join(k for k in kinds if k != "null") or "null"
-            if kind == "list" and "str" in kinds:
-                fix = f"write one comma-separated string: {key}: {','.join(map(str, value))}"
-            else:
-                fix = f"write a {want} value" + (" (e.g. 1.0e-4, not a quoted string)" if "float" in kinds else "")
+            fix = _type_fix(key, value, kinds, want)
             out.append(Finding("wrong-type", key, f"must be {want}, got {kind} {value!r}", fix, stage))
             continue
         choices = spec.get("choices")
