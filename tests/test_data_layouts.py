@@ -21,6 +21,7 @@ CASES = [
     ("pretrain.txt", "pt", "plain text", 5),
     ("pretrain.jsonl", "pt", "plain text", 3),
     ("images_sft.json", "sft", "sharegpt (role/content)", 3),
+    ("media_sft.json", "sft", "sharegpt (role/content)", 3),  # videos as frame lists, audios
     ("alpaca_sft.csv", "sft", "alpaca", 4),
     ("sharegpt_sft.parquet", "sft", "sharegpt (from/value)", 4),
     ("alpaca_pairs.arrow", "dpo", "alpaca, preference pairs", 4),
@@ -87,6 +88,7 @@ def test_register_detects_each_layout_and_check_counts(registered, data_dir, cli
         assert code == 0 and layout in out.splitlines()[0] and f"unchanged: {name}" in out
     assert info["pretrain_txt"]["columns"] == {"prompt": "text"}
     assert info["images_sft_json"]["columns"] == {"messages": "messages", "images": "images"}
+    assert info["media_sft_json"]["columns"] == {"messages": "messages", "videos": "videos", "audios": "audios"}
     assert info["sharegpt_sft_json"]["columns"] == {"messages": "conversations", "tools": "tools"}  # no system column in the data
     assert info["sharegpt_pairs_json"]["ranking"] is True and info["alpaca_kto_jsonl"]["columns"]["kto_tag"] == "label"
     assert info["openai_sft_jsonl"]["tags"]["role_tag"] == "role" and info["chats"]["file_name"] == "chats"
@@ -101,7 +103,7 @@ def test_llamafactory_reads_what_check_counts(registered, data_dir, tiny_model, 
     for name, (stage, _, rows) in registered.items():
         main(["check", name, "--stage", stage, "--data-dir", str(data_dir)])
         counted = usable(capsys.readouterr().out)
-        read = loaded_rows(tiny_model, data_dir, name, stage, tmp_path / name, images=name.startswith("images"))
+        read = loaded_rows(tiny_model, data_dir, name, stage, tmp_path / name, media=name.startswith(("images", "media")))
         assert read == counted == rows, name
 
 
@@ -190,4 +192,4 @@ def test_image_count_mismatch_stops_both(tmp_path, tiny_model, cli):
     from llf_loader import loaded_rows
 
     with pytest.raises(ValueError, match="number of images does not match"):
-        loaded_rows(tiny_model, tmp_path, "bad", "sft", tmp_path / "w", images=True)
+        loaded_rows(tiny_model, tmp_path, "bad", "sft", tmp_path / "w", media=True)
