@@ -173,6 +173,8 @@ def check_registered(plan: StagePlan) -> None:
                     f"llf-recipes prepare --recipe {plan.rendered.recipe.name} --data-dir {dataset_dir}",
             )
         stage = str(config.get("stage") or plan.stage)
+        if plan.rendered.verb == "grpo":
+            continue  # GRPO's engines read the converted rows themselves (checked when its plan writes them)
         for note in preflight(entry, name, stage, dataset_dir, media_dir=config.get("media_dir")):
             print(f"note: {note}", file=sys.stderr)
 
