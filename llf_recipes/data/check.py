@@ -25,6 +25,7 @@ class CheckReport:
     warnings: list[BadRow] = field(default_factory=list)  # rows it keeps that teach little (an empty prompt or answer)
     preview: list[dict[str, Any]] = field(default_factory=list)
     note: str | None = None  # why nothing was checked (a hub dataset not in the local cache)
+    hint: str | None = None  # when no row is usable: the layout the rows look like, and what to run
     sampled: int | None = None
 
     @property
@@ -126,6 +127,11 @@ def check_file(path: str | Path, stage: str, entry: dict[str, Any] | Layout, *, 
                        f"like {describe(first_rows)}", where=str(path), key=layout.column(missing[0]),
                        fix=fix or f"llf-recipes register --file {path} --name {name} --stage {stage} --force  (writes "
                                   "the entry its layout needs), or convert it with `llf-recipes convert`")
+    if report.usable == 0 and report.rows:
+        from llf_recipes.data.detect import describe
+
+        report.hint = (f"the rows look like {describe(first_rows)}; `llf-recipes register --file {path} --name {name} "
+                       f"--stage {stage} --force` writes the entry that layout needs, or `llf-recipes convert` converts it")
     return report
 
 
