@@ -109,6 +109,17 @@ class GrpoPlan:
         else:
             self.engine_config["resume_from_checkpoint"] = str(checkpoint.resolve()) if checkpoint is not None else None
 
+    def check_nodes(self, ssh_config: str | None, local_only: bool = False) -> None:
+        """EasyR1's environment on every node of the layout (here only, for a cluster the run attaches to), all
+        nodes asked at once; raises one LlfError naming each problem. TRL runs in llf-recipes' own environment."""
+        if self.backend != "easyr1":
+            return
+        from llf_recipes.grpo.easyr1_nodes import check_nodes
+
+        layout = self.rendered.layout
+        hosts = [layout.nodes[0].host] if local_only else [n.host for n in layout.nodes]
+        check_nodes(hosts, self.commands[0].argv[0], ssh_config, layout.device == "cuda", self.stage)
+
     def describe(self) -> list[str]:
         lines = []
         for f in self.planned:
