@@ -86,6 +86,12 @@ def check_keys(config: dict[str, Any], verb: str, stage: str | None) -> list[Fin
     return out
 
 
+def _examples(datasets: dict[str, dict[str, Any]], fits) -> str:
+    """` (e.g. a, b)`: up to three registered entries of the kind a fix asks for."""
+    names = [name for name, entry in datasets.items() if fits(entry)][:3]
+    return f" (e.g. {', '.join(names)})" if names else ""
+
+
 def check_semantics(
     config: dict[str, Any],
     verb: str,
@@ -121,13 +127,16 @@ def check_semantics(
                 ranking = bool(entry.get("ranking", False))
                 if lf_stage in RANKING_STAGES and not ranking:
                     add("ranking-mismatch", key, f"stage {lf_stage} needs paired data but entry {name!r} has no `ranking: true`",
-                        "use a preference dataset (chosen/rejected) registered with ranking: true")
+                        "use a preference dataset" + _examples(datasets, lambda e: e.get("ranking")) + ", or register "
+                        f"yours: `llf-recipes register --file FILE --name NAME --stage {lf_stage}`")
                 elif lf_stage not in RANKING_STAGES and ranking:
                     add("ranking-mismatch", key, f"entry {name!r} is ranked (chosen/rejected) but stage {lf_stage} reads single answers",
-                        "use stage rm or dpo with this dataset, or a dataset with ranking: false")
+                        "set stage: dpo (or rm) for this dataset, or use one with single answers"
+                        + _examples(datasets, lambda e: not e.get("ranking") and "kto_tag" not in (e.get("columns") or {})))
                 if lf_stage == "kto" and not (entry.get("columns") or {}).get("kto_tag"):
                     add("kto-needs-tag", key, f"stage kto needs a `kto_tag` column, entry {name!r} has none",
-                        "use a KTO dataset whose columns map kto_tag to a boolean field")
+                        "use a KTO dataset whose columns map kto_tag to a boolean field"
+                        + _examples(datasets, lambda e: (e.get("columns") or {}).get("kto_tag")))
 
     if lf_stage == "ppo" and verb == "train":
         # Its PPO trainer is built on trl's old step API (trl 0.8.6-0.9.6), while its other trainers need trl >= 0.10
