@@ -173,6 +173,8 @@ def check_registered(plan: StagePlan) -> None:
                     f"llf-recipes prepare --recipe {plan.rendered.recipe.name} --data-dir {dataset_dir}",
             )
         stage = str(config.get("stage") or plan.stage)
+        if plan.rendered.verb == "grpo":
+            continue  # GRPO's engines read the converted rows themselves (checked when its plan writes them)
         for note in preflight(entry, name, stage, dataset_dir, media_dir=config.get("media_dir")):
             print(f"note: {note}", file=sys.stderr)
 
@@ -243,8 +245,11 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
                 record["model"] = plan.finalize()  # e.g. EasyR1's latest LoRA adapter, copied into the run directory
         finally:
             status = {None: "planned", 0: "completed", 130: "interrupted"}.get(code, "failed")
+            # what the launcher recorded while the stage ran (a SLURM job id) stays in the manifest
+            launched = (manifest.read(run_dir) or {}).get("launch")
             manifest.write(run_dir, {
                 **record,
+                **({"launch": launched} if launched else {}),
                 "status": status,
                 "exit_code": code,
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),

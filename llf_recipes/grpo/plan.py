@@ -74,7 +74,7 @@ class GrpoPlan:
         if not lora and self.backend == "trl":
             model["base"] = str(run_dir)
         if self.backend == "easyr1":
-            return easyr1.result_model(run_dir, s, model["base"], which)
+            return easyr1.result_model(run_dir, s, model["base"], which, strict=False)
         return model
 
     def describe(self) -> list[str]:
@@ -233,6 +233,11 @@ def _plan_easyr1(rendered, s, batch, data, base: Path, stage: str) -> tuple[Grpo
             rows = val_rows = f"rows from {data}"
     else:
         rows, val_rows = f"training rows from {data}", f"validation rows from {data}"
+    if s["finetuning_type"] != "lora" and not easyr1_dir(s):
+        findings.append(Finding("easyr1-merge", "easyr1_dir", "a full-parameter EasyR1 run leaves FSDP shards; merging "
+                                "them into a model needs EasyR1's scripts/model_merger.py, and easyr1_dir is not set",
+                                "set easyr1_dir (or $LLF_EASYR1_DIR) to your EasyR1 checkout; without it the run "
+                                "completes and `export` merges later", stage, "warning"))
     python = easyr1_python(s)
     prompt = easyr1.format_prompt_text(s["format_prompt"]) if s["format_prompt"] in ("gsm8k", "gsm8k_zero_shot") else None
     planned_files = [

@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llf_recipes.schema import VERB_ARGS, keys_for
-from llf_recipes.schema import arguments, deepspeed, packages, startup
+from llf_recipes.schema import VERB_ARGS, arguments, deepspeed, keys_for, packages, startup
 from llf_recipes.schema.deepspeed import DeepSpeedSource
 from llf_recipes.schema.findings import Collector, Finding, LaunchInfo, Settings
 from llf_recipes.schema.findings import kind as _kind
@@ -194,7 +193,7 @@ def validate_config(
         arguments.check_data(settings, report)
         arguments.check_finetuning(settings, report)
         if verb == "train":
-            startup.check_train(settings, launch, ds.zero_stage if ds else None, report)
+            startup.check_train(settings, launch, ds.zero_stage if ds else None, report, base)
             arguments.check_training_args(settings, report)
             if ds is not None:
                 deepspeed.check_deepspeed(settings, ds, launch.world_size, report)
