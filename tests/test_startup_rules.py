@@ -244,3 +244,14 @@ def test_output_dir_with_a_finished_model(tmp_path):
     assert not [x for x in run({"output_dir": str(out), "overwrite_output_dir": True}) if x.rule == "output-dir-not-empty"]
     (out / "checkpoint-10").mkdir()  # LLaMA-Factory resumes from it instead
     assert not [x for x in run({"output_dir": str(out)}) if x.rule == "output-dir-not-empty"]
+
+
+@pytest.mark.parametrize("bad", ["x", 3, -1.5, ["a", 1], {"k": None}, None, True])
+def test_any_value_of_any_key_gives_findings_not_a_crash(bad):
+    from llf_recipes.schema import keys_for
+
+    for verb in ("train", "chat"):
+        for key in keys_for(verb):
+            for f in run({key: bad, "deepspeed": {"zero_optimization": {"stage": 3}}} if verb == "train" else {key: bad},
+                         verb=verb, launch=TORCHRUN):
+                assert f.key and f.fix
