@@ -255,3 +255,13 @@ def test_any_value_of_any_key_gives_findings_not_a_crash(bad):
             for f in run({key: bad, "deepspeed": {"zero_optimization": {"stage": 3}}} if verb == "train" else {key: bad},
                          verb=verb, launch=TORCHRUN):
                 assert f.key and f.fix
+
+
+def test_validate_cli_never_tracebacks_on_odd_files(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "odd.yaml").write_text("model_name_or_path: m\nstage: sft\ndo_train: true\ndataset: x\ndataset_dir: 5\n")
+    code, _, err = cli("validate", "odd.yaml")
+    assert code == 1 and "dataset_dir: must be str" in err
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00")
+    code, _, err = cli("validate", "binary.yaml")
+    assert code == 2 and "binary.yaml" in err and "UTF-8" in err
