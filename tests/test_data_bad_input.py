@@ -96,3 +96,28 @@ def test_missing_media_resolves_like_llamafactory(cli, tmp_path):
                        "--data-dir", tmp_path / "elsewhere")
     assert code == 2 and "image file 'media/dot.png' is not there" in err
     assert not (tmp_path / "elsewhere" / "dataset_info.json").exists()
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"formatting": "sharegpt"}, ["huanhuan.jsonl", "maps no messages column"]),
+    ({"ranking": True}, ["'huanhuan' is ranked", "stage sft"]),  # validation says so first
+    ({"columns": {"prompt": "question", "response": "output"}}, ["'question'", "looks like alpaca"]),
+    ({"file_name": "gone.jsonl"}, ["its file", "gone.jsonl is missing"]),
+])
+def test_run_checks_the_data_before_launch(tmp_path, change, words):
+    """`run` reads each dataset entry as LLaMA-Factory will, before anything starts (print launcher: nothing trains)."""
+    from conftest import run_cli_subprocess
+
+    data = tmp_path / "data"
+    assert run_cli_subprocess("convert", "huanhuan", "--sample", "--data-dir", data).returncode == 0
+    assert run_cli_subprocess("register", "huanhuan", "--data-dir", data).returncode == 0
+    info = json.loads((data / "dataset_info.json").read_text())
+    ok = run_cli_subprocess("run", "sft-huanhuan", "--launcher", "print", "--output-root", tmp_path / "saves", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    info["huanhuan"].update(change)
+    (data / "dataset_info.json").write_text(json.dumps(info))
+    proc = run_cli_subprocess("run", "sft-huanhuan", "--launcher", "print", "--output-root", tmp_path / "saves2", cwd=tmp_path)
+    assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr
+    for word in words:
+        assert word in proc.stderr, (word, proc.stderr)
+    assert not (tmp_path / "saves2").exists()

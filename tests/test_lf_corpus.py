@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -59,9 +60,9 @@ def llamafactory_verdicts(jobs: list[dict], tmp: Path) -> dict[str, dict]:
         if torchrun:
             env.update(WORLD_SIZE="1", RANK="0", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                        MASTER_PORT=str(_free_port()))
-        log = open(tmp / f"oracle-{torchrun}.log", "w")
-        procs.append(subprocess.Popen([sys.executable, str(ORACLE), str(jobs_file), str(out_file)], env=env,
-                                      stdout=log, stderr=subprocess.STDOUT, cwd=tmp))
+        with open(tmp / f"oracle-{torchrun}.log", "w") as log:  # the child keeps its own copy of the descriptor
+            procs.append(subprocess.Popen([sys.executable, str(ORACLE), str(jobs_file), str(out_file)], env=env,
+                                          stdout=log, stderr=subprocess.STDOUT, cwd=tmp))
         outs.append(out_file)
     for proc in procs:
         assert proc.wait(timeout=900) == 0, f"the oracle failed: see {tmp}"
@@ -149,16 +150,23 @@ def test_llamafactory_examples_agree(cli, monkeypatch, tmp_path):
         jobs.append({"path": str(p), "verb": verb_of.get(p.relative_to(root / "examples").parts[0], "train"),
                      "cwd": str(root), "torchrun": isinstance(config, dict) and "deepspeed" in config})
     verdicts = llamafactory_verdicts(jobs, tmp_path)
-    rows, agree = [], 0
+    rows, agree, later = [], 0, 0
     for job in jobs:
         code, output = validate(cli, monkeypatch, Path(job["path"]), root, job["torchrun"])
         lf_ok = verdicts[job["path"]]["ok"]
         same = lf_ok == (code == 0)
+        # A dataset name its data/dataset_info.json does not define passes the argument parser and stops the data
+        # loader ("Undefined dataset ... in dataset_info.json"): refused earlier, not wrongly.
+        rules = set(re.findall(r"^error: .*\n  fix: .*\(rule ([\w-]+)\)$", output, re.MULTILINE))
+        caught_earlier = lf_ok and code == 1 and rules == {"undefined-dataset"}
         agree += same
+        later += caught_earlier
         rows.append({"path": str(Path(job["path"]).relative_to(root)), "llamafactory": verdicts[job["path"]],
-                     "validate_ok": code == 0, "agree": same, "validate": output.strip().splitlines()[:6]})
+                     "validate_ok": code == 0, "agree": same, "caught_earlier": caught_earlier,
+                     "validate": output.strip().splitlines()[:6]})
     report = Path(os.environ.get("LLF_EXAMPLES_REPORT", tmp_path / "examples-agreement.json"))
-    report.write_text(json.dumps({"agree": agree, "total": len(jobs), "rows": rows}, indent=1))
-    print(f"\nLLaMA-Factory examples: {agree}/{len(jobs)} agree (details: {report})")
-    disagreements = [r["path"] for r in rows if not r["agree"]]
+    report.write_text(json.dumps({"agree": agree, "caught_earlier": later, "total": len(jobs), "rows": rows}, indent=1))
+    print(f"\nLLaMA-Factory examples: {agree}/{len(jobs)} agree, {later} refused earlier for an undefined dataset "
+          f"(details: {report})")
+    disagreements = [r["path"] for r in rows if not r["agree"] and not r["caught_earlier"]]
     assert not disagreements, disagreements

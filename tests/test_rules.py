@@ -145,7 +145,6 @@ def test_undefined_dataset():
 def test_every_rule_is_covered_by_a_test():
     import inspect
     import sys
-
     from pathlib import Path
 
     # This file and the start-up rules' tests (tests/test_startup_rules.py) together name every rule.

@@ -51,9 +51,12 @@ def add_parser(sub) -> None:
     p.add_argument("--nccl", metavar=f"{'|'.join(sorted(NCCL_PRESETS))}[:IFACE]",
                    help="NCCL environment preset for multi-node runs; socket:eth0 also pins the network interface")
     p.add_argument("--launcher", choices=LAUNCHERS, default="auto",
-                   help="how stages start: local on this machine; ssh to every host of the hostfile; print the per-node commands; ray through LLaMA-Factory's Ray path or "
+                   help="how stages start: local on this machine; ssh to every host of the hostfile; slurm as an sbatch "
+                        "job (one task per node); print the per-node commands; ray through LLaMA-Factory's Ray path or "
                         "EasyR1 on a running cluster (--ray-address) (default: ssh when the hostfile names other hosts, "
                         "else local)")
+    p.add_argument("--sbatch", metavar="OPTION", action="append", default=[],
+                   help="--launcher slurm: an extra sbatch option, e.g. --sbatch=--partition=gpu --sbatch=--time=4:00:00")
     p.add_argument("--ssh-config", metavar="FILE", help="ssh client configuration (ssh -F FILE) for reaching the hosts")
     p.add_argument("--ray-address", metavar="HOST:PORT",
                    help="--launcher ray: the running cluster to attach to (default: $RAY_ADDRESS); it is checked "
@@ -162,6 +165,13 @@ def main(args) -> int:
         print(f"not run: {len(errors(findings))} validation error(s)", file=sys.stderr)
         return 1
     if args.dry_run:
+        if args.launcher == "slurm":  # the job script each stage would submit
+            from llf_recipes.launchers.slurm import sbatch_script
+
+            for p in plans:
+                print(f"# stage {p.stage}: {p.config_path.parent / f'llf-{p.stage}.sbatch'}")
+                print(sbatch_script(p, p.config_path.parent))
+            return 0
         if args.json:
             print(json.dumps(plan_json(plans), indent=2, ensure_ascii=False))
         else:
@@ -171,6 +181,8 @@ def main(args) -> int:
     for p in plans:
         check_inputs(p, names)
         check_registered(p)
+        if hasattr(p, "check_nodes") and args.launcher not in ("print", "slurm"):  # the engine on every node
+            p.check_nodes(args.ssh_config, local_only=args.launcher == "ray")
         ensure_master_port(p, explicit=args.master_port is not None)
     source = args.hostfile or (f"--gpus {args.gpus}" if args.gpus else ("smoke" if args.smoke else "default"))
     for i, p in enumerate(plans, 1):

@@ -19,8 +19,9 @@ FORMATS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "c
 class BadRow(LlfError):
     """A row that cannot be used: `where` is file:line, `key` the field."""
 
-    def __init__(self, message: str, *, where: str, key: str | None = None, raw: bytes | str | None = None):
-        super().__init__(message, where=where, key=key, fix="fix the row, or pass --skip-bad to set such rows aside")
+    def __init__(self, message: str, *, where: str, key: str | None = None, raw: bytes | str | None = None,
+                 fix: str = "fix the row, or pass --skip-bad to set such rows aside"):
+        super().__init__(message, where=where, key=key, fix=fix)
         self.raw = raw
 
 
@@ -276,6 +277,28 @@ def _csv(path: Path, delimiter: str, empty_none: bool) -> Iterator[tuple[str, di
         except csv.Error as exc:
             raise LlfError(f"cannot read it as CSV: {exc}", where=f"{path}:{max(start, 2)}",
                            fix="close the quote (a field with quotes, commas or line breaks goes in \"...\")") from None
+
+
+def open_as_lines(path: Path, size: int):
+    """A binary file of JSON lines to stream: the file itself, or, for a file holding one JSON array, its elements
+    one per line (numbered by position). -> (file, size in bytes)."""
+    import io
+
+    fh = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - the caller owns and closes it
+    if fh.peek(256).lstrip()[:1] != b"[":
+        return fh, size
+    with fh:
+        raw = fh.read()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        line = raw[: exc.pos].count(b"\n") + 1
+        raise LlfError(f"invalid JSON: {exc.msg}", where=f"{path}:{line}",
+                       fix="a JSON array of objects, or one JSON object per line") from None
+    if not isinstance(data, list):
+        return open(path, "rb", buffering=1 << 20), size
+    lines = b"".join(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in data)
+    return io.BufferedReader(io.BytesIO(lines)), len(lines)
 
 
 def dumps(row: dict[str, Any]) -> bytes:

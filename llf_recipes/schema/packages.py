@@ -1,12 +1,15 @@
 """Keys that need an optional package: LLaMA-Factory stops at start-up (or at model load) when it is missing.
 
-Whether a package is installed is read from its distribution metadata, as LLaMA-Factory's own version checks do,
-so no package (and no torch) is imported.
+Whether a package is installed is read from the distribution metadata directories on sys.path (what LLaMA-Factory's
+own version checks read), so no package (and no torch) is imported; importlib.metadata itself is left out because
+importing it costs more than the whole check.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
+import os
+import re
+import sys
 from collections.abc import Callable
 from functools import cache
 
@@ -15,13 +18,27 @@ from llf_recipes.schema.findings import Collector, LaunchInfo, Settings
 TRAIN_EXTRA = "pip install 'llf-recipes[train]'"
 
 
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 @cache
+def _distributions() -> frozenset[str]:
+    found = set()
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith((".dist-info", ".egg-info")):
+                found.add(_normalize(name.rsplit(".", 1)[0].split("-")[0]))
+    return frozenset(found)
+
+
 def installed(distribution: str) -> bool:
-    try:
-        importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
+    """Whether a distribution (a pip name: `galore-torch`, `rouge_chinese`) is installed in this environment."""
+    return _normalize(distribution) in _distributions()
 
 
 def _needs(s: Settings, verb: str) -> list[tuple[str, str, str, str]]:
