@@ -86,6 +86,12 @@ def check_keys(config: dict[str, Any], verb: str, stage: str | None) -> list[Fin
     return out
 
 
+def _examples(datasets: dict[str, dict[str, Any]], fits) -> str:
+    """` (e.g. a, b)`: up to three registered entries of the kind a fix asks for."""
+    names = [name for name, entry in datasets.items() if fits(entry)][:3]
+    return f" (e.g. {', '.join(names)})" if names else ""
+
+
 def check_semantics(
     config: dict[str, Any],
     verb: str,
@@ -95,8 +101,10 @@ def check_semantics(
 ) -> list[Finding]:
     """Cross-key rules that LLaMA-Factory checks late, or never."""
     out: list[Finding] = []
-    lf_stage = config.get("stage", "sft")
+    # A value of the wrong kind is named by check_keys; here it reads as text, so no rule breaks on it.
+    lf_stage = config.get("stage", "sft") if isinstance(config.get("stage", "sft"), str) else str(config.get("stage"))
     method = config.get("finetuning_type", "lora")
+    method = method if isinstance(method, str) else str(method)
 
     def add(rule: str, key: str, message: str, fix: str) -> None:
         out.append(Finding(rule, key, message, fix, stage))
@@ -121,13 +129,16 @@ def check_semantics(
                 ranking = bool(entry.get("ranking", False))
                 if lf_stage in RANKING_STAGES and not ranking:
                     add("ranking-mismatch", key, f"stage {lf_stage} needs paired data but entry {name!r} has no `ranking: true`",
-                        "use a preference dataset (chosen/rejected) registered with ranking: true")
+                        "use a preference dataset" + _examples(datasets, lambda e: e.get("ranking")) + ", or register "
+                        f"yours: `llf-recipes register --file FILE --name NAME --stage {lf_stage}`")
                 elif lf_stage not in RANKING_STAGES and ranking:
                     add("ranking-mismatch", key, f"entry {name!r} is ranked (chosen/rejected) but stage {lf_stage} reads single answers",
-                        "use stage rm or dpo with this dataset, or a dataset with ranking: false")
+                        "set stage: dpo (or rm) for this dataset, or use one with single answers"
+                        + _examples(datasets, lambda e: not e.get("ranking") and "kto_tag" not in (e.get("columns") or {})))
                 if lf_stage == "kto" and not (entry.get("columns") or {}).get("kto_tag"):
                     add("kto-needs-tag", key, f"stage kto needs a `kto_tag` column, entry {name!r} has none",
-                        "use a KTO dataset whose columns map kto_tag to a boolean field")
+                        "use a KTO dataset whose columns map kto_tag to a boolean field"
+                        + _examples(datasets, lambda e: (e.get("columns") or {}).get("kto_tag")))
 
     if lf_stage == "ppo" and verb == "train":
         # Its PPO trainer is built on trl's old step API (trl 0.8.6-0.9.6), while its other trainers need trl >= 0.10
@@ -187,21 +198,27 @@ def validate_config(
     if verb == "train" and (deepspeed_json is not None or config.get("deepspeed") is not None):
         ds = deepspeed_json if isinstance(deepspeed_json, DeepSpeedSource) else DeepSpeedSource(
             deepspeed_json if deepspeed_json is not None else config["deepspeed"], base)
-    try:
-        startup.check_model(settings, report)
-        arguments.check_model_args(settings, report, base)
-        arguments.check_data(settings, report)
-        arguments.check_finetuning(settings, report)
-        if verb == "train":
-            startup.check_train(settings, launch, ds.zero_stage if ds else None, report, base)
-            arguments.check_training_args(settings, report)
-            if ds is not None:
-                deepspeed.check_deepspeed(settings, ds, launch.world_size, report)
-        else:
-            startup.check_infer(settings, report)
-        packages.check_packages(settings, verb, launch, report)
-    except (TypeError, ValueError, AttributeError):
-        pass  # a value of the wrong kind breaks a cross-key rule; the type check above already names it
+    checks = [
+        lambda: startup.check_model(settings, report),
+        lambda: arguments.check_model_args(settings, report, base),
+        lambda: arguments.check_data(settings, report),
+        lambda: arguments.check_finetuning(settings, report),
+    ]
+    if verb == "train":
+        checks += [
+            lambda: startup.check_train(settings, launch, ds.zero_stage if ds else None, report, base),
+            lambda: arguments.check_training_args(settings, report),
+        ]
+        if ds is not None:
+            checks.append(lambda: deepspeed.check_deepspeed(settings, ds, launch.world_size, report))
+    else:
+        checks.append(lambda: startup.check_infer(settings, report))
+    checks.append(lambda: packages.check_packages(settings, verb, launch, report))
+    for check in checks:
+        try:
+            check()
+        except (TypeError, ValueError, AttributeError):
+            pass  # a value of the wrong kind breaks a cross-key rule; the type check above already names it
     seen = {(f.rule, f.key) for f in findings}
     findings += [f for f in report.findings if (f.rule, f.key) not in seen]
     return [
