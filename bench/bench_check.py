@@ -23,7 +23,7 @@ from pathlib import Path
 
 from _common import ROOT, program
 
-WORDS = "the of a river carries silt to its delta bees dance show where flowers are granite cools slowly deep".split()
+WORDS = ["the", "of", "a", "river", "carries", "silt", "to", "its", "delta", "bees", "dance", "show", "where", "flowers", "are", "granite", "cools", "slowly", "deep"]
 
 
 def text(rng: random.Random, low: int, high: int) -> str:
