@@ -33,6 +33,7 @@ VERBS = {
     "eval": "eval",
     "report": "report",
     "merge": "merge",
+    "engine": "engine",
 }
 
 

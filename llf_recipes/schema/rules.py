@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llf_recipes.schema import VERB_ARGS, keys_for
+from llf_recipes.schema import SUPPORTED_VERSION, VERB_ARGS, keys_for
 from llf_recipes.suggest import nearest
 
 RANKING_STAGES = {"rm", "dpo"}
@@ -61,10 +61,10 @@ def _names(value: Any) -> list[str]:
     return [str(i).strip() for i in items if str(i).strip()]
 
 
-def check_keys(config: dict[str, Any], verb: str, stage: str | None) -> list[Finding]:
-    """Unknown keys, wrong value kinds and values outside an enumerated set."""
-    schema = keys_for(verb)
-    train_keys = keys_for("train")
+def check_keys(config: dict[str, Any], verb: str, stage: str | None, version: str = SUPPORTED_VERSION) -> list[Finding]:
+    """Unknown keys, wrong value kinds and values outside an enumerated set, against LLaMA-Factory `version`."""
+    schema = keys_for(verb, version)
+    train_keys = keys_for("train", version)
     out: list[Finding] = []
     for key, value in config.items():
         spec = schema.get(key)
@@ -74,7 +74,7 @@ def check_keys(config: dict[str, Any], verb: str, stage: str | None) -> list[Fin
                                    "remove it from the export/chat config", stage))
                 continue
             guess = nearest(key, schema)
-            out.append(Finding("unknown-key", key, f"is not a LLaMA-Factory 0.9.5 `{verb}` argument",
+            out.append(Finding("unknown-key", key, f"is not a LLaMA-Factory {version} `{verb}` argument",
                                f"did you mean `{guess}`?" if guess else "remove it", stage))
             continue
         kinds = spec["kinds"]
@@ -138,14 +138,6 @@ def check_semantics(
                     add("kto-needs-tag", key, f"stage kto needs a `kto_tag` column, entry {name!r} has none",
                         "use a KTO dataset whose columns map kto_tag to a boolean field")
 
-    if lf_stage == "ppo" and verb == "train":
-        # Its PPO trainer is built on trl's old step API (trl 0.8.6-0.9.6), while its other trainers need trl >= 0.10
-        # APIs and it installs trl 0.24: no single trl runs every stage. A warning, so the recipe stays renderable.
-        out.append(Finding("ppo-needs-old-trl", "stage",
-                           "LLaMA-Factory 0.9.5's PPO trainer refuses trl > 0.9.6, but its other stages need the trl 0.24 it "
-                           "installs: on the tested set the ppo stage stops at start-up",
-                           "run PPO in an environment with trl 0.9.6 and an older LLaMA-Factory, or use dpo/kto instead",
-                           stage, "warning"))
     if lf_stage == "ppo" and verb == "train" and not config.get("reward_model"):
         add("ppo-needs-reward-model", "reward_model", "stage ppo needs a reward model",
             "set reward_model to a reward model's output dir (in a recipe: {{ stage_output('rm') }})")
@@ -189,8 +181,9 @@ def validate_config(
     launch: LaunchInfo | None = None,
     deepspeed_json: dict[str, Any] | None = None,
     allow: set[str] | frozenset[str] = frozenset(),
+    version: str = SUPPORTED_VERSION,
 ) -> list[Finding]:
-    findings = check_keys(config, verb, stage) + check_semantics(
+    findings = check_keys(config, verb, stage, version) + check_semantics(
         config, verb, stage, datasets or {}, launch or LaunchInfo(), deepspeed_json
     )
     return [
