@@ -79,6 +79,18 @@ def _train_tokenizer():
 
 
 def _build_into(out: Path, seed: int) -> None:
+    # transformers imports DeepSpeed when it is installed, and DeepSpeed's accelerator probe logs to stdout on a
+    # machine without GPUs; naming the accelerator keeps the build quiet (stdout may be a caller's data).
+    previous = os.environ.get("DS_ACCELERATOR")
+    os.environ["DS_ACCELERATOR"] = previous or "cpu"
+    try:
+        _build(out, seed)
+    finally:
+        if previous is None:
+            os.environ.pop("DS_ACCELERATOR", None)
+
+
+def _build(out: Path, seed: int) -> None:
     import torch
     from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 

@@ -53,11 +53,13 @@ def test_warmup_translation():
 
 def test_the_ppo_snapshot_validates_ppo_stages(cli, tmp_path):
     """A key 0.9.3 does not know is an error for the ppo stage, named with the engine's version."""
-    code, _, err = cli("run", "rlhf-ultrafeedback", "--dry-run", "--set", "ppo.use_kt=true")
+    code, _, err = cli("run", "rlhf-ultrafeedback", "--dry-run", "--set", "ppo.use_dft_loss=true")
     assert code == 1
-    assert "use_kt: is not a LLaMA-Factory 0.9.3 `train` argument" in err
-    code, _, err = cli("run", "rlhf-ultrafeedback", "--dry-run", "--stage", "sft", "--set", "sft.use_kt=true")
+    assert "use_dft_loss: is not a LLaMA-Factory 0.9.3 `train` argument" in err
+    code, _, err = cli("run", "rlhf-ultrafeedback", "--dry-run", "--stage", "sft", "--set", "sft.use_dft_loss=true")
     assert code == 0, err  # 0.9.5 has it
+    code, _, err = cli("run", "rlhf-ultrafeedback", "--dry-run", "--set", "ppo.save_safetensors=true")
+    assert code == 0, err  # and 0.9.3 has keys 0.9.5 dropped
 
 
 def test_a_recipe_stage_names_its_engine(tmp_path, cli):

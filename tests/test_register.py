@@ -37,19 +37,20 @@ def test_register_user_file_complete_columns_and_paths(cli, tmp_path):
     assert cli("register", "--file", inside, "--name", "k", "--stage", "kto", "--data-dir", data)[0] == 0
     got = info(data)
     assert got["qa"]["file_name"] == str(own.resolve())  # outside the data dir: absolute
-    assert got["qa"]["columns"] == {"prompt": "question", "query": "input", "response": "answer"}
+    assert got["qa"]["columns"] == {"prompt": "question", "response": "answer"}  # no input field, so no query
     assert got["k"]["file_name"] == "in.jsonl" and got["k"]["columns"]["kto_tag"] == "label" and got["k"]["ranking"] is False
 
 
 def test_conflicting_definition_needs_force(cli, tmp_path):
-    f = tmp_path / "a.jsonl"
-    f.write_text("{}\n")
+    f, g = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    f.write_text('{"instruction": "q", "output": "a"}\n')
+    g.write_text('{"instruction": "q", "chosen": "a", "rejected": "b"}\n')
     cli("register", "--file", f, "--name", "x", "--stage", "sft", "--data-dir", tmp_path)
     before = (tmp_path / "dataset_info.json").read_bytes()
-    code, _, err = cli("register", "--file", f, "--name", "x", "--stage", "dpo", "--data-dir", tmp_path)
+    code, _, err = cli("register", "--file", g, "--name", "x", "--stage", "dpo", "--data-dir", tmp_path)
     assert code == 2 and "'x' is already registered" in err and "--force" in err
     assert (tmp_path / "dataset_info.json").read_bytes() == before
-    assert cli("register", "--file", f, "--name", "x", "--stage", "dpo", "--data-dir", tmp_path, "--force")[0] == 0
+    assert cli("register", "--file", g, "--name", "x", "--stage", "dpo", "--data-dir", tmp_path, "--force")[0] == 0
     assert info(tmp_path)["x"]["ranking"] is True
 
 
@@ -114,3 +115,19 @@ def test_sigkill_never_leaves_a_broken_file(tmp_path):
     landed = set(info(tmp_path)) if (tmp_path / "dataset_info.json").exists() else set()
     assert run_cli_subprocess("register", "--file", sample, "--name", "final", "--stage", "sft", "--data-dir", tmp_path).returncode == 0
     assert set(info(tmp_path)) == landed | {"final"}
+
+
+def test_an_entry_that_means_the_same_is_unchanged(cli, tmp_path):
+    """LLaMA-Factory's defaults written out or left out: the same definition, kept as the user wrote it."""
+    f = tmp_path / "chats.json"
+    f.write_text(json.dumps([{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}]))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"chats": {
+        "file_name": "chats.json", "formatting": "sharegpt", "columns": {"messages": "conversations"}}}))
+    before = (tmp_path / "dataset_info.json").read_bytes()
+    code, out, _ = cli("register", "--file", f, "--name", "chats", "--stage", "sft", "--data-dir", tmp_path)
+    assert code == 0 and "unchanged: chats" in out
+    assert (tmp_path / "dataset_info.json").read_bytes() == before
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"chats": {"file_name": "chats.json", "formatting": "sharegpt",
+                                                                      "ranking": True}}))
+    code, _, err = cli("register", "--file", f, "--name", "chats", "--stage", "sft", "--data-dir", tmp_path)
+    assert code == 2 and "different definition" in err
