@@ -20,6 +20,7 @@ from filelock import FileLock, Timeout
 
 from llf_recipes import manifest
 from llf_recipes.data.check import preflight
+from llf_recipes.data.layouts import remote_dir
 from llf_recipes.errors import LlfError
 from llf_recipes.launch import StagePlan
 from llf_recipes.render import write_stage
@@ -153,7 +154,7 @@ def _dataset_names(config: dict[str, Any]) -> list[str]:
 def check_registered(plan: StagePlan) -> None:
     """Every dataset the stage reads is registered where LLaMA-Factory looks, and reads as it will read it."""
     config = plan.rendered.config
-    if str(config.get("dataset_dir")) == "ONLINE" or str(config.get("dataset_dir")).startswith("REMOTE:"):
+    if remote_dir(config.get("dataset_dir") or "data"):
         return  # LLaMA-Factory reads the names (or dataset_info.json) from the hub: nothing local to check
     dataset_dir = Path(str(config.get("dataset_dir") or "data"))
     info_path = dataset_dir / "dataset_info.json"

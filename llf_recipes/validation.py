@@ -30,7 +30,7 @@ def _registered(path: str, mtime_ns: int) -> dict[str, dict[str, Any]]:
 def dataset_entries(catalog: Catalog, dataset_dir: str | Path | None) -> dict[str, dict[str, Any]]:
     """Entries from dataset_info.d/, then the ones in `<dataset_dir>/dataset_info.json` (what LLaMA-Factory reads)."""
     entries = {name: ds.entry for name, ds in catalog.datasets.items()}
-    if dataset_dir:
+    if isinstance(dataset_dir, (str, Path)) and dataset_dir:  # another kind is reported by the type check
         info = Path(dataset_dir) / "dataset_info.json"
         if info.is_file():
             entries.update(_registered(str(info.resolve()), info.stat().st_mtime_ns))

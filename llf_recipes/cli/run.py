@@ -196,6 +196,8 @@ def main(args) -> int:
     for p in plans:
         check_inputs(p, names)
         check_registered(p)
+        if hasattr(p, "check_nodes") and args.launcher not in ("print", "slurm"):  # the engine on every node
+            p.check_nodes(args.ssh_config, local_only=args.launcher == "ray")
         ensure_master_port(p, explicit=args.master_port is not None)
     source = args.hostfile or (f"--gpus {args.gpus}" if args.gpus else ("smoke" if args.smoke else "default"))
     for i, p in enumerate(plans, 1):

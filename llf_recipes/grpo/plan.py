@@ -8,6 +8,7 @@ it on every node, head first, for the run's lifetime) and `write_files()`, which
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from llf_recipes import yamlio
 from llf_recipes.engines.env import EngineEnv
 from llf_recipes.engines.env import resolve as resolve_engine
 from llf_recipes.errors import LlfError
-from llf_recipes.grpo import easyr1
+from llf_recipes.grpo import easyr1, easyr1_rules
 from llf_recipes.grpo import settings as grpo_settings
 from llf_recipes.grpo.trl_args import grpo_config_kwargs, lora_kwargs
 from llf_recipes.launch import NodeCommand
@@ -27,6 +28,8 @@ from llf_recipes.schema.rules import Finding
 from llf_recipes.suggest import nearest
 
 TRL_ENTRY = "llf_recipes.grpo.trl_backend"
+TRL_STEP = re.compile(r"^checkpoint-(\d+)$")
+EASYR1_STEP = re.compile(r"^global_step_(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,46 @@ class GrpoPlan:
         if self.backend == "easyr1":
             return easyr1.result_model(run_dir, s, model["base"], which, strict=False)
         return model
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where the engine writes its checkpoints: TRL's checkpoint-N in the run directory, EasyR1's global_step_N
+        under checkpoints/."""
+        run_dir = self.config_path.parent
+        return easyr1.RunFiles(run_dir).checkpoints if self.backend == "easyr1" else run_dir
+
+    @property
+    def checkpoint_pattern(self) -> re.Pattern[str]:
+        return EASYR1_STEP if self.backend == "easyr1" else TRL_STEP
+
+    @property
+    def checkpoint_marker(self) -> str:
+        """The file an engine writes last into a checkpoint: one without it is incomplete."""
+        return "dataloader.pt" if self.backend == "easyr1" else "trainer_state.json"
+
+    def resume_from(self, checkpoint: Path | None) -> None:
+        """Start from `checkpoint` (one this stage's own fingerprint wrote), or fresh when None: the engine is told
+        exactly, never left to find a checkpoint by itself."""
+        if self.backend == "easyr1":
+            trainer = self.engine_config.setdefault("trainer", {})
+            trainer["find_last_checkpoint"] = False
+            if checkpoint is not None:
+                trainer["load_checkpoint_path"] = str(checkpoint.resolve())
+            elif "load_checkpoint_path" not in (self.settings.get("easyr1") or {}):
+                trainer.pop("load_checkpoint_path", None)
+        else:
+            self.engine_config["resume_from_checkpoint"] = str(checkpoint.resolve()) if checkpoint is not None else None
+
+    def check_nodes(self, ssh_config: str | None, local_only: bool = False) -> None:
+        """EasyR1's environment on every node of the layout (here only, for a cluster the run attaches to), all
+        nodes asked at once; raises one LlfError naming each problem. TRL runs in llf-recipes' own environment."""
+        if self.backend != "easyr1":
+            return
+        from llf_recipes.grpo.easyr1_nodes import check_nodes
+
+        layout = self.rendered.layout
+        hosts = [layout.nodes[0].host] if local_only else [n.host for n in layout.nodes]
+        check_nodes(hosts, self.commands[0].argv[0], ssh_config, layout.device == "cuda", self.stage)
 
     def describe(self) -> list[str]:
         lines = []
@@ -231,11 +274,11 @@ def _plan_easyr1(rendered, s, batch, data, base: Path, stage: str, engine: Engin
     planned = {files.train, files.val, files.reward, files.format_prompt, files.config}
     if produced:
         planned.add(Path(model))
-    findings = easyr1.validate(config, stage, planned)
+    findings = easyr1_rules.validate(config, stage, planned)
     if data is not None and data.is_file():
         try:
             train, _val = easyr1.split_rows(data, s["val_size"], s["seed"])
-            findings += easyr1.check_rows(easyr1.flatten(config), stage, len(train))
+            findings += easyr1_rules.check_rows(easyr1.flatten(config), stage, len(train))
             rows = f"{len(train)} training rows from {data}"
             val_rows = f"{len(_val)} validation rows from {data}"
         except LlfError as exc:
@@ -321,7 +364,7 @@ def _write_easyr1(plan: GrpoPlan) -> list[Path]:
         write_text(files.format_prompt, prompt)
     easyr1.copy_reward_lib(files.reward_lib)
     write_text(files.reward, easyr1.reward_module_text())
-    findings = easyr1.validate(plan.engine_config, f"{plan.rendered.recipe.name}/{plan.stage}")
+    findings = easyr1_rules.validate(plan.engine_config, f"{plan.rendered.recipe.name}/{plan.stage}")
     errors = [f for f in findings if f.severity == "error"]
     if errors:
         raise LlfError("the EasyR1 config would fail at start-up:\n" + "\n".join(f.format() for f in errors),

@@ -101,8 +101,10 @@ def check_semantics(
 ) -> list[Finding]:
     """Cross-key rules that LLaMA-Factory checks late, or never."""
     out: list[Finding] = []
-    lf_stage = config.get("stage", "sft")
+    # A value of the wrong kind is named by check_keys; here it reads as text, so no rule breaks on it.
+    lf_stage = config.get("stage", "sft") if isinstance(config.get("stage", "sft"), str) else str(config.get("stage"))
     method = config.get("finetuning_type", "lora")
+    method = method if isinstance(method, str) else str(method)
 
     def add(rule: str, key: str, message: str, fix: str) -> None:
         out.append(Finding(rule, key, message, fix, stage))
@@ -189,22 +191,28 @@ def validate_config(
     if verb == "train" and (deepspeed_json is not None or config.get("deepspeed") is not None):
         ds = deepspeed_json if isinstance(deepspeed_json, DeepSpeedSource) else DeepSpeedSource(
             deepspeed_json if deepspeed_json is not None else config["deepspeed"], base)
-    try:
-        startup.check_model(settings, report)
-        arguments.check_model_args(settings, report, base)
-        arguments.check_data(settings, report)
-        arguments.check_finetuning(settings, report)
-        if verb == "train":
-            startup.check_train(settings, launch, ds.zero_stage if ds else None, report, base)
-            arguments.check_training_args(settings, report)
-            if ds is not None:
-                deepspeed.check_deepspeed(settings, ds, launch.world_size, report)
-        else:
-            startup.check_infer(settings, report)
-        if version == SUPPORTED_VERSION:  # another engine's packages live in its own environment: `engine check`
-            packages.check_packages(settings, verb, launch, report)
-    except (TypeError, ValueError, AttributeError):
-        pass  # a value of the wrong kind breaks a cross-key rule; the type check above already names it
+    checks = [
+        lambda: startup.check_model(settings, report),
+        lambda: arguments.check_model_args(settings, report, base),
+        lambda: arguments.check_data(settings, report),
+        lambda: arguments.check_finetuning(settings, report),
+    ]
+    if verb == "train":
+        checks += [
+            lambda: startup.check_train(settings, launch, ds.zero_stage if ds else None, report, base),
+            lambda: arguments.check_training_args(settings, report),
+        ]
+        if ds is not None:
+            checks.append(lambda: deepspeed.check_deepspeed(settings, ds, launch.world_size, report))
+    else:
+        checks.append(lambda: startup.check_infer(settings, report))
+    if version == SUPPORTED_VERSION:  # another engine's packages live in its own environment: `engine check`
+        checks.append(lambda: packages.check_packages(settings, verb, launch, report))
+    for check in checks:
+        try:
+            check()
+        except (TypeError, ValueError, AttributeError):
+            pass  # a value of the wrong kind breaks a cross-key rule; the type check above already names it
     seen = {(f.rule, f.key) for f in findings}
     findings += [f for f in report.findings if (f.rule, f.key) not in seen]
     return [
