@@ -289,7 +289,16 @@ def _record(plan: StagePlan, current: dict[str, Any], files: list[Path], log: Pa
                    "nnodes": layout.nnodes, "world_size": layout.world_size,
                    "hosts": [{"host": n.host, "slots": n.slots} for n in layout.nodes]},
         "nodes": [{"node_rank": c.node_rank, "host": c.host, "argv": list(c.argv), "env": c.env} for c in plan.commands],
-        "versions": manifest.versions(),
+        **_engine_record(plan),
         "model": manifest.model_of(rendered.config,
                                    run_dir_of(plan).resolve() if rendered.verb in ("train", "grpo") else None),
     }
+
+
+def _engine_record(plan: StagePlan) -> dict[str, Any]:
+    """The engine that runs the stage and the versions read from its own interpreter (not llf-recipes')."""
+    engine = getattr(plan, "engine", None)
+    if engine is None:
+        return {"versions": manifest.versions()}
+    record = engine.record()
+    return {"engine": record, "versions": {"llf-recipes": manifest.versions()["llf-recipes"], **record["versions"]}}
