@@ -7,6 +7,7 @@ when an earlier attempt with the same fingerprint stopped part-way. Everything e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
@@ -18,7 +19,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from llf_recipes import manifest
+from llf_recipes import manifest, records
+from llf_recipes.console import print_tail
 from llf_recipes.errors import LlfError
 from llf_recipes.launch import StagePlan
 from llf_recipes.render import write_stage
@@ -209,6 +211,22 @@ def ensure_master_port(plan: StagePlan, explicit: bool) -> None:
 Executor = Callable[[StagePlan, Path], "int | None"]
 
 
+@contextlib.contextmanager
+def stage_display(plan: StagePlan, position: str, log: Path):
+    """The live progress of a single-node stage, read from its trainer log; multi-node launchers print their own."""
+    from llf_recipes.console import sink, verbose
+
+    if verbose() or len(plan.commands) != 1:
+        yield
+        return
+    from llf_recipes.progress import StageProgress
+
+    total = plan.rendered.config.get("max_steps")
+    shown = StageProgress(run_dir_of(plan), f"{position} {plan.stage}", total if isinstance(total, int) else None)
+    with shown, sink(shown.echo):
+        yield
+
+
 def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str, layout_source: str) -> int:
     """Run one stage under its lock; the manifest is written before launch and completed after."""
     run_dir = run_dir_of(plan)
@@ -235,25 +253,36 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
         print(f"{position} stage {plan.stage}: {argv}  ({decision.reason}; log: {log})", flush=True)
         started = time.time()
         record = _record(plan, current, files, log, layout_source, decision)
+        record["attempt"] = records.attempt_number(previous)
+        records.write_header(log, record["attempt"], plan.commands[0].shell_line(), current, decision.reason)
         manifest.write(run_dir, {**record, "status": "running", "started_at": manifest.now()})
         code: int | None = 130
+        refused = False
         try:
-            code = execute(plan, log)
+            with stage_display(plan, position, log):
+                code = execute(plan, log)
             if code == 0 and hasattr(plan, "finalize"):
                 record["model"] = plan.finalize()  # e.g. EasyR1's latest LoRA adapter, copied into the run directory
+        except LlfError as exc:
+            refused = True  # a launcher's checks refused it before its process started: this attempt never ran
+            records.refused(run_dir, previous, log, exc.message)
+            raise
         finally:
-            status = {None: "planned", 0: "completed", 130: "interrupted"}.get(code, "failed")
-            manifest.write(run_dir, {
-                **record,
-                "status": status,
-                "exit_code": code,
-                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-                "finished_at": manifest.now(),
-                "duration_s": round(time.time() - started, 3),
-                "metrics": manifest.final_metrics(run_dir) if code == 0 else {},
-            })
+            if not refused:
+                status = {None: "planned", 0: "completed", 130: "interrupted"}.get(code, "failed")
+                manifest.write(run_dir, {
+                    **record,
+                    "status": status,
+                    "exit_code": code,
+                    "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+                    "finished_at": manifest.now(),
+                    "duration_s": round(time.time() - started, 3),
+                    "metrics": manifest.final_metrics(run_dir) if code == 0 else {},
+                })
         if code not in (None, 0):
             where = "" if len(plan.commands) > 1 else f"; log: {log}"  # the multi-node executor names node and log
+            if len(plan.commands) == 1 and code != 130:
+                print_tail(log, f"stage {plan.stage}")
             print(f"error: stage {plan.stage} {'was interrupted' if code == 130 else f'failed with exit code {code}'}{where}",
                   file=sys.stderr)
         return code or 0

@@ -234,8 +234,11 @@ def test_ctrl_c_leaves_no_process_and_the_next_run_resumes_from_the_checkpoint(p
     assert data["resumed_from"].endswith(f"checkpoint-{done_before}")
     state = json.loads((run_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 150
-    # the trainer itself says it skipped to the checkpoint's step
-    assert re.search(rf"Resuming training from checkpoint with epoch \d+ and global step {done_before}\b", resumed.stdout)
+    # the trainer itself says it skipped to the checkpoint's step, in the log under the second attempt's header
+    log = (run_dir / "llf-sft.log").read_text()
+    second = log.split("==== llf-recipes attempt 2 ")[1]
+    assert re.search(rf"Resuming training from checkpoint with epoch \d+ and global step {done_before}\b", second)
+    assert "==== llf-recipes attempt 1 " in log and data["attempt"] == 2
 
 
 # ------------------------------------------------------------------ serve

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llf_recipes.cli.common import add_run_target, add_verb, run_from
-from llf_recipes.use import export
+from llf_recipes.use import export, exported_from
 
 
 def add_parser(sub) -> None:
@@ -28,6 +28,9 @@ def add_parser(sub) -> None:
 
 def main(args) -> int:
     run_dir, data = run_from(args)
+    source = exported_from(run_dir, data)
+    if source is not None:  # the run root's latest result is already an export: export its source run (a no-op when
+        run_dir, data = source  # the export is up to date, so the README's first command runs twice)
     if args.checkpoint:
         from llf_recipes.grpo.easyr1 import select_checkpoint
 

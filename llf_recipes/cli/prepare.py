@@ -33,6 +33,11 @@ def main(args) -> int:
         names += [n for n in catalog.recipe(args.recipe).datasets if n not in names]
     if not names:
         raise LlfError("nothing to prepare", fix="name datasets, or pass --recipe NAME")
+    for name in args.names:
+        if name not in catalog.datasets and name in catalog.recipe_paths:
+            sample = " --sample" if args.sample else ""
+            raise LlfError(f"{name!r} is a recipe, not a dataset",
+                           fix=f"llf-recipes prepare --recipe {name}{sample} prepares every dataset it names")
     prepare(names, args.data_dir, catalog=catalog, sample=args.sample, hub=args.hub, skip_bad=args.skip_bad,
             limit=args.limit, force=args.force)
     return 0

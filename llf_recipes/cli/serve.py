@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 from llf_recipes.cli.common import add_run_target, add_verb, run_from
+from llf_recipes.console import EngineEcho
+from llf_recipes.errors import LlfError
 from llf_recipes.launch import stream
+from llf_recipes.pipeline import free_port
 from llf_recipes.use import inference_yaml
 
 
@@ -25,11 +30,25 @@ def add_parser(sub) -> None:
 
 def main(args) -> int:
     run_dir, data = run_from(args)
+    if not free_port(args.port, args.host):
+        raise LlfError(f"port {args.port} on {args.host} is already in use", key="--port",
+                       fix=f"pick another port (--port {args.port + 1}), or stop what listens on it")
     path = inference_yaml(run_dir, data, "serve", args.max_new_tokens)
     recipe = (data.get("recipe") or {}).get("name", "model")
     env = {"API_HOST": args.host, "API_PORT": str(args.port),
            "API_MODEL_NAME": args.model_name or f"{recipe}/{data.get('stage', '')}".rstrip("/")}
     if args.api_key:
         env["API_KEY"] = args.api_key
-    print(f"serving {run_dir} at http://{args.host}:{args.port}/v1 as {env['API_MODEL_NAME']!r} (Ctrl-C stops)", flush=True)
-    return stream(["llamafactory-cli", "api", str(path)], env, run_dir / "llf-serve.log")
+    key = ("API key: --api-key" if args.api_key else "API key: $API_KEY from the environment"
+           if os.environ.get("API_KEY") else "no API key: anyone who reaches the port can use it")
+    log = run_dir / "llf-serve.log"
+    print(f"serving {run_dir} at http://{args.host}:{args.port}/v1 as {env['API_MODEL_NAME']!r}; {key} "
+          f"(Ctrl-C stops; log: {log})", flush=True)
+    shown = EngineEcho()
+
+    def echo(line: bytes) -> None:
+        shown(line)
+        if not shown.verbose and b"Uvicorn running on" in line:
+            print(f"ready: http://{args.host}:{args.port}/v1/models lists the model", flush=True)
+
+    return stream(["llamafactory-cli", "api", str(path)], env, log, echo=echo)

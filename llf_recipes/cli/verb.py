@@ -11,10 +11,13 @@ def formatter(prog: str) -> argparse.HelpFormatter:
 
 
 def add_verb(sub, name: str, help: str, examples: str) -> argparse.ArgumentParser:
-    return sub.add_parser(
+    p = sub.add_parser(
         name,
         help=help,
         description=help,
         epilog="examples:\n" + textwrap.indent(textwrap.dedent(examples).strip(), "  "),
         formatter_class=formatter,
     )
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="stream the engine's whole output to the terminal (it always goes to the log file)")
+    return p

@@ -64,8 +64,13 @@ def check_file(path: str | Path, stage: str, entry: dict[str, Any], preview: int
         raise LlfError("check reads alpaca-formatted entries", key="formatting", fix="convert the data with `llf-recipes convert`")
     ranked = stage in ("rm", "dpo")
     if bool(entry.get("ranking", False)) != ranked:
+        fits = (["dpo", "rm"] if entry.get("ranking") else
+                ["kto"] if "kto_tag" in (entry.get("columns") or {}) else ["sft", "pt", "ppo"])
+        kind = "preference pairs (chosen/rejected)" if ranked else "single answers"
         raise LlfError(f"entry has ranking: {bool(entry.get('ranking', False))}, stage {stage} needs ranking: {ranked}",
-                       key="ranking")
+                       key="ranking",
+                       fix=f"its rows fit stage {' or '.join(fits)}: check it with --stage {fits[0]}, or give "
+                           f"stage {stage} a dataset of {kind}")
     columns = entry.get("columns") or {}
     report = CheckReport()
     parse_errors: list[BadRow] = []
