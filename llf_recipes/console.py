@@ -30,7 +30,11 @@ _SHOWN = re.compile(
 )
 # A logging record as LLaMA-Factory (`[WARNING|time] name:line >> msg`) and transformers (`[WARNING|file:line] time >> msg`)
 # print it; shown as `engine warning: msg`.
-_RECORD = re.compile(r"^\[(?P<level>[A-Z]+)\|[^\]]*\](?: [\d:, -]+)? (?:\S+:\d+ )?>> (?P<msg>.*)$")
+_RECORD = re.compile(r"^\[(?P<level>[A-Z]+)\|[^\]]*\](?: [\d:, -]+)? (?:\S+:\d+ )?>> (?P<msg>.*)$"
+                     # DeepSpeed's: `[time] [WARNING] [file.py:213:function] msg`
+                     r"|^\[\d{4}-[^\]]*\] \[(?P<level2>[A-Z]+)\] \[[^\]]*\] (?P<msg2>.*)$")
+# Python's warnings module: `/path/file.py:559: UserWarning: msg`.
+_PYWARNING = re.compile(r"^(?P<path>\S+\.py):(?P<line>\d+): (?P<cat>\w*Warning): (?P<msg>.*)$")
 # Timestamps, pids, memory addresses and counters differ between repeats of the same warning.
 _VARYING = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?|0x[0-9a-f]+|\b\d+\b")
 
@@ -56,9 +60,13 @@ _SEEN: set[str] = set()
 
 def tidy(line: str) -> str:
     """An engine's logging record without its timestamp and source position."""
+    m = _PYWARNING.match(line)
+    if m:
+        return f"engine warning: {m.group('msg')} ({m.group('cat')}, {Path(m.group('path')).name}:{m.group('line')})"
     m = _RECORD.match(line)
     if m:
-        return f"engine {m.group('level').lower()}: {m.group('msg')}"
+        level, msg = (m.group("level"), m.group("msg")) if m.group("level") else (m.group("level2"), m.group("msg2"))
+        return f"engine {level.lower()}: {msg}"
     return line
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from llf_recipes import manifest, records
-from llf_recipes.console import print_tail
+from llf_recipes.console import print_tail, verbose
 from llf_recipes.errors import LlfError
 from llf_recipes.launch import StagePlan
 from llf_recipes.render import write_stage
@@ -214,7 +214,7 @@ Executor = Callable[[StagePlan, Path], "int | None"]
 @contextlib.contextmanager
 def stage_display(plan: StagePlan, position: str, log: Path):
     """The live progress of a single-node stage, read from its trainer log; multi-node launchers print their own."""
-    from llf_recipes.console import sink, verbose
+    from llf_recipes.console import sink
 
     if verbose() or len(plan.commands) != 1:
         yield
@@ -250,7 +250,9 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
         # A grpo stage writes what its engine reads (EasyR1's data, prompt, reward module and config; TRL's settings).
         files = plan.write_files() if hasattr(plan, "write_files") else write_stage(plan.rendered, plan.config_path)
         argv = " ".join(plan.commands[0].argv)
-        print(f"{position} stage {plan.stage}: {argv}  ({decision.reason}; log: {log})", flush=True)
+        why = f"{decision.reason}; log: {log}"
+        # Quietly, the command is left to the log's attempt header; --verbose shows it here too.
+        print(f"{position} stage {plan.stage}: " + (f"{argv}  ({why})" if verbose() else why), flush=True)
         started = time.time()
         record = _record(plan, current, files, log, layout_source, decision)
         record["attempt"] = records.attempt_number(previous)

@@ -251,3 +251,20 @@ def raise_if_any(problems: list[Problem]) -> None:
     if errors:
         raise LlfError(f"not started: the machine check found {len(errors)} problem(s) (listed above); "
                        "nothing was written or launched")
+
+
+def recipes_needing(catalog, layout) -> dict[str, list[str]]:
+    """Import name -> the recipes whose stages, rendered for `layout`, need that package."""
+    from llf_recipes.errors import LlfError
+    from llf_recipes.render import Overrides, Renderer
+
+    needs: dict[str, list[str]] = {}
+    for name in catalog.recipe_names():
+        try:
+            recipe = catalog.recipe(name)
+            stages = Renderer(recipe, layout, Overrides.parse([], recipe), catalog).render_all()
+        except LlfError:
+            continue  # a recipe that does not render here is validate's to report
+        for module in sorted({m for r in stages for m in needed_packages(r.config)}):
+            needs.setdefault(module, []).append(name)
+    return needs

@@ -55,9 +55,8 @@ def test_checking_sft_rows_for_dpo_says_which_stage_they_fit(cli, tmp_path, monk
     monkeypatch.chdir(tmp_path)
     assert cli("prepare", "huanhuan", "--sample")[0] == 0
     code, _, err = cli("check", "huanhuan", "--stage", "dpo")
-    assert code == 2 and "stage dpo needs ranking: True" in err
-    assert "fix: its rows fit stage sft or pt or ppo: check it with --stage sft, or give stage dpo a dataset of " \
-           "preference pairs (chosen/rejected)" in err
+    assert code == 2 and "has ranking: false" in err
+    assert "fix: rm and dpo read ranking entries (chosen/rejected); pt, sft, kto and ppo read the others" in err
 
 
 def test_serve_on_a_busy_port_stops_before_loading_anything(cli, tmp_path, monkeypatch):

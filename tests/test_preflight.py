@@ -146,3 +146,24 @@ def test_a_smoke_run_needs_no_gpu_and_no_optional_package(catalog, tmp_path, mon
     plans, _ = build_plans(args, catalog)
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi at all
     assert preflight.check_stages(plans) == []
+
+
+def test_doctor_lists_devices_without_torch_and_fails_on_a_package_recipes_need(cli, machine):
+    bin_dir, _ = machine
+    fake_smi(bin_dir, "0, Tesla V100-SXM2-16GB, 7.0\n1, NVIDIA A100-SXM4-80GB, 8.0\n")
+    code, out, _ = cli("doctor")
+    assert "ok    cuda:0: Tesla V100-SXM2-16GB, compute capability 7, no bf16 (--set precision=fp16)" in out
+    assert "ok    cuda:1: NVIDIA A100-SXM4-80GB, compute capability 8, bf16" in out
+    python = system_python_without("bitsandbytes", "deepspeed")
+    fake_engine(bin_dir, python)
+    code, out, err = cli("doctor")
+    assert code == 1
+    line = next(line for line in out.splitlines() if "bitsandbytes:" in line)
+    assert line.startswith(f"  error bitsandbytes: not installed for the engine ({python}); 8 recipe(s) need it")
+    assert "dpo-ultrafeedback, kto-ultrafeedback" in line and "fix: pip install bitsandbytes" in out
+    assert "bitsandbytes" in err
+
+
+def test_doctor_imports_no_torch():
+    code = "import sys; from llf_recipes.cli import main; main(['doctor']); sys.exit(7 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, check=False).returncode == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 from llf_recipes.cli.common import add_verb
@@ -47,6 +48,8 @@ def main(args) -> int:
     from llf_recipes import merge, yamlio
 
     started = time.time()
+    if not args.print_config and find_spec("mergekit") is None:  # before any export of a source run
+        raise LlfError("merging needs mergekit", fix='pip install "llf-recipes[merge]"')
     weights = _weights(args.weights)
     sources = [merge.resolve(s, args.output_root, export=not args.print_config) for s in args.sources]
     base = args.base or next((s.base for s in sources if s.base), None) if args.method in merge.NEEDS_BASE else None
@@ -57,7 +60,11 @@ def main(args) -> int:
     if args.print_config:
         print(yamlio.dump(config), end="")
         return 0
-    out = merge.run_mergekit(config, Path(args.output), seed=args.seed, device=args.device, force=args.force)
+    if not args.force and merge.up_to_date(Path(args.output), config, sources):
+        print(f"merged model: {Path(args.output)} (up to date with its sources; --force merges again)")
+        return 0
+    out = merge.run_mergekit(config, Path(args.output), seed=args.seed, device=args.device,
+                             force=args.force or merge.written_by_merge(Path(args.output)))
     merge.write_manifest(out, args.method, config, sources, started)
     print(f"merged model: {out}")
     return 0

@@ -49,9 +49,11 @@ def main(args) -> int:
             print(f"not rendered: {len(errors(findings))} error(s)", file=sys.stderr)
             return 1
     if args.output:
+        written: dict[Path, None] = {}  # stages that share a DeepSpeed profile write it once each; name it once
         for r in rendered:
-            for path in write_stage(r, Path(args.output) / f"{r.stage.name}.yaml"):
-                print(f"wrote {path}")
+            written.update(dict.fromkeys(write_stage(r, Path(args.output) / f"{r.stage.name}.yaml")))
+        for path in written:
+            print(f"wrote {path}")
         return 0
     print("\n---\n".join(r.to_yaml() for r in rendered), end="")
     return 0
