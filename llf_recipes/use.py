@@ -42,9 +42,9 @@ def write_config(path: Path, config: dict[str, Any], title: str) -> Path:
     return path
 
 
-def inference_yaml(run_dir: Path, data: dict[str, Any], verb: str, max_new_tokens: int) -> Path:
-    """`<run_dir>/llf-<verb>.yaml` for `llamafactory-cli chat|api` on the run's model."""
-    config = infer_config(run_dir, data, infer_backend="huggingface", max_new_tokens=max_new_tokens)
+def inference_yaml(run_dir: Path, data: dict[str, Any], verb: str, sampling: dict[str, Any]) -> Path:
+    """`<run_dir>/llf-<verb>.yaml` for `llamafactory-cli chat|api` on the run's model, with its generating arguments."""
+    config = infer_config(run_dir, data, infer_backend="huggingface", **sampling)
     return write_config(run_dir / f"llf-{verb}.yaml", config, f"{verb} with {run_dir}")
 
 
@@ -118,11 +118,11 @@ def export(run_dir: Path, data: dict[str, Any], export_dir: Path | None, *, expo
     return export_dir
 
 
-def ask(run_dir: Path, data: dict[str, Any], prompt: str, *, system: str | None = None, max_new_tokens: int = 256,
-        temperature: float = 0.0) -> str:
+def ask(run_dir: Path, data: dict[str, Any], prompt: str, *, system: str | None = None,
+        sampling: dict[str, Any] | None = None) -> str:
     """One answer from the run's model through LLaMA-Factory's own ChatModel (the same template and generation code)."""
-    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
-    config = infer_config(run_dir, data, infer_backend="huggingface", max_new_tokens=max_new_tokens, **sampling)
+    sampling = sampling or {"max_new_tokens": 256, "do_sample": False}
+    config = infer_config(run_dir, data, infer_backend="huggingface", **sampling)
     from llf_recipes.console import output_to, print_tail
 
     # LLaMA-Factory and transformers log to stdout and stderr: all of it goes to the log; stdout is the answer alone.

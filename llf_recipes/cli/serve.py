@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from llf_recipes.cli.common import add_run_target, add_verb, run_from
+from llf_recipes.cli.common import add_run_target, add_sampling_args, add_verb, run_from, sampling_from
 from llf_recipes.console import EngineEcho
 from llf_recipes.errors import LlfError
 from llf_recipes.launch import stream
@@ -21,10 +21,11 @@ def add_parser(sub) -> None:
     """)
     add_run_target(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000); checked before the model "
+                                                         "loads")
     p.add_argument("--api-key", help="require this bearer token")
     p.add_argument("--model-name", help="the model id clients pass (default: the run's recipe/stage)")
-    p.add_argument("--max-new-tokens", type=int, default=512, metavar="N")
+    add_sampling_args(p, max_new_tokens=512, greedy=False)  # defaults for requests that do not set their own
     p.set_defaults(func=main)
 
 
@@ -33,7 +34,7 @@ def main(args) -> int:
     if not free_port(args.port, args.host):
         raise LlfError(f"port {args.port} on {args.host} is already in use", key="--port",
                        fix=f"pick another port (--port {args.port + 1}), or stop what listens on it")
-    path = inference_yaml(run_dir, data, "serve", args.max_new_tokens)
+    path = inference_yaml(run_dir, data, "serve", sampling_from(args))
     recipe = (data.get("recipe") or {}).get("name", "model")
     env = {"API_HOST": args.host, "API_PORT": str(args.port),
            "API_MODEL_NAME": args.model_name or f"{recipe}/{data.get('stage', '')}".rstrip("/")}
