@@ -21,6 +21,7 @@ from filelock import FileLock, Timeout
 
 from llf_recipes import manifest, records
 from llf_recipes.console import print_tail, verbose
+from llf_recipes.data.check import preflight
 from llf_recipes.errors import LlfError
 from llf_recipes.launch import StagePlan
 from llf_recipes.render import write_stage
@@ -152,8 +153,10 @@ def _dataset_names(config: dict[str, Any]) -> list[str]:
 
 
 def check_registered(plan: StagePlan) -> None:
-    """Every dataset the stage reads is registered where LLaMA-Factory looks, and its local file is there."""
+    """Every dataset the stage reads is registered where LLaMA-Factory looks, and reads as it will read it."""
     config = plan.rendered.config
+    if str(config.get("dataset_dir")) == "ONLINE" or str(config.get("dataset_dir")).startswith("REMOTE:"):
+        return  # LLaMA-Factory reads the names (or dataset_info.json) from the hub: nothing local to check
     dataset_dir = Path(str(config.get("dataset_dir") or "data"))
     info_path = dataset_dir / "dataset_info.json"
     try:
@@ -171,12 +174,11 @@ def check_registered(plan: StagePlan) -> None:
                 fix=f"llf-recipes prepare {name} --data-dir {dataset_dir} (add --sample for the bundled rows), or "
                     f"llf-recipes prepare --recipe {plan.rendered.recipe.name} --data-dir {dataset_dir}",
             )
-        file_name = entry.get("file_name")
-        hub = any(entry.get(k) for k in ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url"))
-        if file_name and not hub and not (dataset_dir / str(file_name)).exists():
-            raise LlfError(f"dataset {name!r} is registered but its file {dataset_dir / str(file_name)} is missing",
-                           key=name, where=str(info_path),
-                           fix=f"llf-recipes prepare {name} --data-dir {dataset_dir} writes it again")
+        stage = str(config.get("stage") or plan.stage)
+        if plan.rendered.verb == "grpo":
+            continue  # GRPO's engines read the converted rows themselves (checked when its plan writes them)
+        for note in preflight(entry, name, stage, dataset_dir, media_dir=config.get("media_dir")):
+            print(f"note: {note}", file=sys.stderr)
 
 
 def free_port(port: int, host: str = "127.0.0.1") -> bool:
@@ -272,8 +274,11 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
         finally:
             if not refused:
                 status = {None: "planned", 0: "completed", 130: "interrupted"}.get(code, "failed")
+                # what the launcher recorded while the stage ran (a SLURM job id) stays in the manifest
+                launched = (manifest.read(run_dir) or {}).get("launch")
                 manifest.write(run_dir, {
                     **record,
+                    **({"launch": launched} if launched else {}),
                     "status": status,
                     "exit_code": code,
                     "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),

@@ -25,6 +25,7 @@ class CheckReport:
     warnings: list[BadRow] = field(default_factory=list)  # rows it keeps that teach little (an empty prompt or answer)
     preview: list[dict[str, Any]] = field(default_factory=list)
     note: str | None = None  # why nothing was checked (a hub dataset not in the local cache)
+    hint: str | None = None  # when no row is usable: the layout the rows look like, and what to run
     sampled: int | None = None
 
     @property
@@ -61,8 +62,9 @@ def _empty_text(aligned: Aligned, stage: str) -> str | None:
 
 
 def check_file(path: str | Path, stage: str, entry: dict[str, Any] | Layout, *, preview: int = 0, keep: int = 50,
-               media_base: str | Path | None = None, name: str = "entry") -> CheckReport:
-    """Every row of `path` (a file or a folder) through `entry`'s layout for `stage`."""
+               media_base: str | Path | None = None, name: str = "entry", fix: str | None = None,
+               limit: int | None = None) -> CheckReport:
+    """Every row of `path` (a file or a folder; the first `limit` rows if given) through `entry`'s layout for `stage`."""
     if stage not in STAGES:
         raise LlfError(f"stage {stage!r} is unknown", key="--stage", fix=f"use one of {', '.join(STAGES)}")
     layout = entry if isinstance(entry, Layout) else Layout.from_entry(entry, name)
@@ -71,6 +73,11 @@ def check_file(path: str | Path, stage: str, entry: dict[str, Any] | Layout, *, 
                        f"stage {stage} (\"The dataset is not applicable in the current training stage\")", key="ranking",
                        fix="rm and dpo read ranking entries (chosen/rejected); pt, sft, kto and ppo read the others")
     path = Path(path)
+    if layout.formatting != "alpaca" and not layout.column("messages"):
+        raise LlfError(f"entry {name!r} is {layout.formatting} but maps no messages column (a columns block without "
+                       "\"messages\" resets it)", key="columns", where=str(path),
+                       fix=f"add \"messages\": \"FIELD\" to its columns, or: llf-recipes register --file {path} "
+                           f"--name {name} --stage {stage} --force")
     if layout.split != "train":
         raise LlfError(f"entry {name!r} asks for split {layout.split!r}, and a local file has only 'train'", key="split",
                        fix="drop the split key")
@@ -80,6 +87,8 @@ def check_file(path: str | Path, stage: str, entry: dict[str, Any] | Layout, *, 
     seen: dict[str, tuple[str, str]] = {}  # column -> (kind, where first seen)
     first_rows: list[dict[str, Any]] = []
     for where, row in iter_rows(path, parse_errors, csv_empty_none=True):
+        if limit is not None and report.rows >= limit:
+            break
         report.rows += 1
         if len(first_rows) < 20:
             first_rows.append(row)
@@ -116,8 +125,13 @@ def check_file(path: str | Path, stage: str, entry: dict[str, Any] | Layout, *, 
         names = ", ".join(f"{n} -> {layout.column(n)!r}" for n in missing)
         raise LlfError(f"entry {name!r} maps {names}, which the file does not have (its fields: {fields}); it looks "
                        f"like {describe(first_rows)}", where=str(path), key=layout.column(missing[0]),
-                       fix=f"llf-recipes register --file {path} --name {name} --stage {stage} --force  (writes the "
-                           "entry its layout needs), or convert it with `llf-recipes convert`")
+                       fix=fix or f"llf-recipes register --file {path} --name {name} --stage {stage} --force  (writes "
+                                  "the entry its layout needs), or convert it with `llf-recipes convert`")
+    if report.usable == 0 and report.rows:
+        from llf_recipes.data.detect import describe
+
+        report.hint = (f"the rows look like {describe(first_rows)}; `llf-recipes register --file {path} --name {name} "
+                       f"--stage {stage} --force` writes the entry that layout needs, or `llf-recipes convert` converts it")
     return report
 
 
@@ -185,3 +199,37 @@ def check_entry(entry: dict[str, Any], stage: str, dataset_dir: str | Path, *, n
         total.warnings += part.warnings
         total.preview += part.preview
     return total
+
+
+def preflight(entry: Any, name: str, stage: str, dataset_dir: str | Path, *, media_dir: str | Path | None = None,
+              limit: int = 2000) -> list[str]:
+    """Before a launch: the entry reads as LLaMA-Factory will read it for `stage` (its first `limit` rows). Raises on what
+    would stop LLaMA-Factory or leave it no row; returns notes about rows it would drop."""
+    where = str(Path(dataset_dir) / "dataset_info.json")
+    layout = Layout.from_entry(entry, name)
+    if layout.ranking != (stage in ("rm", "dpo")):
+        raise LlfError(f"dataset {name!r} has ranking: {str(layout.ranking).lower()}, which LLaMA-Factory refuses for "
+                       f"stage {stage}", key=name, where=where,
+                       fix="rm and dpo read ranking entries (chosen/rejected); pt, sft, kto and ppo read the others")
+    if layout.load_from != "file":
+        return []
+    path = Path(dataset_dir) / layout.source
+    if not path.exists():
+        raise LlfError(f"dataset {name!r} is registered but its file {path} is missing", key=name, where=where,
+                       fix=f"llf-recipes prepare {name} --data-dir {dataset_dir} writes it again")
+    report = check_file(path, stage, layout, name=name, media_base=media_dir or dataset_dir, limit=limit, keep=0)
+    if report.errors:
+        first = report.errors[0]
+        raise LlfError(f"dataset {name!r}: LLaMA-Factory would stop on this row: {first.message}", where=first.where,
+                       key=first.key, fix=f"llf-recipes check {name} --stage {stage} --data-dir {dataset_dir} lists them")
+    if report.usable == 0:
+        reason = report.dropped[0].message if report.dropped else "no rows"
+        raise LlfError(f"dataset {name!r}: no usable row for stage {stage} in the first {report.rows} "
+                       f"(LLaMA-Factory stops with \"Cannot find valid samples\"); first: {reason}", key=name, where=where,
+                       fix=f"llf-recipes check {name} --stage {stage} --data-dir {dataset_dir} --show 10")
+    if report.dropped:
+        first = report.dropped[0]
+        note = (f"dataset {name!r}: LLaMA-Factory will drop {len(report.dropped)} of the first {report.rows} row(s); "
+                f"first: {first.where}: {first.message}")
+        return [note]
+    return []

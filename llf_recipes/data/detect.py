@@ -49,6 +49,9 @@ def describe(rows: list[dict[str, Any]]) -> str:
 def detect(rows: list[dict[str, Any]], stage: str | None, *, text_file: bool = False, where: str = "the file") -> Detected:
     """The layout of `rows` and an entry for `stage` (None: whichever the data fits)."""
     if text_file:
+        if stage not in ("pt", None):
+            raise LlfError(f"a .txt file is plain text, one row per line: it feeds stage pt, not {stage}", where=where,
+                           key="--stage", fix="register it with --stage pt, or write the rows as JSON (alpaca or sharegpt)")
         return Detected("plain text", {"formatting": "alpaca", "ranking": False, "columns": {"prompt": "text"}})
     if not rows:
         raise LlfError("holds no rows", where=where)
@@ -60,7 +63,7 @@ def detect(rows: list[dict[str, Any]], stage: str | None, *, text_file: bool = F
     bools = [k for k in (*KTO_NAMES, *sorted(keys)) if isinstance(sample.get(k), bool)]
     kto = bools[0] if bools and stage in ("kto", None) else None
     if stage == "kto" and not kto:
-        raise LlfError("stage kto needs a true/false column (e.g. \"label\": true) and the rows have none", where=where,
+        raise LlfError("stage kto needs a kto_tag column of true/false (e.g. \"label\": true) and the rows have none", where=where,
                        key="kto_tag", fix="add the column, or convert preference pairs with `llf-recipes convert FILE "
                                           "--kind pairs_to_kto`")
     columns: dict[str, str] = {}
@@ -74,6 +77,9 @@ def detect(rows: list[dict[str, Any]], stage: str | None, *, text_file: bool = F
     if kto:
         found.entry["columns"]["kto_tag"] = kto
         found.layout += f", kto ({kto})"
+    media = [m for m in ("images", "videos", "audios") if m in columns]
+    if media:
+        found.layout += ", " + ", ".join(media)
     return found
 
 

@@ -61,13 +61,14 @@ class Layout:
     def from_entry(cls, entry: Any, name: str = "entry") -> Layout:
         if not isinstance(entry, dict):
             raise LlfError(f"entry {name!r} must be a JSON object", key=name)
-        for key in entry:
+        for key in entry:  # LLaMA-Factory ignores other keys; one that is a near miss of its own is a typo
             if key not in ENTRY_KEYS:
                 from llf_recipes.suggest import nearest
 
-                guess = nearest(key, ENTRY_KEYS)
-                raise LlfError(f"entry {name!r}: LLaMA-Factory ignores the key {key!r}", key=key,
-                               fix=f"did you mean {guess!r}?" if guess else f"keys are {', '.join(ENTRY_KEYS)}")
+                guess = nearest(key, ENTRY_KEYS, cutoff=0.8)
+                if guess:
+                    raise LlfError(f"entry {name!r}: LLaMA-Factory ignores the key {key!r}", key=key,
+                                   fix=f"did you mean {guess!r}?")
         kind = next((k for k in SOURCE_KEYS if k in entry), None)
         if kind is None:
             raise LlfError(f"entry {name!r} names no source", key=name, fix="give it a file_name (or hf_hub_url)")

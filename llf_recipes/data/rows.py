@@ -19,8 +19,9 @@ FORMATS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "c
 class BadRow(LlfError):
     """A row that cannot be used: `where` is file:line, `key` the field."""
 
-    def __init__(self, message: str, *, where: str, key: str | None = None, raw: bytes | str | None = None):
-        super().__init__(message, where=where, key=key, fix="fix the row, or pass --skip-bad to set such rows aside")
+    def __init__(self, message: str, *, where: str, key: str | None = None, raw: bytes | str | None = None,
+                 fix: str = "fix the row, or pass --skip-bad to set such rows aside"):
+        super().__init__(message, where=where, key=key, fix=fix)
         self.raw = raw
 
 
@@ -120,9 +121,24 @@ def _jsonl(path: Path, skip_bad: list | None) -> Iterator[tuple[str, dict[str, A
             try:
                 yield where, _decode(raw, where)
             except BadRow as bad:
+                if lineno == 1:
+                    _single_object(path)
                 if skip_bad is None:
                     raise
                 skip_bad.append(bad)
+
+
+def _single_object(path: Path) -> None:
+    """A file whose first line does not parse may be one pretty-printed object, which LLaMA-Factory cannot read."""
+    if path.stat().st_size > 64 << 20:
+        return
+    try:
+        whole = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError:
+        return
+    if isinstance(whole, dict):
+        raise LlfError("holds a single JSON object; LLaMA-Factory reads an array of objects or one object per line",
+                       where=str(path), fix="wrap the rows in [ ... ], or write one object per line")
 
 
 def _json_array(path: Path, skip_bad: list | None) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -236,17 +252,42 @@ def _text(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 def _csv(path: Path, delimiter: str, empty_none: bool) -> Iterator[tuple[str, dict[str, Any]]]:
     csv.field_size_limit(2**31 - 1)  # pandas, which LLaMA-Factory reads CSV with, has no field limit
     with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
+        reader = csv.DictReader(fh, delimiter=delimiter, strict=True)
+        start = 1
         try:
             for row in reader:
                 if None in row:
                     raise LlfError(f"{len(row[None])} more field(s) than the header has", where=f"{path}:{reader.line_num}",
                                    fix="quote fields that hold the delimiter")
                 yield f"{path}:{reader.line_num}", {k: (None if empty_none and v == "" else v) for k, v in row.items()}
+                start = reader.line_num + 1
         except UnicodeDecodeError as exc:
             raise LlfError(f"invalid UTF-8 near byte {exc.start}", where=str(path)) from None
         except csv.Error as exc:
-            raise LlfError(f"cannot read it as CSV: {exc}", where=f"{path}:{reader.line_num}") from None
+            raise LlfError(f"cannot read it as CSV: {exc}", where=f"{path}:{max(start, 2)}",
+                           fix="close the quote (a field with quotes, commas or line breaks goes in \"...\")") from None
+
+
+def open_as_lines(path: Path, size: int):
+    """A binary file of JSON lines to stream: the file itself, or, for a file holding one JSON array, its elements
+    one per line (numbered by position). -> (file, size in bytes)."""
+    import io
+
+    fh = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - the caller owns and closes it
+    if fh.peek(256).lstrip()[:1] != b"[":
+        return fh, size
+    with fh:
+        raw = fh.read()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        line = raw[: exc.pos].count(b"\n") + 1
+        raise LlfError(f"invalid JSON: {exc.msg}", where=f"{path}:{line}",
+                       fix="a JSON array of objects, or one JSON object per line") from None
+    if not isinstance(data, list):
+        return open(path, "rb", buffering=1 << 20), size
+    lines = b"".join(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in data)
+    return io.BufferedReader(io.BytesIO(lines)), len(lines)
 
 
 def dumps(row: dict[str, Any]) -> bytes:

@@ -8,7 +8,7 @@ from typing import Any
 
 from llf_recipes.data.check import CheckReport, check_file
 from llf_recipes.data.detect import Detected, apply_overrides, detect
-from llf_recipes.data.rows import folder_files, iter_rows
+from llf_recipes.data.rows import BadRow, folder_files, iter_rows
 from llf_recipes.errors import LlfError
 
 SNIFF_ROWS = 200
@@ -26,7 +26,11 @@ def detect_entry(path: str | Path, stage: str, file_name: str, *, formatting: st
     path = Path(path)
     if not path.exists():
         raise LlfError(f"{path} does not exist", key="--file")
-    rows = [row for _, row in islice(iter_rows(path, csv_empty_none=True), SNIFF_ROWS)]
+    try:
+        rows = [row for _, row in islice(iter_rows(path, csv_empty_none=True), SNIFF_ROWS)]
+    except BadRow as bad:  # the same error without the --skip-bad hint, which registering has no use for
+        raise LlfError(bad.message, where=bad.where, key=bad.key, fix="fix the row; LLaMA-Factory cannot read the file "
+                                                                      "as it is") from None
     try:
         found = detect(rows, stage, text_file=_is_text(path), where=str(path))
     except LlfError:
@@ -45,7 +49,8 @@ def verified_entry(path: str | Path, stage: str, file_name: str, data_dir: str |
     """detect_entry, then every row of the file through that entry as LLaMA-Factory will read it from `data_dir`:
     any row it would stop on or drop stops registration, with file, line and field named."""
     entry, found = detect_entry(path, stage, file_name, formatting=formatting, columns=columns, tags=tags)
-    report = check_file(path, stage, entry, media_base=data_dir, name=name)
+    given = "name the file's fields with --columns COLUMN=FIELD" if columns else "name the fields with --columns"
+    report = check_file(path, stage, entry, media_base=data_dir, name=name, fix=given)
     problems = report.errors + report.dropped
     if problems:
         lines = "\n".join(f"  {p.where}: {p.message}" + (f" (field {p.key!r})" if p.key else "") for p in problems[:show])

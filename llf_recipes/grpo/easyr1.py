@@ -384,7 +384,52 @@ def check_batches(flat: dict[str, Any], stage: str | None) -> list[Finding]:
     if world % tp:
         add("worker.rollout.tensor_parallel_size", f"{world} devices are not divisible by tensor_parallel_size {tp}",
             f"use a tensor_parallel_size that divides {world} (e.g. 1)")
+    if rollout % world:  # DataProto.chunk: "only support equal chunk"
+        add("data.rollout_batch_size", f"rollout_batch_size {rollout} prompts do not split evenly over {world} devices "
+            f"(EasyR1: \"only support equal chunk. Got size of DataProto {rollout} and chunk {world}\")",
+            f"use a rollout_batch_size that is a multiple of {world} (e.g. {world * max(1, -(-rollout // world))})")
+    _more_batch_checks(flat, rollout, n, world, add)
     return out
+
+
+def _more_batch_checks(flat: dict[str, Any], rollout: int, n: int, world: int, add) -> None:
+    """The rest of EasyR1's start-up checks: the critic's batches (GAE), vLLM's token budget, the checkpoint path."""
+    prompt, response = _get(flat, "data.max_prompt_length"), _get(flat, "data.max_response_length")
+    budget = _get(flat, "worker.rollout.max_num_batched_tokens")
+    if all(isinstance(v, int) for v in (prompt, response, budget)) and budget < prompt + response:
+        add("worker.rollout.max_num_batched_tokens",
+            f"max_num_batched_tokens {budget} is below max_prompt_length {prompt} + max_response_length {response} "
+            f"= {prompt + response} (vLLM rollout refuses to start)",
+            f"set worker.rollout.max_num_batched_tokens to at least {prompt + response}")
+    load = _get(flat, "trainer.load_checkpoint_path")
+    if isinstance(load, str) and load and not Path(load.rstrip("/")).name.startswith("global_step_"):
+        add("trainer.load_checkpoint_path", f"{load} does not end with global_step_N (EasyR1 refuses it)",
+            "point it at a checkpoint directory such as .../checkpoints/global_step_100")
+    if _get(flat, "algorithm.adv_estimator") == "gae":
+        try:
+            gbs = int(_get(flat, "worker.critic.global_batch_size"))
+            exp = int(_get(flat, "worker.critic.micro_batch_size_per_device_for_experience"))
+            upd = int(_get(flat, "worker.critic.micro_batch_size_per_device_for_update"))
+        except (KeyError, TypeError, ValueError):
+            return
+        if min(gbs, exp, upd) < 1:
+            return
+        if rollout % gbs:
+            add("worker.critic.global_batch_size",
+                f"rollout_batch_size {rollout} is not divisible by the critic's global_batch_size {gbs}",
+                f"use a critic global_batch_size that divides {rollout}")
+        if rollout * n % exp:
+            add("worker.critic.micro_batch_size_per_device_for_experience",
+                f"rollout_batch_size x rollout.n = {rollout * n} is not divisible by the critic's micro batch {exp}",
+                f"use a critic micro batch for experience that divides {rollout * n}")
+        per_device = gbs * max(1, n) // max(world, 1)
+        if per_device == 0:
+            add("worker.critic.global_batch_size", f"the critic's global_batch_size {gbs} x rollout.n {n} cannot cover "
+                f"{world} devices", f"raise it to at least {-(-world // max(n, 1))}")
+        elif per_device % upd:
+            add("worker.critic.micro_batch_size_per_device_for_update", f"{per_device} completions per device per "
+                f"critic update are not divisible by the critic's micro batch {upd}",
+                f"use a critic micro batch that divides {per_device}")
 
 
 def _strip_suffix(key: str, value: str) -> str:
@@ -523,7 +568,8 @@ def merge_full(actor: Path, python: str, checkout: str | None) -> Path:
     return hf
 
 
-def result_model(run_dir: Path, settings: dict[str, Any], base_model: str, which: str = "latest") -> dict[str, Any]:
+def result_model(run_dir: Path, settings: dict[str, Any], base_model: str, which: str = "latest",
+                 strict: bool = True) -> dict[str, Any]:
     """The model an EasyR1 run leaves, in the manifest's form, from its latest or best checkpoint: a LoRA run's
     adapter is copied into the run directory (base + [run_dir]); a full run is merged by EasyR1's own script."""
     from llf_recipes.grpo.plan import easyr1_dir, easyr1_python
@@ -535,8 +581,13 @@ def result_model(run_dir: Path, settings: dict[str, Any], base_model: str, which
              "backend": "easyr1", "checkpoint": str(actor)}
     if lora:
         collect_adapter(actor, run_dir)
-    else:
+    elif strict or easyr1_dir(settings) or any((actor / "huggingface").glob("*.safetensors")):
         model["base"] = str(merge_full(actor, easyr1_python(settings), easyr1_dir(settings)))
+    else:
+        # Training succeeded: the run is complete, its weights are FSDP shards until EasyR1's merger runs.
+        model.update(base=None, merged=False, needs_merge=str(actor))
+        print(f"note: {actor} holds FSDP shards; to use the model, merge them: set easyr1_dir (or $LLF_EASYR1_DIR) "
+              f"to your EasyR1 checkout and run `llf-recipes export {run_dir} --checkpoint {which}`", flush=True)
     return model
 
 
