@@ -19,7 +19,7 @@ from llf_recipes.cli.common import (
     layout_from,
     print_findings,
 )
-from llf_recipes.hardware import cpu_layout
+from llf_recipes.hardware import LOCAL_HOSTS, cpu_layout
 from llf_recipes.launch import NCCL_PRESETS, StagePlan, plan_stage
 from llf_recipes.launchers import LAUNCHERS, LaunchOptions
 from llf_recipes.launchers import execute as launch
@@ -167,7 +167,9 @@ def main(args) -> int:
     if errors(findings):
         print(f"not run: {len(errors(findings))} validation error(s)", file=sys.stderr)
         return 1
-    local = args.launcher in ("auto", "local") and all(is_local(p) for p in plans)
+    # the stages run on this machine: its devices, packages and disk are the ones to check
+    local = args.launcher in ("auto", "local") and all(
+        len(p.commands) == 1 and p.commands[0].host in LOCAL_HOSTS for p in plans)
     if args.dry_run:
         if args.launcher == "slurm":  # the job script each stage would submit
             from llf_recipes.launchers.slurm import sbatch_script
