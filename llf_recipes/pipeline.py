@@ -171,7 +171,7 @@ def check_registered(plan: StagePlan) -> None:
             raise LlfError(
                 f"stage {plan.stage} reads dataset {name!r}, which is not registered in {info_path}",
                 key=name,
-                fix=f"llf-recipes prepare {name} --data-dir {dataset_dir} (add --sample for the bundled rows), or "
+                fix=f"llf-recipes prepare {name} --data-dir {dataset_dir} (add --sample-data for the bundled rows), or "
                     f"llf-recipes prepare --recipe {plan.rendered.recipe.name} --data-dir {dataset_dir}",
             )
         stage = str(config.get("stage") or plan.stage)

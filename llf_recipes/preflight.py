@@ -83,6 +83,13 @@ def npu_count() -> int:
     return sum(1 for p in Path("/dev").glob("davinci[0-9]*"))
 
 
+def local_device() -> str:
+    """`--device auto`: cuda where the driver reports a GPU, npu where Ascend devices are, else cpu."""
+    if cuda_inventory().gpus:
+        return "cuda"
+    return "npu" if npu_count() else "cpu"
+
+
 def engine_python(program: str) -> str:
     """The interpreter a console script runs under (its shebang), so packages are checked where the engine runs."""
     from llf_recipes.launch import resolve_program

@@ -47,7 +47,7 @@ def test_prepare_given_a_recipe_name_suggests_prepare_recipe(cli, tmp_path, monk
     monkeypatch.chdir(tmp_path)
     code, _, err = cli("prepare", "zhihu", "--sample")
     assert code == 2
-    assert "error: 'zhihu' is a recipe, not a dataset\n  fix: llf-recipes prepare --recipe zhihu --sample prepares" in err
+    assert "error: 'zhihu' is a recipe, not a dataset\n  fix: llf-recipes prepare --recipe zhihu --sample-data prepares" in err
     assert not (tmp_path / "data").exists()
 
 

@@ -4,6 +4,7 @@ help text on every option, and sampling options that LLaMA-Factory's own parser 
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 import yaml
@@ -51,3 +52,49 @@ def test_sampling_options_reach_llamafactorys_generating_arguments(tmp_path, tin
     greedy = build_parser("ask").parse_args(["ask", str(run_dir), "hi"])
     config = yaml.safe_load(inference_yaml(run_dir, data, "chat", sampling_from(greedy)).read_text())
     assert get_infer_args(config)[3].do_sample is False
+
+
+@pytest.mark.parametrize(("argv", "dest", "value"), [
+    (["prepare", "--recipe", "zhihu", "--sample-data"], "sample", True),
+    (["prepare", "--recipe", "zhihu", "--sample"], "sample", True),  # the earlier spelling
+    (["prepare", "--recipe", "zhihu"], "sample", False),
+    (["convert", "zhihu_sft", "--sample"], "sample", True),
+    (["eval", "saves", "--limit", "7"], "max_samples", 7),
+    (["eval", "saves", "--max-samples", "7"], "max_samples", 7),
+    (["eval", "saves"], "max_samples", 100),
+    (["render", "zhihu", "--output-dir", "out"], "output", "out"),
+    (["render", "zhihu", "-o", "out"], "output", "out"),
+    (["export", "zhihu", "-o", "m"], "export_dir", "m"),
+    (["export", "zhihu", "--export-dir", "m"], "export_dir", "m"),
+    (["run", "zhihu", "--device", "auto"], "device", "auto"),
+    (["eval", "saves", "--device", "cuda:1"], "device", "cuda:1"),
+    (["merge", "a", "b", "-o", "c", "--method", "soup", "--device", "cuda:0"], "device", "cuda:0"),
+])
+def test_one_name_per_thing_and_the_old_spellings_still_work(argv, dest, value):
+    got = getattr(build_parser(argv[0]).parse_args(argv), dest)
+    assert str(got) == str(value)
+
+
+def test_old_spellings_are_hidden_from_help(capsys):
+    for verb, old, new in (("prepare", "--sample", "--sample-data"), ("eval", "--max-samples", "--limit"),
+                           ("render", "-o", "--output-dir"), ("export", "--export-dir", "-o DIR, --output DIR")):
+        with pytest.raises(SystemExit):
+            build_parser(verb).parse_args([verb, "--help"])
+        text = capsys.readouterr().out
+        assert new in text and not re.search(rf"(?<![-\w]){re.escape(old)}(?![-\w])", text), (verb, text)
+
+
+@pytest.mark.parametrize("verb", ["run", "render", "validate", "doctor", "eval", "merge"])
+def test_device_takes_the_same_names_everywhere(verb, capsys):
+    argv = {"run": ["run", "zhihu"], "render": ["render", "zhihu"], "validate": ["validate", "zhihu"],
+            "doctor": ["doctor"], "eval": ["eval", "saves"], "merge": ["merge", "a", "b", "-o", "c", "--method", "soup"]}
+    for device in ("auto", "cuda", "npu", "cpu"):
+        assert build_parser(verb).parse_args([*argv[verb], "--device", device]).device == device
+    with pytest.raises(SystemExit):
+        build_parser(verb).parse_args([*argv[verb], "--device", "gpu"])
+    assert "'gpu' is not a device (use auto, cuda, npu, cpu" in capsys.readouterr().err
+
+
+def test_eval_methods_take_a_comma_list_like_every_other_list(tmp_path, cli):
+    code, _, err = cli("eval", tmp_path, "--methods", "sft,dpo")
+    assert code == 2 and "no completed run of method sft, dpo under" in err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from llf_recipes.catalog import Catalog
-from llf_recipes.cli.verb import add_verb, formatter  # noqa: F401 - re-exported for the verbs
+from llf_recipes.cli.verb import add_verb, device_type, formatter  # noqa: F401 - re-exported for the verbs
 from llf_recipes.hardware import HostLayout, default_layout, parse_gpus, parse_hostfile
 from llf_recipes.schema.rules import RULES, Finding
 
@@ -23,12 +23,17 @@ def add_layout_args(p: argparse.ArgumentParser, hostfile_help: str = "DeepSpeed-
     g = p.add_mutually_exclusive_group()
     g.add_argument("--gpus", metavar="LIST", help="devices on this machine, e.g. 0,1 (default: one device)")
     g.add_argument("--hostfile", metavar="FILE", help=hostfile_help)
-    p.add_argument("--device", choices=("cuda", "npu", "cpu"), default="cuda",
-                   help="accelerator kind: npu uses ASCEND_RT_VISIBLE_DEVICES (default: cuda)")
+    p.add_argument("--device", type=device_type(with_index=False), default="cuda", metavar="{auto,cuda,npu,cpu}",
+                   help="accelerator kind: npu uses ASCEND_RT_VISIBLE_DEVICES; auto: what this machine has "
+                        "(default: cuda)")
     p.add_argument("--master-port", type=int, default=None, metavar="PORT", help="rendezvous port (default: 29500)")
 
 
 def layout_from(args: argparse.Namespace, catalog: Catalog) -> HostLayout:
+    if getattr(args, "device", None) == "auto":
+        from llf_recipes.preflight import local_device
+
+        args.device = local_device()
     if getattr(args, "hostfile", None):
         layout = parse_hostfile(catalog.hostfile(args.hostfile), device=args.device)
     elif getattr(args, "gpus", None):

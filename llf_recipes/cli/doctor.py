@@ -12,7 +12,7 @@ import sys
 from dataclasses import asdict, dataclass
 
 from llf_recipes import __version__
-from llf_recipes.cli.common import add_catalog_args, add_verb, catalog_from
+from llf_recipes.cli.common import add_catalog_args, add_verb, catalog_from, device_type
 from llf_recipes.schema import SUPPORTED_VERSION
 
 # The rest of the resolved set the engine tests ran with (pip's choice under the train extra's pins).
@@ -44,8 +44,9 @@ def add_parser(sub) -> None:
         llf-recipes doctor --json
     """)
     p.add_argument("--hostfile", metavar="FILE", help="also check that every host answers over ssh (BatchMode)")
-    p.add_argument("--device", choices=("cuda", "npu", "cpu"), default="cuda",
-                   help="with --hostfile: the device kind whose count each host reports (default: cuda)")
+    p.add_argument("--device", type=device_type(with_index=False), default="cuda", metavar="{auto,cuda,npu,cpu}",
+                   help="with --hostfile: the device kind whose count each host reports (default: cuda; auto: this "
+                        "machine's kind)")
     p.add_argument("--ssh-config", metavar="FILE", help="ssh client configuration (ssh -F FILE)")
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     add_catalog_args(p)
@@ -181,6 +182,10 @@ def host_checks(hostfile: str, device: str, ssh_config: str | None, catalog) -> 
 
 
 def main(args) -> int:
+    if args.device == "auto":
+        from llf_recipes.preflight import local_device
+
+        args.device = local_device()
     catalog = catalog_from(args)
     checks = version_checks() + device_checks() + optional_checks(catalog) + disk_checks()
     if args.hostfile:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llf_recipes.cli.common import add_run_target, add_verb, run_from
+from llf_recipes.cli.verb import add_alias
 from llf_recipes.use import export, exported_from
 
 
@@ -16,7 +17,9 @@ def add_parser(sub) -> None:
         llf-recipes export saves/grpo-gsm8k/grpo --checkpoint best   # an EasyR1 run's best checkpoint
     """)
     add_run_target(p)
-    p.add_argument("-o", "--export-dir", type=Path, metavar="DIR", help="where the merged model goes (default: RUN_DIR-merged)")
+    p.add_argument("-o", "--output", dest="export_dir", type=Path, metavar="DIR",
+                   help="where the merged model goes (default: RUN_DIR-merged)")
+    add_alias(p, "--export-dir", dest="export_dir", type=Path)
     p.add_argument("--export-size", type=int, default=5, metavar="GB", help="shard size in GB (default: 5)")
     p.add_argument("--export-device", choices=("cpu", "auto"), default="cpu", help="where the merge runs (default: cpu)")
     p.add_argument("--force", action="store_true", help="export again, or into a directory not written by export")

@@ -25,10 +25,10 @@ IGNORE_PATTERNS = ["*dataset_infos.json"]
 HUBS = {"hf": "huggingface", "modelscope": "modelscope"}
 # What to do when a hub cannot be reached: the bundled rows or a copy at hand first, then the hub's own variables.
 OFFLINE_FIX = {
-    "huggingface": "offline: `llf-recipes prepare {name} --sample` (the bundled rows) or `llf-recipes convert {name} "
+    "huggingface": "offline: `llf-recipes prepare {name} --sample-data` (the bundled rows) or `llf-recipes convert {name} "
                    "--input FILE` (a copy you have); HF_HUB_OFFLINE=1 reads the Hugging Face cache once it holds the "
                    "files; or point HF_ENDPOINT at a reachable mirror (or `llf-recipes register --file FILE ...`)",
-    "modelscope": "offline: `llf-recipes prepare {name} --sample` (the bundled rows) or `llf-recipes convert {name} "
+    "modelscope": "offline: `llf-recipes prepare {name} --sample-data` (the bundled rows) or `llf-recipes convert {name} "
                   "--input FILE` (a copy you have); ModelScope's cache is read by itself when the hub cannot be "
                   "reached; or point MODELSCOPE_ENDPOINT at a reachable mirror (or `llf-recipes register --file FILE ...`)",
 }
@@ -59,7 +59,7 @@ def find_source(catalog: Catalog, name: str) -> dict[str, Any]:
         return fragments[name].source
     if name in catalog.recipe_paths:
         raise LlfError(f"{name!r} is a recipe, not a dataset", fix=f"llf-recipes prepare --recipe {name} prepares every "
-                       "dataset it names (add --sample for the bundled rows)")
+                       "dataset it names (add --sample-data for the bundled rows)")
     guess = nearest(name, [*catalog.datasets, *fragments])
     raise LlfError(f"no dataset entry or fragment named {name!r}",
                    fix=(f"did you mean {guess!r}? " if guess else "") + "`llf-recipes list --datasets` shows them")
