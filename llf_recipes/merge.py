@@ -182,6 +182,9 @@ def run_mergekit(config: dict[str, Any], out: Path, *, seed: int | None = None, 
     try:
         code = stream(argv, {}, log)
         if code != 0:
+            from llf_recipes.console import print_tail
+
+            print_tail(log, "merge")
             raise LlfError(f"mergekit failed with exit code {code}", where=str(log),
                            fix="read the log; mismatched shapes or a missing base model are the usual causes")
         if out.exists():
