@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from llf_recipes.cli.common import add_run_target, add_sampling_args, add_verb, run_from, sampling_from
-from llf_recipes.console import EngineEcho
+from llf_recipes.console import EngineEcho, print_tail
 from llf_recipes.errors import LlfError
 from llf_recipes.launch import stream
 from llf_recipes.pipeline import free_port
@@ -52,4 +52,7 @@ def main(args) -> int:
         if not shown.verbose and b"Uvicorn running on" in line:
             print(f"ready: http://{args.host}:{args.port}/v1/models lists the model", flush=True)
 
-    return stream(["llamafactory-cli", "api", str(path)], env, log, echo=echo)
+    code = stream(["llamafactory-cli", "api", str(path)], env, log, echo=echo)
+    if code not in (0, 130):
+        print_tail(log, "serve")
+    return code
