@@ -170,13 +170,9 @@ def test_export_then_ask_the_merged_model(project, tiny_model):
 
 
 def test_a_failing_stage_names_its_log_and_is_recorded(project, tiny_model):
-    data_file = project / "data" / "huanhuan.jsonl"
-    good = data_file.read_bytes()
-    data_file.write_text('{"instruction": "a", "output": "b"}\nthis line is not JSON\n', encoding="utf-8")
-    try:
-        proc = llf(project, tiny_model, "run", "sft-huanhuan", "--smoke", "--output-root", "saves/failing")
-    finally:
-        data_file.write_bytes(good)
+    # a LoRA target the model does not have: every check before launch passes, peft refuses it in the engine
+    proc = llf(project, tiny_model, "run", "sft-huanhuan", "--smoke", "--output-root", "saves/failing",
+               "--set", "lora_target=nosuchmodule")
     out = project / "saves" / "failing" / "sft-huanhuan" / "sft"
     assert proc.returncode not in (0, 2, 130), proc.stderr[-2000:]
     assert f"stage sft failed with exit code {proc.returncode}; log: saves/failing/sft-huanhuan/sft/llf-sft.log" in proc.stderr

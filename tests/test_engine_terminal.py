@@ -83,9 +83,10 @@ def test_a_smoke_run_shows_our_lines_progress_and_a_summary_and_logs_everything(
 
 def test_a_failing_stage_shows_the_engines_last_lines_and_the_log(tmp_path, tiny_model):
     env = env_for(tiny_model)
-    assert run_cli_subprocess("prepare", "huanhuan", "--sample", cwd=tmp_path, env=env).returncode == 0
-    (tmp_path / "data" / "huanhuan.jsonl").write_text('{"instruction": "a", "output": "b"}\nnot JSON\n')
-    proc = run_cli_subprocess("run", "sft-huanhuan", "--smoke", cwd=tmp_path, env=env)
+    assert run_cli_subprocess("prepare", "huanhuan", "--sample-data", cwd=tmp_path, env=env).returncode == 0
+    # a LoRA target the model does not have: every check before launch passes, peft refuses it in the engine
+    proc = run_cli_subprocess("run", "sft-huanhuan", "--smoke", "--set", "lora_target=nosuchmodule", cwd=tmp_path,
+                              env=env)
     assert proc.returncode not in (0, 2, 130)
     log = "saves/smoke/sft-huanhuan/sft/llf-sft.log"
     assert "--- last 20 lines of " + log + " ---" in proc.stderr
@@ -93,4 +94,5 @@ def test_a_failing_stage_shows_the_engines_last_lines_and_the_log(tmp_path, tiny
     tail = proc.stderr.split(" ---\n", 1)[1].split("\n---\n")[0].splitlines()
     last_in_log = [line for line in (tmp_path / log).read_text().splitlines() if line.strip()][-1]
     assert tail[-1] == f"  {last_in_log}"
+    assert any("nosuchmodule" in line for line in tail)  # the engine's own reason is among the lines shown
     assert "sft-huanhuan: 0 of 1 stage(s) completed" in proc.stdout and f"log: {log}" in proc.stdout
