@@ -107,3 +107,27 @@ def test_a_full_parameter_run_completes_without_easyr1_dir(catalog, project, cli
                              "config": plan.rendered.config, "status": "completed", "model": model})
     code, _, err = cli("export", str(run_dir), "-o", str(project / "merged"))
     assert code != 0 and "FSDP shards" in err and "easyr1_dir" in err and "--checkpoint latest" in err
+
+
+# ---------------------------------------------------------------- EasyR1's environment on every node
+
+
+def test_node_answers_name_each_problem_and_a_ray_mismatch():
+    from llf_recipes.grpo.easyr1_nodes import node_problems
+
+    good = {"python": "/e/bin/python", "verl": "ok", "versions": {"omegaconf": "2.3.0", "transformers": "4.52.4",
+                                                                   "vllm": "0.8.5", "flash-attn": "2.7.4", "ray": "2.60.0"}}
+    other_ray = {**good, "versions": {**good["versions"], "ray": "2.59.1"}}
+    upstream = {**good, "verl": "/e/verl is upstream verl, not EasyR1's (EasyR1 has verl/trainer/main.py, no main_ppo.py)",
+                "versions": {**good["versions"], "omegaconf": "2.4.0", "vllm": None}}
+    hosts = ["a", "b", "c", "d"]
+    answers = {0: (good, ""), 1: (other_ray, ""), 2: (upstream, ""), 3: (None, "ssh: Connection refused")}
+    problems = node_problems(hosts, answers, "/e/bin/python", gpus=True)
+    assert problems == [
+        "node 2 (c): /e/bin/python: /e/verl is upstream verl, not EasyR1's (EasyR1 has verl/trainer/main.py, no main_ppo.py)",
+        "node 2 (c): omegaconf 2.4.0; EasyR1 fails on 2.4 at start-up (pin omegaconf<2.4)",
+        "node 2 (c): vllm is not installed (EasyR1's rollouts and attention need it)",
+        "node 3 (d): cannot run /e/bin/python there (ssh: Connection refused)",
+        "Ray differs between nodes (a cluster needs one version): 2.59.1 on node 1; 2.60.0 on node 0, node 2",
+    ]
+    assert node_problems(hosts[:1], {0: (good, "")}, "/e/bin/python", gpus=True) == []

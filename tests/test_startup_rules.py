@@ -244,3 +244,24 @@ def test_output_dir_with_a_finished_model(tmp_path):
     assert not [x for x in run({"output_dir": str(out), "overwrite_output_dir": True}) if x.rule == "output-dir-not-empty"]
     (out / "checkpoint-10").mkdir()  # LLaMA-Factory resumes from it instead
     assert not [x for x in run({"output_dir": str(out)}) if x.rule == "output-dir-not-empty"]
+
+
+@pytest.mark.parametrize("bad", ["x", 3, -1.5, ["a", 1], {"k": None}, None, True])
+def test_any_value_of_any_key_gives_findings_not_a_crash(bad):
+    from llf_recipes.schema import keys_for
+
+    for verb in ("train", "chat"):
+        for key in keys_for(verb):
+            for f in run({key: bad, "deepspeed": {"zero_optimization": {"stage": 3}}} if verb == "train" else {key: bad},
+                         verb=verb, launch=TORCHRUN):
+                assert f.key and f.fix
+
+
+def test_validate_cli_never_tracebacks_on_odd_files(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "odd.yaml").write_text("model_name_or_path: m\nstage: sft\ndo_train: true\ndataset: x\ndataset_dir: 5\n")
+    code, _, err = cli("validate", "odd.yaml")
+    assert code == 1 and "dataset_dir: must be str" in err
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00")
+    code, _, err = cli("validate", "binary.yaml")
+    assert code == 2 and "binary.yaml" in err and "UTF-8" in err

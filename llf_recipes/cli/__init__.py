@@ -34,6 +34,7 @@ VERBS = {
     "eval": "eval",
     "report": "report",
     "merge": "merge",
+    "engine": "engine",
 }
 
 

@@ -7,7 +7,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llf_recipes.data.layouts import MEDIA, STAGES, Aligned, Layout, RowError, align, check_media, drop_reason
+from llf_recipes.data.layouts import (
+    MEDIA,
+    STAGES,
+    Aligned,
+    Layout,
+    RowError,
+    align,
+    check_media,
+    drop_reason,
+    remote_dir,
+)
 from llf_recipes.data.rows import BadRow, iter_rows
 from llf_recipes.errors import LlfError
 
@@ -177,7 +187,7 @@ def check_entry(entry: dict[str, Any], stage: str, dataset_dir: str | Path, *, n
     """An entry of dataset_info.json, wherever its rows are: a local file or folder, or a hub dataset's local cache."""
     layout = Layout.from_entry(entry, name)
     if layout.load_from == "file":
-        if str(dataset_dir) == "ONLINE" or str(dataset_dir).startswith("REMOTE:"):
+        if remote_dir(dataset_dir):
             return CheckReport(note=f"not checked: with dataset_dir {dataset_dir} LLaMA-Factory reads {name!r} from the hub")
         path = Path(dataset_dir) / layout.source
         if not path.exists():

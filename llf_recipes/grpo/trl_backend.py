@@ -104,7 +104,7 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     trainer = GRPOTrainer(model=model, reward_funcs=functions, args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=LoraConfig(**lora) if lora else None,
                           callbacks=[progress_log()])
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=config.get("resume_from_checkpoint") or None)
     trainer.save_model(args.output_dir)  # the adapter (or the full model) in output_dir itself
     tokenizer.save_pretrained(args.output_dir)
     trainer.save_state()
