@@ -218,24 +218,22 @@ def check_stages(plans, *, output_root: Path | None = None, inventory: Inventory
     if local:
         problems += check_devices(layout, configs, inventory)
     by_python: dict[str, set[str]] = {}
-    programs: dict[str, str] = {}
+    engines: dict[str, tuple[str, tuple[str, ...]]] = {}  # python -> (engine name, the modules it imports)
     for p in plans:
-        program = p.commands[0].argv[0]
-        python = engine_python(program)
-        programs[python] = program
+        env = getattr(p, "engine", None)  # the engine environment the stage runs in names its interpreter
+        python = str(env.python) if env is not None else engine_python(p.commands[0].argv[0])
+        if env is not None:
+            engines[python] = (env.name, tuple(env.engine.imports))
         by_python.setdefault(python, set()).update(needed_packages(p.rendered.config))
     if local:
         for python, modules in by_python.items():
-            program = programs[python]
-            from llf_recipes.launch import resolve_program
-
-            resolved = resolve_program(program)
-            if not Path(resolved).exists() and not shutil.which(resolved):
-                problems.append(Problem(f"the engine's program {program} is not installed",
-                                        'pip install -e ".[train]" (LLaMA-Factory 0.9.5 with torch)'))
-                continue
-            present = installed_in(python, sorted(modules))
-            for module in sorted(m for m, ok in present.items() if not ok):
+            name, imports = engines.get(python, ("llamafactory", ("llamafactory",)))
+            present = installed_in(python, sorted({*modules, *imports}))
+            missing = [m for m in imports if not present.get(m)]
+            if missing:
+                problems.append(Problem(f"engine {name}: {', '.join(missing)} not installed for {python}",
+                                        f"llf-recipes engine install {name}, or pip install -e \".[train]\" there"))
+            for module in sorted(m for m in modules if not present.get(m)):
                 dist, fix = PACKAGES[module]
                 stages = ", ".join(p.stage for p in plans if module in needed_packages(p.rendered.config))
                 problems.append(Problem(f"stage {stages} needs {dist}, which is not installed for the engine ({python})",

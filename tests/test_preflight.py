@@ -2,8 +2,9 @@
 environment, free disk. Each problem stops `run` before anything is written or started, with its fix; `--dry-run`
 shows the same problems and plans anyway.
 
-The devices come from a stand-in `nvidia-smi` on PATH (the real one's CSV output and its no-driver failure), the
-engine from a stand-in `llamafactory-cli` whose interpreter is the system Python, which lacks the optional packages."""
+The devices come from a stand-in `nvidia-smi` on PATH (the real one's CSV output and its no-driver failure); the
+engine's environment is the system Python (`run --engine llamafactory=PYTHON`, and for `doctor` a `llamafactory-cli`
+on PATH run by it), which lacks the optional packages."""
 
 from __future__ import annotations
 
@@ -94,11 +95,13 @@ def test_missing_bitsandbytes_and_deepspeed_in_the_engines_environment(cli, mach
     python = system_python_without("bitsandbytes", "deepspeed")
     mark = fake_engine(bin_dir, python)
     fake_smi(bin_dir, "0, NVIDIA H100 80GB HBM3, 9.0\n1, NVIDIA H100 80GB HBM3, 9.0\n")
-    code, _, err = cli("run", "sft-huanhuan", "--gpus", "0")  # QLoRA: 4-bit through bitsandbytes
+    engine = f"llamafactory={python}"  # the stages' engine environment: an interpreter without those packages
+    code, _, err = cli("run", "sft-huanhuan", "--gpus", "0", "--engine", engine)  # QLoRA: 4-bit through bitsandbytes
     assert code == 2
     assert f"stage sft needs bitsandbytes, which is not installed for the engine ({python})" in err
     assert "fix: pip install bitsandbytes" in err
-    code, _, err = cli("run", "sft-huanhuan-full", "--gpus", "0,1")  # full tuning under DeepSpeed
+    assert "engine llamafactory: llamafactory" in err  # nor the engine itself: all problems at once
+    code, _, err = cli("run", "sft-huanhuan-full", "--gpus", "0,1", "--engine", engine)  # full tuning under DeepSpeed
     assert code == 2
     assert f"stage sft needs deepspeed, which is not installed for the engine ({python})" in err
     assert "fix: pip install deepspeed" in err
@@ -142,7 +145,7 @@ def test_a_smoke_run_needs_no_gpu_and_no_optional_package(catalog, tmp_path, mon
     from llf_recipes.cli.run import build_plans
 
     args = argparse.Namespace(name="sft-huanhuan-full", smoke=True, dry_run=True, output_root=None, overrides=[],
-                              allow=[], stage=None, from_stage=None, nccl=None, backend=None)
+                              allow=[], stage=None, from_stage=None, nccl=None, backend=None, engine=[])
     plans, _ = build_plans(args, catalog)
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi at all
     assert preflight.check_stages(plans) == []

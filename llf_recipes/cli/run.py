@@ -198,10 +198,10 @@ def main(args) -> int:
             print_plan(plans)
             print_machine_check(plans, local)
         return 0
-    if args.launcher != "print":
-        preflight.raise_if_any(preflight.check_stages(plans, local=local))
     names = {p.stage for p in plans}
     ensure_engines(plans, args.install_engines)
+    if args.launcher != "print":
+        preflight.raise_if_any(preflight.check_stages(plans, local=local))
     for p in plans:
         check_inputs(p, names)
         check_registered(p)
