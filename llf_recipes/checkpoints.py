@@ -1,7 +1,7 @@
 """Checkpoint identity: a checkpoint belongs to the run that wrote it.
 
 Every attempt at a stage has an identity (the digest of its fingerprint: config, data, upstream stages) and a lineage
-(`attempt`: new for a fresh start, carried over by a resume). A checkpoint directory gets a small stamp file naming
+(`lineage`: new for a fresh start, carried over by a resume). A checkpoint directory gets a small stamp file naming
 both. A stage resumes only from checkpoints stamped with its own identity and the lineage it continues; anything else
 in its output directory (an older config's or data's checkpoints, those of an abandoned --force, unstamped ones) is
 moved aside into `superseded-<time>/` before the trainer starts, so neither we nor the trainer can pick it up.
@@ -36,7 +36,7 @@ def identity_of(parts: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def new_attempt() -> str:
+def new_lineage() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
 
 
@@ -61,19 +61,19 @@ def stamp_of(checkpoint: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def stamp(checkpoint: Path, identity: str, attempt: str) -> None:
-    write_text(checkpoint / STAMP, json.dumps({"identity": identity, "attempt": attempt}) + "\n")
+def stamp(checkpoint: Path, identity: str, lineage: str) -> None:
+    write_text(checkpoint / STAMP, json.dumps({"identity": identity, "lineage": lineage}) + "\n")
 
 
-def claim(run_dir: str | Path, identity: str | None, attempt: str | None,
+def claim(run_dir: str | Path, identity: str | None, lineage: str | None,
           pattern: re.Pattern[str] = HF_PATTERN) -> list[Path]:
     """Stamp the unstamped checkpoints with the attempt that wrote them (the last one recorded); returns them."""
-    if not identity or not attempt:
+    if not identity or not lineage:
         return []
     claimed = []
     for _, checkpoint in found(run_dir, pattern):
         if stamp_of(checkpoint) is None:
-            stamp(checkpoint, identity, attempt)
+            stamp(checkpoint, identity, lineage)
             claimed.append(checkpoint)
     return claimed
 
@@ -82,15 +82,15 @@ def is_complete(checkpoint: Path, marker: str = COMPLETE_MARKER) -> bool:
     return (checkpoint / marker).is_file()
 
 
-def latest(run_dir: str | Path, identity: str, attempt: str | None, pattern: re.Pattern[str] = HF_PATTERN,
+def latest(run_dir: str | Path, identity: str, lineage: str | None, pattern: re.Pattern[str] = HF_PATTERN,
            marker: str = COMPLETE_MARKER) -> Path | None:
-    """The newest complete checkpoint that `identity` and lineage `attempt` wrote, if any."""
-    if not attempt:
+    """The newest complete checkpoint that `identity` and lineage `lineage` wrote, if any."""
+    if not lineage:
         return None
     best = None
     for _, checkpoint in found(run_dir, pattern):
         s = stamp_of(checkpoint) or {}
-        if s.get("identity") == identity and s.get("attempt") == attempt and is_complete(checkpoint, marker):
+        if s.get("identity") == identity and s.get("lineage") == lineage and is_complete(checkpoint, marker):
             best = checkpoint
     return best
 
@@ -110,12 +110,12 @@ class SetAside:
 
 def set_aside(run_dir: str | Path, keep: tuple[str, str] | None, pattern: re.Pattern[str] = HF_PATTERN,
               marker: str = COMPLETE_MARKER) -> SetAside:
-    """Move every checkpoint that is not a complete one of `keep` (identity, attempt) into `superseded-<time>/`."""
+    """Move every checkpoint that is not a complete one of `keep` (identity, lineage) into `superseded-<time>/`."""
     run_dir = Path(run_dir)
     stale = []
     for _, checkpoint in found(run_dir, pattern):
         s = stamp_of(checkpoint) or {}
-        mine = keep is not None and (s.get("identity"), s.get("attempt")) == keep and is_complete(checkpoint, marker)
+        mine = keep is not None and (s.get("identity"), s.get("lineage")) == keep and is_complete(checkpoint, marker)
         if not mine:
             stale.append(checkpoint)
     result = SetAside()

@@ -7,6 +7,7 @@ when an earlier attempt with the same fingerprint stopped part-way. Everything e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import socket
@@ -17,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llf_recipes import checkpoints, manifest
+from llf_recipes import checkpoints, manifest, records
 from llf_recipes.atomic import recover
+from llf_recipes.console import print_tail, verbose
 from llf_recipes.data.check import preflight
+from llf_recipes.data.layouts import remote_dir
 from llf_recipes.errors import LlfError
 from llf_recipes.launch import StagePlan
 from llf_recipes.ownership import StageLock, me
@@ -129,7 +132,7 @@ def decide(plan: StagePlan, previous: dict[str, Any] | None, current: dict[str, 
         return Decision("skip", f"completed {previous.get('finished_at', '')} with the same config and data")
     if status in ("running", "failed", "interrupted", "abandoned") and same and plan.rendered.verb == "train":
         # only a checkpoint this very computation wrote, in the attempt being continued
-        checkpoint = checkpoints.latest(run_dir_of(plan), identity(current), previous.get("attempt"))
+        checkpoint = checkpoints.latest(run_dir_of(plan), identity(current), previous.get("lineage"))
         if checkpoint is not None:
             return Decision("resume", f"the last attempt stopped ({status}); resuming from {checkpoint.name}", checkpoint)
         return Decision("run", f"the last attempt stopped ({status}) before its first checkpoint")
@@ -161,7 +164,7 @@ def _dataset_names(config: dict[str, Any]) -> list[str]:
 def check_registered(plan: StagePlan) -> None:
     """Every dataset the stage reads is registered where LLaMA-Factory looks, and reads as it will read it."""
     config = plan.rendered.config
-    if str(config.get("dataset_dir")) == "ONLINE" or str(config.get("dataset_dir")).startswith("REMOTE:"):
+    if remote_dir(config.get("dataset_dir") or "data"):
         return  # LLaMA-Factory reads the names (or dataset_info.json) from the hub: nothing local to check
     dataset_dir = Path(str(config.get("dataset_dir") or "data"))
     info_path = dataset_dir / "dataset_info.json"
@@ -177,7 +180,7 @@ def check_registered(plan: StagePlan) -> None:
             raise LlfError(
                 f"stage {plan.stage} reads dataset {name!r}, which is not registered in {info_path}",
                 key=name,
-                fix=f"llf-recipes prepare {name} --data-dir {dataset_dir} (add --sample for the bundled rows), or "
+                fix=f"llf-recipes prepare {name} --data-dir {dataset_dir} (add --sample-data for the bundled rows), or "
                     f"llf-recipes prepare --recipe {plan.rendered.recipe.name} --data-dir {dataset_dir}",
             )
         stage = str(config.get("stage") or plan.stage)
@@ -219,6 +222,22 @@ def ensure_master_port(plan: StagePlan, explicit: bool) -> None:
 Executor = Callable[[StagePlan, Path], "int | None"]
 
 
+@contextlib.contextmanager
+def stage_display(plan: StagePlan, position: str, log: Path):
+    """The live progress of a single-node stage, read from its trainer log; multi-node launchers print their own."""
+    from llf_recipes.console import sink
+
+    if verbose() or len(plan.commands) != 1:
+        yield
+        return
+    from llf_recipes.progress import StageProgress
+
+    total = plan.rendered.config.get("max_steps")
+    shown = StageProgress(run_dir_of(plan), f"{position} {plan.stage}", total if isinstance(total, int) else None)
+    with shown, sink(shown.echo):
+        yield
+
+
 def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str, layout_source: str) -> int:
     """Run one stage under its lock; the manifest is written before launch and completed after."""
     run_dir = run_dir_of(plan)
@@ -229,7 +248,7 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
         recover([manifest.path_for(run_dir), plan.config_path])  # temporaries a killed run left
         previous = manifest.read(run_dir)
         if previous is not None:  # checkpoints an attempt left unstamped (it was killed) belong to that attempt
-            checkpoints.claim(run_dir, previous.get("identity"), previous.get("attempt"))
+            checkpoints.claim(run_dir, previous.get("identity"), previous.get("lineage"))
         current = fingerprint(plan, previous)
         decision = decide(plan, previous, current, force)
         log = run_dir / f"llf-{plan.stage}.log"
@@ -237,9 +256,9 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
             print(f"{position} stage {plan.stage}: skipped, {decision.reason} (--force reruns it)", flush=True)
             return 0
         digest = identity(current)
-        attempt = previous["attempt"] if decision.action == "resume" else checkpoints.new_attempt()
+        lineage = previous["lineage"] if decision.action == "resume" else checkpoints.new_lineage()
         if plan.rendered.verb == "train":  # nothing in the directory that this attempt may not resume from
-            aside = checkpoints.set_aside(run_dir, (digest, attempt) if decision.action == "resume" else None)
+            aside = checkpoints.set_aside(run_dir, (digest, lineage) if decision.action == "resume" else None)
             if aside.moved:
                 print(f"note: stage {plan.stage}: {aside.describe(run_dir)}", file=sys.stderr, flush=True)
         if decision.checkpoint is not None:
@@ -247,33 +266,46 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
         # A grpo stage writes what its engine reads (EasyR1's data, prompt, reward module and config; TRL's settings).
         files = plan.write_files() if hasattr(plan, "write_files") else write_stage(plan.rendered, plan.config_path)
         argv = shlex.join(plan.commands[0].argv)
-        print(f"{position} stage {plan.stage}: {argv}  ({decision.reason}; log: {log})", flush=True)
+        why = f"{decision.reason}; log: {log}"
+        # Quietly, the command is left to the log's attempt header; --verbose shows it here too.
+        print(f"{position} stage {plan.stage}: " + (f"{argv}  ({why})" if verbose() else why), flush=True)
         started = time.time()
-        record = {**_record(plan, current, files, log, layout_source, decision), "identity": digest, "attempt": attempt}
+        record = {**_record(plan, current, files, log, layout_source, decision), "identity": digest, "lineage": lineage}
+        record["attempt"] = records.attempt_number(previous)
+        records.write_header(log, record["attempt"], plan.commands[0].shell_line(), current, decision.reason)
         code: int | None = 130
+        refused = False
         try:  # from the first write on: a Ctrl-C at any moment still ends in the final record
             manifest.write(run_dir, {**record, "status": "running", "owner": me(), "started_at": manifest.now()})
-            code = execute(plan, log)
+            with stage_display(plan, position, log):
+                code = execute(plan, log)
             if code == 0 and hasattr(plan, "finalize"):
                 record["model"] = plan.finalize()  # e.g. EasyR1's latest LoRA adapter, copied into the run directory
+        except LlfError as exc:
+            refused = True  # a launcher's checks refused it before its process started: this attempt never ran
+            records.refused(run_dir, previous, log, exc.message)
+            raise
         finally:
-            checkpoints.claim(run_dir, digest, attempt)
-            # 143: a multi-node run stopped by SIGTERM, which a single-node run reports as 130; both were stopped
-            status = {None: "planned", 0: "completed", 130: "interrupted", 143: "interrupted"}.get(code, "failed")
-            # what the launcher recorded while the stage ran (a SLURM job id) stays in the manifest
-            launched = (manifest.read(run_dir) or {}).get("launch")
-            manifest.write(run_dir, {
-                **record,
-                **({"launch": launched} if launched else {}),
-                "status": status,
-                "exit_code": code,
-                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-                "finished_at": manifest.now(),
-                "duration_s": round(time.time() - started, 3),
-                "metrics": manifest.final_metrics(run_dir) if code == 0 else {},
-            })
+            checkpoints.claim(run_dir, digest, lineage)
+            if not refused:
+                # 143: a multi-node run stopped by SIGTERM, which a single-node run reports as 130; both were stopped
+                status = {None: "planned", 0: "completed", 130: "interrupted", 143: "interrupted"}.get(code, "failed")
+                # what the launcher recorded while the stage ran (a SLURM job id) stays in the manifest
+                launched = (manifest.read(run_dir) or {}).get("launch")
+                manifest.write(run_dir, {
+                    **record,
+                    **({"launch": launched} if launched else {}),
+                    "status": status,
+                    "exit_code": code,
+                    "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+                    "finished_at": manifest.now(),
+                    "duration_s": round(time.time() - started, 3),
+                    "metrics": manifest.final_metrics(run_dir) if code == 0 else {},
+                })
         if code not in (None, 0):
             where = "" if len(plan.commands) > 1 else f"; log: {log}"  # the multi-node executor names node and log
+            if len(plan.commands) == 1 and code not in (130, 143):
+                print_tail(log, f"stage {plan.stage}")
             print(f"error: stage {plan.stage} {'was interrupted' if code in (130, 143) else f'failed with exit code {code}'}{where}",
                   file=sys.stderr)
         return code or 0
@@ -303,7 +335,16 @@ def _record(plan: StagePlan, current: dict[str, Any], files: list[Path], log: Pa
                    "nnodes": layout.nnodes, "world_size": layout.world_size,
                    "hosts": [{"host": n.host, "slots": n.slots} for n in layout.nodes]},
         "nodes": [{"node_rank": c.node_rank, "host": c.host, "argv": list(c.argv), "env": c.env} for c in plan.commands],
-        "versions": manifest.versions(),
+        **_engine_record(plan),
         "model": manifest.model_of(rendered.config,
                                    run_dir_of(plan).resolve() if rendered.verb in ("train", "grpo") else None),
     }
+
+
+def _engine_record(plan: StagePlan) -> dict[str, Any]:
+    """The engine that runs the stage and the versions read from its own interpreter (not llf-recipes')."""
+    engine = getattr(plan, "engine", None)
+    if engine is None:
+        return {"versions": manifest.versions()}
+    record = engine.record()
+    return {"engine": record, "versions": {"llf-recipes": manifest.versions()["llf-recipes"], **record["versions"]}}

@@ -122,7 +122,7 @@ def test_url_credentials_are_not_forwarded_to_other_nodes():
     assert env == {"HF_HOME": "/data/hf", "NCCL_DEBUG": "WARN"}
 
 
-def test_serve_reads_its_api_key_from_a_file_or_the_environment(tmp_path, monkeypatch):
+def test_serve_reads_its_api_key_from_a_file(tmp_path):
     import argparse
 
     from llf_recipes.cli.serve import api_key
@@ -130,8 +130,7 @@ def test_serve_reads_its_api_key_from_a_file_or_the_environment(tmp_path, monkey
     key_file = tmp_path / "key"
     key_file.write_text("s3cret\n")
     assert api_key(argparse.Namespace(api_key=None, api_key_file=str(key_file))) == "s3cret"
-    monkeypatch.setenv("LLF_API_KEY", "from-env")
-    assert api_key(argparse.Namespace(api_key=None, api_key_file=None)) == "from-env"
+    assert api_key(argparse.Namespace(api_key=None, api_key_file=None)) is None  # the server reads $API_KEY itself
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(LlfError, match="holds no API key"):
         api_key(argparse.Namespace(api_key=None, api_key_file=str(tmp_path / "empty")))

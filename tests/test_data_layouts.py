@@ -18,6 +18,7 @@ CASES = [
     ("openai_sft.jsonl", "sft", "sharegpt (role/content)", 4),
     ("sharegpt_pairs.json", "rm", "sharegpt (from/value), preference pairs", 3),
     ("sharegpt_kto.json", "kto", "sharegpt (role/content), kto (label)", 4),
+    ("chat_pairs.jsonl", "dpo", "sharegpt (role/content), preference pairs", 3),
     ("pretrain.txt", "pt", "plain text", 5),
     ("pretrain.jsonl", "pt", "plain text", 3),
     ("images_sft.json", "sft", "sharegpt (role/content)", 3),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,18 @@ def where():
 
 ips = ray.get([where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
                for n in alive])
+if os.environ.get("STANDIN_HOLD"):  # a job that runs until it is stopped: a task on every node, then wait
+    import time
+
+    @ray.remote(num_cpus=0)
+    def llf_held_task():
+        time.sleep(600)
+
+    held = [llf_held_task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
+            for n in alive]
+    time.sleep(5)
+    open(os.environ["STANDIN_HOLD"], "w").write("holding")
+    ray.get(held)
 config = yaml.safe_load(open(sys.argv[1].split("=", 1)[1]))
 ckpt = config["trainer"]["save_checkpoint_path"]
 adapter = os.path.join(ckpt, "global_step_1", "actor", "lora_adapter")
@@ -167,6 +180,24 @@ def test_launcher_ray_attaches_and_leaves_the_cluster_running(project, ray_tmp):
     assert seen["nodes"] == 2 and seen["address"] == address and "127.0.0.2" in seen["task_ips"]
     time.sleep(2)
     assert ray_processes(ray_tmp, daemons_only=True) == before  # not one Ray daemon started or stopped
+    assert ray_status_nodes(address, env) == 2
+
+    # Ctrl-C stops the run's own job (its tasks on both nodes end) and nothing else
+    holding = project / "holding"
+    with open(project / "held.out", "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "llf_recipes", *argv, "--force"], cwd=project, stdout=out,
+                                stderr=subprocess.STDOUT, env={**os.environ, **run_env(project, ray_tmp),
+                                                                "STANDIN_HOLD": str(holding)}, start_new_session=True)
+    try:
+        wait_for(holding.exists, 180, "the job's tasks to run on both nodes")
+        assert len(processes_with("llf_held_task")) == 2
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130, (project / "held.out").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    wait_for(lambda: not processes_with("llf_held_task"), 60, "the job's tasks to end")
+    assert ray_processes(ray_tmp, daemons_only=True) == before
     assert ray_status_nodes(address, env) == 2
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from llf_recipes.cli.common import add_catalog_args, add_verb, catalog_from
-from llf_recipes.data.layouts import FORMATTINGS, STAGES
+from llf_recipes.data.layouts import FORMATTINGS, STAGES, remote_dir
 from llf_recipes.data.registry import INFO_NAME, parse_columns, read_info
 from llf_recipes.errors import LlfError
 
@@ -49,7 +49,7 @@ def report_for(args):
         if getattr(args, option):
             raise LlfError(f"--{option} goes with a FILE; a NAME's entry says how to read it", key=f"--{option}")
     data_dir = args.data_dir
-    if data_dir == "ONLINE" or data_dir.startswith("REMOTE:"):
+    if remote_dir(data_dir):
         from llf_recipes.data.check import CheckReport
 
         where = "the hub" if data_dir == "ONLINE" else f"the dataset_info.json of {data_dir[7:]} on the hub"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
+from llf_recipes import preflight, summary
 from llf_recipes.cli.common import (
     add_catalog_args,
     add_layout_args,
@@ -16,7 +19,9 @@ from llf_recipes.cli.common import (
     layout_from,
     print_findings,
 )
-from llf_recipes.hardware import cpu_layout
+from llf_recipes.engines.env import parse_overrides
+from llf_recipes.engines.env import resolve as resolve_engine
+from llf_recipes.hardware import LOCAL_HOSTS, cpu_layout
 from llf_recipes.launch import NCCL_PRESETS, StagePlan, plan_stage
 from llf_recipes.launchers import LAUNCHERS, LaunchOptions
 from llf_recipes.launchers import execute as launch
@@ -65,6 +70,11 @@ def add_parser(sub) -> None:
                    help="engine for grpo stages: easyr1 (GPUs, one or many nodes, its own interpreter: --set "
                         "easyr1_python=PATH or $LLF_EASYR1_PYTHON) or trl (one node, CPU too); default: the stage's "
                         "`backend`, else trl on one node and easyr1 across nodes")
+    p.add_argument("--engine", action="append", default=[], metavar="NAME=PYTHON",
+                   help="run an engine's stages with an existing interpreter, e.g. llamafactory-ppo=/opt/ppo/bin/python "
+                        "(repeatable; `llf-recipes engine list` shows the engines)")
+    p.add_argument("--install-engines", action="store_true",
+                   help="install the engines the stages need (llf-recipes engine install NAME) instead of stopping")
     add_layout_args(p)
     add_override_args(p)
     add_catalog_args(p)
@@ -104,12 +114,13 @@ def build_plans(args, catalog) -> tuple[list[StagePlan], list]:
 
             if smoke:
                 smoke_settings(r, parsed.keys)
-            plan, found = plan_grpo(r, catalog, "trl" if smoke else getattr(args, "backend", None))
+            plan, found = plan_grpo(r, catalog, "trl" if smoke else getattr(args, "backend", None),
+                                    parse_overrides(getattr(args, "engine", None)))
             plans.append(plan)
             findings += [replace(f, severity="warning") if f.rule in set(args.allow) else f for f in found]
             continue
         findings += validate_stage(r, catalog, set(args.allow))
-        plans.append(plan_stage(r, nccl=args.nccl))
+        plans.append(plan_stage(r, nccl=args.nccl, engine=resolve_engine(r.engine, parse_overrides(args.engine))))
     return plans, findings
 
 
@@ -124,6 +135,8 @@ def plan_json(plans: list[StagePlan]) -> list[dict]:
             "torchrun": p.torchrun,
             "nodes": [{"node_rank": c.node_rank, "host": c.host, "argv": list(c.argv), "env": c.env} for c in p.commands],
             "config": p.rendered.config,
+            "engine": p.rendered.engine,
+            "translations": p.rendered.translations,
             **({"backend": p.backend, "engine_config": p.engine_config} if hasattr(p, "backend") else {}),
             **({"ray": ray_json(p.ray)} if getattr(p, "ray", None) is not None else {}),
         }
@@ -148,6 +161,10 @@ def print_plan(plans: list[StagePlan]) -> None:
             print("\n".join(p.describe()))
             continue
         print(f"\n[{i}/{len(plans)}] stage {p.stage}: llamafactory-cli {p.rendered.verb} -> {p.rendered.output_dir}{reads}")
+        if p.engine is not None:
+            print(f"  engine {p.engine.name}: {p.engine.python} ({p.engine.source})")
+        for note in p.rendered.translations:
+            print(f"  translated {note}")
         for f in p.files:
             print(f"  write {f}")
         for c in p.commands:
@@ -164,6 +181,9 @@ def main(args) -> int:
     if errors(findings):
         print(f"not run: {len(errors(findings))} validation error(s)", file=sys.stderr)
         return 1
+    # the stages run on this machine: its devices, packages and disk are the ones to check
+    local = args.launcher in ("auto", "local") and all(
+        len(p.commands) == 1 and p.commands[0].host in LOCAL_HOSTS for p in plans)
     if args.dry_run:
         if args.launcher == "slurm":  # the job script each stage would submit
             from llf_recipes.launchers.slurm import sbatch_script
@@ -176,8 +196,12 @@ def main(args) -> int:
             print(json.dumps(plan_json(plans), indent=2, ensure_ascii=False))
         else:
             print_plan(plans)
+            print_machine_check(plans, local)
         return 0
     names = {p.stage for p in plans}
+    ensure_engines(plans, args.install_engines)
+    if args.launcher != "print":
+        preflight.raise_if_any(preflight.check_stages(plans, local=local))
     for p in plans:
         check_inputs(p, names)
         check_registered(p)
@@ -185,19 +209,66 @@ def main(args) -> int:
             p.check_nodes(args.ssh_config, local_only=args.launcher == "ray")
         ensure_master_port(p, explicit=args.master_port is not None)
     source = args.hostfile or (f"--gpus {args.gpus}" if args.gpus else ("smoke" if args.smoke else "default"))
+    started = time.time()
+    code = 0
     for i, p in enumerate(plans, 1):
         code = run_stage(p, lambda plan, log: execute(plan, log, args), force=args.force,
                          position=f"[{i}/{len(plans)}]", layout_source=source)
         if code != 0:
-            return code
-    if args.smoke and args.launcher != "print":
-        last = plans[-1].config_path.parent
-        print(f"smoke run of {plans[0].rendered.recipe.name} passed: {len(plans)} stage(s) on CPU; outputs under {last.parent}")
-    return 0
+            break
+    if args.launcher != "print":
+        rows = summary.stage_rows([(p.stage, p.config_path.parent) for p in plans], started)
+        rerun = "llf-recipes " + shlex.join(getattr(args, "argv", None) or ["run", args.name])
+        print("\n".join(summary.render(plans[0].rendered.recipe.name, rows, time.time() - started, rerun,
+                                       smoke=args.smoke)), flush=True)
+    return code
+
+
+def print_machine_check(plans: list[StagePlan], local: bool) -> None:
+    """The dry run's last part: what `run` would refuse on this machine (or that the hosts are checked elsewhere)."""
+    if not local:
+        print("\n# machine: the stages run on other hosts; `llf-recipes doctor --hostfile FILE` checks them")
+        return
+    problems = preflight.check_stages(plans, local=True)
+    if not problems:
+        print("\n# machine: devices, packages and disk are ready for these stages")
+        return
+    print(f"\n# machine: {len(problems)} problem(s) `run` would stop on:")
+    for p in problems:
+        print("#   " + p.format().replace("\n", "\n#   "))
 
 
 def execute(plan: StagePlan, log: Path, args) -> int | None:
     """Run one stage through the chosen launcher; None when `--launcher print` only printed its commands."""
+    check_handoff(plan)  # again: an earlier stage of this run may have written the model directory
     options = LaunchOptions(args.launcher, args.ssh_config, getattr(args, "ray_address", None),
                             tuple(getattr(args, "sbatch", ()) or ()))
     return launch(plan, log, options)
+
+
+def ensure_engines(plans: list[StagePlan], install: bool) -> None:
+    """Every stage's engine is there before the first stage starts (or is installed now, with --install-engines)."""
+    for p in plans:
+        env = getattr(p, "engine", None)
+        local = all(c.host in LOCAL_HOSTS for c in p.commands)
+        if env is None or env.installed() or not local:  # other hosts: the launcher's preflight checks there
+            continue
+        if install and env.source == "not installed":
+            from llf_recipes.engines.install import install as install_engine
+
+            install_engine(env.engine, echo=lambda line: print(line, file=sys.stderr, flush=True))
+            if env.installed():
+                continue
+        raise env.missing_error(p.stage)
+    for p in plans:
+        check_handoff(p)
+
+
+def check_handoff(plan: StagePlan) -> None:
+    """A model directory given to an engine of another transformers major must read the same there."""
+    env = getattr(plan, "engine", None)
+    model = plan.rendered.config.get("model_name_or_path")
+    if env is not None and model:
+        from llf_recipes.engines.handoff import check
+
+        check(str(model), env.engine.transformers_major, env.name, plan.stage)

@@ -127,6 +127,18 @@ def same_meaning(a: dict[str, Any], b: dict[str, Any]) -> bool:
         return a == b
 
 
+def remote_dir(dataset_dir: str | Path) -> bool:
+    """LLaMA-Factory's `dataset_dir: ONLINE` (names are hub datasets) or `REMOTE:<repo>` (dataset_info.json on the hub)."""
+    return str(dataset_dir) == "ONLINE" or str(dataset_dir).startswith("REMOTE:")
+
+
+def local_dir(dataset_dir: str | Path, verb: str) -> Path:
+    if remote_dir(dataset_dir):
+        raise LlfError(f"{verb} writes into a local data folder; {dataset_dir} tells LLaMA-Factory to read from the hub",
+                       key="--data-dir", fix="give a folder (LLaMA-Factory's dataset_dir), e.g. --data-dir data")
+    return Path(dataset_dir)
+
+
 def resolve_source(layout: Layout, dataset_dir: str | Path) -> Path | None:
     """The local path LLaMA-Factory reads a file entry from (None for hub, script and cloud entries)."""
     if layout.load_from != "file":
@@ -249,6 +261,8 @@ def _chat(row: dict[str, Any], layout: Layout, where: str) -> Aligned:
                   + ("a ranking row needs an odd count (the pair is in chosen/rejected)" if layout.ranking
                      else "a row needs user/assistant pairs (an even count)"))
     tools = row.get(c("tools")) if c("tools") else ""
+    if layout.formatting == "openai" and isinstance(tools, dict | list):
+        tools = json.dumps(tools, ensure_ascii=False)  # the openai converter serialises a tool list itself
     if broken:
         return Aligned([], [], system, tools, broken=broken, field=column)
     kto = c("kto_tag") and row.get(c("kto_tag"))
@@ -338,3 +352,32 @@ def check_media(aligned: Aligned, base: Path, where: str) -> list[str]:
                 problems.append(f"{count} {kind} but {found} {token} placeholder(s) in the messages")
                 break
     return problems
+
+
+def _calls_problem(content: str) -> str | None:
+    text = content.split("</think>", 1)[-1] if "</think>" in content else content
+    try:
+        calls = json.loads(text)
+    except json.JSONDecodeError:
+        return "is not JSON"
+    calls = calls if isinstance(calls, list) else [calls]
+    if not all(isinstance(c, dict) and "name" in c and "arguments" in c for c in calls):
+        return "needs \"name\" and \"arguments\""
+    return None
+
+
+def template_problem(aligned: Aligned) -> str | None:
+    """What LLaMA-Factory's chat template stops on in a row it keeps: a function call or a tools list that is not JSON."""
+    for i, message in enumerate(aligned.prompt + aligned.response):
+        if message["role"] == "function" and isinstance(message["content"], str):
+            problem = _calls_problem(message["content"])
+            if problem:
+                return f"turn {i} is a function call whose text {problem} (LLaMA-Factory parses it as a tool call)"
+    if aligned.tools:
+        if not isinstance(aligned.tools, str):
+            return f"tools must be a JSON string, got {type(aligned.tools).__name__}"
+        try:
+            json.loads(aligned.tools)
+        except json.JSONDecodeError:
+            return "tools is not valid JSON (LLaMA-Factory parses it as the tool list)"
+    return None

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llf_recipes import yamlio
+from llf_recipes.engines.env import EngineEnv
+from llf_recipes.engines.env import resolve as resolve_engine
 from llf_recipes.errors import LlfError
 from llf_recipes.grpo import easyr1, easyr1_rules
 from llf_recipes.grpo import settings as grpo_settings
@@ -51,6 +52,7 @@ class GrpoPlan:
     ray: RayCluster | None = None  # Ray on every node (head first) for as long as `commands` run
     planned: tuple[PlannedFile, ...] = ()
     engine_config: dict[str, Any] = field(default_factory=dict)  # EasyR1's tree, or GRPOConfig's fields
+    engine: EngineEnv | None = None  # the environment that runs it (llf_recipes/engines)
 
     @property
     def stage(self) -> str:
@@ -162,7 +164,7 @@ def dataset_file(name: str, dataset_dir: str, catalog, stage: str | None) -> tup
         path = Path(dataset_dir) / entry["file_name"]
     if not path.is_file():
         return path, [Finding("grpo-data", "dataset", f"{path} does not exist yet; the run stops before launch until it does",
-                              f"llf-recipes prepare {name} --data-dir {dataset_dir}   (--sample for the bundled rows)",
+                              f"llf-recipes prepare {name} --data-dir {dataset_dir}   (--sample-data for the bundled rows)",
                               stage, "warning")]
     return path, []
 
@@ -187,8 +189,14 @@ def _device_env(layout) -> dict[str, str]:
     return {var: layout.visible_devices()}
 
 
+def easyr1_engine(settings: dict[str, Any], overrides: dict[str, str] | None = None) -> EngineEnv:
+    """EasyR1's environment: --engine easyr1=PYTHON, the stage's `easyr1_python`, $LLF_ENGINE_EASYR1,
+    $LLF_EASYR1_PYTHON, the engines file, `llf-recipes engine install easyr1`, else python3 on PATH."""
+    return resolve_engine("easyr1", overrides, extra=settings.get("easyr1_python"))
+
+
 def easyr1_python(settings: dict[str, Any]) -> str:
-    return settings.get("easyr1_python") or os.environ.get("LLF_EASYR1_PYTHON") or "python3"
+    return easyr1_engine(settings).python
 
 
 def easyr1_dir(settings: dict[str, Any]) -> str | None:
@@ -202,7 +210,8 @@ def ray_program(python: str) -> str:
     return "ray"
 
 
-def plan_grpo(rendered: RenderedStage, catalog, backend: str | None = None) -> tuple[GrpoPlan, list[Finding]]:
+def plan_grpo(rendered: RenderedStage, catalog, backend: str | None = None,
+              engines: dict[str, str] | None = None) -> tuple[GrpoPlan, list[Finding]]:
     stage = f"{rendered.recipe.name}/{rendered.stage.name}"
     findings = grpo_settings.check_keys(rendered.config, stage)
     if any(f.severity == "error" for f in findings):
@@ -213,6 +222,7 @@ def plan_grpo(rendered: RenderedStage, catalog, backend: str | None = None) -> t
     layout = rendered.layout
     chosen = choose_backend(backend, s, layout)
     s["backend"] = chosen
+    rendered.engine = chosen  # the backends are engines of the same name
     data, data_findings = dataset_file(s["dataset"], s["dataset_dir"], catalog, stage)
     findings += data_findings
     if chosen == "trl" and layout.nnodes > 1:
@@ -221,9 +231,9 @@ def plan_grpo(rendered: RenderedStage, catalog, backend: str | None = None) -> t
         return _unplanned(rendered, chosen), findings
     batch = grpo_settings.batch_for(s, layout.world_size, where=stage)
     if chosen == "easyr1":
-        plan, more = _plan_easyr1(rendered, s, batch, data, base, stage)
+        plan, more = _plan_easyr1(rendered, s, batch, data, base, stage, easyr1_engine(s, engines))
     else:
-        plan, more = _plan_trl(rendered, s, batch, data)
+        plan, more = _plan_trl(rendered, s, batch, data, resolve_engine("trl", engines))
     return plan, findings + more
 
 
@@ -255,7 +265,7 @@ def _model_path(s: dict[str, Any], rendered: RenderedStage) -> tuple[str, bool]:
     return model, False
 
 
-def _plan_easyr1(rendered, s, batch, data, base: Path, stage: str) -> tuple[GrpoPlan, list[Finding]]:
+def _plan_easyr1(rendered, s, batch, data, base: Path, stage: str, engine: EngineEnv) -> tuple[GrpoPlan, list[Finding]]:
     layout = rendered.layout
     files = easyr1.RunFiles(Path(s["output_dir"]).resolve())
     model, produced = _model_path(s, rendered)
@@ -281,7 +291,7 @@ def _plan_easyr1(rendered, s, batch, data, base: Path, stage: str) -> tuple[Grpo
                                 "them into a model needs EasyR1's scripts/model_merger.py, and easyr1_dir is not set",
                                 "set easyr1_dir (or $LLF_EASYR1_DIR) to your EasyR1 checkout; without it the run "
                                 "completes and `export` merges later", stage, "warning"))
-    python = easyr1_python(s)
+    python = engine.python
     prompt = easyr1.format_prompt_text(s["format_prompt"]) if s["format_prompt"] in ("gsm8k", "gsm8k_zero_shot") else None
     planned_files = [
         PlannedFile(files.train, rows),
@@ -301,11 +311,11 @@ def _plan_easyr1(rendered, s, batch, data, base: Path, stage: str) -> tuple[Grpo
         cluster = RayCluster(tuple(n.host for n in layout.nodes), int(s["ray_port"]), ray_program(python), python,
                              0 if layout.device == "cpu" else layout.per_node, _device_env(layout), accelerator)
     plan = GrpoPlan(rendered, files.config, tuple(f.path for f in planned_files), False, (main,), "easyr1", s, data,
-                    cluster, tuple(planned_files), config)
+                    cluster, tuple(planned_files), config, engine)
     return plan, findings
 
 
-def _plan_trl(rendered, s, batch, data) -> tuple[GrpoPlan, list[Finding]]:
+def _plan_trl(rendered, s, batch, data, engine: EngineEnv) -> tuple[GrpoPlan, list[Finding]]:
     layout = rendered.layout
     config_path = Path(s["output_dir"]) / f"llf-{rendered.stage.name}.yaml"
     model, _ = _model_path(s, rendered)
@@ -314,14 +324,15 @@ def _plan_trl(rendered, s, batch, data) -> tuple[GrpoPlan, list[Finding]]:
            "grpo_config": kwargs, "lora_config": lora_kwargs(s)}
     torchrun = layout.world_size > 1
     module = ("-m", TRL_ENTRY, str(config_path))
-    argv = (sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={layout.per_node}", *module) if torchrun \
-        else (sys.executable, *module)
+    python = engine.python  # llf-recipes' own interpreter unless pointed elsewhere (it imports llf_recipes)
+    argv = (python, "-m", "torch.distributed.run", f"--nproc_per_node={layout.per_node}", *module) if torchrun \
+        else (python, *module)
     env = {**_device_env(layout), "PYTHONUNBUFFERED": "1"}
     planned = (PlannedFile(config_path, "GRPO settings and the GRPOConfig/LoRA arguments the TRL backend uses",
                            yamlio.dump(doc)),)
     command = NodeCommand(0, layout.nodes[0].host, argv, env)
     return GrpoPlan(rendered, config_path, (config_path,), torchrun, (command,), "trl", s, data, planned=planned,
-                    engine_config=doc), []
+                    engine_config=doc, engine=engine), []
 
 
 # ---------------------------------------------------------------- writing

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llf_recipes.schema import VERB_ARGS, arguments, deepspeed, keys_for, packages, startup
+from llf_recipes.schema import SUPPORTED_VERSION, VERB_ARGS, arguments, deepspeed, keys_for, packages, startup
 from llf_recipes.schema.deepspeed import DeepSpeedSource
 from llf_recipes.schema.findings import Collector, Finding, LaunchInfo, Settings
 from llf_recipes.schema.findings import kind as _kind
@@ -51,10 +51,10 @@ def _type_fix(key: str, value: Any, kinds: list[str], want: str) -> str:
     return f"write a {want} value for {key}"
 
 
-def check_keys(config: dict[str, Any], verb: str, stage: str | None) -> list[Finding]:
+def check_keys(config: dict[str, Any], verb: str, stage: str | None, version: str = SUPPORTED_VERSION) -> list[Finding]:
     """Unknown keys, wrong value kinds and values outside an enumerated set."""
-    schema = keys_for(verb)
-    train_keys = keys_for("train")
+    schema = keys_for(verb, version)  # the LLaMA-Factory version of the engine that runs the stage
+    train_keys = keys_for("train", version)
     out: list[Finding] = []
     for key, value in config.items():
         spec = schema.get(key)
@@ -64,7 +64,7 @@ def check_keys(config: dict[str, Any], verb: str, stage: str | None) -> list[Fin
                                    f"remove it from the {verb} config (it only applies to llamafactory-cli train)", stage))
                 continue
             guess = nearest(key, schema)
-            out.append(Finding("unknown-key", key, f"is not a LLaMA-Factory 0.9.5 `{verb}` argument",
+            out.append(Finding("unknown-key", key, f"is not a LLaMA-Factory {version} `{verb}` argument",
                                f"did you mean `{guess}`?" if guess else f"remove `{key}`", stage))
             continue
         kinds = spec["kinds"]
@@ -140,14 +140,6 @@ def check_semantics(
                         "use a KTO dataset whose columns map kto_tag to a boolean field"
                         + _examples(datasets, lambda e: (e.get("columns") or {}).get("kto_tag")))
 
-    if lf_stage == "ppo" and verb == "train":
-        # Its PPO trainer is built on trl's old step API (trl 0.8.6-0.9.6), while its other trainers need trl >= 0.10
-        # APIs and it installs trl 0.24: no single trl runs every stage. A warning, so the recipe stays renderable.
-        out.append(Finding("ppo-needs-old-trl", "stage",
-                           "LLaMA-Factory 0.9.5's PPO trainer refuses trl > 0.9.6, but its other stages need the trl 0.24 it "
-                           "installs: on the tested set the ppo stage stops at start-up",
-                           "run PPO in an environment with trl 0.9.6 and an older LLaMA-Factory, or use dpo/kto instead",
-                           stage, "warning"))
     if lf_stage == "ppo" and verb == "train" and not config.get("reward_model"):
         add("ppo-needs-reward-model", "reward_model", "stage ppo needs a reward model",
             "set reward_model to a reward model's output dir (in a recipe: {{ stage_output('rm') }})")
@@ -186,14 +178,15 @@ def validate_config(
     deepspeed_json: dict[str, Any] | DeepSpeedSource | None = None,
     allow: set[str] | frozenset[str] = frozenset(),
     base: Path | None = None,
+    version: str = SUPPORTED_VERSION,
 ) -> list[Finding]:
     """Every finding for one config. `deepspeed_json` is the DeepSpeed config when the caller has it (a recipe's
     profile), else the `deepspeed` value is read (relative paths from `base`, the directory LLaMA-Factory starts in)."""
     launch = launch or LaunchInfo()
-    findings = check_keys(config, verb, stage) + check_semantics(config, verb, stage, datasets or {}, launch)
+    findings = check_keys(config, verb, stage, version) + check_semantics(config, verb, stage, datasets or {}, launch)
     report = Collector(stage)
-    known = keys_for(verb)
-    settings = Settings({k: v for k, v in config.items() if k in known}, verb)
+    known = keys_for(verb, version)
+    settings = Settings({k: v for k, v in config.items() if k in known}, verb, version)
     ds = None
     if verb == "train" and (deepspeed_json is not None or config.get("deepspeed") is not None):
         ds = deepspeed_json if isinstance(deepspeed_json, DeepSpeedSource) else DeepSpeedSource(
@@ -213,7 +206,8 @@ def validate_config(
             checks.append(lambda: deepspeed.check_deepspeed(settings, ds, launch.world_size, report))
     else:
         checks.append(lambda: startup.check_infer(settings, report))
-    checks.append(lambda: packages.check_packages(settings, verb, launch, report))
+    if version == SUPPORTED_VERSION:  # another engine's packages live in its own environment: `engine check`
+        checks.append(lambda: packages.check_packages(settings, verb, launch, report))
     for check in checks:
         try:
             check()
