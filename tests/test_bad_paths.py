@@ -141,7 +141,8 @@ def test_serve_reads_its_api_key_from_a_file(tmp_path):
 def test_the_run_banner_is_shell_quoted_and_the_config_holds_the_output_root(tmp_path):
     assert run_cli_subprocess("prepare", "huanhuan", "--sample", cwd=tmp_path).returncode == 0
     root = tmp_path / "runs #1"
-    proc = run_cli_subprocess("run", "sft-huanhuan", "--launcher", "print", "--output-root", str(root), cwd=tmp_path)
+    proc = run_cli_subprocess("run", "sft-huanhuan", "--verbose", "--launcher", "print", "--output-root", str(root),
+                              cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     yaml_path = root / "sft-huanhuan" / "sft" / "llf-sft.yaml"
     banner = next(line for line in proc.stdout.splitlines() if line.startswith("[1/1] stage sft: "))
