@@ -146,10 +146,6 @@ def resolve_source(layout: Layout, dataset_dir: str | Path) -> Path | None:
     return Path(dataset_dir) / layout.source  # os.path.join: an absolute file_name wins
 
 
-def media_dir(dataset_dir: str | Path, explicit: str | Path | None = None) -> Path:
-    return Path(explicit) if explicit else Path(dataset_dir)
-
-
 @dataclass
 class Aligned:
     """A row after LLaMA-Factory's converter: what the stage processors see."""
