@@ -31,6 +31,7 @@ VERBS = {
     "ask": "ask",
     "chat": "chat",
     "serve": "serve",
+    "generate": "generate",
     "eval": "eval",
     "report": "report",
     "merge": "merge",
