@@ -41,7 +41,7 @@ def resolve(args) -> tuple[Path, Path, str, dict]:
 
     options = {k: scalar(v) for k, _, v in (o.partition("=") for o in args.option)}
     as_file = Path(args.source)
-    if as_file.is_file():
+    if as_file.is_file() or as_file.is_dir():  # a folder of one file type, as LLaMA-Factory reads one
         if not args.kind:
             raise LlfError("converting a file needs --kind", fix=f"one of {', '.join(KINDS)}")
         return as_file, Path(args.output or Path(args.data_dir) / f"{as_file.stem}.jsonl"), args.kind, options

@@ -17,6 +17,7 @@ from llf_recipes.data.layouts import (
     check_media,
     drop_reason,
     remote_dir,
+    resolve_source,
     template_problem,
 )
 from llf_recipes.data.rows import BadRow, iter_rows
@@ -230,7 +231,7 @@ def check_entry(entry: dict[str, Any], stage: str, dataset_dir: str | Path, *, n
     if layout.load_from == "file":
         if remote_dir(dataset_dir):
             return CheckReport(note=f"not checked: with dataset_dir {dataset_dir} LLaMA-Factory reads {name!r} from the hub")
-        path = Path(dataset_dir) / layout.source
+        path = resolve_source(layout, dataset_dir)
         if not path.exists():
             raise LlfError(f"entry {name!r} reads {path}, which does not exist", key=name, where=str(path),
                            fix=f"write the file there (llf-recipes convert ... -o {path}), or fix file_name")
@@ -264,7 +265,7 @@ def preflight(entry: Any, name: str, stage: str, dataset_dir: str | Path, *, med
                        fix="rm and dpo read ranking entries (chosen/rejected); pt, sft, kto and ppo read the others")
     if layout.load_from != "file":
         return []
-    path = Path(dataset_dir) / layout.source
+    path = resolve_source(layout, dataset_dir)
     if not path.exists():
         raise LlfError(f"dataset {name!r} is registered but its file {path} is missing", key=name, where=where,
                        fix=f"llf-recipes prepare {name} --data-dir {dataset_dir} writes it again")

@@ -146,10 +146,6 @@ def resolve_source(layout: Layout, dataset_dir: str | Path) -> Path | None:
     return Path(dataset_dir) / layout.source  # os.path.join: an absolute file_name wins
 
 
-def media_dir(dataset_dir: str | Path, explicit: str | Path | None = None) -> Path:
-    return Path(explicit) if explicit else Path(dataset_dir)
-
-
 @dataclass
 class Aligned:
     """A row after LLaMA-Factory's converter: what the stage processors see."""
@@ -342,6 +338,8 @@ def check_media(aligned: Aligned, base: Path, where: str) -> list[str]:
     for kind, items in aligned.media.items():
         for item in items or []:
             for frame in item if isinstance(item, list) else [item]:
+                if kind == "videos" and isinstance(frame, str) and frame.startswith(("http://", "https://")):
+                    continue  # LLaMA-Factory's video reader (PyAV) opens URLs; images and audios must be files
                 if isinstance(frame, str) and not (base / frame).is_file() and not Path(frame).is_file():
                     problems.append(f"{kind[:-1]} file {frame!r} is not there (looked in {base} and the working folder)")
         token, count = MEDIA[kind], len(items or [])
