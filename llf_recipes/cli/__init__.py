@@ -31,6 +31,8 @@ VERBS = {
     "ask": "ask",
     "chat": "chat",
     "serve": "serve",
+    "generate": "generate",
+    "judge": "judge",
     "eval": "eval",
     "report": "report",
     "merge": "merge",
