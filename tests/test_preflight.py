@@ -170,3 +170,13 @@ def test_doctor_lists_devices_without_torch_and_fails_on_a_package_recipes_need(
 def test_doctor_imports_no_torch():
     code = "import sys; from llf_recipes.cli import main; main(['doctor']); sys.exit(7 if 'torch' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, check=False).returncode == 0
+
+
+def test_device_auto_is_what_this_machine_has(cli, machine):
+    bin_dir, _ = machine
+    fake_smi(bin_dir, "0, NVIDIA A100-SXM4-80GB, 8.0\n")
+    code, out, _ = cli("run", "zhihu", "--device", "auto", "--dry-run")
+    assert code == 0 and "on 1 node x 1 GPU" in out and "CUDA_VISIBLE_DEVICES=0" in out
+    fake_smi(bin_dir, None)  # no driver answers: CPU
+    code, out, _ = cli("run", "zhihu", "--device", "auto", "--dry-run")
+    assert code == 0 and "CPU process" in out and "    CUDA_VISIBLE_DEVICES=\n" in out
