@@ -32,6 +32,7 @@ VERBS = {
     "chat": "chat",
     "serve": "serve",
     "generate": "generate",
+    "judge": "judge",
     "eval": "eval",
     "report": "report",
     "merge": "merge",
