@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
 
 
 def main(args) -> int:
+    from llf_recipes import paths
+
+    paths.directory(args.data_dir)
     local_dir(args.data_dir, "prepare")
     catalog = catalog_from(args)
     names = list(args.names)

@@ -168,9 +168,12 @@ def convert_file(src: str | Path | list[Path], dest: str | Path, kind: str, *, s
                 report.rejected.append(exc)
         if report.written == 0:
             raise LlfError(f"no row of {src} converted ({len(report.rejected)} rejected)", where=str(src))
+    rejects_path = dest.with_name(dest.name + ".rejects.jsonl")
     if report.rejected:
-        report.rejects_path = dest.with_name(dest.name + ".rejects.jsonl")
+        report.rejects_path = rejects_path
         with open_atomic(report.rejects_path) as rej:
             for r in report.rejected:
                 rej.write(reject_line(r))
+    else:  # an earlier run's rejects do not describe this output
+        rejects_path.unlink(missing_ok=True)
     return report
