@@ -19,7 +19,7 @@ from typing import Any
 from llf_recipes import manifest
 from llf_recipes.atomic import open_atomic, write_text
 from llf_recipes.errors import LlfError
-from llf_recipes.eval.runner import RESULTS, Run, discover, read_results
+from llf_recipes.eval.runs import RESULTS, Run, discover, read_results
 from llf_recipes.eval.training import Finding, curves, diagnose, training_metrics
 
 TEMPLATE = Path(__file__).with_name("report.html.j2")

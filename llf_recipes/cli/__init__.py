@@ -31,6 +31,7 @@ VERBS = {
     "chat": "chat",
     "serve": "serve",
     "eval": "eval",
+    "bench": "benchmark",
     "report": "report",
     "merge": "merge",
 }
