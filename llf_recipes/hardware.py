@@ -175,7 +175,7 @@ def plan_batch(global_batch: int, max_per_device: int, layout: HostLayout) -> Ba
 
 # ---------------------------------------------------------------- DeepSpeed profile choice
 
-DEEPSPEED_PROFILES = ("z0", "z2", "z2_offload", "z3", "z3_offload")
+DEEPSPEED_PROFILES = ("z0", "z1", "z2", "z2_offload", "z3", "z3_offload")
 
 
 def choose_deepspeed(layout: HostLayout, request: str | None = "auto", offload: bool = False) -> str | None:

@@ -19,6 +19,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from llf_recipes import manifest
+from llf_recipes.data.check import preflight
 from llf_recipes.errors import LlfError
 from llf_recipes.launch import StagePlan
 from llf_recipes.render import write_stage
@@ -150,8 +151,10 @@ def _dataset_names(config: dict[str, Any]) -> list[str]:
 
 
 def check_registered(plan: StagePlan) -> None:
-    """Every dataset the stage reads is registered where LLaMA-Factory looks, and its local file is there."""
+    """Every dataset the stage reads is registered where LLaMA-Factory looks, and reads as it will read it."""
     config = plan.rendered.config
+    if str(config.get("dataset_dir")) == "ONLINE" or str(config.get("dataset_dir")).startswith("REMOTE:"):
+        return  # LLaMA-Factory reads the names (or dataset_info.json) from the hub: nothing local to check
     dataset_dir = Path(str(config.get("dataset_dir") or "data"))
     info_path = dataset_dir / "dataset_info.json"
     try:
@@ -169,12 +172,9 @@ def check_registered(plan: StagePlan) -> None:
                 fix=f"llf-recipes prepare {name} --data-dir {dataset_dir} (add --sample for the bundled rows), or "
                     f"llf-recipes prepare --recipe {plan.rendered.recipe.name} --data-dir {dataset_dir}",
             )
-        file_name = entry.get("file_name")
-        hub = any(entry.get(k) for k in ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url"))
-        if file_name and not hub and not (dataset_dir / str(file_name)).exists():
-            raise LlfError(f"dataset {name!r} is registered but its file {dataset_dir / str(file_name)} is missing",
-                           key=name, where=str(info_path),
-                           fix=f"llf-recipes prepare {name} --data-dir {dataset_dir} writes it again")
+        stage = str(config.get("stage") or plan.stage)
+        for note in preflight(entry, name, stage, dataset_dir, media_dir=config.get("media_dir")):
+            print(f"note: {note}", file=sys.stderr)
 
 
 def free_port(port: int, host: str = "127.0.0.1") -> bool:

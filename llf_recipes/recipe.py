@@ -27,7 +27,7 @@ BASE_VARS: dict[str, Any] = {
     "precision": "bf16",  # bf16 | fp16 | fp32; bf16 needs Ampere or newer (or Ascend 910B)
     "global_batch_size": 16,
     "micro_batch_size": 4,
-    "deepspeed": "auto",  # auto | none | z0 | z2 | z2_offload | z3 | z3_offload | a JSON path
+    "deepspeed": "auto",  # auto | none | z0 | z1 | z2 | z2_offload | z3 | z3_offload | a JSON path
     "offload": False,
 }
 

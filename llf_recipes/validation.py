@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from llf_recipes.catalog import Catalog
+from llf_recipes.hardware import LOCAL_HOSTS, HostLayout
 from llf_recipes.launch import needs_torchrun
 from llf_recipes.render import RenderedStage
+from llf_recipes.schema.deepspeed import DeepSpeedSource
 from llf_recipes.schema.rules import Finding, LaunchInfo, validate_config
 
 
@@ -46,12 +48,31 @@ def validate_stage(rendered: RenderedStage, catalog: Catalog, allow: set[str] | 
         rendered.verb,
         stage=f"{rendered.recipe.name}/{rendered.stage.name}",
         datasets=dataset_entries(catalog, config.get("dataset_dir", "data")),
-        launch=LaunchInfo(torchrun=needs_torchrun(rendered)),
-        deepspeed_json=rendered.deepspeed_json() if rendered.deepspeed_source else (
-            config["deepspeed"] if isinstance(config.get("deepspeed"), dict) else None
-        ),
+        launch=launch_for(rendered.layout, needs_torchrun(rendered)),
+        deepspeed_json=DeepSpeedSource(str(rendered.deepspeed_source)) if rendered.deepspeed_source else None,
         allow=allow,
+        base=Path.cwd(),
     )
+
+
+def launch_for(layout: HostLayout, torchrun: bool) -> LaunchInfo:
+    """The launch a layout gives: its process count, and whether some node is another machine."""
+    remote = any(node.host not in LOCAL_HOSTS for node in layout.nodes)
+    return LaunchInfo(torchrun=torchrun, world_size=layout.world_size, remote=remote)
+
+
+# Keys that make a plain YAML a training config: `llamafactory-cli chat/export` takes none of them.
+TRAIN_MARKERS = ("stage", "do_train", "do_eval", "do_predict", "output_dir")
+
+
+def infer_verb(config: dict[str, Any]) -> str:
+    """The llamafactory-cli verb a plain YAML is written for: export_dir -> export, a stage or a training switch ->
+    train, otherwise chat (so a stray training key in a chat config is reported, not taken as a training run)."""
+    if "export_dir" in config:
+        return "export"
+    if any(key in config for key in TRAIN_MARKERS):
+        return "train"
+    return "chat"
 
 
 def errors(findings: list[Finding]) -> list[Finding]:

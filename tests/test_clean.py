@@ -443,7 +443,7 @@ def test_sample_reads_only_some_lines_and_says_so(cli, tmp_path):
 
 def test_sample_checks_the_first_line(cli, tmp_path):
     src = tmp_path / "in.json"
-    src.write_text("[\n" + ",\n".join(json.dumps({"id": i}) for i in range(3000)) + "\n]\n")  # a JSON array, not JSONL
+    src.write_text("{'id': 0}\n" + "".join(json.dumps({"id": i}) + "\n" for i in range(1, 3000)))  # line 1 is not JSON
     code, _, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--sample", "10")
     assert code == 2 and "in.json:1: invalid JSON" in err, err
     assert only_inputs_left(tmp_path, "in.json")

@@ -111,6 +111,10 @@ def test_validate_plain_yaml(cli, tmp_path, monkeypatch):
     assert code == 0 and "ok:" in out
     bad = tmp_path / "bad.yaml"
     bad.write_text(good.read_text() + "deepspeed: ds.json\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # LLaMA-Factory reads a relative deepspeed path from where it starts
+    code, _, err = cli("validate", bad)
+    assert code == 1 and "ds.json does not exist" in err
+    (tmp_path / "ds.json").write_text('{"train_batch_size": "auto", "zero_optimization": {"stage": 2}}', encoding="utf-8")
     code, _, err = cli("validate", bad)
     assert code == 1 and "deepspeed" in err and "FORCE_TORCHRUN" in err
     monkeypatch.setenv("FORCE_TORCHRUN", "1")

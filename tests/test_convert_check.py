@@ -63,13 +63,20 @@ def test_skip_bad_sets_rejects_aside(cli, tmp_path):
 
 def test_check_counts_and_names_bad_rows(cli, tmp_path):
     f = tmp_path / "d.jsonl"
-    f.write_text('{"instruction": "q", "output": "a", "label": true}\n{"instruction": "q", "output": "a", "label": "yes"}\n'
+    f.write_text('{"instruction": "q", "output": "a", "label": true}\n{"instruction": "q", "output": "a", "label": null}\n'
                  '{"instruction": "", "output": "a", "label": false}\n', encoding="utf-8")
     code, out, _ = cli("check", f, "--stage", "kto")
-    assert code == 1 and "3 row(s), 1 usable" in out
-    assert "d.jsonl:2: field 'label' (kto_tag) must be true or false" in out and "d.jsonl:3: field 'instruction' (prompt) is empty" in out
+    assert code == 1 and "3 row(s), 2 usable for stage kto, 1 dropped by LLaMA-Factory" in out
+    assert "d.jsonl:2: LLaMA-Factory drops it: no true/false kto_tag" in out
+    assert "d.jsonl:3: the prompt is empty (LLaMA-Factory keeps the row)" in out
     code, out, _ = cli("check", f, "--stage", "sft", "--preview", "1")
-    assert code == 1 and json.loads(out.splitlines()[0]) == {"prompt": "q", "response": "a"}  # row 3 is still bad
+    assert code == 0 and "3 row(s), 3 usable for stage sft" in out
+    assert json.loads(out.splitlines()[1]) == {"prompt": [{"role": "user", "content": "q"}],
+                                               "response": [{"role": "assistant", "content": "a"}]}
+    f.write_text('{"instruction": "q", "output": "a", "label": true}\n{"instruction": "q", "output": "a", "label": "yes"}\n')
+    code, out, _ = cli("check", f, "--stage", "kto")
+    assert code == 1 and "1 that stop LLaMA-Factory" in out
+    assert "d.jsonl:2: field 'label' is text here but true/false at line 1" in out
 
 
 def test_check_refuses_stage_data_mismatch(cli, tmp_path):

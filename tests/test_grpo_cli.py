@@ -21,14 +21,15 @@ def test_two_node_easyr1_dry_run_prints_ray_per_node_then_the_main_command(cli, 
     code, out, err = cli("run", "grpo-gsm8k", "--backend", "easyr1", "--hostfile", "2node-8gpu", "--dry-run")
     assert code == 0, err
     lines = out.splitlines()
-    steps = [line.strip() for line in lines if line.strip().startswith(("setup on", "run on", "teardown on"))]
+    steps = [line.strip() for line in lines if line.strip().startswith(("ray on", "run on", "then Ray"))]
     config = project / "saves/grpo-gsm8k/grpo/llf-easyr1.yaml"
+    # Ray in the foreground on every node (so it lives exactly as long as the run), the head first
     assert steps == [
-        "setup on node 0 (node1): CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 ray start --head --port=6379",
-        "setup on node 1 (node2): CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 ray start --address=node1:6379",
-        f"run on node 0 (node1): CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 PYTHONUNBUFFERED=1 python3 -m verl.trainer.main config={config}",
-        "teardown on node 0 (node1): ray stop",
-        "teardown on node 1 (node2): ray stop",
+        "ray on node 0 (node1, head, first): CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 ray start --block --head --port=6379 --num-gpus=8",
+        "ray on node 1 (node2, worker): CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 ray start --block --address=node1:6379 --num-gpus=8",
+        ("run on node 0 (node1): RAY_ADDRESS=node1:6379 CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 PYTHONUNBUFFERED=1 python3 -m "
+         f"verl.trainer.main config={config}"),
+        "then Ray stops on every node (2) when the run ends",
     ]
     assert "stage grpo: grpo with easyr1" in out
     # every file, with the config, the prompt template and the reward module in full
@@ -46,13 +47,14 @@ def test_easyr1_interpreter_is_configurable(cli, project, monkeypatch):
     (plan,) = json.loads(out)
     assert plan["backend"] == "easyr1"
     assert plan["nodes"][0]["argv"][:3] == ["/opt/easyr1/bin/python", "-m", "verl.trainer.main"]
-    assert [s["argv"][:3] for s in plan["setup"]] == [["/opt/easyr1/bin/ray", "start", "--head"],
-                                                      ["/opt/easyr1/bin/ray", "start", "--address=node1:6379"]]
+    assert [n["argv"][:4] for n in plan["ray"]["nodes"]] == [["/opt/easyr1/bin/ray", "start", "--block", "--head"],
+                                                             ["/opt/easyr1/bin/ray", "start", "--block", "--address=node1:6379"]]
+    assert plan["ray"]["accelerators"] == 16
     assert plan["engine_config"]["trainer"]["nnodes"] == 2
     code, out, _ = cli("run", "grpo-gsm8k", "--backend", "easyr1", "--gpus", "0", "--dry-run", "--json",
                        "--set", "easyr1_python=/srv/venv/bin/python3")
     (plan,) = json.loads(out)
-    assert plan["nodes"][0]["argv"][0] == "/srv/venv/bin/python3" and plan["setup"] == []  # one node: ray.init() alone
+    assert plan["nodes"][0]["argv"][0] == "/srv/venv/bin/python3" and "ray" not in plan  # one node: ray.init() alone
 
 
 def test_backend_choice(cli, project):
@@ -81,7 +83,13 @@ def test_launcher_print_runs_nothing_and_prints_each_step(cli, project):
     assert code == 0, err
     starts = [line for line in out.splitlines() if " start " in line and "ray" in line]
     assert len(starts) == 2 and "--head" in starts[0] and "--address=node1:6379" in starts[1]
-    assert "verl.trainer.main" in out and out.count("ray stop") == 2
+    assert "--block" not in out  # by hand, ray start returns and the line after it runs
+    lines = out.splitlines()
+    # the head before the worker, the run after both, Ray's stop last
+    order = [i for i, line in enumerate(lines)
+             if line.startswith("cd ") and ("--head" in line or "--address=node1" in line or "verl.trainer.main" in line)]
+    assert len(order) == 3 and order == sorted(order) and "--head" in lines[order[0]]
+    assert "RAY_ADDRESS=node1:6379" in lines[order[2]] and "start first" in out and "ray stop" in lines[-1]
     run_dir = project / "saves/grpo-gsm8k/grpo"
     assert (run_dir / "llf-easyr1.yaml").is_file() and (run_dir / "reward_lib/llf_recipes/grpo/rewards.py").is_file()
     assert json.loads((run_dir / "llf-run.json").read_text())["status"] == "planned"

@@ -65,7 +65,7 @@ def test_every_bundled_layout_renders_a_config_that_passes_the_snapshot(catalog,
         assert Path(t["save_checkpoint_path"]).is_absolute() and Path(d["train_files"]).is_absolute()
         assert len(plan.commands) == 1 and plan.commands[0].argv[1:3] == ("-m", "verl.trainer.main")
         assert plan.commands[0].argv[3] == f"config={plan.config_path}"
-        assert len(plan.setup) == (layout.nnodes if layout.nnodes > 1 else 0)
+        assert (len(plan.ray.hosts) if plan.ray else 0) == (layout.nnodes if layout.nnodes > 1 else 0)
 
 
 def test_pipeline_grpo_starts_from_the_merged_sft_model(catalog, project):

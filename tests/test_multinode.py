@@ -5,40 +5,24 @@ ranks over gloo started through `--launcher ssh` (node 0 locally, node 1 over ss
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, assert_nothing_left, make_data_dir, processes_with, run_cli_subprocess
+from loopback import free_port, sshd_server, wait_for
 
 from llf_recipes.errors import LlfError
 from llf_recipes.launch import nccl_env
-from llf_recipes.remote import STOP_GRACE_S, WATCHDOG, forwarded_env
+from llf_recipes.launchers.ssh import forwarded_env
+from llf_recipes.launchers.watchdog import STOP_GRACE_S, WATCHDOG
 
 SSHD = "/usr/sbin/sshd"
 CPU_QLORA_OFF = ["~quantization_bit", "~quantization_method", "~quantization_type", "~double_quantization"]
 ENV = {"DISABLE_VERSION_CHECK": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def process_env(pid: int) -> dict[str, str]:
@@ -59,51 +43,9 @@ def rank_pid(marker: str, rank: int) -> int | None:
     return None
 
 
-# ---------------------------------------------------------------- the test's own sshd
-
-
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    if not Path(SSHD).exists() or not shutil.which("ssh") or not shutil.which("ssh-keygen"):
-        reason = f"needs OpenSSH ({SSHD}, ssh, ssh-keygen): apt-get install openssh-server openssh-client"
-        print(f"SKIP: {reason}")
-        pytest.skip(reason)
-    d = tmp_path_factory.mktemp("sshd")
-    for key in ("host_key", "user_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
-    shutil.copyfile(d / "user_key.pub", d / "authorized_keys")
-    port = free_port()
-    (d / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nListenAddress 127.0.0.2\nHostKey {d / 'host_key'}\n"
-        f"AuthorizedKeysFile {d / 'authorized_keys'}\nStrictModes no\nPermitRootLogin yes\nUsePAM no\n"
-        f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nPidFile {d / 'sshd.pid'}\n"
-    )
-    client = d / "ssh_config"
-    client.write_text(
-        f"Host *\n  Port {port}\n  IdentityFile {d / 'user_key'}\n  IdentitiesOnly yes\n"
-        f"  UserKnownHostsFile {d / 'known_hosts'}\n  StrictHostKeyChecking accept-new\n"
-    )
-    try:
-        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation directory
-    except OSError as exc:
-        print(f"SKIP: cannot create /run/sshd for sshd: {exc}")
-        pytest.skip(f"cannot create /run/sshd for sshd: {exc}")
-    check = subprocess.run([SSHD, "-t", "-f", str(d / "sshd_config")], check=False, capture_output=True, text=True)
-    if check.returncode != 0:
-        print(f"SKIP: sshd cannot run here: {check.stderr.strip()}")
-        pytest.skip(f"sshd cannot run here: {check.stderr.strip()}")
-    with open(d / "sshd.log", "w") as log:
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        for host in ("127.0.0.1", "127.0.0.2"):
-            def answers(host=host):
-                with socket.socket() as s:
-                    return s.connect_ex((host, port)) == 0
-            wait_for(answers, 10, f"sshd on {host}:{port}")
-        yield {"port": port, "config": client, "log": d / "sshd.log", "dir": d}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    yield from sshd_server(tmp_path_factory)
 
 
 @pytest.fixture
@@ -318,7 +260,7 @@ def ray_plan(catalog, hostfile, device="cuda", sets=()):
 
 def test_ray_driver_sets_use_ray_and_workers(ray_importable, catalog):
     """The Ray command: USE_RAY=1, ray_num_workers = the layout's world size, no torchrun variables."""
-    from llf_recipes.remote import ray_driver
+    from llf_recipes.launchers.ray import ray_driver
 
     argv, env = ray_driver(ray_plan(catalog, "2node-8gpu", sets=["master_addr=10.0.0.1"]))
     assert argv[-1] == "ray_num_workers=16" and argv[-3] == "train"
@@ -329,7 +271,7 @@ def test_ray_driver_sets_use_ray_and_workers(ray_importable, catalog):
 def test_ray_without_dashboard_needs_master_addr(ray_importable, catalog):
     import importlib.util
 
-    from llf_recipes.remote import _RAY_DASHBOARD_DEPS, ray_driver
+    from llf_recipes.launchers.ray import _RAY_DASHBOARD_DEPS, ray_driver
 
     if all(importlib.util.find_spec(m) is not None for m in _RAY_DASHBOARD_DEPS):
         pytest.skip("ray[default]'s dashboard packages are installed here")
@@ -339,7 +281,7 @@ def test_ray_without_dashboard_needs_master_addr(ray_importable, catalog):
 
 
 def test_ray_refuses_cpu_ranks(ray_importable, catalog, hostfile):
-    from llf_recipes.remote import ray_driver
+    from llf_recipes.launchers.ray import ray_driver
 
     with pytest.raises(LlfError, match="reserves 10 CPUs") as exc:
         ray_driver(ray_plan(catalog, str(hostfile), device="cpu"))

@@ -37,19 +37,20 @@ def test_register_user_file_complete_columns_and_paths(cli, tmp_path):
     assert cli("register", "--file", inside, "--name", "k", "--stage", "kto", "--data-dir", data)[0] == 0
     got = info(data)
     assert got["qa"]["file_name"] == str(own.resolve())  # outside the data dir: absolute
-    assert got["qa"]["columns"] == {"prompt": "question", "query": "input", "response": "answer"}
+    assert got["qa"]["columns"] == {"prompt": "question", "response": "answer"}  # no input field, so no query
     assert got["k"]["file_name"] == "in.jsonl" and got["k"]["columns"]["kto_tag"] == "label" and got["k"]["ranking"] is False
 
 
 def test_conflicting_definition_needs_force(cli, tmp_path):
-    f = tmp_path / "a.jsonl"
-    f.write_text("{}\n")
+    f, g = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    f.write_text('{"instruction": "q", "output": "a"}\n')
+    g.write_text('{"instruction": "q", "chosen": "a", "rejected": "b"}\n')
     cli("register", "--file", f, "--name", "x", "--stage", "sft", "--data-dir", tmp_path)
     before = (tmp_path / "dataset_info.json").read_bytes()
-    code, _, err = cli("register", "--file", f, "--name", "x", "--stage", "dpo", "--data-dir", tmp_path)
+    code, _, err = cli("register", "--file", g, "--name", "x", "--stage", "dpo", "--data-dir", tmp_path)
     assert code == 2 and "'x' is already registered" in err and "--force" in err
     assert (tmp_path / "dataset_info.json").read_bytes() == before
-    assert cli("register", "--file", f, "--name", "x", "--stage", "dpo", "--data-dir", tmp_path, "--force")[0] == 0
+    assert cli("register", "--file", g, "--name", "x", "--stage", "dpo", "--data-dir", tmp_path, "--force")[0] == 0
     assert info(tmp_path)["x"]["ranking"] is True
 
 

@@ -18,6 +18,7 @@ VERBS = {
     "cp": "cp",
     "render": "render",
     "validate": "validate",
+    "schema": "schema",
     "run": "run",
     "register": "register",
     "download": "download",

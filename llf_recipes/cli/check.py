@@ -1,4 +1,4 @@
-"""`llf-recipes check`: every row against what a stage needs, with line numbers; `--preview` shows rows as read."""
+"""`llf-recipes check`: rows as LLaMA-Factory will read them for a stage, with lines; `--preview` shows them converted."""
 
 from __future__ import annotations
 
@@ -6,44 +6,76 @@ import json
 from pathlib import Path
 
 from llf_recipes.cli.common import add_catalog_args, add_verb, catalog_from
-from llf_recipes.data.check import NEEDS, check_file
-from llf_recipes.data.registry import INFO_NAME, parse_columns, read_info, user_entry
+from llf_recipes.data.layouts import FORMATTINGS, STAGES
+from llf_recipes.data.registry import INFO_NAME, parse_columns, read_info
+from llf_recipes.errors import LlfError
 
 
 def add_parser(sub) -> None:
-    p = add_verb(sub, "check", "check a dataset's rows against what a training stage needs", """
+    p = add_verb(sub, "check", "check a dataset's rows as LLaMA-Factory will read them for a training stage", """
         llf-recipes check zhihu_rlhf --stage dpo --data-dir data
-        llf-recipes check huanhuan --stage sft --preview 3
-        llf-recipes check my.jsonl --stage kto --columns prompt=q,response=a,kto_tag=good
+        llf-recipes check glaive_toolcall_en_demo --stage sft --data-dir LLaMA-Factory/data --preview 2
+        llf-recipes check my.jsonl --stage kto                  # a file: its layout is detected
+        llf-recipes check my.jsonl --stage sft --columns prompt=q,response=a
     """)
-    p.add_argument("source", metavar="NAME|FILE", help="a registered/bundled entry name, or a data file")
-    p.add_argument("--stage", required=True, choices=sorted(NEEDS), help="the stage the data feeds")
+    p.add_argument("source", metavar="NAME|FILE", help="an entry of DATA_DIR/dataset_info.json or dataset_info.d/, or a data file")
+    p.add_argument("--stage", required=True, choices=STAGES, help="the stage the data feeds")
     p.add_argument("--data-dir", default="data", metavar="DIR", help="LLaMA-Factory's dataset_dir (default: data)")
-    p.add_argument("--columns", metavar="COL=FIELD,...", help="for FILE: column mapping (default: the stage's usual fields)")
-    p.add_argument("--preview", type=int, default=0, metavar="N", help="show the first N good rows as LLaMA-Factory maps them")
-    p.add_argument("--show", type=int, default=5, metavar="N", help="how many bad rows to list (default: 5)")
+    p.add_argument("--media-dir", metavar="DIR", help="LLaMA-Factory's media_dir (default: the data dir)")
+    p.add_argument("--columns", metavar="COL=FIELD,...", help="for FILE: column mapping (default: detected)")
+    p.add_argument("--tags", metavar="TAG=VALUE,...", help="for FILE: sharegpt tags (default: detected)")
+    p.add_argument("--formatting", choices=FORMATTINGS, help="for FILE: formatting (default: detected)")
+    p.add_argument("--preview", type=int, default=0, metavar="N",
+                   help="show the first N usable rows after LLaMA-Factory's conversion (roles, contents, system, tools, media)")
+    p.add_argument("--show", type=int, default=5, metavar="N", help="how many dropped or bad rows to list (default: 5)")
     add_catalog_args(p)
     p.set_defaults(func=main)
 
 
-def resolve(args) -> tuple[Path, dict]:
-    data_dir = Path(args.data_dir)
+def report_for(args):
+    from llf_recipes.data.check import check_entry, check_file
+
     as_file = Path(args.source)
-    if as_file.is_file():
-        return as_file, user_entry(str(as_file), args.stage, parse_columns(args.columns))
-    registered = read_info(data_dir / INFO_NAME)
-    entry = registered.get(args.source) or catalog_from(args).dataset(args.source).entry
-    file_name = Path(entry["file_name"])
-    return (file_name if file_name.is_absolute() else data_dir / file_name), entry
+    if as_file.exists() and (as_file.is_file() or not (Path(args.data_dir) / INFO_NAME).is_file()
+                             or args.source not in read_info(Path(args.data_dir) / INFO_NAME)):
+        from llf_recipes.data.userdata import detect_entry
+
+        entry, found = detect_entry(as_file, args.stage, str(as_file), formatting=args.formatting,
+                                    columns=parse_columns(args.columns), tags=parse_columns(args.tags, "--tags"))
+        print(f"{as_file}: {found.layout}")
+        return check_file(as_file, args.stage, entry, preview=args.preview, name=as_file.stem,
+                          media_base=args.media_dir or args.data_dir)
+    for option in ("columns", "tags", "formatting"):
+        if getattr(args, option):
+            raise LlfError(f"--{option} goes with a FILE; a NAME's entry says how to read it", key=f"--{option}")
+    data_dir = args.data_dir
+    info_path = Path(data_dir) / INFO_NAME
+    registered = {} if data_dir == "ONLINE" or data_dir.startswith("REMOTE:") else read_info(info_path)
+    if args.source in registered:
+        entry = registered[args.source]
+    else:
+        entry = catalog_from(args).dataset(args.source).entry
+    return check_entry(entry, args.stage, data_dir, name=args.source, preview=args.preview, media_dir=args.media_dir)
 
 
 def main(args) -> int:
-    path, entry = resolve(args)
-    report = check_file(path, args.stage, entry, preview=args.preview)
+    report = report_for(args)
+    if report.note:
+        print(report.note)
+        return 0
     for row in report.preview:
         print(json.dumps(row, ensure_ascii=False))
-    good = report.rows - len(report.bad)
-    print(f"{path}: {report.rows} row(s), {good} usable for stage {args.stage}, {len(report.bad)} bad")
-    for bad in report.bad[: args.show]:
-        print(f"  {bad.where}: {bad.message}")
+    dropped = f", {len(report.dropped)} dropped by LLaMA-Factory" if report.dropped else ""
+    errors = f", {len(report.errors)} that stop LLaMA-Factory" if report.errors else ""
+    print(f"{report.path}: {report.rows} row(s), {report.usable} usable for stage {args.stage}{dropped}{errors}")
+    for bad in (report.errors + report.dropped)[: args.show]:
+        print(f"  {bad.where}: {bad.message}" + (f" (field {bad.key!r})" if bad.key else ""))
+    for warn in report.warnings[: args.show]:
+        print(f"  note: {warn.where}: {warn.message} (LLaMA-Factory keeps the row)")
+    if report.sampled:
+        print(f"  note: the entry's num_samples makes LLaMA-Factory draw {report.sampled} row(s) from these"
+              + (" (with repeats)" if report.sampled > report.usable else ""))
+    if report.usable == 0 and not report.bad:
+        print("  no usable row: LLaMA-Factory stops with \"Cannot find valid samples\"")
+        return 1
     return 1 if report.bad else 0

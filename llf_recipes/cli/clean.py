@@ -30,7 +30,7 @@ not an object, a named field missing) stops the run with its line number and not
 --sample parses only the lines it could pick (about 1.5 N when most rows pass) unless --dedup, --stats or --skip-bad
 is given: a bad line among the others goes unnoticed. The same seed picks the same rows either way; add --stats to
 check every line and count every drop reason."""
-    p.add_argument("input", metavar="IN", help="JSONL file: one JSON object per line, UTF-8 without BOM")
+    p.add_argument("input", metavar="IN", help="JSONL file (one JSON object per line, UTF-8 without BOM), or a JSON array of objects")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="cleaned JSONL (the training split with --val-ratio)")
     p.add_argument("--fields", metavar="A,B", help="the text fields that --drop-empty, --max-chars and --max-tokens "

@@ -12,10 +12,12 @@ from llf_recipes.errors import LlfError
 
 
 def add_parser(sub) -> None:
-    p = add_verb(sub, "convert", "convert a dataset (json, jsonl, parquet, csv) into LLaMA-Factory's layout", """
+    p = add_verb(sub, "convert", "convert a dataset (json, jsonl, parquet, csv, arrow) into a LLaMA-Factory layout", """
         llf-recipes convert zhihu_sft --sample --data-dir data        # the bundled sample rows
         llf-recipes convert ultrafeedback_kto --input train_prefs.parquet --data-dir data
         llf-recipes convert my_pairs.jsonl --kind pairs -o data/my_pairs.jsonl --skip-bad
+        llf-recipes convert chats.jsonl --kind openai_to_sharegpt -o data/chats.jsonl   # tool calls kept
+        llf-recipes convert alpaca.json --kind alpaca_to_sharegpt -o data/alpaca_chat.jsonl
     """)
     p.add_argument("source", metavar="NAME|FILE", help="a dataset entry name, or a data file with --kind")
     p.add_argument("--input", metavar="FILE", help="for NAME: the downloaded source file to read")
@@ -58,10 +60,7 @@ def resolve(args) -> tuple[Path, Path, str, dict]:
 
 def main(args) -> int:
     src, dest, kind, options = resolve(args)
-    try:
-        report = convert_file(src, dest, kind, skip_bad=args.skip_bad, limit=args.limit, options=options)
-    except TypeError as exc:
-        raise LlfError(f"conversion {kind!r} does not take option(s) {', '.join(options)}: {exc}", key="--option") from None
+    report = convert_file(src, dest, kind, skip_bad=args.skip_bad, limit=args.limit, options=options)
     dropped = f", {report.dropped} dropped by the conversion" if report.dropped else ""
     print(f"{src} -> {dest}: {report.read} row(s) read, {report.written} written ({kind}){dropped}")
     if report.rejected:

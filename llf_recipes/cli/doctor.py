@@ -134,7 +134,7 @@ def optional_checks() -> list[Check]:
 
 def host_checks(hostfile: str, device: str, ssh_config: str | None, catalog) -> list[Check]:
     from llf_recipes.hardware import parse_hostfile
-    from llf_recipes.remote import probe_hosts
+    from llf_recipes.launchers.ssh import probe_hosts
 
     layout = parse_hostfile(catalog.hostfile(hostfile), device=device)
     checks = []

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from llf_recipes.cli.common import add_catalog_args, add_verb, catalog_from
-from llf_recipes.data.registry import INFO_NAME, STAGE_COLUMNS, parse_columns, register, user_entry
+from llf_recipes.data.layouts import FORMATTINGS, STAGES
+from llf_recipes.data.registry import INFO_NAME, parse_columns, register
 from llf_recipes.errors import LlfError
 
 
@@ -16,18 +17,22 @@ def add_parser(sub) -> None:
     p = add_verb(sub, "register", "register dataset entries in DATA_DIR/dataset_info.json (created if absent)", """
         llf-recipes register huanhuan zhihu_rlhf zhihu_sft --data-dir data
         llf-recipes register --all --data-dir data --dry-run
+        llf-recipes register --file chats.json --name chats --stage sft      # layout detected, whole file checked
         llf-recipes register --file my_qa.jsonl --name my_qa --stage sft --columns prompt=question,response=answer
-        llf-recipes register --file chats.json --name chats --stage sft --formatting sharegpt
         llf-recipes register --file prefs.jsonl --name my_prefs --stage dpo --force   # replace a different definition
     """)
     p.add_argument("names", nargs="*", metavar="NAME", help="dataset entries from dataset_info.d/")
     p.add_argument("--all", action="store_true", help="every entry in dataset_info.d/")
     p.add_argument("--data-dir", default="data", metavar="DIR", help="LLaMA-Factory's dataset_dir (default: data)")
-    p.add_argument("--file", metavar="FILE", help="register your own data file (json, jsonl, parquet, csv)")
+    p.add_argument("--file", metavar="FILE", help="register your own data file or folder (json, jsonl, parquet, csv, "
+                                                 "arrow, txt): its layout is detected and every row checked first")
     p.add_argument("--name", help="with --file: the dataset name recipes will use")
-    p.add_argument("--stage", choices=sorted(STAGE_COLUMNS), help="with --file: the stage it feeds (sets ranking and columns)")
-    p.add_argument("--columns", metavar="COL=FIELD,...", help="with --file: map LLaMA-Factory columns to your fields")
-    p.add_argument("--formatting", choices=("alpaca", "sharegpt"), default="alpaca", help="with --file (default: alpaca)")
+    p.add_argument("--stage", choices=STAGES, help="with --file: the stage it feeds (sets ranking and the columns it needs)")
+    p.add_argument("--columns", metavar="COL=FIELD,...", help="with --file: map LLaMA-Factory columns to your fields "
+                                                              "(overrides detection)")
+    p.add_argument("--tags", metavar="TAG=VALUE,...", help="with --file: sharegpt tags, e.g. role_tag=role,user_tag=user "
+                                                           "(overrides detection)")
+    p.add_argument("--formatting", choices=FORMATTINGS, help="with --file: override the detected formatting")
     p.add_argument("--force", action="store_true", help="replace a name registered with a different definition")
     p.add_argument("--dry-run", action="store_true", help="print the change; write nothing")
     add_catalog_args(p)
@@ -46,14 +51,25 @@ def _user_file_path(file: Path, data_dir: Path) -> str:
 def entries_from(args) -> dict[str, dict]:
     data_dir = Path(args.data_dir)
     if args.file:
+        from llf_recipes.data.userdata import verified_entry
+
         if args.names or args.all:
             raise LlfError("--file registers one file: give it with --name and --stage, without NAME arguments")
         if not args.name or not args.stage:
             raise LlfError("--file needs --name and --stage", fix="e.g. --file my.jsonl --name my_sft --stage sft")
         file = Path(args.file)
-        if not file.is_file():
+        if not file.exists():
             raise LlfError(f"{file} does not exist", key="--file")
-        return {args.name: user_entry(_user_file_path(file, data_dir), args.stage, parse_columns(args.columns), args.formatting)}
+        entry, found, report = verified_entry(file, args.stage, _user_file_path(file, data_dir), data_dir, name=args.name,
+                                              formatting=args.formatting, columns=parse_columns(args.columns),
+                                              tags=parse_columns(args.tags, "--tags"))
+        print(f"{file}: {found.layout}; {report.usable} of {report.rows} row(s) usable for stage {args.stage}")
+        for warn in report.warnings[:3]:
+            print(f"  note: {warn.where}: {warn.message}", file=sys.stderr)
+        return {args.name: entry}
+    for option in ("name", "stage", "columns", "tags", "formatting"):
+        if getattr(args, option):
+            raise LlfError(f"--{option} goes with --file", key=f"--{option}")
     catalog = catalog_from(args)
     names = list(catalog.datasets) if args.all else args.names
     if not names:
@@ -67,7 +83,7 @@ def main(args) -> int:
     target = Path(args.data_dir) / INFO_NAME
     for c in changes:
         print(f"{'would be ' if args.dry_run and c.action != 'unchanged' else ''}{c.action}: {c.name}")
-        if args.dry_run and c.action != "unchanged":
+        if args.dry_run and (c.action != "unchanged" or args.file):
             print(json.dumps({c.name: c.new}, indent=2, ensure_ascii=False))
         file_name = c.new.get("file_name", "")
         if file_name and not os.path.isabs(file_name) and not (Path(args.data_dir) / file_name).exists():

@@ -16,9 +16,10 @@ from llf_recipes.cli.common import (
     layout_from,
     print_findings,
 )
-from llf_recipes.errors import LlfError
-from llf_recipes.hardware import LOCAL_HOSTS, cpu_layout
-from llf_recipes.launch import NCCL_PRESETS, StagePlan, execute_local, plan_stage
+from llf_recipes.hardware import cpu_layout
+from llf_recipes.launch import NCCL_PRESETS, StagePlan, plan_stage
+from llf_recipes.launchers import LAUNCHERS, LaunchOptions
+from llf_recipes.launchers import execute as launch
 from llf_recipes.pipeline import check_inputs, check_registered, ensure_master_port, run_stage
 from llf_recipes.render import Overrides, Renderer
 from llf_recipes.smoke import SMOKE_OUTPUT_ROOT, VERSION_TAG, apply_smoke, default_cache_dir, tiny_model_path
@@ -49,11 +50,14 @@ def add_parser(sub) -> None:
                         "of each registered dataset, no quantization or DeepSpeed")
     p.add_argument("--nccl", metavar=f"{'|'.join(sorted(NCCL_PRESETS))}[:IFACE]",
                    help="NCCL environment preset for multi-node runs; socket:eth0 also pins the network interface")
-    p.add_argument("--launcher", choices=("auto", "local", "ssh", "print", "ray"), default="auto",
-                   help="how stages start: local on this machine; ssh to every host of the hostfile; print the per-node "
-                        "commands (SLURM, manual); ray through LLaMA-Factory's Ray path (default: ssh when the hostfile "
-                        "names other hosts, else local)")
+    p.add_argument("--launcher", choices=LAUNCHERS, default="auto",
+                   help="how stages start: local on this machine; ssh to every host of the hostfile; print the per-node commands; ray through LLaMA-Factory's Ray path or "
+                        "EasyR1 on a running cluster (--ray-address) (default: ssh when the hostfile names other hosts, "
+                        "else local)")
     p.add_argument("--ssh-config", metavar="FILE", help="ssh client configuration (ssh -F FILE) for reaching the hosts")
+    p.add_argument("--ray-address", metavar="HOST:PORT",
+                   help="--launcher ray: the running cluster to attach to (default: $RAY_ADDRESS); it is checked "
+                        "first and never started or stopped. Without one, Ray runs on the hostfile's nodes for the run")
     p.add_argument("--backend", choices=("easyr1", "trl"),
                    help="engine for grpo stages: easyr1 (GPUs, one or many nodes, its own interpreter: --set "
                         "easyr1_python=PATH or $LLF_EASYR1_PYTHON) or trl (one node, CPU too); default: the stage's "
@@ -117,13 +121,18 @@ def plan_json(plans: list[StagePlan]) -> list[dict]:
             "torchrun": p.torchrun,
             "nodes": [{"node_rank": c.node_rank, "host": c.host, "argv": list(c.argv), "env": c.env} for c in p.commands],
             "config": p.rendered.config,
-            **({"backend": p.backend, "engine_config": p.engine_config,
-                "setup": [{"node_rank": c.node_rank, "host": c.host, "argv": list(c.argv), "env": c.env} for c in p.setup],
-                "teardown": [{"node_rank": c.node_rank, "host": c.host, "argv": list(c.argv)} for c in p.teardown]}
-               if hasattr(p, "backend") else {}),
+            **({"backend": p.backend, "engine_config": p.engine_config} if hasattr(p, "backend") else {}),
+            **({"ray": ray_json(p.ray)} if getattr(p, "ray", None) is not None else {}),
         }
         for p in plans
     ]
+
+
+def ray_json(cluster) -> dict:
+    """The Ray cluster a stage starts, head first: each node's `ray start --block` (foreground, for the run's life)."""
+    return {"address": cluster.address, "accelerators": cluster.expected_accelerators,
+            "nodes": [{"node_rank": r, "host": h, "argv": cluster.start_argv(r), "env": cluster.device_env}
+                      for r, h in enumerate(cluster.hosts)]}
 
 
 def print_plan(plans: list[StagePlan]) -> None:
@@ -131,7 +140,7 @@ def print_plan(plans: list[StagePlan]) -> None:
     print(f"# {plans[0].rendered.recipe.name}: {len(plans)} stage(s) on {layout.describe()} ({layout.source})")
     for i, p in enumerate(plans, 1):
         reads = f", reads {', '.join(p.rendered.needs)}" if p.rendered.needs else ""
-        if hasattr(p, "describe"):  # a grpo stage: every file in full, then setup / run / teardown per node
+        if hasattr(p, "describe"):  # a grpo stage: every file in full, then Ray per node and the run
             print(f"\n[{i}/{len(plans)}] stage {p.stage}: grpo with {p.backend} -> {p.rendered.output_dir}{reads}")
             print("\n".join(p.describe()))
             continue
@@ -175,32 +184,8 @@ def main(args) -> int:
     return 0
 
 
-def is_local(plan: StagePlan) -> bool:
-    return len(plan.commands) == 1 and plan.commands[0].host in LOCAL_HOSTS
-
-
 def execute(plan: StagePlan, log: Path, args) -> int | None:
-    """Run one stage; None when `--launcher print` only printed its commands. A plan with `setup` commands (ray start
-    on each node) runs them one by one first, and its `teardown` (ray stop) after, through the same launcher."""
-    setup, teardown = getattr(plan, "setup", ()), getattr(plan, "teardown", ())
-    try:
-        for cmd in setup:
-            code = execute_commands(replace(plan, commands=(cmd,)), log, args)
-            if code:
-                return code
-        return execute_commands(plan, log, args)
-    finally:
-        for cmd in teardown:
-            execute_commands(replace(plan, commands=(cmd,)), log, args)
-
-
-def execute_commands(plan: StagePlan, log: Path, args) -> int | None:
-    if args.launcher in ("auto", "local") and is_local(plan):
-        return execute_local(plan, log)
-    if args.launcher == "local":
-        raise LlfError(f"stage {plan.stage} spans {len(plan.commands)} node(s) or a remote host; --launcher local cannot start it",
-                       fix="use --launcher ssh, print or ray")
-    from llf_recipes.remote import execute_nodes
-
-    return execute_nodes(plan, log.parent, launcher="ssh" if args.launcher == "auto" else args.launcher,
-                         ssh_config=args.ssh_config)
+    """Run one stage through the chosen launcher; None when `--launcher print` only printed its commands."""
+    options = LaunchOptions(args.launcher, args.ssh_config, getattr(args, "ray_address", None),
+                            tuple(getattr(args, "sbatch", ()) or ()))
+    return launch(plan, log, options)

@@ -20,8 +20,8 @@ from llf_recipes.cli.common import (
 from llf_recipes.errors import LlfError
 from llf_recipes.hardware import parse_hostfile
 from llf_recipes.render import Overrides, Renderer
-from llf_recipes.schema.rules import LaunchInfo, validate_config
-from llf_recipes.validation import dataset_entries, errors, validate_stage
+from llf_recipes.schema.rules import validate_config
+from llf_recipes.validation import dataset_entries, errors, infer_verb, launch_for, validate_stage
 
 
 def add_parser(sub) -> None:
@@ -35,7 +35,9 @@ def add_parser(sub) -> None:
     p.add_argument("names", nargs="*", metavar="NAME", help="recipe names, recipe files, or LLaMA-Factory YAML files")
     p.add_argument("--all", action="store_true", help="every recipe in the catalog")
     p.add_argument("--all-hostfiles", action="store_true", help="every bundled and project hostfile")
-    p.add_argument("--verb", choices=("train", "export", "chat", "api"), help="for a plain YAML: the llamafactory-cli verb (default: guessed)")
+    p.add_argument("--verb", choices=("train", "export", "chat", "api"),
+                   help="for a plain YAML: the llamafactory-cli verb (default: export with export_dir, train with stage, "
+                        "do_train, do_eval, do_predict or output_dir, chat otherwise)")
     add_layout_args(p)
     add_override_args(p)
     add_catalog_args(p)
@@ -53,11 +55,14 @@ def validate_plain(path: Path, args, catalog) -> int:
     config = yamlio.load(path.read_text(encoding="utf-8"), where=str(path)) or {}
     if not isinstance(config, dict):
         raise LlfError("a LLaMA-Factory config must be a mapping of keys", where=str(path))
-    verb = args.verb or ("export" if "export_dir" in config else "train")
-    torchrun = os.environ.get("FORCE_TORCHRUN", "").lower() in ("1", "true", "y") or bool(args.gpus and "," in args.gpus) or bool(args.hostfile)
+    verb = args.verb or infer_verb(config)
+    layout = layout_from(args, catalog)
+    # llamafactory-cli train starts torchrun with FORCE_TORCHRUN=1 or when it sees more than one device.
+    torchrun = verb == "train" and (os.environ.get("FORCE_TORCHRUN", "").lower() in ("1", "true", "y")
+                                    or layout.world_size > 1)
     findings = validate_config(
         config, verb, stage=path.name, datasets=dataset_entries(catalog, config.get("dataset_dir", "data")),
-        launch=LaunchInfo(torchrun=torchrun), allow=set(args.allow),
+        launch=launch_for(layout, torchrun), allow=set(args.allow), base=Path.cwd(),
     )
     print_findings(findings)
     if errors(findings):

@@ -1,4 +1,5 @@
-"""Check rows against what a LLaMA-Factory stage needs, through an entry's column mapping (alpaca formatting)."""
+"""Check a dataset entry's rows as LLaMA-Factory will read them for a stage: usable rows counted exactly, the rows its
+converter or stage processor would drop listed with line and reason, and the rows it would stop on as errors."""
 
 from __future__ import annotations
 
@@ -6,76 +7,223 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llf_recipes.data.layouts import MEDIA, STAGES, Aligned, Layout, RowError, align, check_media, drop_reason
 from llf_recipes.data.rows import BadRow, iter_rows
 from llf_recipes.errors import LlfError
 
-# stage -> columns that must hold non-empty text
-NEEDS = {
-    "pt": ("prompt",),
-    "sft": ("prompt", "response"),
-    "ppo": ("prompt",),
-    "rm": ("prompt", "chosen", "rejected"),
-    "dpo": ("prompt", "chosen", "rejected"),
-    "kto": ("prompt", "response"),
-}
+NEEDS = {stage: () for stage in STAGES}  # the stages `check --stage` accepts
+KINDS = {str: "text", bool: "true/false", int: "number", float: "number", list: "list", dict: "object"}
 
 
 @dataclass
 class CheckReport:
+    path: Path | None = None
     rows: int = 0
-    bad: list[BadRow] = field(default_factory=list)
+    usable: int = 0
+    dropped: list[BadRow] = field(default_factory=list)  # rows LLaMA-Factory drops (it warns and goes on)
+    errors: list[LlfError] = field(default_factory=list)  # rows LLaMA-Factory stops on
+    warnings: list[BadRow] = field(default_factory=list)  # rows it keeps that teach little (an empty prompt or answer)
     preview: list[dict[str, Any]] = field(default_factory=list)
+    note: str | None = None  # why nothing was checked (a hub dataset not in the local cache)
+    sampled: int | None = None
+
+    @property
+    def bad(self) -> list[LlfError]:
+        return self.errors + self.dropped
 
 
-def _problem(row: dict[str, Any], stage: str, columns: dict[str, Any], where: str) -> BadRow | None:
-    for column in NEEDS[stage]:
-        source = columns.get(column)
-        if not source:
-            raise LlfError(f"stage {stage} needs the {column!r} column, which the entry does not map", key=column,
-                           fix=f"register the data with --columns {column}=FIELD")
-        value = row.get(source)
-        if value is None:
-            return BadRow(f"field {source!r} ({column}) is missing", where=where, key=source)
-        if not isinstance(value, str):
-            return BadRow(f"field {source!r} ({column}) must be text, got {type(value).__name__}", where=where, key=source)
-        if not value.strip():
-            return BadRow(f"field {source!r} ({column}) is empty", where=where, key=source)
-    query = columns.get("query")
-    if query and row.get(query) is not None and not isinstance(row.get(query), str):
-        return BadRow(f"field {query!r} (query) must be text", where=where, key=query)
-    if stage == "kto":
-        tag = columns.get("kto_tag")
-        if not tag:
-            raise LlfError("stage kto needs a kto_tag column", key="kto_tag", fix="register with --columns kto_tag=FIELD")
-        if not isinstance(row.get(tag), bool):
-            return BadRow(f"field {tag!r} (kto_tag) must be true or false, got {row.get(tag)!r}", where=where, key=tag)
-    history = columns.get("history")
-    if history and row.get(history) is not None:
-        turns = row[history]
-        if not isinstance(turns, list) or not all(isinstance(t, list) and len(t) == 2 and all(isinstance(x, str) for x in t) for t in turns):
-            return BadRow(f"field {history!r} (history) must be a list of [question, answer] pairs", where=where, key=history)
+def required_columns(layout: Layout) -> list[str]:
+    """The mapped columns LLaMA-Factory's converter indexes on every row: absent from the file, it stops (KeyError)."""
+    names = ["system", "tools", *MEDIA, "kto_tag"]
+    if layout.formatting == "alpaca":
+        names += ["prompt", "query", "history"] + (["chosen", "rejected"] if layout.ranking else ["response"])
+    else:
+        names += ["messages"] + (["chosen", "rejected"] if layout.ranking else [])
+    return [n for n in names if layout.column(n)]
+
+
+def preview_row(aligned: Aligned) -> dict[str, Any]:
+    out: dict[str, Any] = {"prompt": aligned.prompt, "response": aligned.response}
+    if aligned.system:
+        out["system"] = aligned.system
+    if aligned.tools:
+        out["tools"] = aligned.tools
+    out.update({k: v for k, v in aligned.media.items() if v})
+    return out
+
+
+def _empty_text(aligned: Aligned, stage: str) -> str | None:
+    if not aligned.prompt or not str(aligned.prompt[-1]["content"]).strip():
+        return "the prompt is empty"
+    if stage != "pt" and stage != "ppo" and not any(str(r["content"]).strip() for r in aligned.response):
+        return "the response is empty"
     return None
 
 
-def check_file(path: str | Path, stage: str, entry: dict[str, Any], preview: int = 0, keep: int = 10) -> CheckReport:
-    if stage not in NEEDS:
-        raise LlfError(f"stage {stage!r} is unknown", key="--stage", fix=f"use one of {', '.join(NEEDS)}")
-    if entry.get("formatting", "alpaca") != "alpaca":
-        raise LlfError("check reads alpaca-formatted entries", key="formatting", fix="convert the data with `llf-recipes convert`")
-    ranked = stage in ("rm", "dpo")
-    if bool(entry.get("ranking", False)) != ranked:
-        raise LlfError(f"entry has ranking: {bool(entry.get('ranking', False))}, stage {stage} needs ranking: {ranked}",
-                       key="ranking")
-    columns = entry.get("columns") or {}
-    report = CheckReport()
+def check_file(path: str | Path, stage: str, entry: dict[str, Any] | Layout, *, preview: int = 0, keep: int = 50,
+               media_base: str | Path | None = None, name: str = "entry", fix: str | None = None,
+               limit: int | None = None) -> CheckReport:
+    """Every row of `path` (a file or a folder; the first `limit` rows if given) through `entry`'s layout for `stage`."""
+    if stage not in STAGES:
+        raise LlfError(f"stage {stage!r} is unknown", key="--stage", fix=f"use one of {', '.join(STAGES)}")
+    layout = entry if isinstance(entry, Layout) else Layout.from_entry(entry, name)
+    if layout.ranking != (stage in ("rm", "dpo")):
+        raise LlfError(f"entry {name!r} has ranking: {str(layout.ranking).lower()}, and LLaMA-Factory refuses it for "
+                       f"stage {stage} (\"The dataset is not applicable in the current training stage\")", key="ranking",
+                       fix="rm and dpo read ranking entries (chosen/rejected); pt, sft, kto and ppo read the others")
+    path = Path(path)
+    if layout.formatting != "alpaca" and not layout.column("messages"):
+        raise LlfError(f"entry {name!r} is {layout.formatting} but maps no messages column (a columns block without "
+                       "\"messages\" resets it)", key="columns", where=str(path),
+                       fix=f"add \"messages\": \"FIELD\" to its columns, or: llf-recipes register --file {path} "
+                           f"--name {name} --stage {stage} --force")
+    if layout.split != "train":
+        raise LlfError(f"entry {name!r} asks for split {layout.split!r}, and a local file has only 'train'", key="split",
+                       fix="drop the split key")
+    base = Path(media_base) if media_base is not None else path.parent
+    report = CheckReport(path=path, sampled=layout.num_samples)
     parse_errors: list[BadRow] = []
-    for where, row in iter_rows(path, parse_errors):
+    seen: dict[str, tuple[str, str]] = {}  # column -> (kind, where first seen)
+    first_rows: list[dict[str, Any]] = []
+    for where, row in iter_rows(path, parse_errors, csv_empty_none=True):
+        if limit is not None and report.rows >= limit:
+            break
         report.rows += 1
-        problem = _problem(row, stage, columns, where)
-        if problem is not None:
-            report.bad.append(problem)
-        elif len(report.preview) < preview:
-            report.preview.append({col: row.get(src) for col, src in columns.items() if src and row.get(src) not in (None, "")})
+        if len(first_rows) < 20:
+            first_rows.append(row)
+        mixed = _mixed_kind(row, seen, where, len(str(path)) + 1)
+        if mixed:
+            report.errors.append(mixed)
+            continue
+        try:
+            aligned = align(row, layout, where)
+        except RowError as exc:
+            report.errors.append(exc)
+            continue
+        reason = drop_reason(aligned, stage)
+        if reason:
+            report.dropped.append(BadRow(f"LLaMA-Factory drops it: {reason}", where=where, key=aligned.field))
+            continue
+        problems = check_media(aligned, base, where)
+        if problems:
+            report.errors.append(RowError("; ".join(problems), where=where, key=next(iter(aligned.media))))
+            continue
+        report.usable += 1
+        empty = _empty_text(aligned, stage)
+        if empty and len(report.warnings) < keep:
+            report.warnings.append(BadRow(empty, where=where))
+        if len(report.preview) < preview:
+            report.preview.append(preview_row(aligned))
     report.rows += len(parse_errors)
-    report.bad = parse_errors + report.bad
+    report.errors = parse_errors + report.errors
+    missing = [n for n in required_columns(layout) if layout.column(n) not in seen]
+    if missing and report.rows > len(parse_errors):
+        from llf_recipes.data.detect import describe
+
+        fields = ", ".join(sorted(seen)) or "none"
+        names = ", ".join(f"{n} -> {layout.column(n)!r}" for n in missing)
+        raise LlfError(f"entry {name!r} maps {names}, which the file does not have (its fields: {fields}); it looks "
+                       f"like {describe(first_rows)}", where=str(path), key=layout.column(missing[0]),
+                       fix=fix or f"llf-recipes register --file {path} --name {name} --stage {stage} --force  (writes "
+                                  "the entry its layout needs), or convert it with `llf-recipes convert`")
     return report
+
+
+def _mixed_kind(row: dict[str, Any], seen: dict[str, tuple[str, str]], where: str, cut: int) -> RowError | None:
+    """A column whose values change kind between rows (text here, a number there) stops LLaMA-Factory's loader."""
+    for key, value in row.items():
+        if value is None:
+            seen.setdefault(key, ("", where[cut:]))
+            continue
+        kind = KINDS.get(type(value), type(value).__name__)
+        known = seen.get(key)
+        if known is None or not known[0]:
+            seen[key] = (kind, where[cut:])
+        elif known[0] != kind:
+            return RowError(f"field {key!r} is {kind} here but {known[0]} at line {known[1]}; LLaMA-Factory's "
+                            "loader stops on a column that changes type", where=where, key=key)
+    return None
+
+
+def hub_cache_files(layout: Layout) -> list[Path]:
+    """A hub dataset's files in the local Hugging Face cache (the newest snapshot), or [] when it is not there."""
+    import os
+
+    if layout.load_from != "hf_hub":
+        return []
+    home = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface", "hub")
+    snapshots = Path(home) / f"datasets--{layout.source.replace('/', '--')}" / "snapshots"
+    if not snapshots.is_dir():
+        return []
+    newest = max(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, default=None)
+    if newest is None:
+        return []
+    root = newest / layout.folder if layout.folder else newest
+    from llf_recipes.data.rows import FORMATS
+
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in FORMATS and p.suffix.lower() != ".txt" and p.is_file())
+    split = [p for p in files if layout.split in p.name or p.parent.name == layout.split]
+    return split or (files if len({p.suffix for p in files}) == 1 else [])
+
+
+def check_entry(entry: dict[str, Any], stage: str, dataset_dir: str | Path, *, name: str = "entry", preview: int = 0,
+                media_dir: str | Path | None = None) -> CheckReport:
+    """An entry of dataset_info.json, wherever its rows are: a local file or folder, or a hub dataset's local cache."""
+    layout = Layout.from_entry(entry, name)
+    if layout.load_from == "file":
+        if str(dataset_dir) == "ONLINE" or str(dataset_dir).startswith("REMOTE:"):
+            return CheckReport(note=f"not checked: with dataset_dir {dataset_dir} LLaMA-Factory reads {name!r} from the hub")
+        path = Path(dataset_dir) / layout.source
+        if not path.exists():
+            raise LlfError(f"entry {name!r} reads {path}, which does not exist", key=name, where=str(path),
+                           fix=f"write the file there (llf-recipes convert ... -o {path}), or fix file_name")
+        return check_file(path, stage, layout, preview=preview, name=name, media_base=media_dir or dataset_dir)
+    files = hub_cache_files(layout)
+    if not files:
+        return CheckReport(note=f"not checked: {name!r} loads from {layout.load_from} ({layout.source}), which is not in "
+                                "the local cache")
+    total = CheckReport(path=files[0].parent, sampled=layout.num_samples)
+    for one in files:
+        part = check_file(one, stage, layout, preview=max(0, preview - len(total.preview)), name=name,
+                          media_base=media_dir or dataset_dir)
+        total.rows += part.rows
+        total.usable += part.usable
+        total.dropped += part.dropped
+        total.errors += part.errors
+        total.warnings += part.warnings
+        total.preview += part.preview
+    return total
+
+
+def preflight(entry: Any, name: str, stage: str, dataset_dir: str | Path, *, media_dir: str | Path | None = None,
+              limit: int = 2000) -> list[str]:
+    """Before a launch: the entry reads as LLaMA-Factory will read it for `stage` (its first `limit` rows). Raises on what
+    would stop LLaMA-Factory or leave it no row; returns notes about rows it would drop."""
+    where = str(Path(dataset_dir) / "dataset_info.json")
+    layout = Layout.from_entry(entry, name)
+    if layout.ranking != (stage in ("rm", "dpo")):
+        raise LlfError(f"dataset {name!r} has ranking: {str(layout.ranking).lower()}, which LLaMA-Factory refuses for "
+                       f"stage {stage}", key=name, where=where,
+                       fix="rm and dpo read ranking entries (chosen/rejected); pt, sft, kto and ppo read the others")
+    if layout.load_from != "file":
+        return []
+    path = Path(dataset_dir) / layout.source
+    if not path.exists():
+        raise LlfError(f"dataset {name!r} is registered but its file {path} is missing", key=name, where=where,
+                       fix=f"llf-recipes prepare {name} --data-dir {dataset_dir} writes it again")
+    report = check_file(path, stage, layout, name=name, media_base=media_dir or dataset_dir, limit=limit, keep=0)
+    if report.errors:
+        first = report.errors[0]
+        raise LlfError(f"dataset {name!r}: LLaMA-Factory would stop on this row: {first.message}", where=first.where,
+                       key=first.key, fix=f"llf-recipes check {name} --stage {stage} --data-dir {dataset_dir} lists them")
+    if report.usable == 0:
+        reason = report.dropped[0].message if report.dropped else "no rows"
+        raise LlfError(f"dataset {name!r}: no usable row for stage {stage} in the first {report.rows} "
+                       f"(LLaMA-Factory stops with \"Cannot find valid samples\"); first: {reason}", key=name, where=where,
+                       fix=f"llf-recipes check {name} --stage {stage} --data-dir {dataset_dir} --show 10")
+    if report.dropped:
+        first = report.dropped[0]
+        note = (f"dataset {name!r}: LLaMA-Factory will drop {len(report.dropped)} of the first {report.rows} row(s); "
+                f"first: {first.where}: {first.message}")
+        return [note]
+    return []

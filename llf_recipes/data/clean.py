@@ -31,7 +31,7 @@ from pathlib import Path
 import orjson
 
 from llf_recipes.atomic import open_atomic
-from llf_recipes.data.rows import line_problem
+from llf_recipes.data.rows import line_problem, open_as_lines
 from llf_recipes.errors import LlfError
 
 ONE_OBJECT_PER_LINE = "check the path; a JSONL file has one JSON object per line"
@@ -289,7 +289,8 @@ def clean(opts: CleanOptions) -> CleanStats:
     every_line = opts.parses_every_line
     show = opts.progress and size >= PROGRESS_MIN_BYTES
     with ExitStack() as stack:
-        fh = stack.enter_context(open(opts.input, "rb", buffering=1 << 20))
+        fh, size = open_as_lines(opts.input, size)  # a JSON array file is read as its rows, one per line
+        stack.enter_context(fh)
         writer = Writer(opts, stack.enter_context(open_atomic(opts.output)),
                         stack.enter_context(open_atomic(opts.val_out)) if opts.val_out else None, stats)
         rejects = stack.enter_context(open_atomic(opts.rejects)) if opts.skip_bad else None

@@ -5,7 +5,12 @@ Kinds, named by each fragment's `convert.kind`:
   pairs               preference pairs -> instruction / input / chosen / rejected
   pairs_to_sft        preference pairs -> instruction / input / output (the chosen answer)
   pairs_to_kto        preference pairs -> two rows with output and label true (chosen) / false (rejected)
-  messages_to_alpaca  a `messages` list -> instruction / input / output, earlier turns as history
+  messages_to_alpaca  a message list (role/content or from/value) -> instruction / input / output, earlier turns as
+                      history; odd turn orders are bad rows, never reordered
+  sharegpt_to_alpaca  the same, reading `conversations` first
+  alpaca_to_sharegpt  instruction / input / output (history, system, chosen/rejected, label) -> from/value turns
+  openai_to_sharegpt  OpenAI chat rows (tool calls and tool results kept) -> from/value turns with function_call and
+                      observation turns and a `tools` column
   gsm8k_grpo          question / "... #### 72" -> chat prompt (system + optional one-shot) and the numeric answer
 Preference sources differ in field names and shapes; `normalize_pair` accepts all the common ones.
 """
@@ -14,14 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from llf_recipes.atomic import open_atomic
+from llf_recipes.data.convert_chat import alpaca_to_sharegpt, openai_to_sharegpt, to_alpaca
 from llf_recipes.data.rows import BadRow, dumps, iter_rows, reject_line
 from llf_recipes.errors import LlfError
 
-KINDS = ("alpaca", "pairs", "pairs_to_sft", "pairs_to_kto", "messages_to_alpaca", "gsm8k_grpo")
+KINDS = ("alpaca", "pairs", "pairs_to_sft", "pairs_to_kto", "messages_to_alpaca", "sharegpt_to_alpaca",
+         "alpaca_to_sharegpt", "openai_to_sharegpt", "gsm8k_grpo")
 PROMPT_FIELDS = ("prompt", "instruction", "question", "query")
 PAIR_FIELDS = (("chosen", "rejected"), ("better_response", "worse_response"), ("response_j", "response_k"))
 
@@ -76,25 +84,6 @@ def _alpaca(row: dict[str, Any], where: str) -> Iterator[dict[str, Any]]:
     yield out
 
 
-def _messages(row: dict[str, Any], where: str) -> Iterator[dict[str, Any]]:
-    messages = row.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRow("field 'messages' must be a non-empty list", where=where, key="messages")
-    turns = [m for m in messages if isinstance(m, dict) and m.get("role") in ("user", "assistant")]
-    system = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "system"), None)
-    if not turns or turns[0].get("role") != "user":
-        raise BadRow("'messages' must start with a user message", where=where, key="messages")
-    if turns[-1].get("role") == "user":
-        turns.append({"role": "assistant", "content": ""})  # prompt-only rows (PPO, generation) keep an empty answer
-    pairs = [(turns[i].get("content", ""), turns[i + 1].get("content", "")) for i in range(0, len(turns) - 1, 2)]
-    out: dict[str, Any] = {"instruction": pairs[-1][0], "input": "", "output": pairs[-1][1]}
-    if len(pairs) > 1:
-        out["history"] = [list(p) for p in pairs[:-1]]
-    if system:
-        out["system"] = system
-    yield out
-
-
 def _pairs(row, where):
     p = normalize_pair(row, where)
     yield {"instruction": p["prompt"], "input": "", "chosen": p["chosen"], "rejected": p["rejected"]}
@@ -121,7 +110,18 @@ def _gsm8k(row, where, one_shot=True):
 
 
 CONVERTERS = {"alpaca": _alpaca, "pairs": _pairs, "pairs_to_sft": _pairs_to_sft, "pairs_to_kto": _pairs_to_kto,
-              "messages_to_alpaca": _messages, "gsm8k_grpo": _gsm8k}
+              "messages_to_alpaca": to_alpaca, "sharegpt_to_alpaca": partial(to_alpaca, field="conversations"),
+              "alpaca_to_sharegpt": alpaca_to_sharegpt, "openai_to_sharegpt": openai_to_sharegpt, "gsm8k_grpo": _gsm8k}
+
+
+def _check_options(kind: str, convert, options: dict[str, Any]) -> None:
+    import inspect
+
+    taken = [p for p in inspect.signature(convert).parameters if p not in ("row", "where")]
+    unknown = [k for k in options if k not in taken]
+    if unknown:
+        raise LlfError(f"conversion {kind!r} does not take option(s) {', '.join(unknown)}", key="--option",
+                       fix=f"its options: {', '.join(taken)}" if taken else f"{kind} takes no options")
 
 
 @dataclass
@@ -140,10 +140,15 @@ def convert_file(src: str | Path | list[Path], dest: str | Path, kind: str, *, s
     if kind not in CONVERTERS:
         raise LlfError(f"conversion kind {kind!r} is unknown", key="kind", fix=f"use one of {', '.join(KINDS)}")
     convert = CONVERTERS[kind]
+    _check_options(kind, convert, options or {})
     report = ConvertReport()
     bad: list[BadRow] | None = report.rejected if skip_bad else None
     dest = Path(dest)
     sources = src if isinstance(src, list) else [Path(src)]
+    for one in sources:
+        if dest.resolve() == Path(one).resolve():
+            raise LlfError(f"the output {dest} is the input: converting it in place would lose the rows", key="-o",
+                           fix="write to another file (-o NEW.jsonl), then move it")
     with open_atomic(dest) as out:
         for where, row in (item for one in sources for item in iter_rows(one, bad)):
             if limit is not None and report.read >= limit:

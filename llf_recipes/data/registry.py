@@ -17,20 +17,11 @@ from typing import Any
 from filelock import FileLock
 
 from llf_recipes.atomic import write_text
+from llf_recipes.data.layouts import COLUMNS, same_meaning
 from llf_recipes.errors import LlfError
 
 INFO_NAME = "dataset_info.json"
-ALL_COLUMNS = ("prompt", "query", "response", "history", "messages", "system", "tools", "images", "videos", "audios",
-               "chosen", "rejected", "kto_tag")
-# Column mappings for a user's own alpaca-style file, by the stage it feeds.
-STAGE_COLUMNS: dict[str, dict[str, str]] = {
-    "pt": {"prompt": "text"},
-    "sft": {"prompt": "instruction", "query": "input", "response": "output"},
-    "ppo": {"prompt": "instruction", "query": "input"},
-    "rm": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"},
-    "dpo": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"},
-    "kto": {"prompt": "instruction", "query": "input", "response": "output", "kto_tag": "label"},
-}
+ALL_COLUMNS = COLUMNS
 
 
 @dataclass(frozen=True)
@@ -64,41 +55,16 @@ def read_info(path: Path) -> dict[str, Any]:
     return data
 
 
-def parse_columns(spec: str | None) -> dict[str, str]:
+def parse_columns(spec: str | None, option: str = "--columns") -> dict[str, str]:
     """`prompt=question,response=answer` -> {"prompt": "question", "response": "answer"}."""
     out: dict[str, str] = {}
     for item in filter(None, (s.strip() for s in (spec or "").split(","))):
         if "=" not in item:
-            raise LlfError(f"--columns item {item!r} is not COLUMN=FIELD", key="--columns", fix="e.g. --columns prompt=question,response=answer")
+            raise LlfError(f"{option} item {item!r} is not NAME=VALUE", key=option,
+                           fix="e.g. --columns prompt=question,response=answer or --tags role_tag=role,content_tag=text")
         key, _, value = item.partition("=")
         out[key.strip()] = value.strip()
     return out
-
-
-def user_entry(file: str, stage: str, columns: dict[str, str] | None = None, formatting: str = "alpaca") -> dict[str, Any]:
-    """A complete entry for a user's own file: every column named (LLaMA-Factory resets unnamed ones to None)."""
-    if stage not in STAGE_COLUMNS:
-        raise LlfError(f"stage {stage!r} is unknown", key="--stage", fix=f"use one of {', '.join(STAGE_COLUMNS)}")
-    if formatting == "sharegpt":
-        mapping = {"messages": "conversations", "system": "system", "tools": "tools"}
-        if stage in ("rm", "dpo"):
-            mapping.update(chosen="chosen", rejected="rejected")
-    else:
-        mapping = dict(STAGE_COLUMNS[stage])
-    for key, value in (columns or {}).items():
-        if key not in ALL_COLUMNS:
-            from llf_recipes.suggest import nearest
-
-            guess = nearest(key, ALL_COLUMNS)
-            raise LlfError(f"--columns: {key!r} is not a LLaMA-Factory column", key=key,
-                           fix=f"did you mean {guess!r}?" if guess else f"columns are {', '.join(ALL_COLUMNS)}")
-        mapping[key] = value
-    entry: dict[str, Any] = {"file_name": file, "formatting": formatting, "ranking": stage in ("rm", "dpo"),
-                             "columns": mapping}
-    if formatting == "sharegpt":
-        entry["tags"] = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
-                         "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
-    return entry
 
 
 def plan_changes(current: dict[str, Any], entries: dict[str, dict[str, Any]], force: bool) -> list[Change]:
@@ -107,7 +73,7 @@ def plan_changes(current: dict[str, Any], entries: dict[str, dict[str, Any]], fo
         old = current.get(name)
         if old is None:
             changes.append(Change(name, "added", None, entry))
-        elif old == entry:
+        elif old == entry or same_meaning(old, entry):
             changes.append(Change(name, "unchanged", old, entry))
         elif not force:
             raise LlfError(f"{name!r} is already registered with a different definition",
@@ -130,7 +96,8 @@ def register(data_dir: str | Path, entries: dict[str, dict[str, Any]], *, force:
             return changes
         merged = dict(current)
         for c in changes:
-            merged[c.name] = c.new
+            if c.action != "unchanged":  # an entry that already means the same stays as the user wrote it
+                merged[c.name] = c.new
         if path.exists():
             backup = path.with_name(INFO_NAME + ".bak")
             tmp = backup.with_name(f".{backup.name}.{os.getpid()}.tmp")

@@ -1,4 +1,5 @@
-"""Stream rows out of json / jsonl / parquet / csv files, with the file and line of each row for error messages."""
+"""Stream rows out of every file type LLaMA-Factory reads (json, jsonl, parquet, csv, arrow, txt, a folder of one
+type), with the file and line of each row for error messages."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ import orjson
 
 from llf_recipes.errors import LlfError
 
-FORMATS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".tsv": "tsv"}
+FORMATS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".arrow": "arrow",
+           ".txt": "text"}
 
 
 class BadRow(LlfError):
     """A row that cannot be used: `where` is file:line, `key` the field."""
 
-    def __init__(self, message: str, *, where: str, key: str | None = None, raw: bytes | str | None = None):
-        super().__init__(message, where=where, key=key, fix="fix the row, or pass --skip-bad to set such rows aside")
+    def __init__(self, message: str, *, where: str, key: str | None = None, raw: bytes | str | None = None,
+                 fix: str = "fix the row, or pass --skip-bad to set such rows aside"):
+        super().__init__(message, where=where, key=key, fix=fix)
         self.raw = raw
 
 
@@ -55,9 +58,30 @@ def _decode(raw: bytes, where: str) -> dict[str, Any]:
     return row
 
 
-def iter_rows(path: str | Path, skip_bad: list | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield (where, row). Bad rows raise BadRow, or are appended to `skip_bad` when it is a list."""
+def folder_files(path: Path) -> list[Path]:
+    """The files of a data folder, as LLaMA-Factory reads it: every entry, all of one known type."""
+    files = sorted(p for p in path.iterdir())
+    if not files:
+        raise LlfError(f"{path} is an empty folder", where=str(path))
+    kinds = {p.suffix.lower() for p in files}
+    if any(p.is_dir() for p in files) or len(kinds) != 1 or files[0].suffix.lower() not in FORMATS:
+        raise LlfError(f"a data folder must hold files of one type ({', '.join(FORMATS)}); found "
+                       f"{', '.join(sorted(k or '(no extension)' for k in kinds))}", where=str(path),
+                       fix="move other files out of the folder")
+    return files
+
+
+def iter_rows(path: str | Path, skip_bad: list | None = None, *, csv_empty_none: bool = False
+              ) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (where, row). Bad rows raise BadRow, or are appended to `skip_bad` when it is a list.
+
+    A folder yields the rows of each of its files in name order. `csv_empty_none` reads empty CSV cells as missing, as
+    LLaMA-Factory's loader (pandas) does."""
     path = Path(path)
+    if path.is_dir():
+        for one in folder_files(path):
+            yield from iter_rows(one, skip_bad, csv_empty_none=csv_empty_none)
+        return
     if not path.is_file():
         raise LlfError(f"{path} does not exist")
     fmt = file_format(path)
@@ -67,14 +91,25 @@ def iter_rows(path: str | Path, skip_bad: list | None = None) -> Iterator[tuple[
         head = fh.read(3)
     if head == BOM:
         raise LlfError("starts with a UTF-8 byte-order mark", where=f"{path}:1", fix="save it as UTF-8 without BOM")
-    if fmt == "jsonl":
-        yield from _jsonl(path, skip_bad)
-    elif fmt == "json":
-        yield from _json_array(path, skip_bad)
+    if fmt in ("json", "jsonl"):
+        yield from (_json_array(path, skip_bad) if _first_byte(path) == b"[" else _jsonl(path, skip_bad))
     elif fmt == "parquet":
-        yield from _parquet(path)
+        yield from _arrow_rows(path, _parquet_batches)
+    elif fmt == "arrow":
+        yield from _arrow_rows(path, _ipc_batches)
+    elif fmt == "text":
+        yield from _text(path)
     else:
-        yield from _csv(path, "\t" if fmt == "tsv" else ",")
+        yield from _csv(path, "\t" if fmt == "tsv" else ",", csv_empty_none)
+
+
+def _first_byte(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(4096):
+            stripped = chunk.lstrip()
+            if stripped:
+                return stripped[:1]
+    return b""
 
 
 def _jsonl(path: Path, skip_bad: list | None) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -86,25 +121,46 @@ def _jsonl(path: Path, skip_bad: list | None) -> Iterator[tuple[str, dict[str, A
             try:
                 yield where, _decode(raw, where)
             except BadRow as bad:
+                if lineno == 1:
+                    _single_object(path)
                 if skip_bad is None:
                     raise
                 skip_bad.append(bad)
 
 
+def _single_object(path: Path) -> None:
+    """A file whose first line does not parse may be one pretty-printed object, which LLaMA-Factory cannot read."""
+    if path.stat().st_size > 64 << 20:
+        return
+    try:
+        whole = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError:
+        return
+    if isinstance(whole, dict):
+        raise LlfError("holds a single JSON object; LLaMA-Factory reads an array of objects or one object per line",
+                       where=str(path), fix="wrap the rows in [ ... ], or write one object per line")
+
+
 def _json_array(path: Path, skip_bad: list | None) -> Iterator[tuple[str, dict[str, Any]]]:
-    # A JSON array has to be parsed whole; rows are numbered by position ([i]) since lines mean little there.
+    # A JSON array has to be parsed whole; each row is named by its position ([i]) and the line it starts on.
     raw = path.read_bytes()
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            line = raw[: bad.start].count(b"\n") + 1
+            raise LlfError(f"invalid UTF-8 at byte {bad.start}", where=f"{path}:{line}",
+                           fix="convert the file to UTF-8, e.g. iconv -f GB18030 -t UTF-8 FILE") from None
         line = raw[: exc.pos].count(b"\n") + 1
         raise LlfError(f"invalid JSON: {exc.msg}", where=f"{path}:{line}") from None
-    if isinstance(data, dict):
-        data = [data]
     if not isinstance(data, list):
-        raise LlfError("a .json data file must hold an array of objects", where=str(path))
+        raise LlfError(f"a {path.suffix} data file must hold an array of objects or one object per line, not a single "
+                       f"{type(data).__name__}", where=str(path), fix="wrap the rows in [ ... ], or write one per line")
+    starts = _row_lines(raw) if len(raw) < 64 << 20 else None
     for i, row in enumerate(data):
-        where = f"{path}[{i}]"
+        where = f"{path}:{starts[i]} (row {i + 1})" if starts and i < len(starts) else f"{path}[{i}]"
         if not isinstance(row, dict):
             bad = BadRow(f"expected a JSON object, got {type(row).__name__}", where=where, raw=orjson.dumps(row))
             if skip_bad is None:
@@ -114,26 +170,124 @@ def _json_array(path: Path, skip_bad: list | None) -> Iterator[tuple[str, dict[s
         yield where, row
 
 
-def _parquet(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def _row_lines(raw: bytes) -> list[int]:
+    """The line each top-level element of a JSON array starts on (a light scan: strings and nesting only)."""
+    starts: list[int] = []
+    depth, line, in_str, escape = 0, 1, False, False
+    for byte in raw:
+        if in_str:
+            if escape:
+                escape = False
+            elif byte == 0x5C:
+                escape = True
+            elif byte == 0x22:
+                in_str = False
+            elif byte == 0x0A:
+                line += 1
+            continue
+        if byte == 0x0A:
+            line += 1
+        elif byte in (0x5B, 0x7B):
+            if depth == 1:
+                starts.append(line)
+            depth += 1
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+        elif byte == 0x22:
+            if depth == 1:
+                starts.append(line)
+            in_str = True
+        elif depth == 1 and byte not in b" \t\r,":
+            starts.append(line)
+            depth = -1  # a scalar element: its position is enough, stop naming lines
+            break
+    return starts
+
+
+def _parquet_batches(path: Path):
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).iter_batches(batch_size=4096)
+
+
+def _ipc_batches(path: Path):
+    import pyarrow as pa
+
+    # LLaMA-Factory's loader (datasets' arrow builder) reads the stream format, else the file format.
     try:
-        import pyarrow.parquet as pq
+        return iter(pa.ipc.open_stream(pa.memory_map(str(path))))
+    except (OSError, pa.ArrowInvalid):
+        reader = pa.ipc.open_file(pa.memory_map(str(path)))
+        return (reader.get_batch(i) for i in range(reader.num_record_batches))
+
+
+def _arrow_rows(path: Path, batches) -> Iterator[tuple[str, dict[str, Any]]]:
+    try:
+        import pyarrow as pa
     except ImportError:
-        raise LlfError("reading parquet needs pyarrow", fix="pip install pyarrow (it comes with the train extra)") from None
+        raise LlfError(f"reading {path.suffix} files needs pyarrow", fix="pip install pyarrow (it comes with the train extra)") from None
     index = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-        for row in batch.to_pylist():
-            index += 1
-            yield f"{path}#row{index}", row
+    try:
+        for batch in batches(path):
+            for row in batch.to_pylist():
+                index += 1
+                yield f"{path}#row{index}", row
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LlfError(f"cannot read it as {path.suffix[1:]}: {first}", where=f"{path}#row{index + 1}" if index else str(path),
+                       fix=f"check that the file is a complete {path.suffix[1:]} file (re-export or re-download it)") from None
 
 
-def _csv(path: Path, delimiter: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def _text(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    # One row per line, empty lines included, as datasets' text builder reads it (universal newlines, no line ends).
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                yield f"{path}:{lineno}", {"text": line.rstrip("\n")}
+    except UnicodeDecodeError as exc:
+        raise LlfError(f"invalid UTF-8 near byte {exc.start}", where=str(path),
+                       fix="convert the file to UTF-8, e.g. iconv -f GB18030 -t UTF-8 FILE") from None
+
+
+def _csv(path: Path, delimiter: str, empty_none: bool) -> Iterator[tuple[str, dict[str, Any]]]:
+    csv.field_size_limit(2**31 - 1)  # pandas, which LLaMA-Factory reads CSV with, has no field limit
     with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
+        reader = csv.DictReader(fh, delimiter=delimiter, strict=True)
+        start = 1
         try:
             for row in reader:
-                yield f"{path}:{reader.line_num}", row
+                if None in row:
+                    raise LlfError(f"{len(row[None])} more field(s) than the header has", where=f"{path}:{reader.line_num}",
+                                   fix="quote fields that hold the delimiter")
+                yield f"{path}:{reader.line_num}", {k: (None if empty_none and v == "" else v) for k, v in row.items()}
+                start = reader.line_num + 1
         except UnicodeDecodeError as exc:
             raise LlfError(f"invalid UTF-8 near byte {exc.start}", where=str(path)) from None
+        except csv.Error as exc:
+            raise LlfError(f"cannot read it as CSV: {exc}", where=f"{path}:{max(start, 2)}",
+                           fix="close the quote (a field with quotes, commas or line breaks goes in \"...\")") from None
+
+
+def open_as_lines(path: Path, size: int):
+    """A binary file of JSON lines to stream: the file itself, or, for a file holding one JSON array, its elements
+    one per line (numbered by position). -> (file, size in bytes)."""
+    import io
+
+    fh = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - the caller owns and closes it
+    if fh.peek(256).lstrip()[:1] != b"[":
+        return fh, size
+    with fh:
+        raw = fh.read()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        line = raw[: exc.pos].count(b"\n") + 1
+        raise LlfError(f"invalid JSON: {exc.msg}", where=f"{path}:{line}",
+                       fix="a JSON array of objects, or one JSON object per line") from None
+    if not isinstance(data, list):
+        return open(path, "rb", buffering=1 << 20), size
+    lines = b"".join(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE) for row in data)
+    return io.BufferedReader(io.BytesIO(lines)), len(lines)
 
 
 def dumps(row: dict[str, Any]) -> bytes:

@@ -1,13 +1,14 @@
 """Plan a GRPO stage for either backend: the files to write, the command per node, and the checks before launch.
 
 The plan has the fields of launch.StagePlan (rendered, config_path, files, torchrun, commands), so `run` prints,
-records and executes it like any stage, plus `setup`/`teardown` commands (Ray's start and stop on each node for a
-multi-node EasyR1 run) and `write_files()`, which writes what the engine reads.
+records and executes it like any stage, plus `ray` (the Ray cluster a multi-node EasyR1 run needs: the launchers start
+it on every node, head first, for the run's lifetime) and `write_files()`, which writes what the engine reads.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from llf_recipes.grpo import easyr1
 from llf_recipes.grpo import settings as grpo_settings
 from llf_recipes.grpo.trl_args import grpo_config_kwargs, lora_kwargs
 from llf_recipes.launch import NodeCommand
+from llf_recipes.launchers.ray import RayCluster
 from llf_recipes.render import RenderedStage
 from llf_recipes.schema.rules import Finding
 from llf_recipes.suggest import nearest
@@ -43,8 +45,7 @@ class GrpoPlan:
     backend: str
     settings: dict[str, Any]
     data_file: Path | None
-    setup: tuple[NodeCommand, ...] = ()  # run to completion, in order, before `commands` (ray start)
-    teardown: tuple[NodeCommand, ...] = ()  # run after `commands`, whatever their exit code (ray stop)
+    ray: RayCluster | None = None  # Ray on every node (head first) for as long as `commands` run
     planned: tuple[PlannedFile, ...] = ()
     engine_config: dict[str, Any] = field(default_factory=dict)  # EasyR1's tree, or GRPOConfig's fields
 
@@ -82,9 +83,16 @@ class GrpoPlan:
             lines.append(f"  write {f.path}  ({f.what})")
             if f.text is not None:
                 lines += [f"    | {line}" for line in f.text.rstrip("\n").splitlines()]
-        for label, group in (("setup", self.setup), ("run", self.commands), ("teardown", self.teardown)):
-            for c in group:
-                lines.append(f"  {label} on node {c.node_rank} ({c.host}): {c.shell_line()}")
+        if self.ray is not None:
+            for rank, host in enumerate(self.ray.hosts):
+                env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.ray.device_env.items())
+                role = "head, first" if rank == 0 else "worker"
+                lines.append(f"  ray on node {rank} ({host}, {role}): {env} {shlex.join(self.ray.start_argv(rank))}")
+        for c in self.commands:
+            ray = f"RAY_ADDRESS={self.ray.address} " if self.ray is not None else ""
+            lines.append(f"  run on node {c.node_rank} ({c.host}): {ray}{c.shell_line()}")
+        if self.ray is not None:
+            lines.append(f"  then Ray stops on every node ({len(self.ray.hosts)}) when the run ends")
         return lines
 
 
@@ -239,17 +247,13 @@ def _plan_easyr1(rendered, s, batch, data, base: Path, stage: str) -> tuple[Grpo
     env = {**_device_env(layout), "PYTHONUNBUFFERED": "1"}
     head = layout.nodes[0].host
     main = NodeCommand(0, head, (python, "-m", "verl.trainer.main", f"config={files.config}"), env)
-    setup: tuple[NodeCommand, ...] = ()
-    teardown: tuple[NodeCommand, ...] = ()
+    cluster = None
     if layout.nnodes > 1:
-        ray = ray_program(python)
-        port = s["ray_port"]
-        setup = (NodeCommand(0, head, (ray, "start", "--head", f"--port={port}"), _device_env(layout)),) + tuple(
-            NodeCommand(rank, node.host, (ray, "start", f"--address={head}:{port}"), _device_env(layout))
-            for rank, node in enumerate(layout.nodes) if rank > 0)
-        teardown = tuple(NodeCommand(rank, node.host, (ray, "stop"), {}) for rank, node in enumerate(layout.nodes))
+        accelerator = "NPU" if layout.device == "npu" else "GPU"
+        cluster = RayCluster(tuple(n.host for n in layout.nodes), int(s["ray_port"]), ray_program(python), python,
+                             0 if layout.device == "cpu" else layout.per_node, _device_env(layout), accelerator)
     plan = GrpoPlan(rendered, files.config, tuple(f.path for f in planned_files), False, (main,), "easyr1", s, data,
-                    setup, teardown, tuple(planned_files), config)
+                    cluster, tuple(planned_files), config)
     return plan, findings
 
 

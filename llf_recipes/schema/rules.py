@@ -1,64 +1,55 @@
 """Validation of a LLaMA-Factory config: every finding names the stage, the key and the fix.
 
-LLaMA-Factory itself only rejects unknown keys; enumerated values, cross-key constraints and dataset entries fail
-late (after the model loads) or never. These rules catch them before any GPU is touched.
+Keys, value kinds and choices come from the argument snapshot; the checks LLaMA-Factory makes at start-up are in
+startup.py and arguments.py, DeepSpeed against the config in deepspeed.py, optional packages in packages.py. The
+rules here are the ones LLaMA-Factory checks late (after the model loads) or never: dataset entries, ranking, trl.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from llf_recipes.schema import VERB_ARGS, keys_for
+from llf_recipes.schema import arguments, deepspeed, packages, startup
+from llf_recipes.schema.deepspeed import DeepSpeedSource
+from llf_recipes.schema.findings import Collector, Finding, LaunchInfo, Settings
+from llf_recipes.schema.findings import kind as _kind
+from llf_recipes.schema.findings import names as _names
 from llf_recipes.suggest import nearest
+
+__all__ = ["RULES", "Finding", "LaunchInfo", "validate_config"]
 
 RANKING_STAGES = {"rm", "dpo"}
 SILENT_SIGMOID = {"hinge", "ipo", "kto_pair"}
 ADAPTER_METHODS = {"lora", "oft"}
+# Values of a key that LLaMA-Factory does not take, but that mean something elsewhere in llf-recipes.
+CHOICE_FIXES = {
+    ("stage", "grpo"): "GRPO is not a LLaMA-Factory stage: write a recipe stage with `verb: grpo`, which runs on "
+                       "EasyR1 (clusters) or TRL (one node); `llf-recipes show grpo-gsm8k` shows one",
+}
+# Datasets of these dataset_dir values are read from a hub, not from a local dataset_info.json.
+HUB_DATASET_DIRS = ("ONLINE", "REMOTE:")
 
 
-@dataclass(frozen=True)
-class Finding:
-    rule: str
-    key: str
-    message: str
-    fix: str
-    stage: str | None = None
-    severity: str = "error"  # error | warning
-
-    def format(self) -> str:
-        where = f"[{self.stage}] " if self.stage else ""
-        return f"{self.severity}: {where}{self.key}: {self.message}\n  fix: {self.fix}  (rule {self.rule})"
-
-
-@dataclass(frozen=True)
-class LaunchInfo:
-    torchrun: bool = False
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
+def _type_fix(key: str, value: Any, kinds: list[str], want: str) -> str:
+    """The value to write instead: the same value unquoted, joined, or whole, where one exists."""
+    if isinstance(value, list) and "str" in kinds:
+        return f"write one comma-separated string: {key}: {','.join(map(str, value))}"
     if isinstance(value, str):
-        return "str"
-    if isinstance(value, (list, tuple)):
-        return "list"
-    if isinstance(value, dict):
-        return "dict"
-    return type(value).__name__
-
-
-def _names(value: Any) -> list[str]:
-    if value is None:
-        return []
-    items = value if isinstance(value, list) else str(value).split(",")
-    return [str(i).strip() for i in items if str(i).strip()]
+        text = value.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            number = None
+        if number is not None and ("float" in kinds or ("int" in kinds and number.is_integer())):
+            shown = int(number) if "float" not in kinds else text
+            return f"write {key}: {shown} without quotes, so YAML reads a number"
+        if text.lower() in ("true", "false", "yes", "no", "on", "off") and "bool" in kinds:
+            return f"write {key}: {'true' if text.lower() in ('true', 'yes', 'on') else 'false'} without quotes"
+    if isinstance(value, float) and "int" in kinds and "float" not in kinds:
+        return f"write a whole number: {key}: {round(value)}"
+    return f"write a {want} value for {key}"
 
 
 def check_keys(config: dict[str, Any], verb: str, stage: str | None) -> list[Finding]:
@@ -71,18 +62,18 @@ def check_keys(config: dict[str, Any], verb: str, stage: str | None) -> list[Fin
         if spec is None:
             if VERB_ARGS.get(verb) == "infer" and key in train_keys:
                 out.append(Finding("unknown-key", key, f"is a training key; `llamafactory-cli {verb}` does not accept it",
-                                   "remove it from the export/chat config", stage))
+                                   f"remove it from the {verb} config (it only applies to llamafactory-cli train)", stage))
                 continue
             guess = nearest(key, schema)
             out.append(Finding("unknown-key", key, f"is not a LLaMA-Factory 0.9.5 `{verb}` argument",
-                               f"did you mean `{guess}`?" if guess else "remove it", stage))
+                               f"did you mean `{guess}`?" if guess else f"remove `{key}`", stage))
             continue
         kinds = spec["kinds"]
         kind = _kind(value)
         if "any" not in kinds and kind not in kinds:
             want = " or ".join(k for k in kinds if k != "null") or "null"
-            out.append(Finding("wrong-type", key, f"must be {want}, got {kind} {value!r}",
-                               f"write a {want} value" + (" (e.g. 1.0e-4, not a quoted string)" if "float" in kinds else ""), stage))
+            fix = _type_fix(key, value, kinds, want)
+            out.append(Finding("wrong-type", key, f"must be {want}, got {kind} {value!r}", fix, stage))
             continue
         choices = spec.get("choices")
         if choices and value is not None:
@@ -91,8 +82,8 @@ def check_keys(config: dict[str, Any], verb: str, stage: str | None) -> list[Fin
                 if item not in choices:
                     guess = nearest(str(item), [str(c) for c in choices])
                     shown = ", ".join(map(str, choices[:12])) + (", ..." if len(choices) > 12 else "")
-                    out.append(Finding("invalid-choice", key, f"{item!r} is not one of: {shown}",
-                                       f"use {guess!r}" if guess else "choose one of the values listed", stage))
+                    fix = CHOICE_FIXES.get((key, item)) or (f"use {guess!r}" if guess else f"use one of: {shown}")
+                    out.append(Finding("invalid-choice", key, f"{item!r} is not one of: {shown}", fix, stage))
     return out
 
 
@@ -102,7 +93,6 @@ def check_semantics(
     stage: str | None,
     datasets: dict[str, dict[str, Any]],
     launch: LaunchInfo,
-    deepspeed_json: dict[str, Any] | None = None,
 ) -> list[Finding]:
     """Cross-key rules that LLaMA-Factory checks late, or never."""
     out: list[Finding] = []
@@ -117,7 +107,9 @@ def check_semantics(
             f"quantization only works with finetuning_type lora or oft, not {method!r}",
             "set finetuning_type: lora (QLoRA), or remove quantization_bit for full/freeze tuning")
 
-    if verb == "train":
+    dataset_dir = config.get("dataset_dir")
+    from_hub = isinstance(dataset_dir, str) and dataset_dir.startswith(HUB_DATASET_DIRS)
+    if verb == "train" and not from_hub:
         for key in ("dataset", "eval_dataset"):
             for name in _names(config.get(key)):
                 entry = datasets.get(name)
@@ -158,12 +150,6 @@ def check_semantics(
         add("neat-packing-sft-only", "neat_packing", f"neat_packing only applies to stage sft, not {lf_stage}",
             "remove neat_packing")
 
-    if config.get("use_unsloth") and deepspeed_json is not None:
-        zero = (deepspeed_json.get("zero_optimization") or {}).get("stage")
-        if zero == 3:
-            add("unsloth-zero3", "use_unsloth", "unsloth does not work with DeepSpeed ZeRO-3",
-                "remove use_unsloth, or use a ZeRO-2 profile (--set deepspeed=z2)")
-
     if lf_stage == "dpo" and config.get("pref_loss") in SILENT_SIGMOID:
         add("pref-loss-fallback", "pref_loss",
             f"pref_loss {config['pref_loss']!r} silently trains the sigmoid loss with trl 0.24 (LLaMA-Factory 0.9.5 calls dpo_loss without loss_type)",
@@ -187,12 +173,38 @@ def validate_config(
     stage: str | None = None,
     datasets: dict[str, dict[str, Any]] | None = None,
     launch: LaunchInfo | None = None,
-    deepspeed_json: dict[str, Any] | None = None,
+    deepspeed_json: dict[str, Any] | DeepSpeedSource | None = None,
     allow: set[str] | frozenset[str] = frozenset(),
+    base: Path | None = None,
 ) -> list[Finding]:
-    findings = check_keys(config, verb, stage) + check_semantics(
-        config, verb, stage, datasets or {}, launch or LaunchInfo(), deepspeed_json
-    )
+    """Every finding for one config. `deepspeed_json` is the DeepSpeed config when the caller has it (a recipe's
+    profile), else the `deepspeed` value is read (relative paths from `base`, the directory LLaMA-Factory starts in)."""
+    launch = launch or LaunchInfo()
+    findings = check_keys(config, verb, stage) + check_semantics(config, verb, stage, datasets or {}, launch)
+    report = Collector(stage)
+    known = keys_for(verb)
+    settings = Settings({k: v for k, v in config.items() if k in known}, verb)
+    ds = None
+    if verb == "train" and (deepspeed_json is not None or config.get("deepspeed") is not None):
+        ds = deepspeed_json if isinstance(deepspeed_json, DeepSpeedSource) else DeepSpeedSource(
+            deepspeed_json if deepspeed_json is not None else config["deepspeed"], base)
+    try:
+        startup.check_model(settings, report)
+        arguments.check_model_args(settings, report, base)
+        arguments.check_data(settings, report)
+        arguments.check_finetuning(settings, report)
+        if verb == "train":
+            startup.check_train(settings, launch, ds.zero_stage if ds else None, report)
+            arguments.check_training_args(settings, report)
+            if ds is not None:
+                deepspeed.check_deepspeed(settings, ds, launch.world_size, report)
+        else:
+            startup.check_infer(settings, report)
+        packages.check_packages(settings, verb, launch, report)
+    except (TypeError, ValueError, AttributeError):
+        pass  # a value of the wrong kind breaks a cross-key rule; the type check above already names it
+    seen = {(f.rule, f.key) for f in findings}
+    findings += [f for f in report.findings if (f.rule, f.key) not in seen]
     return [
         Finding(f.rule, f.key, f.message, f.fix, f.stage, "warning") if f.rule in allow else f for f in findings
     ]
@@ -201,5 +213,5 @@ def validate_config(
 RULES = (
     "unknown-key", "wrong-type", "invalid-choice", "quantization-needs-adapter", "undefined-dataset",
     "ranking-mismatch", "kto-needs-tag", "ppo-needs-reward-model", "deepspeed-needs-torchrun",
-    "neat-packing-sft-only", "unsloth-zero3", "pref-loss-fallback", "space-under-torchrun", "ppo-needs-old-trl",
-)
+    "neat-packing-sft-only", "pref-loss-fallback", "space-under-torchrun", "ppo-needs-old-trl",
+) + startup.RULES + arguments.RULES + deepspeed.RULES + packages.RULES

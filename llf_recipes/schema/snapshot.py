@@ -4,7 +4,9 @@
     python -m llf_recipes.schema.snapshot --check    # exits 1 when the installed package and the snapshot differ
 
 The snapshot lists, per verb, every key LLaMA-Factory's HfArgumentParser accepts, with its accepted value kinds,
-default and enumerated choices, so validation never has to import torch. This module imports llamafactory (and so
+default, enumerated choices and help text, so validation never has to import torch. A string key whose dataclass
+splits a comma-separated value into a list (`dataset: a,b`) also accepts a YAML list: the snapshot marks it
+`comma_list` and adds the `list` kind, found by constructing the dataclass with both forms. This module imports llamafactory (and so
 torch): only this script and the tests that compare against the installed package use it.
 """
 
@@ -76,7 +78,35 @@ def _default(field: dataclasses.Field) -> Any:
     return value
 
 
-def describe(classes: list[type]) -> dict[str, dict[str, Any]]:
+# The smallest arguments each dataclass can be built with when probing a key's accepted forms.
+_PROBE_BASE = {
+    "ModelArguments": {"model_name_or_path": "m"},
+    "DataArguments": {"mix_strategy": "interleave_under"},  # interleave_probs is only read when interleaving
+}
+_PROBE_VALUES = (("a,b", ["a", "b"]), ("0.5,0.5", [0.5, 0.5]))
+
+
+def _splits_commas(cls: type, name: str) -> bool:
+    """Whether the dataclass turns `"a,b"` into a list for this key and takes a list as it is."""
+    if not hasattr(cls, "__post_init__") or cls.__name__ == "TrainingArguments":  # transformers' keys are typed lists
+        return False
+    base = _PROBE_BASE.get(cls.__name__, {})
+    for text, items in _PROBE_VALUES:
+        try:
+            if getattr(cls(**base, **{name: text}), name) != items:
+                continue
+            return getattr(cls(**base, **{name: list(items)}), name) == items
+        except Exception:  # noqa: BLE001 - a key that refuses the probe value is simply not a list key
+            continue
+    return False
+
+
+def _help(field: dataclasses.Field) -> str | None:
+    text = (field.metadata or {}).get("help")
+    return " ".join(str(text).split()) if text else None
+
+
+def describe(classes: list[type], probe: bool = True) -> dict[str, dict[str, Any]]:
     keys: dict[str, dict[str, Any]] = {}
     for cls in classes:
         hints = typing.get_type_hints(cls)
@@ -85,11 +115,17 @@ def describe(classes: list[type]) -> dict[str, dict[str, Any]]:
                 continue
             choices: list[Any] = []
             kinds = _kinds(hints.get(field.name, Any), choices)
+            comma_list = probe and "str" in kinds and "list" not in kinds and _splits_commas(cls, field.name)
+            if comma_list:
+                kinds.add("list")
+            help_text = _help(field)
             keys[field.name] = {
                 "group": cls.__name__,
                 "kinds": sorted(kinds),
                 "default": _default(field),
                 **({"choices": list(dict.fromkeys(choices))} if choices else {}),
+                **({"comma_list": True} if comma_list else {}),
+                **({"help": help_text} if help_text else {}),
             }
     return dict(sorted(keys.items()))
 

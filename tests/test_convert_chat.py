@@ -1,0 +1,119 @@
+"""convert between chat layouts: message lists <-> alpaca, OpenAI tool calls -> sharegpt. Odd turn orders are errors
+(or rejects with --skip-bad) naming line and field; what converts reads in LLaMA-Factory as the source meant."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+LAYOUTS = Path(__file__).parent / "data" / "layouts"
+
+
+def rows(path):
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+
+
+def msgs(*turns):
+    return {"messages": [{"role": r, "content": c} for r, c in turns]}
+
+
+GOOD = msgs(("user", "q"), ("assistant", "a"))
+
+
+@pytest.mark.parametrize("row, words", [
+    (msgs(("user", "q"), ("user", "again"), ("assistant", "a")), "turn 1: two user turns in a row"),
+    (msgs(("user", "q"), ("assistant", "a"), ("assistant", "more")), "turn 2: two assistant turns in a row"),
+    (msgs(("assistant", "hello"), ("user", "q")), "turn 0: an assistant turn where a user turn belongs"),
+    (msgs(("user", "q"), ("system", "late"), ("assistant", "a")), "a system message after the first turn"),
+    (msgs(("user", "q"), ("bot", "a")), "role 'bot' is not one of"),
+    ({"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}]}, "content must be text, got int"),
+    (msgs(("user", "q")), "ends with a user turn that has no answer"),
+    (msgs(("user", "q"), ("tool", "{}"), ("assistant", "a")), "is a tool observation"),
+    ({"messages": []}, "must be a non-empty list"),
+])
+def test_messages_to_alpaca_refuses_odd_orders(cli, tmp_path, row, words):
+    src = tmp_path / "m.jsonl"
+    src.write_text(json.dumps(GOOD) + "\n" + json.dumps(row) + "\n", encoding="utf-8")
+    out = tmp_path / "o" / "a.jsonl"
+    code, _, err = cli("convert", src, "--kind", "messages_to_alpaca", "-o", out)
+    assert code == 2 and "m.jsonl:2" in err and "'messages'" in err and words in err, err
+    assert not out.parent.exists() or not list(out.parent.iterdir())
+    code, _, err = cli("convert", src, "--kind", "messages_to_alpaca", "-o", out, "--skip-bad")
+    assert code == 0 and rows(out) == [{"instruction": "q", "input": "", "output": "a"}]
+    assert rows(str(out) + ".rejects.jsonl")[0]["where"].endswith("m.jsonl:2")
+
+
+def test_messages_to_alpaca_keeps_history_and_system(cli, tmp_path):
+    src = tmp_path / "m.jsonl"
+    row = msgs(("system", "s"), ("user", "q1"), ("assistant", "a1"), ("user", "q2"), ("assistant", "a2"))
+    src.write_text(json.dumps(row) + "\n" + json.dumps(msgs(("user", "p"))) + "\n")
+    code, _, err = cli("convert", src, "--kind", "messages_to_alpaca", "-o", tmp_path / "a.jsonl", "--option", "prompt_only=true")
+    assert code == 0, err
+    assert rows(tmp_path / "a.jsonl") == [
+        {"instruction": "q2", "input": "", "output": "a2", "history": [["q1", "a1"]], "system": "s"},
+        {"instruction": "p", "input": "", "output": ""}]
+
+
+def test_output_equal_to_input_is_refused(cli, tmp_path):
+    src = tmp_path / "m.jsonl"
+    src.write_text(json.dumps(GOOD) + "\n")
+    before = src.read_bytes()
+    code, _, err = cli("convert", src, "--kind", "messages_to_alpaca", "-o", src)
+    assert code == 2 and "is the input" in err and src.read_bytes() == before
+    code, _, err = cli("convert", src, "--kind", "messages_to_alpaca", "--data-dir", tmp_path)  # default output: same path
+    assert code == 2 and "is the input" in err and src.read_bytes() == before
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("p.parquet", b"PAR1 broken", "cannot read it as parquet"),
+    ("p.arrow", b"broken", "cannot read it as arrow"),
+    ("c.csv", b'instruction,output\n"open quote,b\n', "c.csv:2: cannot read it as CSV"),
+])
+def test_unreadable_sources_are_one_line_errors(cli, tmp_path, name, content, words):
+    (tmp_path / name).write_bytes(content)
+    code, _, err = cli("convert", tmp_path / name, "--kind", "alpaca", "-o", tmp_path / "out.jsonl")
+    assert code == 2 and words in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_round_trips_register_and_check(cli, tmp_path):
+    """Each conversion's output registers by itself (layout detected) and every row is usable."""
+    for src, kind, stage, layout in [
+        ("openai_tools.jsonl", "openai_to_sharegpt", "sft", "sharegpt (from/value)"),
+        ("alpaca_sft.json", "alpaca_to_sharegpt", "sft", "sharegpt (from/value)"),
+        ("alpaca_pairs.jsonl", "alpaca_to_sharegpt", "dpo", "sharegpt (from/value), preference pairs"),
+        ("alpaca_kto.jsonl", "alpaca_to_sharegpt", "kto", "sharegpt (from/value), kto (label)"),
+        ("openai_sft.jsonl", "messages_to_alpaca", "sft", "alpaca"),
+    ]:
+        out = tmp_path / f"{kind}_{stage}.jsonl"
+        assert cli("convert", LAYOUTS / src, "--kind", kind, "-o", out)[0] == 0
+        code, text, err = cli("register", "--file", out, "--name", out.stem, "--stage", stage, "--data-dir", tmp_path)
+        assert code == 0 and layout in text and f"{len(rows(out))} of {len(rows(out))} row(s) usable" in text, (src, text, err)
+    tools = rows(tmp_path / "openai_to_sharegpt_sft.jsonl")
+    assert [t["from"] for t in tools[0]["conversations"]] == ["system", "human", "function_call", "observation", "gpt"]
+    assert json.loads(tools[0]["conversations"][2]["value"])[1] == {"name": "get_weather", "arguments": {"city": "Quito"}}
+    assert json.loads(tools[0]["conversations"][3]["value"]) == [{"temp_c": 19}, {"temp_c": 13}]
+    assert json.loads(tools[0]["tools"])[0]["name"] == "get_weather"
+    sg = rows(tmp_path / "alpaca_to_sharegpt_sft.jsonl")
+    back = tmp_path / "back.jsonl"
+    assert cli("convert", tmp_path / "alpaca_to_sharegpt_sft.jsonl", "--kind", "sharegpt_to_alpaca", "-o", back)[0] == 0
+    original = json.loads((LAYOUTS / "alpaca_sft.json").read_text())
+    assert [r["output"] for r in rows(back)] == [r["output"] for r in original] and len(sg) == len(original)
+
+
+@pytest.mark.engine
+def test_llamafactory_reads_converted_rows_as_the_source(cli, tmp_path):
+    """alpaca -> sharegpt: LLaMA-Factory's converter gives the same prompt, response and system for both entries."""
+    from llf_loader import aligned_rows
+
+    for src, stage in [("alpaca_sft.json", "sft"), ("alpaca_pairs.jsonl", "dpo"), ("alpaca_kto.jsonl", "kto")]:
+        d = tmp_path / stage
+        d.mkdir()
+        (d / src).write_bytes((LAYOUTS / src).read_bytes())
+        assert cli("register", "--file", d / src, "--name", "a", "--stage", stage, "--data-dir", d)[0] == 0
+        assert cli("convert", d / src, "--kind", "alpaca_to_sharegpt", "-o", d / "s.jsonl")[0] == 0
+        assert cli("register", "--file", d / "s.jsonl", "--name", "s", "--stage", stage, "--data-dir", d)[0] == 0
+        a, s = aligned_rows(d, "a", stage, d / "wa"), aligned_rows(d, "s", stage, d / "ws")
+        assert len(a) == len(s) > 0
+        for x, y in zip(a, s, strict=True):
+            assert (x["_prompt"], x["_response"], x["_system"] or "") == (y["_prompt"], y["_response"], y["_system"] or ""), src
