@@ -54,7 +54,7 @@ def test_baseline_scores_the_base_on_the_same_rows(zhihu_runs, tiny_model, tmp_p
     runs = {r.name: r for r in discover([zhihu_runs / "zhihu"])[0]}
     plan = session.prepare(base_run(runs["zhihu/sft"]), Options(generation_samples=0))
     assert base["test_loss"] == pytest.approx(_transformers_loss(tiny_model, *plan.jobs["test"]), rel=1e-5)
-    assert "zhihu/sft vs its base: test_loss" in proc.stdout
+    assert "zhihu/sft vs its base: test loss" in proc.stdout
 
 
 def test_a_bare_model_directory_is_evaluated(zhihu_runs, tiny_model, tmp_path):
@@ -169,3 +169,34 @@ def test_forgetting_check_flags_a_damaged_run_and_passes_a_sound_one(zhihu_runs,
     assert broken["flagged"] and broken["drop"] > 0.25 and len(broken["regressed_items"]) >= 4
     assert results["base:zhihu/sft"]["general"]["items"] == 15
     assert "damaged/sft forgetting check: general accuracy" in proc.stdout and "FORGETTING" in proc.stdout
+
+
+def test_ask_and_chat_prompt_a_grpo_run_with_its_training_system_prompt(standin_grpo_run, tiny_model):
+    """The inference config of a GRPO run carries the system message its prompts had; LLaMA-Factory's template puts
+    it into the prompt `ask`/`chat` send."""
+    from llamafactory.data import get_template_and_fix_tokenizer
+    from llamafactory.hparams import DataArguments
+    from transformers import AutoTokenizer
+
+    from llf_recipes.data.gsm8k import SYSTEM_PROMPT
+    from llf_recipes.use import infer_config
+
+    data = json.loads((standin_grpo_run / "llf-run.json").read_text())
+    config = infer_config(standin_grpo_run, data)
+    assert config["default_system"] == SYSTEM_PROMPT
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
+    template = get_template_and_fix_tokenizer(tokenizer, DataArguments(template=config["template"],
+                                                                       default_system=config["default_system"]))
+    ids, _ = template.encode_oneturn(tokenizer, [{"role": "user", "content": "What is 2 + 3?"},
+                                                 {"role": "assistant", "content": ""}])
+    assert "<answer>" in tokenizer.decode(ids)
+
+
+def test_help_and_unknown_runs_need_no_torch(tmp_path):
+    env = {**ENV, **evalruns.poisoned_env(tmp_path)}
+    for argv in (["eval", "--help"], ["bench", "--help"]):
+        proc = run_cli_subprocess(*argv, env=env)
+        assert proc.returncode == 0 and "imported" not in proc.stderr, proc.stderr
+    for verb in ("eval", "bench"):
+        proc = run_cli_subprocess(verb, tmp_path / "no-run", *(["--tasks", "x"] if verb == "bench" else []), env=env)
+        assert proc.returncode == 2 and "does not exist" in proc.stderr and "imported" not in proc.stderr, proc.stderr

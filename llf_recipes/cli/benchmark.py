@@ -39,7 +39,6 @@ def main(args) -> int:
     from llf_recipes.eval import benchmarks
     from llf_recipes.eval.runs import base_run, default_output, discover, log, read_results, write_results
 
-    version = benchmarks.require_lm_eval()
     tasks = _names(args.tasks)
     if args.limit is not None and args.limit < 1:
         raise LlfError("--limit must be a positive number", key="--limit")
@@ -51,16 +50,19 @@ def main(args) -> int:
                        fix="pass a stage's output directory (it holds llf-run.json), a directory of runs or a model")
     output = Path(args.output) if args.output else default_output(args.paths)
     read_results(output)  # a broken results file fails now, not after the scoring
+    version = benchmarks.require_lm_eval()
     manager = benchmarks.task_manager(args.include_path)
     benchmarks.check_tasks(manager, tasks)
     options = benchmarks.BenchOptions(tasks, args.include_path, args.limit, args.num_fewshot, args.batch_size,
                                       args.device, args.backend, args.apply_chat_template)
-    models = []
+    models, baseline_of = [], {}
     for run in runs:
         if args.baseline and not run.bare:
             base = base_run(run)
-            if base.data["model"]["base"] not in [m.data["model"]["base"] for m in models if m.bare]:
+            known = {m.data["model"]["base"]: m.name for m in models if m.bare}
+            if base.data["model"]["base"] not in known:
                 models.append(base)
+            baseline_of[run.name] = known.get(base.data["model"]["base"], base.name)
         models.append(run)
     results = {}
     for i, model in enumerate(models, 1):
@@ -69,6 +71,8 @@ def main(args) -> int:
         results[model.name] = {"model_name": model.name, "model_path": str(model.run_dir), "method": model.method,
                                "base_model": (model.data.get("model") or {}).get("base"),
                                "benchmarks": benchmarks.record(output_data, options, version)}
+        if model.name in baseline_of:
+            results[model.name]["baseline"] = baseline_of[model.name]
         write_results(output, {model.name: results[model.name]}, merge_keys=("benchmarks",))  # kept as it goes
     print_table(results)
     log(f"wrote {output} ({len(results)} model(s))")

@@ -151,16 +151,12 @@ def _ratio(part: dict, key: str) -> str:
 
 def comparison_lines(name: str, record: dict, results: dict) -> list[str]:
     """base -> run per metric with the delta and whether it improved, and the forgetting verdict."""
-    from llf_recipes.eval.runner import LOWER_IS_BETTER, _metric
+    from llf_recipes.eval.compare import rows
 
-    base = results.get(record.get("baseline") or "")
-    if not base:
+    mine = [r for r in rows({**results, name: record}) if r.run == name]
+    if not mine and not record.get("baseline"):
         return []
-    parts = []
-    for key, delta in (record.get("delta") or {}).items():
-        better = (delta < 0) if key in LOWER_IS_BETTER else (delta > 0)
-        word = "same" if delta == 0 else ("better" if better else "worse")
-        parts.append(f"{key} {fmt(_metric(base, key))} -> {fmt(_metric(record, key))} ({delta:+.4g}, {word})")
+    parts = [f"{r.label} {fmt(r.base_value)} -> {fmt(r.value)} ({r.delta:+.4g}, {r.verdict})" for r in mine]
     lines = [f"{name} vs its base: " + ("; ".join(parts) or "no metric in common")]
     check = record.get("forgetting") or {}
     if check.get("checked"):

@@ -153,3 +153,20 @@ def score(net, tokenizer, rows: list[dict[str, Any]], rewards: dict[str, Callabl
                      "format_rate": formatted / n if n else None,
                      "mean_reward": sum(means.values()) if means else None, "rewards": means},
             "generation_samples": kept}
+
+
+def training_system_prompt(data: dict[str, Any]) -> str | None:
+    """The system message a GRPO run's prompts carried (its first data row), so `ask`/`chat` prompt it the same way."""
+    config = data.get("config") or {}
+    if config.get("stage") != "grpo":
+        return None
+    path = data_file(config, data)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            row = json.loads(fh.readline())
+    except (OSError, json.JSONDecodeError):
+        return None
+    prompt = row.get("prompt") if isinstance(row, dict) else None
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], dict) and prompt[0].get("role") == "system":
+        return str(prompt[0].get("content") or "") or None
+    return None

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from llf_recipes.eval.compare import METRICS, metric
 from llf_recipes.eval.runs import Options, Run, base_run, log
 from llf_recipes.eval.training import training_metrics
 
 TEST_KEYS = ("perplexity", "test_loss", "preference_accuracy", "preference_correct", "preference_total",
              "avg_chosen_loss", "avg_rejected_loss", "loss_margin")
-# Metrics compared base -> run; for these lower is better.
-COMPARED = ("test_loss", "perplexity", "preference_accuracy", "loss_margin", "accuracy", "format_rate", "mean_reward",
-            "general_accuracy")
-LOWER_IS_BETTER = ("test_loss", "perplexity")
 # Config keys that decide which rows a model is tested on and how they are encoded: equal keys, one base score.
 ROW_KEYS = ("dataset", "eval_dataset", "val_size", "seed", "max_samples", "dataset_dir", "stage", "pref_loss",
             "template", "cutoff_len", "train_on_prompt", "mask_history", "default_system", "enable_thinking",
@@ -46,21 +43,11 @@ def evaluate(runs: list[Run], options: Options) -> dict[str, Any]:
 def deltas(base: dict[str, Any], run: dict[str, Any]) -> dict[str, float]:
     """run - base for every metric both have."""
     out = {}
-    for key in COMPARED:
-        a, b = _metric(base, key), _metric(run, key)
+    for key, _, _ in METRICS:
+        a, b = metric(base, key), metric(run, key)
         if a is not None and b is not None:
             out[key] = b - a
     return out
-
-
-def _metric(record: dict[str, Any], key: str) -> float | None:
-    if key == "general_accuracy":
-        value = (record.get("general") or {}).get("accuracy")
-    elif key in ("accuracy", "format_rate", "mean_reward"):
-        value = (record.get("grpo") or {}).get(key)
-    else:
-        value = record.get(key)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def forgetting(base: dict[str, Any], run: dict[str, Any], max_drop: float) -> dict[str, Any]:
