@@ -66,3 +66,20 @@ def test_comparison_rows_and_benchmarks(zhihu_runs, evaluated, tmp_path):
     assert re.search(r'<td class="num better">\+0\.5 \(± 0\.14\)', page)  # quiz acc 0.25 -> 0.75, beyond noise
     assert "zhihu/sft: improved test loss" in page and "quiz acc 0.25 → 0.75" in page
     assert 'class="benchmarks"' in page and "acc 0.75 ± 0.1" in page and "acc 0.25 ± 0.1" in page
+
+
+def test_easyr1_metric_log_becomes_the_same_curves(tmp_path):
+    """EasyR1's experiment_log.jsonl (one nested object per step) maps onto TRL's names for the GRPO chart."""
+    from llf_recipes.eval.training import diagnose_grpo, easyr1_curves
+
+    lines = [{"step": s, "reward": {"overall": 0.5 * s, "correctness": 0.25 * s, "format": 0.1},
+              "actor": {"kl_loss": 0.01 * s, "pg_clipfrac_higher": 0.0, "lr": 1e-6},
+              "response_length": {"mean": 100.0 + s}} for s in (1, 2, 3)]
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "experiment_log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    series = easyr1_curves(tmp_path)
+    assert series["reward"] == [(1, 0.5), (2, 1.0), (3, 1.5)]
+    assert series["rewards/correctness/mean"] == [(1, 0.25), (2, 0.5), (3, 0.75)]
+    assert series["kl"][-1] == (3, pytest.approx(0.03)) and series["completions/mean_length"][0] == (1, 101.0)
+    assert series["clip_ratio/high_mean"] == [(1, 0.0), (2, 0.0), (3, 0.0)]
+    assert [f.message for f in diagnose_grpo(series)] == ["group reward rose (0.5 -> 1.5)"]

@@ -50,6 +50,8 @@ def main(args) -> int:
                        fix="pass a stage's output directory (it holds llf-run.json), a directory of runs or a model")
     output = Path(args.output) if args.output else default_output(args.paths)
     read_results(output)  # a broken results file fails now, not after the scoring
+    if benchmarks.go_offline_if_unreachable():
+        log("the hub is not reachable: datasets are read from the local cache only (HF_DATASETS_CACHE)")
     version = benchmarks.require_lm_eval()
     manager = benchmarks.task_manager(args.include_path)
     benchmarks.check_tasks(manager, tasks)

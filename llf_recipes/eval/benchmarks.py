@@ -43,6 +43,25 @@ def require_lm_eval() -> str:
     return getattr(lm_eval, "__version__", "?")
 
 
+def go_offline_if_unreachable(timeout: float = 3.0) -> bool:
+    """With no route to the hub (HF_ENDPOINT), read datasets from the local cache only: a missing one then fails at
+    once instead of after the hub client's retries. Must run before datasets/huggingface_hub are imported."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)),
+                                 timeout=timeout).close()
+        return False
+    except OSError:
+        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+        return True
+
+
 def task_manager(include_path: str | None):
     from lm_eval.tasks import TaskManager
 
