@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from llf_recipes.engines.env import EngineEnv
 from llf_recipes.errors import LlfError
 from llf_recipes.hardware import HostLayout
 from llf_recipes.render import RenderedStage, deepspeed_target
@@ -59,6 +60,7 @@ class StagePlan:
     files: tuple[Path, ...]  # what is written before launch: the YAML, then the DeepSpeed JSON if any
     torchrun: bool
     commands: tuple[NodeCommand, ...]
+    engine: EngineEnv | None = None  # the environment that runs it; None: llf-recipes' own
 
     @property
     def stage(self) -> str:
@@ -85,14 +87,15 @@ def _device_env(layout: HostLayout) -> dict[str, str]:
     return {"CUDA_VISIBLE_DEVICES": layout.visible_devices()}
 
 
-def plan_stage(rendered: RenderedStage, nccl: str | None = None) -> StagePlan:
+def plan_stage(rendered: RenderedStage, nccl: str | None = None, engine: EngineEnv | None = None) -> StagePlan:
     layout = rendered.layout
     torchrun = needs_torchrun(rendered)
     path = config_path_for(rendered)
     ds_path = deepspeed_target(rendered, path.parent)
     if ds_path is not None:
         rendered.config["deepspeed"] = str(ds_path)
-    argv = ("llamafactory-cli", rendered.verb, str(path))
+    # An engine of its own runs its own llamafactory-cli, by path (and its torchrun: see `stream`).
+    argv = (engine.program("llamafactory-cli") if engine else "llamafactory-cli", rendered.verb, str(path))
     nodes = layout.nodes if rendered.verb == "train" else layout.nodes[:1]
     preset = nccl_env(nccl) if nccl else {}
     commands = []
@@ -111,7 +114,7 @@ def plan_stage(rendered: RenderedStage, nccl: str | None = None) -> StagePlan:
             env.update(preset)
         commands.append(NodeCommand(rank, node.host, argv, env))
     files = (path, ds_path) if ds_path is not None else (path,)
-    return StagePlan(rendered, path, files, torchrun, tuple(commands))
+    return StagePlan(rendered, path, files, torchrun, tuple(commands), engine)
 
 
 def execute_local(plan: StagePlan, log_path: Path) -> int:
@@ -128,6 +131,7 @@ def stream(argv: tuple[str, ...] | list[str], env: dict[str, str], log_path: Pat
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **env}
     argv = [resolve_program(argv[0]), *argv[1:]]
+    full_env["PATH"] = engine_path(argv[0], full_env.get("PATH", ""))
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -143,6 +147,15 @@ def stream(argv: tuple[str, ...] | list[str], env: dict[str, str], log_path: Pat
         finally:
             if proc.poll() is None:
                 _stop_group(proc)
+
+
+def engine_path(program: str, path: str) -> str:
+    """PATH with the program's own `bin/` first, so what it starts by name (LLaMA-Factory's `torchrun`) comes from
+    the same environment, not from whichever environment is first on the caller's PATH."""
+    if not os.path.isabs(program):
+        return path
+    own = os.path.dirname(program)
+    return os.pathsep.join([own, *[p for p in path.split(os.pathsep) if p and p != own]])
 
 
 def resolve_program(name: str) -> str:

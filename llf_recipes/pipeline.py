@@ -20,6 +20,7 @@ from filelock import FileLock, Timeout
 
 from llf_recipes import manifest
 from llf_recipes.data.check import preflight
+from llf_recipes.data.layouts import remote_dir
 from llf_recipes.errors import LlfError
 from llf_recipes.launch import StagePlan
 from llf_recipes.render import write_stage
@@ -153,7 +154,7 @@ def _dataset_names(config: dict[str, Any]) -> list[str]:
 def check_registered(plan: StagePlan) -> None:
     """Every dataset the stage reads is registered where LLaMA-Factory looks, and reads as it will read it."""
     config = plan.rendered.config
-    if str(config.get("dataset_dir")) == "ONLINE" or str(config.get("dataset_dir")).startswith("REMOTE:"):
+    if remote_dir(config.get("dataset_dir") or "data"):
         return  # LLaMA-Factory reads the names (or dataset_info.json) from the hub: nothing local to check
     dataset_dir = Path(str(config.get("dataset_dir") or "data"))
     info_path = dataset_dir / "dataset_info.json"
@@ -173,6 +174,8 @@ def check_registered(plan: StagePlan) -> None:
                     f"llf-recipes prepare --recipe {plan.rendered.recipe.name} --data-dir {dataset_dir}",
             )
         stage = str(config.get("stage") or plan.stage)
+        if plan.rendered.verb == "grpo":
+            continue  # GRPO's engines read the converted rows themselves (checked when its plan writes them)
         for note in preflight(entry, name, stage, dataset_dir, media_dir=config.get("media_dir")):
             print(f"note: {note}", file=sys.stderr)
 
@@ -243,8 +246,11 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
                 record["model"] = plan.finalize()  # e.g. EasyR1's latest LoRA adapter, copied into the run directory
         finally:
             status = {None: "planned", 0: "completed", 130: "interrupted"}.get(code, "failed")
+            # what the launcher recorded while the stage ran (a SLURM job id) stays in the manifest
+            launched = (manifest.read(run_dir) or {}).get("launch")
             manifest.write(run_dir, {
                 **record,
+                **({"launch": launched} if launched else {}),
                 "status": status,
                 "exit_code": code,
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
@@ -283,7 +289,16 @@ def _record(plan: StagePlan, current: dict[str, Any], files: list[Path], log: Pa
                    "nnodes": layout.nnodes, "world_size": layout.world_size,
                    "hosts": [{"host": n.host, "slots": n.slots} for n in layout.nodes]},
         "nodes": [{"node_rank": c.node_rank, "host": c.host, "argv": list(c.argv), "env": c.env} for c in plan.commands],
-        "versions": manifest.versions(),
+        **_engine_record(plan),
         "model": manifest.model_of(rendered.config,
                                    run_dir_of(plan).resolve() if rendered.verb in ("train", "grpo") else None),
     }
+
+
+def _engine_record(plan: StagePlan) -> dict[str, Any]:
+    """The engine that runs the stage and the versions read from its own interpreter (not llf-recipes')."""
+    engine = getattr(plan, "engine", None)
+    if engine is None:
+        return {"versions": manifest.versions()}
+    record = engine.record()
+    return {"engine": record, "versions": {"llf-recipes": manifest.versions()["llf-recipes"], **record["versions"]}}

@@ -18,7 +18,7 @@ from llf_recipes.suggest import nearest
 
 _DOC_SEP = re.compile(r"^---[ \t]*$", re.MULTILINE)
 HEADER_KEYS = {"description", "datasets", "tags", "vars", "stages", "notes"}
-STAGE_KEYS = {"name", "description", "verb", "global_batch_size", "micro_batch_size"}
+STAGE_KEYS = {"name", "description", "verb", "global_batch_size", "micro_batch_size", "engine"}
 VERBS = ("train", "export", "chat", "grpo")  # grpo: a GRPO stage run by EasyR1 or TRL (llf_recipes/grpo/)
 # Variables every recipe has; a recipe's own `vars` may change their defaults.
 BASE_VARS: dict[str, Any] = {
@@ -42,6 +42,7 @@ class Stage:
     description: str = ""
     global_batch_size: int | None = None
     micro_batch_size: int | None = None
+    engine: str | None = None  # the engine that runs it (llf_recipes/engines); None: its stage's default
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ def load_recipe(path: str | Path, origin: str = "bundled") -> Recipe:
                 description=str(entry.get("description", "")),
                 global_batch_size=entry.get("global_batch_size"),
                 micro_batch_size=entry.get("micro_batch_size"),
+                engine=_engine_name(entry.get("engine"), path, entry["name"]),
             )
         )
     variables = dict(BASE_VARS)
@@ -154,3 +156,15 @@ def load_recipe(path: str | Path, origin: str = "bundled") -> Recipe:
         origin=origin,
         text_hash=hashlib.sha256(text.encode("utf-8")).hexdigest(),
     )
+
+
+def _engine_name(name: Any, path: Path, stage: str) -> str | None:
+    if name is None:
+        return None
+    from llf_recipes import engines
+
+    try:
+        return engines.get(str(name)).name
+    except LlfError as exc:
+        exc.where, exc.message = str(path), f"stage {stage!r}: {exc.message}"
+        raise

@@ -14,7 +14,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from llf_recipes import yamlio
+from llf_recipes import engines, yamlio
 from llf_recipes.catalog import Catalog
 from llf_recipes.errors import LlfError
 from llf_recipes.hardware import BatchPlan, HostLayout, choose_deepspeed, plan_batch
@@ -91,6 +91,8 @@ class RenderedStage:
     needs: list[str]  # earlier stages whose outputs this stage reads
     variables: dict[str, Any]
     removed: set[str] = field(default_factory=set)
+    engine: str = "llamafactory"  # the engine that runs it (llf_recipes/engines)
+    translations: list[str] = field(default_factory=list)  # keys rewritten into that engine's dialect
 
     @property
     def verb(self) -> str:
@@ -291,6 +293,8 @@ class Renderer:
             variables=dict(self.variables),
             removed=removed,
         )
+        result.engine = engines.name_for(stage.verb, config, stage.engine)
+        engines.adapt(result)
         return result
 
     @staticmethod

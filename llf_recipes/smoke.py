@@ -17,7 +17,7 @@ from pathlib import Path
 
 # Bump whenever the corpus, tokenizer settings or architecture change, so that
 # stale caches are never reused.
-VERSION_TAG = "tiny-qwen2-v1"
+VERSION_TAG = "tiny-qwen2-v2"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 DEFAULT_SYSTEM = "You are a helpful assistant."
 
@@ -79,6 +79,18 @@ def _train_tokenizer():
 
 
 def _build_into(out: Path, seed: int) -> None:
+    # transformers imports DeepSpeed when it is installed, and DeepSpeed's accelerator probe logs to stdout on a
+    # machine without GPUs; naming the accelerator keeps the build quiet (stdout may be a caller's data).
+    previous = os.environ.get("DS_ACCELERATOR")
+    os.environ["DS_ACCELERATOR"] = previous or "cpu"
+    try:
+        _build(out, seed)
+    finally:
+        if previous is None:
+            os.environ.pop("DS_ACCELERATOR", None)
+
+
+def _build(out: Path, seed: int) -> None:
     import torch
     from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
@@ -103,6 +115,9 @@ def _build_into(out: Path, seed: int) -> None:
         # A multiple of 64 keeps the embedding matrix aligned, as real checkpoints do.
         vocab_size=-(-len(tokenizer) // 64) * 64,
         max_position_embeddings=2048,
+        # Qwen2.5's rope base, not transformers' default: a reader that misses it (transformers 4 reading a config
+        # saved by 5) is caught by the tests instead of passing by coincidence.
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
         tie_word_embeddings=True,
         bos_token_id=eot,
         eos_token_id=im_end,
@@ -113,6 +128,10 @@ def _build_into(out: Path, seed: int) -> None:
     model.save_pretrained(out, safe_serialization=True)
     # Stop on either end marker, like the released Qwen2 chat checkpoints.
     GenerationConfig(bos_token_id=eot, eos_token_id=[im_end, eot], pad_token_id=eot).save_pretrained(out)
+    # Readable alike by transformers 4 (the PPO and EasyR1 engines) and 5: tokenizer class and top-level rope keys.
+    from llf_recipes.engines.handoff import make_portable
+
+    make_portable(out)
 
 
 def build_tiny_model(dest: str | Path, *, seed: int = 0) -> Path:
@@ -199,6 +218,9 @@ def apply_smoke(rendered_stages, model_path: str | Path, user_keys=None) -> None
         if config.get("stage") == "ppo":
             config["max_new_tokens"] = 16
         config.update(mine)
+        from llf_recipes import engines
+
+        engines.adapt(rendered)  # a --set value in the main dialect, translated for the stage's engine
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,8 +17,17 @@ from llf_recipes.atomic import write_text
 from llf_recipes.errors import LlfError
 
 
+def unmerged(run_dir: Path, model: dict[str, Any]) -> None:
+    """A full-parameter EasyR1 run whose FSDP shards are not merged yet is no model to load."""
+    if model.get("needs_merge"):
+        raise LlfError(f"the run in {run_dir} left a full-parameter checkpoint as FSDP shards ({model['needs_merge']})",
+                       fix=f"set easyr1_dir (or $LLF_EASYR1_DIR) to your EasyR1 checkout and run "
+                           f"`llf-recipes export {run_dir} --checkpoint latest`")
+
+
 def infer_config(run_dir: Path, data: dict[str, Any], **extra: Any) -> dict[str, Any]:
     model = data.get("model") or {}
+    unmerged(run_dir, model)
     if not model.get("base"):
         raise LlfError(f"the run in {run_dir} does not name its base model", where=str(manifest.path_for(run_dir)),
                        fix="rerun the stage with llf-recipes run to rewrite its manifest")
@@ -63,6 +72,7 @@ def export(run_dir: Path, data: dict[str, Any], export_dir: Path | None, *, expo
     from llf_recipes.launch import stream
 
     model = data.get("model") or {}
+    unmerged(run_dir, model)
     if not model.get("adapters"):
         raise LlfError(f"the run in {run_dir} is already a standalone model ({model.get('base')})",
                        fix="use it directly with ask/chat/serve; export merges LoRA adapters only")

@@ -7,10 +7,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from llf_recipes import engines
 from llf_recipes.catalog import Catalog
 from llf_recipes.hardware import LOCAL_HOSTS, HostLayout
 from llf_recipes.launch import needs_torchrun
 from llf_recipes.render import RenderedStage
+from llf_recipes.schema import SUPPORTED_VERSION
 from llf_recipes.schema.deepspeed import DeepSpeedSource
 from llf_recipes.schema.rules import Finding, LaunchInfo, validate_config
 
@@ -28,7 +30,7 @@ def _registered(path: str, mtime_ns: int) -> dict[str, dict[str, Any]]:
 def dataset_entries(catalog: Catalog, dataset_dir: str | Path | None) -> dict[str, dict[str, Any]]:
     """Entries from dataset_info.d/, then the ones in `<dataset_dir>/dataset_info.json` (what LLaMA-Factory reads)."""
     entries = {name: ds.entry for name, ds in catalog.datasets.items()}
-    if dataset_dir:
+    if isinstance(dataset_dir, (str, Path)) and dataset_dir:  # another kind is reported by the type check
         info = Path(dataset_dir) / "dataset_info.json"
         if info.is_file():
             entries.update(_registered(str(info.resolve()), info.stat().st_mtime_ns))
@@ -43,7 +45,10 @@ def validate_stage(rendered: RenderedStage, catalog: Catalog, allow: set[str] | 
         findings = plan_grpo(rendered, catalog, backend)[1]
         return [Finding(f.rule, f.key, f.message, f.fix, f.stage, "warning") if f.rule in allow else f for f in findings]
     config = rendered.config
-    return validate_config(
+    engine = engines.get(rendered.engine)
+    findings = engine_findings(engine, config, rendered.verb, f"{rendered.recipe.name}/{rendered.stage.name}")
+    return [Finding(f.rule, f.key, f.message, f.fix, f.stage, "warning") if f.rule in allow else f
+            for f in findings] + validate_config(
         config,
         rendered.verb,
         stage=f"{rendered.recipe.name}/{rendered.stage.name}",
@@ -51,8 +56,20 @@ def validate_stage(rendered: RenderedStage, catalog: Catalog, allow: set[str] | 
         launch=launch_for(rendered.layout, needs_torchrun(rendered)),
         deepspeed_json=DeepSpeedSource(str(rendered.deepspeed_source)) if rendered.deepspeed_source else None,
         allow=allow,
+        version=engine.snapshot or SUPPORTED_VERSION,
         base=Path.cwd(),
     )
+
+
+def engine_findings(engine, config: dict[str, Any], verb: str, stage: str) -> list[Finding]:
+    """What the stage's engine cannot run (PPO on the main LLaMA-Factory)."""
+    why = engine.refuses.get(str(config.get("stage"))) if verb == "train" else None
+    if not why:
+        return []
+    other = next((e.name for e in engines.ENGINES.values() if e.snapshot and not e.refuses.get(str(config["stage"]))), None)
+    return [Finding("ppo-needs-old-trl", "engine", f"engine {engine.name}: {why}",
+                    f"run it on engine {other} (the default for this stage; drop `engine: {engine.name}`)"
+                    if other else "use another engine", stage)]
 
 
 def launch_for(layout: HostLayout, torchrun: bool) -> LaunchInfo:

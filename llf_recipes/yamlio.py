@@ -26,9 +26,10 @@ _FLOAT = re.compile(
     |\.(?:nan|NaN|NAN))$""",
     re.VERBOSE,
 )
-# Replace PyYAML's float resolver with the YAML 1.2 one (which also accepts exponents without a dot).
+# Replace PyYAML's float resolver with the YAML 1.2 one (which also accepts exponents without a dot), and read
+# dates as the strings LLaMA-Factory's loader (OmegaConf) gives: `run_name: 2024-05-01` is a name, not a date.
 SafeLoader.yaml_implicit_resolvers = {
-    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
+    ch: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp")]
     for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 SafeLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))

@@ -87,3 +87,17 @@ def assert_nothing_left(marker: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError("processes left behind:\n" + "\n".join(left))
+
+
+@pytest.fixture(scope="session")
+def ppo_engine(tiny_model) -> Path:
+    """The llamafactory-ppo engine's interpreter in the tests' cache, installed by `llf-recipes engine install` when
+    missing (uv: about 35 s with a cold uv cache, a few seconds warm)."""
+    env = {"LLF_RECIPES_CACHE": str(tiny_model.parent)}
+    path = run_cli_subprocess("engine", "path", "llamafactory-ppo", env=env)
+    if path.returncode != 0:
+        proc = run_cli_subprocess("engine", "install", "llamafactory-ppo", env=env, timeout=1800)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        path = run_cli_subprocess("engine", "path", "llamafactory-ppo", env=env)
+    assert path.returncode == 0, path.stderr
+    return Path(path.stdout.strip())

@@ -26,7 +26,9 @@ def main(jobs_path: str, out_path: str) -> int:
     targs.is_torch_bf16_gpu_available = lambda: True
     lf_parser.is_torch_bf16_gpu_available = lambda: True
     results = {}
-    for job in json.loads(open(jobs_path, encoding="utf-8").read()):
+    with open(jobs_path, encoding="utf-8") as fh:
+        jobs = json.load(fh)
+    for job in jobs:
         os.chdir(job["cwd"])
         try:
             config = OmegaConf.to_container(OmegaConf.load(job["path"]))

@@ -121,3 +121,11 @@ def test_run_checks_the_data_before_launch(tmp_path, change, words):
     for word in words:
         assert word in proc.stderr, (word, proc.stderr)
     assert not (tmp_path / "saves2").exists()
+
+
+@pytest.mark.parametrize("verb", [["register", "huanhuan"], ["prepare", "huanhuan", "--sample"]])
+@pytest.mark.parametrize("data_dir", ["ONLINE", "REMOTE:someone/data"])
+def test_hub_data_dirs_are_not_folders(cli, tmp_path, monkeypatch, verb, data_dir):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(*verb, "--data-dir", data_dir)
+    assert code == 2 and "read from the hub" in err and not list(tmp_path.iterdir())

@@ -18,6 +18,7 @@ CASES = [
     ("openai_sft.jsonl", "sft", "sharegpt (role/content)", 4),
     ("sharegpt_pairs.json", "rm", "sharegpt (from/value), preference pairs", 3),
     ("sharegpt_kto.json", "kto", "sharegpt (role/content), kto (label)", 4),
+    ("chat_pairs.jsonl", "dpo", "sharegpt (role/content), preference pairs", 3),
     ("pretrain.txt", "pt", "plain text", 5),
     ("pretrain.jsonl", "pt", "plain text", 3),
     ("images_sft.json", "sft", "sharegpt (role/content)", 3),
@@ -193,3 +194,62 @@ def test_image_count_mismatch_stops_both(tmp_path, tiny_model, cli):
 
     with pytest.raises(ValueError, match="number of images does not match"):
         loaded_rows(tiny_model, tmp_path, "bad", "sft", tmp_path / "w", media=True)
+
+
+def test_hub_entries_are_checked_from_the_local_cache_or_not_at_all(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    info = {"remote": {"hf_hub_url": "someone/chats", "formatting": "sharegpt"}}
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info))
+    code, out, _ = cli("check", "remote", "--stage", "sft", "--data-dir", tmp_path)
+    assert code == 0 and "not checked" in out and "someone/chats" in out and "not in the local cache" in out
+    snapshot = tmp_path / "hub" / "datasets--someone--chats" / "snapshots" / "abc123" / "data"
+    snapshot.mkdir(parents=True)
+    shutil.copy(LAYOUTS / "sharegpt_sft.json", snapshot / "train.json")
+    code, out, _ = cli("check", "remote", "--stage", "sft", "--data-dir", tmp_path)
+    assert code == 0 and "4 row(s), 4 usable for stage sft" in out
+    for data_dir in ("ONLINE", "REMOTE:someone/configs"):
+        code, out, _ = cli("check", "anything", "--stage", "sft", "--data-dir", data_dir)
+        assert code == 0 and "not checked" in out and data_dir in out
+
+
+def test_wrong_tags_name_the_layout_and_the_command(cli, tmp_path):
+    shutil.copy(LAYOUTS / "openai_sft.jsonl", tmp_path / "chats.jsonl")
+    entry = {"file_name": "chats.jsonl", "formatting": "sharegpt", "columns": {"messages": "messages"}}  # from/value tags
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"chats": entry}))
+    code, out, _ = cli("check", "chats", "--stage", "sft", "--data-dir", tmp_path)
+    assert code == 1 and "4 row(s), 0 usable" in out and "no 'from'/'value' keys" in out
+    assert "the rows look like sharegpt (role/content)" in out and "llf-recipes register --file" in out
+
+
+NUM_SAMPLES = {"file_name": "pairs.jsonl", "ranking": True, "num_samples": 7,
+               "columns": {"prompt": "instruction", "query": "input", "chosen": "chosen", "rejected": "rejected"}}
+OPENAI = {"file_name": "tools.jsonl", "formatting": "openai", "columns": {"messages": "messages", "tools": "tools"},
+          "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+                   "observation_tag": "tool", "function_tag": "function_call", "system_tag": "system"}}
+
+
+@pytest.fixture
+def entries_dir(tmp_path):
+    shutil.copy(LAYOUTS / "alpaca_pairs.jsonl", tmp_path / "pairs.jsonl")
+    tool_rows = (LAYOUTS / "openai_tools.jsonl").read_text(encoding="utf-8").splitlines()[:2]
+    bad = {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "tools": []}
+    (tmp_path / "tools.jsonl").write_text("\n".join([*tool_rows, json.dumps(bad)]) + "\n", encoding="utf-8")
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"sampled": NUM_SAMPLES, "openai": OPENAI}))
+    return tmp_path
+
+
+def test_num_samples_and_openai_formatting(cli, entries_dir):
+    code, out, _ = cli("check", "sampled", "--stage", "dpo", "--data-dir", entries_dir)
+    assert code == 0 and "4 usable" in out and "draw 7 row(s) from these (with repeats)" in out
+    code, out, _ = cli("check", "openai", "--stage", "sft", "--data-dir", entries_dir, "--preview", "1")
+    assert code == 1 and "3 row(s), 2 usable" in out and "tools.jsonl:3: LLaMA-Factory drops it" in out
+    preview = json.loads(out.splitlines()[0])
+    assert [m["role"] for m in preview["prompt"]] == ["user", "function", "observation"]
+
+
+@pytest.mark.engine
+def test_llamafactory_agrees_on_num_samples_and_openai(entries_dir, tiny_model, tmp_path):
+    from llf_loader import loaded_rows
+
+    assert loaded_rows(tiny_model, entries_dir, "sampled", "dpo", tmp_path / "s") == 7
+    assert loaded_rows(tiny_model, entries_dir, "openai", "sft", tmp_path / "o") == 2

@@ -89,18 +89,40 @@ def test_each_stage_trains_through_run(project, tiny_model, recipe, stage, lf_st
     assert data["nodes"][0]["argv"] == ["llamafactory-cli", "train", data["config_path"]]
 
 
-def test_rm_then_ppo_reads_the_reward_model_and_ppo_is_blocked_upstream(project, tiny_model):
-    """rm trains for real; LLaMA-Factory 0.9.5's PPO needs trl<=0.9.6, which the rest of 0.9.5 cannot import."""
-    proc = llf(project, tiny_model, "run", "rlhf-ultrafeedback", "--smoke")
-    rm = stage_dir(project, "rlhf-ultrafeedback", "rm")
-    assert manifest(rm)["status"] == "completed"
-    assert (rm / "adapter_model.safetensors").is_file()
-    ppo = manifest(stage_dir(project, "rlhf-ultrafeedback", "ppo"))
-    assert ppo["config"]["reward_model"] == str(Path("saves/smoke/rlhf-ultrafeedback/rm"))
-    assert ppo["inputs"]["rm"]["status"] == "completed"
-    assert proc.returncode != 0 and ppo["status"] == "failed"
-    assert "trl>=0.8.6,<=0.9.6" in Path(ppo["log"] if Path(ppo["log"]).is_absolute() else project / ppo["log"]).read_text()
-    assert "stage ppo failed" in proc.stderr
+def test_rlhf_sft_rm_ppo_runs_ppo_on_its_own_engine_and_ask_answers_from_it(project, tiny_model, ppo_engine):
+    """sft and rm train on LLaMA-Factory 0.9.5; ppo on the llamafactory-ppo engine (0.9.3, trl 0.9.6), reading the sft
+    adapter and the rm adapter with its value head; 0.9.5's `ask` then answers from the ppo adapter."""
+    proc = llf(project, tiny_model, "run", "rlhf-ultrafeedback", "--smoke", timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sft, rm, ppo_dir = (stage_dir(project, "rlhf-ultrafeedback", s) for s in ("sft", "rm", "ppo"))
+    for d in (sft, rm):
+        data = manifest(d)
+        assert data["status"] == "completed" and data["engine"]["name"] == "llamafactory"
+        assert data["versions"]["llamafactory"] == "0.9.5" and data["versions"]["trl"].startswith("0.24")
+    assert (rm / "value_head.safetensors").is_file()
+    ppo = manifest(ppo_dir)
+    assert ppo["status"] == "completed" and ppo["exit_code"] == 0
+    # the engine that ran, and the versions read from its own interpreter
+    assert ppo["engine"]["name"] == "llamafactory-ppo" and ppo["engine"]["python"] == str(ppo_engine)
+    assert ppo["versions"]["llamafactory"] == "0.9.3" and ppo["versions"]["trl"] == "0.9.6"
+    assert ppo["versions"]["transformers"] == "4.52.4"
+    assert ppo["nodes"][0]["argv"][0] == str(ppo_engine.parent / "llamafactory-cli")
+    # what it read: the sft adapter to continue, the rm adapter and value head to score with
+    assert ppo["config"]["adapter_name_or_path"] == "saves/smoke/rlhf-ultrafeedback/sft"
+    assert ppo["config"]["reward_model"] == "saves/smoke/rlhf-ultrafeedback/rm"
+    assert ppo["config"]["warmup_ratio"] == 0.1 and "warmup_steps" not in ppo["config"]  # translated for transformers 4
+    log = (project / ppo["log"]).read_text()
+    assert "Loaded adapter(s): saves/smoke/rlhf-ultrafeedback/sft" in log
+    assert "Loaded adapter weights of reward model from saves/smoke/rlhf-ultrafeedback/rm" in log
+    state = json.loads((ppo_dir / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and all("reward" in row for row in state["log_history"])
+    assert (ppo_dir / "adapter_model.safetensors").is_file()
+    assert ppo["model"]["adapters"] == [str(ppo_dir.resolve())]
+    answer = llf(project, tiny_model, "ask", "saves/smoke/rlhf-ultrafeedback/ppo", "What is a tokenizer?",
+                 "--max-new-tokens", "8")
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    assert answer.stdout.endswith("\n") and "INFO" not in answer.stdout
+    assert f"Loaded adapter(s): {ppo_dir.resolve()}" in answer.stderr
 
 
 # ------------------------------------------------------------------ the pipeline, skip, export, ask

@@ -12,7 +12,7 @@ import jinja2
 import pytest
 
 from llf_recipes.errors import LlfError
-from llf_recipes.grpo import easyr1, easyr1_snapshot
+from llf_recipes.grpo import easyr1, easyr1_rules, easyr1_snapshot
 from llf_recipes.grpo.plan import plan_grpo
 from llf_recipes.hardware import parse_gpus, parse_hostfile
 from llf_recipes.render import Overrides, Renderer
@@ -50,7 +50,7 @@ def test_every_bundled_layout_renders_a_config_that_passes_the_snapshot(catalog,
         plan, findings = plan_for(catalog, layout, recipe=recipe)
         assert not errors(findings), (layout.source, [f.format() for f in findings])
         config = plan.engine_config
-        assert easyr1.validate(config, planned=set(plan.files) | {Path(config["worker"]["actor"]["model"]["model_path"])}) == []
+        assert easyr1_rules.validate(config, planned=set(plan.files) | {Path(config["worker"]["actor"]["model"]["model_path"])}) == []
         t, a, d = config["trainer"], config["worker"]["actor"], config["data"]
         assert (t["nnodes"], t["n_gpus_per_node"]) == (layout.nnodes, layout.per_node)
         world = layout.world_size

@@ -60,9 +60,9 @@ def llamafactory_verdicts(jobs: list[dict], tmp: Path) -> dict[str, dict]:
         if torchrun:
             env.update(WORLD_SIZE="1", RANK="0", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                        MASTER_PORT=str(_free_port()))
-        log = open(tmp / f"oracle-{torchrun}.log", "w")
-        procs.append(subprocess.Popen([sys.executable, str(ORACLE), str(jobs_file), str(out_file)], env=env,
-                                      stdout=log, stderr=subprocess.STDOUT, cwd=tmp))
+        with open(tmp / f"oracle-{torchrun}.log", "w") as log:  # the child keeps its own copy of the descriptor
+            procs.append(subprocess.Popen([sys.executable, str(ORACLE), str(jobs_file), str(out_file)], env=env,
+                                          stdout=log, stderr=subprocess.STDOUT, cwd=tmp))
         outs.append(out_file)
     for proc in procs:
         assert proc.wait(timeout=900) == 0, f"the oracle failed: see {tmp}"
@@ -157,7 +157,7 @@ def test_llamafactory_examples_agree(cli, monkeypatch, tmp_path):
         same = lf_ok == (code == 0)
         # A dataset name its data/dataset_info.json does not define passes the argument parser and stops the data
         # loader ("Undefined dataset ... in dataset_info.json"): refused earlier, not wrongly.
-        rules = set(re.findall(r"^error: .*\n  fix: .*\(rule ([\w-]+)\)$", output, re.M))
+        rules = set(re.findall(r"^error: .*\n  fix: .*\(rule ([\w-]+)\)$", output, re.MULTILINE))
         caught_earlier = lf_ok and code == 1 and rules == {"undefined-dataset"}
         agree += same
         later += caught_earlier

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import easyr1_standin
 import pytest
 from conftest import ROOT, processes_with, run_cli_subprocess
 from loopback import free_port, sshd_server, wait_for
@@ -38,6 +40,18 @@ def where():
 
 ips = ray.get([where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
                for n in alive])
+if os.environ.get("STANDIN_HOLD"):  # a job that runs until it is stopped: a task on every node, then wait
+    import time
+
+    @ray.remote(num_cpus=0)
+    def llf_held_task():
+        time.sleep(600)
+
+    held = [llf_held_task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
+            for n in alive]
+    time.sleep(5)
+    open(os.environ["STANDIN_HOLD"], "w").write("holding")
+    ray.get(held)
 config = yaml.safe_load(open(sys.argv[1].split("=", 1)[1]))
 ckpt = config["trainer"]["save_checkpoint_path"]
 adapter = os.path.join(ckpt, "global_step_1", "actor", "lora_adapter")
@@ -75,11 +89,7 @@ def ray_tmp():
 def project(tmp_path, cli, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli("prepare", "gsm8k_grpo", "--sample", "--data-dir", "data")[0] == 0
-    standin = tmp_path / "standin" / "verl" / "trainer"
-    standin.mkdir(parents=True)
-    for d in (standin.parent, standin):
-        (d / "__init__.py").write_text("")
-    (standin / "main.py").write_text(STANDIN_MAIN)
+    easyr1_standin.make(tmp_path / "standin", STANDIN_MAIN)
     (tmp_path / "hosts").write_text("127.0.0.1 slots=1\n127.0.0.2 slots=1\n")
     return tmp_path
 
@@ -171,3 +181,37 @@ def test_launcher_ray_attaches_and_leaves_the_cluster_running(project, ray_tmp):
     time.sleep(2)
     assert ray_processes(ray_tmp, daemons_only=True) == before  # not one Ray daemon started or stopped
     assert ray_status_nodes(address, env) == 2
+
+    # Ctrl-C stops the run's own job (its tasks on both nodes end) and nothing else
+    holding = project / "holding"
+    with open(project / "held.out", "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "llf_recipes", *argv, "--force"], cwd=project, stdout=out,
+                                stderr=subprocess.STDOUT, env={**os.environ, **run_env(project, ray_tmp),
+                                                                "STANDIN_HOLD": str(holding)}, start_new_session=True)
+    try:
+        wait_for(holding.exists, 180, "the job's tasks to run on both nodes")
+        assert len(processes_with("llf_held_task")) == 2
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130, (project / "held.out").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    wait_for(lambda: not processes_with("llf_held_task"), 60, "the job's tasks to end")
+    assert ray_processes(ray_tmp, daemons_only=True) == before
+    assert ray_status_nodes(address, env) == 2
+
+
+def test_easyr1_environment_is_checked_on_every_node_before_anything_starts(sshd, project, ray_tmp):
+    """llf-recipes' own interpreter as EasyR1's (the trap): both nodes are asked, over ssh for node 1, and every
+    problem is named at once; no Ray starts."""
+    port = free_port()
+    env = {**run_env(project, ray_tmp), "PYTHONPATH": str(ROOT)}  # no stand-in: the plain environment
+    proc = run_cli_subprocess(*grpo_argv(project, "--launcher", "ssh", "--ssh-config", str(sshd["config"]),
+                                         "--set", f"ray_port={port}"), cwd=project, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    err = proc.stderr
+    assert "EasyR1's environment" in err and "nothing was started" in err
+    for rank, host in ((0, "127.0.0.1"), (1, "127.0.0.2")):
+        assert f"node {rank} ({host}): {sys.executable}: No module named 'verl'" in err
+        assert f"node {rank} ({host}): transformers 5." in err and "EasyR1 needs transformers<5" in err
+    assert not ray_processes(ray_tmp) and not (project / "saves" / "grpo-gsm8k" / "grpo" / "llf-grpo.ray0.log").exists()

@@ -115,3 +115,19 @@ def test_sigkill_never_leaves_a_broken_file(tmp_path):
     landed = set(info(tmp_path)) if (tmp_path / "dataset_info.json").exists() else set()
     assert run_cli_subprocess("register", "--file", sample, "--name", "final", "--stage", "sft", "--data-dir", tmp_path).returncode == 0
     assert set(info(tmp_path)) == landed | {"final"}
+
+
+def test_an_entry_that_means_the_same_is_unchanged(cli, tmp_path):
+    """LLaMA-Factory's defaults written out or left out: the same definition, kept as the user wrote it."""
+    f = tmp_path / "chats.json"
+    f.write_text(json.dumps([{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}]))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"chats": {
+        "file_name": "chats.json", "formatting": "sharegpt", "columns": {"messages": "conversations"}}}))
+    before = (tmp_path / "dataset_info.json").read_bytes()
+    code, out, _ = cli("register", "--file", f, "--name", "chats", "--stage", "sft", "--data-dir", tmp_path)
+    assert code == 0 and "unchanged: chats" in out
+    assert (tmp_path / "dataset_info.json").read_bytes() == before
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"chats": {"file_name": "chats.json", "formatting": "sharegpt",
+                                                                      "ranking": True}}))
+    code, _, err = cli("register", "--file", f, "--name", "chats", "--stage", "sft", "--data-dir", tmp_path)
+    assert code == 2 and "different definition" in err

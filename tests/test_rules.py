@@ -34,7 +34,7 @@ def test_snapshot_sizes():
 
 def test_clean_config_passes():
     assert findings() == []
-    assert [f.rule for f in findings(extra={'stage': 'ppo', 'reward_model': 'rm'})] == ['ppo-needs-old-trl']
+    assert findings(extra={"stage": "ppo", "reward_model": "rm"}) == []  # the engine is checked per stage (test_engines)
 
 
 def test_unknown_key_suggests_nearest():
@@ -98,9 +98,13 @@ def test_ppo_needs_reward_model():
     assert f.key == "reward_model"
 
 
-def test_ppo_warns_about_trl():
-    f = one("ppo-needs-old-trl", extra={"stage": "ppo", "reward_model": "rm"})
-    assert f.severity == "warning" and "trl" in f.message
+def test_ppo_on_the_main_engine_is_refused():
+    from llf_recipes import engines
+    from llf_recipes.validation import engine_findings
+
+    (f,) = engine_findings(engines.get("llamafactory"), {"stage": "ppo"}, "train", "s")
+    assert f.rule == "ppo-needs-old-trl" and f.severity == "error" and "llamafactory-ppo" in f.fix
+    assert engine_findings(engines.get("llamafactory-ppo"), {"stage": "ppo"}, "train", "s") == []
 
 
 def test_deepspeed_needs_torchrun():
@@ -145,7 +149,6 @@ def test_undefined_dataset():
 def test_every_rule_is_covered_by_a_test():
     import inspect
     import sys
-
     from pathlib import Path
 
     # This file and the start-up rules' tests (tests/test_startup_rules.py) together name every rule.

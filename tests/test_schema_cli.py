@@ -78,3 +78,9 @@ def test_help_text_and_defaults_are_carried():
 
     prop = build_schema("train")["properties"]["lora_target"]
     assert "LoRA" in prop["description"] and prop["default"] == "all"
+
+
+def test_unwritable_output_is_a_one_line_error(cli, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    code, out, err = cli("schema", "-o", tmp_path / "afile" / "schema.json")
+    assert code == 2 and "cannot write the schema" in err and "Traceback" not in err and not out

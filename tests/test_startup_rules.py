@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from llf_recipes import yamlio
 from llf_recipes.schema.deepspeed import DeepSpeedSource
 from llf_recipes.schema.rules import LaunchInfo, validate_config
 from llf_recipes.validation import infer_verb
@@ -136,11 +137,11 @@ def test_missing_package_is_a_warning_for_remote_nodes():
     f = [f for f in run({**FULL, "use_galore": True}, launch=LaunchInfo(remote=True)) if f.rule == "missing-package"]
     assert f and f[0].severity == "warning" and "pip install galore-torch" in f[0].fix
     f = [f for f in run({"use_galore": True, **FULL})]
-    assert "pip install galore-torch" in [x for x in f if x.rule == "missing-package"][0].fix
+    assert "pip install galore-torch" in next(x for x in f if x.rule == "missing-package").fix
 
 
 def test_grpo_stage_fix_points_at_recipe_verb():
-    f = [f for f in run({"stage": "grpo"}) if f.rule == "invalid-choice"][0]
+    f = next(f for f in run({"stage": "grpo"}) if f.rule == "invalid-choice")
     assert "verb: grpo" in f.fix and "EasyR1" in f.fix
 
 
@@ -153,7 +154,7 @@ def test_deepspeed_json_against_the_config(tmp_path):
     found = {(f.rule, f.key) for f in run(cfg, launch=LaunchInfo(torchrun=True, world_size=2))}
     assert {("deepspeed-mismatch", "deepspeed"), ("deepspeed-mismatch", "fp16"), ("deepspeed-mismatch", "learning_rate")} <= found
     assert ("deepspeed-mismatch", "adam_beta1") not in found  # the betas agree with the defaults
-    msg = [f for f in run(cfg, launch=LaunchInfo(torchrun=True, world_size=2)) if f.key == "deepspeed"][0]
+    msg = next(f for f in run(cfg, launch=LaunchInfo(torchrun=True, world_size=2)) if f.key == "deepspeed")
     assert "2 process(es) x 2 x 4 = 16" in msg.message and '"train_batch_size": "auto"' in msg.fix
     # the same JSON with "auto" everywhere agrees with any config
     ds.write_text(json.dumps({"train_batch_size": "auto", "fp16": {"enabled": "auto"}, "zero_optimization": {"stage": 1}}))
@@ -201,7 +202,7 @@ def test_bundled_zero1_profile_renders_and_validates(catalog):
 
     recipe = catalog.recipe("sft-huanhuan-full")
     rendered = Renderer(recipe, parse_gpus("0,1"), Overrides.parse(["deepspeed=z1"], recipe), catalog).render_all()
-    stage = [r for r in rendered if r.verb == "train"][0]
+    stage = next(r for r in rendered if r.verb == "train")
     assert stage.deepspeed_profile == "z1" and stage.deepspeed_json()["zero_optimization"]["stage"] == 1
     assert [f for f in validate_stage(stage, catalog) if f.severity == "error"] == []
     # the seed's ZeRO-1 JSON, with fixed batch sizes, fp16 and an optimizer, is caught against the same stage
@@ -223,3 +224,44 @@ def test_installed_agrees_with_importlib_metadata(name):
     except importlib.metadata.PackageNotFoundError:
         expected = False
     assert installed(name) is expected
+
+
+def test_yaml_reads_values_as_llamafactory_does():
+    OmegaConf = pytest.importorskip("omegaconf").OmegaConf
+
+    text = "do_train: yes\nbf16: on\nstreaming: no\nlearning_rate: 1e-4\nrun_name: 2024-05-01\nsave_steps: 0x10\n"
+    ours = yamlio.load(text)
+    assert ours == OmegaConf.to_container(OmegaConf.create(text))
+    assert run({"do_train": ours["do_train"], "run_name": ours["run_name"], "learning_rate": ours["learning_rate"]}) == []
+
+
+def test_output_dir_with_a_finished_model(tmp_path):
+    out = tmp_path / "saves" / "run"
+    out.mkdir(parents=True)
+    (out / "adapter_model.safetensors").write_bytes(b"x")
+    f = [x for x in run({"output_dir": "saves/run"}, base=tmp_path) if x.rule == "output-dir-not-empty"]
+    assert f and f[0].key == "output_dir" and "overwrite_output_dir: true" in f[0].fix
+    assert not [x for x in run({"output_dir": str(out), "overwrite_output_dir": True}) if x.rule == "output-dir-not-empty"]
+    (out / "checkpoint-10").mkdir()  # LLaMA-Factory resumes from it instead
+    assert not [x for x in run({"output_dir": str(out)}) if x.rule == "output-dir-not-empty"]
+
+
+@pytest.mark.parametrize("bad", ["x", 3, -1.5, ["a", 1], {"k": None}, None, True])
+def test_any_value_of_any_key_gives_findings_not_a_crash(bad):
+    from llf_recipes.schema import keys_for
+
+    for verb in ("train", "chat"):
+        for key in keys_for(verb):
+            for f in run({key: bad, "deepspeed": {"zero_optimization": {"stage": 3}}} if verb == "train" else {key: bad},
+                         verb=verb, launch=TORCHRUN):
+                assert f.key and f.fix
+
+
+def test_validate_cli_never_tracebacks_on_odd_files(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "odd.yaml").write_text("model_name_or_path: m\nstage: sft\ndo_train: true\ndataset: x\ndataset_dir: 5\n")
+    code, _, err = cli("validate", "odd.yaml")
+    assert code == 1 and "dataset_dir: must be str" in err
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00")
+    code, _, err = cli("validate", "binary.yaml")
+    assert code == 2 and "binary.yaml" in err and "UTF-8" in err

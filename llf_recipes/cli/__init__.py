@@ -35,6 +35,7 @@ VERBS = {
     "bench": "benchmark",
     "report": "report",
     "merge": "merge",
+    "engine": "engine",
 }
 
 

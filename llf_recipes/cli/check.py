@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from llf_recipes.cli.common import add_catalog_args, add_verb, catalog_from
-from llf_recipes.data.layouts import FORMATTINGS, STAGES
+from llf_recipes.data.layouts import FORMATTINGS, STAGES, remote_dir
 from llf_recipes.data.registry import INFO_NAME, parse_columns, read_info
 from llf_recipes.errors import LlfError
 
@@ -49,8 +49,12 @@ def report_for(args):
         if getattr(args, option):
             raise LlfError(f"--{option} goes with a FILE; a NAME's entry says how to read it", key=f"--{option}")
     data_dir = args.data_dir
-    info_path = Path(data_dir) / INFO_NAME
-    registered = {} if data_dir == "ONLINE" or data_dir.startswith("REMOTE:") else read_info(info_path)
+    if remote_dir(data_dir):
+        from llf_recipes.data.check import CheckReport
+
+        where = "the hub" if data_dir == "ONLINE" else f"the dataset_info.json of {data_dir[7:]} on the hub"
+        return CheckReport(note=f"not checked: with dataset_dir {data_dir} LLaMA-Factory looks {args.source!r} up in {where}")
+    registered = read_info(Path(data_dir) / INFO_NAME)
     if args.source in registered:
         entry = registered[args.source]
     else:
@@ -75,7 +79,9 @@ def main(args) -> int:
     if report.sampled:
         print(f"  note: the entry's num_samples makes LLaMA-Factory draw {report.sampled} row(s) from these"
               + (" (with repeats)" if report.sampled > report.usable else ""))
-    if report.usable == 0 and not report.bad:
+    if report.usable == 0:
         print("  no usable row: LLaMA-Factory stops with \"Cannot find valid samples\"")
+        if report.hint:
+            print(f"  {report.hint}")
         return 1
     return 1 if report.bad else 0

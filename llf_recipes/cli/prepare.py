@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from llf_recipes.cli.common import add_catalog_args, add_verb, catalog_from
+from llf_recipes.data.layouts import local_dir
 from llf_recipes.data.prepare import prepare
 from llf_recipes.errors import LlfError
 
@@ -27,6 +28,7 @@ def add_parser(sub) -> None:
 
 
 def main(args) -> int:
+    local_dir(args.data_dir, "prepare")
     catalog = catalog_from(args)
     names = list(args.names)
     if args.recipe:

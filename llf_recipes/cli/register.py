@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from llf_recipes.cli.common import add_catalog_args, add_verb, catalog_from
-from llf_recipes.data.layouts import FORMATTINGS, STAGES
+from llf_recipes.data.layouts import FORMATTINGS, STAGES, local_dir
 from llf_recipes.data.registry import INFO_NAME, parse_columns, register
 from llf_recipes.errors import LlfError
 
@@ -49,7 +49,7 @@ def _user_file_path(file: Path, data_dir: Path) -> str:
 
 
 def entries_from(args) -> dict[str, dict]:
-    data_dir = Path(args.data_dir)
+    data_dir = local_dir(args.data_dir, "register")
     if args.file:
         from llf_recipes.data.userdata import verified_entry
 

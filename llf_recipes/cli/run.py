@@ -16,7 +16,9 @@ from llf_recipes.cli.common import (
     layout_from,
     print_findings,
 )
-from llf_recipes.hardware import cpu_layout
+from llf_recipes.engines.env import parse_overrides
+from llf_recipes.engines.env import resolve as resolve_engine
+from llf_recipes.hardware import LOCAL_HOSTS, cpu_layout
 from llf_recipes.launch import NCCL_PRESETS, StagePlan, plan_stage
 from llf_recipes.launchers import LAUNCHERS, LaunchOptions
 from llf_recipes.launchers import execute as launch
@@ -51,9 +53,12 @@ def add_parser(sub) -> None:
     p.add_argument("--nccl", metavar=f"{'|'.join(sorted(NCCL_PRESETS))}[:IFACE]",
                    help="NCCL environment preset for multi-node runs; socket:eth0 also pins the network interface")
     p.add_argument("--launcher", choices=LAUNCHERS, default="auto",
-                   help="how stages start: local on this machine; ssh to every host of the hostfile; print the per-node commands; ray through LLaMA-Factory's Ray path or "
+                   help="how stages start: local on this machine; ssh to every host of the hostfile; slurm as an sbatch "
+                        "job (one task per node); print the per-node commands; ray through LLaMA-Factory's Ray path or "
                         "EasyR1 on a running cluster (--ray-address) (default: ssh when the hostfile names other hosts, "
                         "else local)")
+    p.add_argument("--sbatch", metavar="OPTION", action="append", default=[],
+                   help="--launcher slurm: an extra sbatch option, e.g. --sbatch=--partition=gpu --sbatch=--time=4:00:00")
     p.add_argument("--ssh-config", metavar="FILE", help="ssh client configuration (ssh -F FILE) for reaching the hosts")
     p.add_argument("--ray-address", metavar="HOST:PORT",
                    help="--launcher ray: the running cluster to attach to (default: $RAY_ADDRESS); it is checked "
@@ -62,6 +67,11 @@ def add_parser(sub) -> None:
                    help="engine for grpo stages: easyr1 (GPUs, one or many nodes, its own interpreter: --set "
                         "easyr1_python=PATH or $LLF_EASYR1_PYTHON) or trl (one node, CPU too); default: the stage's "
                         "`backend`, else trl on one node and easyr1 across nodes")
+    p.add_argument("--engine", action="append", default=[], metavar="NAME=PYTHON",
+                   help="run an engine's stages with an existing interpreter, e.g. llamafactory-ppo=/opt/ppo/bin/python "
+                        "(repeatable; `llf-recipes engine list` shows the engines)")
+    p.add_argument("--install-engines", action="store_true",
+                   help="install the engines the stages need (llf-recipes engine install NAME) instead of stopping")
     add_layout_args(p)
     add_override_args(p)
     add_catalog_args(p)
@@ -101,12 +111,13 @@ def build_plans(args, catalog) -> tuple[list[StagePlan], list]:
 
             if smoke:
                 smoke_settings(r, parsed.keys)
-            plan, found = plan_grpo(r, catalog, "trl" if smoke else getattr(args, "backend", None))
+            plan, found = plan_grpo(r, catalog, "trl" if smoke else getattr(args, "backend", None),
+                                    parse_overrides(getattr(args, "engine", None)))
             plans.append(plan)
             findings += [replace(f, severity="warning") if f.rule in set(args.allow) else f for f in found]
             continue
         findings += validate_stage(r, catalog, set(args.allow))
-        plans.append(plan_stage(r, nccl=args.nccl))
+        plans.append(plan_stage(r, nccl=args.nccl, engine=resolve_engine(r.engine, parse_overrides(args.engine))))
     return plans, findings
 
 
@@ -121,6 +132,8 @@ def plan_json(plans: list[StagePlan]) -> list[dict]:
             "torchrun": p.torchrun,
             "nodes": [{"node_rank": c.node_rank, "host": c.host, "argv": list(c.argv), "env": c.env} for c in p.commands],
             "config": p.rendered.config,
+            "engine": p.rendered.engine,
+            "translations": p.rendered.translations,
             **({"backend": p.backend, "engine_config": p.engine_config} if hasattr(p, "backend") else {}),
             **({"ray": ray_json(p.ray)} if getattr(p, "ray", None) is not None else {}),
         }
@@ -145,6 +158,10 @@ def print_plan(plans: list[StagePlan]) -> None:
             print("\n".join(p.describe()))
             continue
         print(f"\n[{i}/{len(plans)}] stage {p.stage}: llamafactory-cli {p.rendered.verb} -> {p.rendered.output_dir}{reads}")
+        if p.engine is not None:
+            print(f"  engine {p.engine.name}: {p.engine.python} ({p.engine.source})")
+        for note in p.rendered.translations:
+            print(f"  translated {note}")
         for f in p.files:
             print(f"  write {f}")
         for c in p.commands:
@@ -162,15 +179,25 @@ def main(args) -> int:
         print(f"not run: {len(errors(findings))} validation error(s)", file=sys.stderr)
         return 1
     if args.dry_run:
+        if args.launcher == "slurm":  # the job script each stage would submit
+            from llf_recipes.launchers.slurm import sbatch_script
+
+            for p in plans:
+                print(f"# stage {p.stage}: {p.config_path.parent / f'llf-{p.stage}.sbatch'}")
+                print(sbatch_script(p, p.config_path.parent))
+            return 0
         if args.json:
             print(json.dumps(plan_json(plans), indent=2, ensure_ascii=False))
         else:
             print_plan(plans)
         return 0
     names = {p.stage for p in plans}
+    ensure_engines(plans, args.install_engines)
     for p in plans:
         check_inputs(p, names)
         check_registered(p)
+        if hasattr(p, "check_nodes") and args.launcher not in ("print", "slurm"):  # the engine on every node
+            p.check_nodes(args.ssh_config, local_only=args.launcher == "ray")
         ensure_master_port(p, explicit=args.master_port is not None)
     source = args.hostfile or (f"--gpus {args.gpus}" if args.gpus else ("smoke" if args.smoke else "default"))
     for i, p in enumerate(plans, 1):
@@ -186,6 +213,35 @@ def main(args) -> int:
 
 def execute(plan: StagePlan, log: Path, args) -> int | None:
     """Run one stage through the chosen launcher; None when `--launcher print` only printed its commands."""
+    check_handoff(plan)  # again: an earlier stage of this run may have written the model directory
     options = LaunchOptions(args.launcher, args.ssh_config, getattr(args, "ray_address", None),
                             tuple(getattr(args, "sbatch", ()) or ()))
     return launch(plan, log, options)
+
+
+def ensure_engines(plans: list[StagePlan], install: bool) -> None:
+    """Every stage's engine is there before the first stage starts (or is installed now, with --install-engines)."""
+    for p in plans:
+        env = getattr(p, "engine", None)
+        local = all(c.host in LOCAL_HOSTS for c in p.commands)
+        if env is None or env.installed() or not local:  # other hosts: the launcher's preflight checks there
+            continue
+        if install and env.source == "not installed":
+            from llf_recipes.engines.install import install as install_engine
+
+            install_engine(env.engine, echo=lambda line: print(line, file=sys.stderr, flush=True))
+            if env.installed():
+                continue
+        raise env.missing_error(p.stage)
+    for p in plans:
+        check_handoff(p)
+
+
+def check_handoff(plan: StagePlan) -> None:
+    """A model directory given to an engine of another transformers major must read the same there."""
+    env = getattr(plan, "engine", None)
+    model = plan.rendered.config.get("model_name_or_path")
+    if env is not None and model:
+        from llf_recipes.engines.handoff import check
+
+        check(str(model), env.engine.transformers_major, env.name, plan.stage)

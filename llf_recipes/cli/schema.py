@@ -6,6 +6,7 @@ import json
 import sys
 
 from llf_recipes.cli.verb import add_verb
+from llf_recipes.errors import LlfError
 
 
 def add_parser(sub) -> None:
@@ -30,7 +31,11 @@ def main(args) -> int:
     if not args.output:
         sys.stdout.write(text)
         return 0
-    path = write_text(args.output, text)
+    try:
+        path = write_text(args.output, text)
+    except OSError as exc:
+        raise LlfError(f"cannot write the schema: {exc.strerror or exc}", where=args.output,
+                       fix="choose a writable path with -o") from None
     print(f"wrote {path} ({len(schema['properties'])} keys of llamafactory-cli {args.verb}); add to a YAML's first line:\n"
           f"  # yaml-language-server: $schema={args.output}")
     return 0

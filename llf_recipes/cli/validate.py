@@ -44,15 +44,22 @@ def add_parser(sub) -> None:
     p.set_defaults(func=main)
 
 
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LlfError(f"cannot read it as UTF-8 text: {exc}", where=str(path)) from None
+
+
 def _is_plain_config(path: Path) -> bool:
     if path.suffix not in (".yaml", ".yml", ".json") or not path.is_file():
         return False
-    head = path.read_text(encoding="utf-8").split("\n---", 1)[0]
+    head = _read(path).split("\n---", 1)[0]
     return "stages:" not in head
 
 
 def validate_plain(path: Path, args, catalog) -> int:
-    config = yamlio.load(path.read_text(encoding="utf-8"), where=str(path)) or {}
+    config = yamlio.load(_read(path), where=str(path)) or {}
     if not isinstance(config, dict):
         raise LlfError("a LLaMA-Factory config must be a mapping of keys", where=str(path))
     verb = args.verb or infer_verb(config)
@@ -61,7 +68,7 @@ def validate_plain(path: Path, args, catalog) -> int:
     torchrun = verb == "train" and (os.environ.get("FORCE_TORCHRUN", "").lower() in ("1", "true", "y")
                                     or layout.world_size > 1)
     findings = validate_config(
-        config, verb, stage=path.name, datasets=dataset_entries(catalog, config.get("dataset_dir", "data")),
+        config, verb, stage=path.name, datasets=dataset_entries(catalog, str(config.get("dataset_dir") or "data")),
         launch=launch_for(layout, torchrun), allow=set(args.allow), base=Path.cwd(),
     )
     print_findings(findings)

@@ -7,7 +7,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llf_recipes.data.layouts import MEDIA, STAGES, Aligned, Layout, RowError, align, check_media, drop_reason
+from llf_recipes.data.layouts import (
+    MEDIA,
+    STAGES,
+    Aligned,
+    Layout,
+    RowError,
+    align,
+    check_media,
+    drop_reason,
+    remote_dir,
+)
 from llf_recipes.data.rows import BadRow, iter_rows
 from llf_recipes.errors import LlfError
 
@@ -25,6 +35,7 @@ class CheckReport:
     warnings: list[BadRow] = field(default_factory=list)  # rows it keeps that teach little (an empty prompt or answer)
     preview: list[dict[str, Any]] = field(default_factory=list)
     note: str | None = None  # why nothing was checked (a hub dataset not in the local cache)
+    hint: str | None = None  # when no row is usable: the layout the rows look like, and what to run
     sampled: int | None = None
 
     @property
@@ -126,6 +137,11 @@ def check_file(path: str | Path, stage: str, entry: dict[str, Any] | Layout, *, 
                        f"like {describe(first_rows)}", where=str(path), key=layout.column(missing[0]),
                        fix=fix or f"llf-recipes register --file {path} --name {name} --stage {stage} --force  (writes "
                                   "the entry its layout needs), or convert it with `llf-recipes convert`")
+    if report.usable == 0 and report.rows:
+        from llf_recipes.data.detect import describe
+
+        report.hint = (f"the rows look like {describe(first_rows)}; `llf-recipes register --file {path} --name {name} "
+                       f"--stage {stage} --force` writes the entry that layout needs, or `llf-recipes convert` converts it")
     return report
 
 
@@ -171,7 +187,7 @@ def check_entry(entry: dict[str, Any], stage: str, dataset_dir: str | Path, *, n
     """An entry of dataset_info.json, wherever its rows are: a local file or folder, or a hub dataset's local cache."""
     layout = Layout.from_entry(entry, name)
     if layout.load_from == "file":
-        if str(dataset_dir) == "ONLINE" or str(dataset_dir).startswith("REMOTE:"):
+        if remote_dir(dataset_dir):
             return CheckReport(note=f"not checked: with dataset_dir {dataset_dir} LLaMA-Factory reads {name!r} from the hub")
         path = Path(dataset_dir) / layout.source
         if not path.exists():

@@ -127,6 +127,18 @@ def same_meaning(a: dict[str, Any], b: dict[str, Any]) -> bool:
         return a == b
 
 
+def remote_dir(dataset_dir: str | Path) -> bool:
+    """LLaMA-Factory's `dataset_dir: ONLINE` (names are hub datasets) or `REMOTE:<repo>` (dataset_info.json on the hub)."""
+    return str(dataset_dir) == "ONLINE" or str(dataset_dir).startswith("REMOTE:")
+
+
+def local_dir(dataset_dir: str | Path, verb: str) -> Path:
+    if remote_dir(dataset_dir):
+        raise LlfError(f"{verb} writes into a local data folder; {dataset_dir} tells LLaMA-Factory to read from the hub",
+                       key="--data-dir", fix="give a folder (LLaMA-Factory's dataset_dir), e.g. --data-dir data")
+    return Path(dataset_dir)
+
+
 def resolve_source(layout: Layout, dataset_dir: str | Path) -> Path | None:
     """The local path LLaMA-Factory reads a file entry from (None for hub, script and cloud entries)."""
     if layout.load_from != "file":

@@ -8,15 +8,17 @@ it on every node, head first, for the run's lifetime) and `write_files()`, which
 from __future__ import annotations
 
 import os
+import re
 import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llf_recipes import yamlio
+from llf_recipes.engines.env import EngineEnv
+from llf_recipes.engines.env import resolve as resolve_engine
 from llf_recipes.errors import LlfError
-from llf_recipes.grpo import easyr1
+from llf_recipes.grpo import easyr1, easyr1_rules
 from llf_recipes.grpo import settings as grpo_settings
 from llf_recipes.grpo.trl_args import grpo_config_kwargs, lora_kwargs
 from llf_recipes.launch import NodeCommand
@@ -26,6 +28,8 @@ from llf_recipes.schema.rules import Finding
 from llf_recipes.suggest import nearest
 
 TRL_ENTRY = "llf_recipes.grpo.trl_backend"
+TRL_STEP = re.compile(r"^checkpoint-(\d+)$")
+EASYR1_STEP = re.compile(r"^global_step_(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class GrpoPlan:
     ray: RayCluster | None = None  # Ray on every node (head first) for as long as `commands` run
     planned: tuple[PlannedFile, ...] = ()
     engine_config: dict[str, Any] = field(default_factory=dict)  # EasyR1's tree, or GRPOConfig's fields
+    engine: EngineEnv | None = None  # the environment that runs it (llf_recipes/engines)
 
     @property
     def stage(self) -> str:
@@ -74,8 +79,48 @@ class GrpoPlan:
         if not lora and self.backend == "trl":
             model["base"] = str(run_dir)
         if self.backend == "easyr1":
-            return easyr1.result_model(run_dir, s, model["base"], which)
+            return easyr1.result_model(run_dir, s, model["base"], which, strict=False)
         return model
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where the engine writes its checkpoints: TRL's checkpoint-N in the run directory, EasyR1's global_step_N
+        under checkpoints/."""
+        run_dir = self.config_path.parent
+        return easyr1.RunFiles(run_dir).checkpoints if self.backend == "easyr1" else run_dir
+
+    @property
+    def checkpoint_pattern(self) -> re.Pattern[str]:
+        return EASYR1_STEP if self.backend == "easyr1" else TRL_STEP
+
+    @property
+    def checkpoint_marker(self) -> str:
+        """The file an engine writes last into a checkpoint: one without it is incomplete."""
+        return "dataloader.pt" if self.backend == "easyr1" else "trainer_state.json"
+
+    def resume_from(self, checkpoint: Path | None) -> None:
+        """Start from `checkpoint` (one this stage's own fingerprint wrote), or fresh when None: the engine is told
+        exactly, never left to find a checkpoint by itself."""
+        if self.backend == "easyr1":
+            trainer = self.engine_config.setdefault("trainer", {})
+            trainer["find_last_checkpoint"] = False
+            if checkpoint is not None:
+                trainer["load_checkpoint_path"] = str(checkpoint.resolve())
+            elif "load_checkpoint_path" not in (self.settings.get("easyr1") or {}):
+                trainer.pop("load_checkpoint_path", None)
+        else:
+            self.engine_config["resume_from_checkpoint"] = str(checkpoint.resolve()) if checkpoint is not None else None
+
+    def check_nodes(self, ssh_config: str | None, local_only: bool = False) -> None:
+        """EasyR1's environment on every node of the layout (here only, for a cluster the run attaches to), all
+        nodes asked at once; raises one LlfError naming each problem. TRL runs in llf-recipes' own environment."""
+        if self.backend != "easyr1":
+            return
+        from llf_recipes.grpo.easyr1_nodes import check_nodes
+
+        layout = self.rendered.layout
+        hosts = [layout.nodes[0].host] if local_only else [n.host for n in layout.nodes]
+        check_nodes(hosts, self.commands[0].argv[0], ssh_config, layout.device == "cuda", self.stage)
 
     def describe(self) -> list[str]:
         lines = []
@@ -144,8 +189,14 @@ def _device_env(layout) -> dict[str, str]:
     return {var: layout.visible_devices()}
 
 
+def easyr1_engine(settings: dict[str, Any], overrides: dict[str, str] | None = None) -> EngineEnv:
+    """EasyR1's environment: --engine easyr1=PYTHON, the stage's `easyr1_python`, $LLF_ENGINE_EASYR1,
+    $LLF_EASYR1_PYTHON, the engines file, `llf-recipes engine install easyr1`, else python3 on PATH."""
+    return resolve_engine("easyr1", overrides, extra=settings.get("easyr1_python"))
+
+
 def easyr1_python(settings: dict[str, Any]) -> str:
-    return settings.get("easyr1_python") or os.environ.get("LLF_EASYR1_PYTHON") or "python3"
+    return easyr1_engine(settings).python
 
 
 def easyr1_dir(settings: dict[str, Any]) -> str | None:
@@ -159,7 +210,8 @@ def ray_program(python: str) -> str:
     return "ray"
 
 
-def plan_grpo(rendered: RenderedStage, catalog, backend: str | None = None) -> tuple[GrpoPlan, list[Finding]]:
+def plan_grpo(rendered: RenderedStage, catalog, backend: str | None = None,
+              engines: dict[str, str] | None = None) -> tuple[GrpoPlan, list[Finding]]:
     stage = f"{rendered.recipe.name}/{rendered.stage.name}"
     findings = grpo_settings.check_keys(rendered.config, stage)
     if any(f.severity == "error" for f in findings):
@@ -170,6 +222,7 @@ def plan_grpo(rendered: RenderedStage, catalog, backend: str | None = None) -> t
     layout = rendered.layout
     chosen = choose_backend(backend, s, layout)
     s["backend"] = chosen
+    rendered.engine = chosen  # the backends are engines of the same name
     data, data_findings = dataset_file(s["dataset"], s["dataset_dir"], catalog, stage)
     findings += data_findings
     if chosen == "trl" and layout.nnodes > 1:
@@ -178,9 +231,9 @@ def plan_grpo(rendered: RenderedStage, catalog, backend: str | None = None) -> t
         return _unplanned(rendered, chosen), findings
     batch = grpo_settings.batch_for(s, layout.world_size, where=stage)
     if chosen == "easyr1":
-        plan, more = _plan_easyr1(rendered, s, batch, data, base, stage)
+        plan, more = _plan_easyr1(rendered, s, batch, data, base, stage, easyr1_engine(s, engines))
     else:
-        plan, more = _plan_trl(rendered, s, batch, data)
+        plan, more = _plan_trl(rendered, s, batch, data, resolve_engine("trl", engines))
     return plan, findings + more
 
 
@@ -212,7 +265,7 @@ def _model_path(s: dict[str, Any], rendered: RenderedStage) -> tuple[str, bool]:
     return model, False
 
 
-def _plan_easyr1(rendered, s, batch, data, base: Path, stage: str) -> tuple[GrpoPlan, list[Finding]]:
+def _plan_easyr1(rendered, s, batch, data, base: Path, stage: str, engine: EngineEnv) -> tuple[GrpoPlan, list[Finding]]:
     layout = rendered.layout
     files = easyr1.RunFiles(Path(s["output_dir"]).resolve())
     model, produced = _model_path(s, rendered)
@@ -221,11 +274,11 @@ def _plan_easyr1(rendered, s, batch, data, base: Path, stage: str) -> tuple[Grpo
     planned = {files.train, files.val, files.reward, files.format_prompt, files.config}
     if produced:
         planned.add(Path(model))
-    findings = easyr1.validate(config, stage, planned)
+    findings = easyr1_rules.validate(config, stage, planned)
     if data is not None and data.is_file():
         try:
             train, _val = easyr1.split_rows(data, s["val_size"], s["seed"])
-            findings += easyr1.check_rows(easyr1.flatten(config), stage, len(train))
+            findings += easyr1_rules.check_rows(easyr1.flatten(config), stage, len(train))
             rows = f"{len(train)} training rows from {data}"
             val_rows = f"{len(_val)} validation rows from {data}"
         except LlfError as exc:
@@ -233,7 +286,12 @@ def _plan_easyr1(rendered, s, batch, data, base: Path, stage: str) -> tuple[Grpo
             rows = val_rows = f"rows from {data}"
     else:
         rows, val_rows = f"training rows from {data}", f"validation rows from {data}"
-    python = easyr1_python(s)
+    if s["finetuning_type"] != "lora" and not easyr1_dir(s):
+        findings.append(Finding("easyr1-merge", "easyr1_dir", "a full-parameter EasyR1 run leaves FSDP shards; merging "
+                                "them into a model needs EasyR1's scripts/model_merger.py, and easyr1_dir is not set",
+                                "set easyr1_dir (or $LLF_EASYR1_DIR) to your EasyR1 checkout; without it the run "
+                                "completes and `export` merges later", stage, "warning"))
+    python = engine.python
     prompt = easyr1.format_prompt_text(s["format_prompt"]) if s["format_prompt"] in ("gsm8k", "gsm8k_zero_shot") else None
     planned_files = [
         PlannedFile(files.train, rows),
@@ -253,11 +311,11 @@ def _plan_easyr1(rendered, s, batch, data, base: Path, stage: str) -> tuple[Grpo
         cluster = RayCluster(tuple(n.host for n in layout.nodes), int(s["ray_port"]), ray_program(python), python,
                              0 if layout.device == "cpu" else layout.per_node, _device_env(layout), accelerator)
     plan = GrpoPlan(rendered, files.config, tuple(f.path for f in planned_files), False, (main,), "easyr1", s, data,
-                    cluster, tuple(planned_files), config)
+                    cluster, tuple(planned_files), config, engine)
     return plan, findings
 
 
-def _plan_trl(rendered, s, batch, data) -> tuple[GrpoPlan, list[Finding]]:
+def _plan_trl(rendered, s, batch, data, engine: EngineEnv) -> tuple[GrpoPlan, list[Finding]]:
     layout = rendered.layout
     config_path = Path(s["output_dir"]) / f"llf-{rendered.stage.name}.yaml"
     model, _ = _model_path(s, rendered)
@@ -266,14 +324,15 @@ def _plan_trl(rendered, s, batch, data) -> tuple[GrpoPlan, list[Finding]]:
            "grpo_config": kwargs, "lora_config": lora_kwargs(s)}
     torchrun = layout.world_size > 1
     module = ("-m", TRL_ENTRY, str(config_path))
-    argv = (sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={layout.per_node}", *module) if torchrun \
-        else (sys.executable, *module)
+    python = engine.python  # llf-recipes' own interpreter unless pointed elsewhere (it imports llf_recipes)
+    argv = (python, "-m", "torch.distributed.run", f"--nproc_per_node={layout.per_node}", *module) if torchrun \
+        else (python, *module)
     env = {**_device_env(layout), "PYTHONUNBUFFERED": "1"}
     planned = (PlannedFile(config_path, "GRPO settings and the GRPOConfig/LoRA arguments the TRL backend uses",
                            yamlio.dump(doc)),)
     command = NodeCommand(0, layout.nodes[0].host, argv, env)
     return GrpoPlan(rendered, config_path, (config_path,), torchrun, (command,), "trl", s, data, planned=planned,
-                    engine_config=doc), []
+                    engine_config=doc, engine=engine), []
 
 
 # ---------------------------------------------------------------- writing
@@ -305,7 +364,7 @@ def _write_easyr1(plan: GrpoPlan) -> list[Path]:
         write_text(files.format_prompt, prompt)
     easyr1.copy_reward_lib(files.reward_lib)
     write_text(files.reward, easyr1.reward_module_text())
-    findings = easyr1.validate(plan.engine_config, f"{plan.rendered.recipe.name}/{plan.stage}")
+    findings = easyr1_rules.validate(plan.engine_config, f"{plan.rendered.recipe.name}/{plan.stage}")
     errors = [f for f in findings if f.severity == "error"]
     if errors:
         raise LlfError("the EasyR1 config would fail at start-up:\n" + "\n".join(f.format() for f in errors),

@@ -129,6 +129,24 @@ def label(name: str) -> str:
     return split_spec(name)[1] if is_user_spec(name) else name
 
 
+def labels(names: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """A distinct metric name per reward: the short one where it is unique, else qualified by its module or file
+    (`a.score`, `b.score`), else the whole spec: two rewards that share a function name must not merge into one score."""
+    from collections import Counter
+
+    short = {n: label(n) for n in names}
+    counts = Counter(short.values())
+    out = {}
+    for n in names:
+        if counts[short[n]] > 1 and is_user_spec(n):
+            target, func = split_spec(n)
+            out[n] = f"{Path(target).stem if target.endswith('.py') else target}.{func}"
+        else:
+            out[n] = short[n]
+    counts = Counter(out.values())
+    return {n: (n if counts[v] > 1 and is_user_spec(n) else v) for n, v in out.items()}
+
+
 def score(response: str, answer: str | None, rewards: dict[str, Reward], **row) -> dict[str, float]:
     """Every reward for one response, and their sum as `overall`."""
     out = {name: float(fn(response, answer, **row)) for name, fn in rewards.items()}
@@ -142,5 +160,5 @@ REWARD_TYPE = "batch"
 
 def easyr1_compute_score(reward_inputs: list[dict], rewards: list[str] | tuple[str, ...] = DEFAULT,
                          base: str | None = None, **_: object) -> list[dict[str, float]]:
-    functions = {label(name): load(name, base) for name in rewards}
+    functions = {tag: load(name, base) for name, tag in labels(list(rewards)).items()}
     return [score(item["response"], item.get("ground_truth"), functions) for item in reward_inputs]

@@ -128,6 +128,10 @@ def check_rewards(names: list[Any], stage: str | None, base: str | None = None) 
     out: list[Finding] = []
     if not names:
         out.append(Finding("grpo-reward", "rewards", "lists no reward function", f"e.g. rewards: {list(reward_lib.DEFAULT)}", stage))
+    twice = sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})
+    if twice:
+        out.append(Finding("grpo-reward", "rewards", f"lists {', '.join(map(repr, twice))} more than once (each would "
+                           "count twice in the reward)", "list each reward once", stage))
     for name in names:
         if not isinstance(name, str):
             out.append(Finding("grpo-reward", "rewards", f"{name!r} is not a reward name", "write names as strings", stage))

@@ -45,7 +45,7 @@ def completion_text(completion: Any) -> str:
     return str(completion)
 
 
-def trl_reward(name: str, fn) -> Any:
+def trl_reward(name: str, fn, tag: str | None = None) -> Any:
     """Adapt a `reward(response, answer, **row)` function to TRL's `f(prompts, completions, **columns)`."""
 
     def reward(prompts=None, completions=None, answer=None, **columns) -> list[float]:
@@ -55,7 +55,7 @@ def trl_reward(name: str, fn) -> Any:
                 for i in range(len(texts))]
         return [float(fn(t, a, **row)) for t, a, row in zip(texts, answers, rows)]
 
-    reward.__name__ = reward_lib.label(name)  # TRL logs rewards/<name>/mean under this name
+    reward.__name__ = tag or reward_lib.label(name)  # TRL logs rewards/<name>/mean under this name
     return reward
 
 
@@ -79,7 +79,8 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
 
     model_path = config["model_name_or_path"]
     try:
-        functions = [trl_reward(n, reward_lib.load(n, Path.cwd())) for n in config["rewards"]]
+        tags = reward_lib.labels(list(config["rewards"]))
+        functions = [trl_reward(n, reward_lib.load(n, Path.cwd()), tags[n]) for n in config["rewards"]]
     except (reward_lib.RewardSpecError, ImportError) as exc:
         raise LlfError(str(exc), key="rewards", fix="name built-in rewards, module:function or path/file.py:function") from None
     dataset = load_rows(config["data_file"])
@@ -102,7 +103,7 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     lora = config.get("lora_config")
     trainer = GRPOTrainer(model=model, reward_funcs=functions, args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=LoraConfig(**lora) if lora else None)
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=config.get("resume_from_checkpoint") or None)
     trainer.save_model(args.output_dir)  # the adapter (or the full model) in output_dir itself
     tokenizer.save_pretrained(args.output_dir)
     trainer.save_state()

@@ -1,5 +1,5 @@
 """Launchers: how a planned stage's per-node commands start. local, ssh (each node under the watchdog), ray (a cluster
-the run owns, or one it attaches to) and print share one contract: start every node's command,
+the run owns, or one it attaches to), slurm (an sbatch job) and print share one contract: start every node's command,
 stream its output with a per-node prefix into a log per node, stop every node on failure or Ctrl-C, and return the
 worst exit code (None when nothing ran: print). None of them knows about stages beyond the plan's commands; a plan
 that needs a Ray cluster across its nodes carries it as `plan.ray`.
@@ -16,7 +16,7 @@ from llf_recipes.errors import LlfError
 from llf_recipes.hardware import LOCAL_HOSTS
 from llf_recipes.launch import StagePlan, execute_local
 
-LAUNCHERS = ("auto", "local", "ssh", "print", "ray")
+LAUNCHERS = ("auto", "local", "ssh", "print", "ray", "slurm")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,10 @@ def execute(plan: StagePlan, log: Path, options: LaunchOptions) -> int | None:
 
         print_commands(plan)
         return None
+    if name == "slurm":
+        from llf_recipes.launchers import slurm
+
+        return slurm.execute(plan, log.parent, options)
     if name == "ray":
         return _execute_ray(plan, log, options)
     if cluster is not None and name in ("auto", "ssh"):
@@ -52,7 +56,7 @@ def execute(plan: StagePlan, log: Path, options: LaunchOptions) -> int | None:
         return execute_local(plan, log)
     if name == "local":
         raise LlfError(f"stage {plan.stage} spans {len(plan.commands)} node(s) or a remote host; --launcher local "
-                       "cannot start it", fix="use --launcher ssh, print or ray")
+                       "cannot start it", fix="use --launcher ssh, slurm, print or ray")
     if name not in ("auto", "ssh"):
         raise LlfError(f"unknown launcher {name!r}", fix=f"use one of {', '.join(LAUNCHERS)}")
     from llf_recipes.launchers import ssh

@@ -34,8 +34,8 @@ class DeepSpeedSource:
             if not path.is_file():
                 self.problem = ("deepspeed-missing", f"the DeepSpeed config {value} does not exist"
                                 + (f" (looked in {base})" if base is not None and not Path(value).is_absolute() else ""),
-                                "point deepspeed at an existing JSON file (a relative path is read from the directory "
-                                "llamafactory-cli starts in), or use a bundled profile: --set deepspeed=z2")
+                                ("point deepspeed at an existing JSON file (a relative path is read from the directory "
+                                "llamafactory-cli starts in), or use a bundled profile: --set deepspeed=z2"))
             else:
                 try:
                     text = path.read_text(encoding="utf-8")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from llf_recipes.schema import keys_for
+from llf_recipes.schema import SUPPORTED_VERSION, keys_for
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,11 @@ class Settings:
 
     config: dict[str, Any]
     verb: str = "train"
+    version: str = SUPPORTED_VERSION  # the LLaMA-Factory version whose defaults apply
     keys: dict[str, dict[str, Any]] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.keys = keys_for(self.verb)
+        self.keys = keys_for(self.verb, self.version)
 
     def __getitem__(self, key: str) -> Any:
         if key in self.config:

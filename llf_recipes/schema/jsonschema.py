@@ -20,7 +20,7 @@ def _property(spec: dict[str, Any]) -> dict[str, Any]:
         types = {KIND_TYPES[k] for k in kinds if k in KIND_TYPES}
         if "number" in types:
             types.discard("integer")  # a number schema takes whole numbers too
-        prop["type"] = sorted(types)[0] if len(types) == 1 else sorted(types)
+        prop["type"] = next(iter(types)) if len(types) == 1 else sorted(types)
     choices = spec.get("choices")
     if choices:
         enum = list(choices) + ([None] if "null" in kinds else [])

@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llf_recipes.schema import VERB_ARGS, keys_for
-from llf_recipes.schema import arguments, deepspeed, packages, startup
+from llf_recipes.schema import SUPPORTED_VERSION, VERB_ARGS, arguments, deepspeed, keys_for, packages, startup
 from llf_recipes.schema.deepspeed import DeepSpeedSource
 from llf_recipes.schema.findings import Collector, Finding, LaunchInfo, Settings
 from llf_recipes.schema.findings import kind as _kind
@@ -52,10 +51,10 @@ def _type_fix(key: str, value: Any, kinds: list[str], want: str) -> str:
     return f"write a {want} value for {key}"
 
 
-def check_keys(config: dict[str, Any], verb: str, stage: str | None) -> list[Finding]:
+def check_keys(config: dict[str, Any], verb: str, stage: str | None, version: str = SUPPORTED_VERSION) -> list[Finding]:
     """Unknown keys, wrong value kinds and values outside an enumerated set."""
-    schema = keys_for(verb)
-    train_keys = keys_for("train")
+    schema = keys_for(verb, version)  # the LLaMA-Factory version of the engine that runs the stage
+    train_keys = keys_for("train", version)
     out: list[Finding] = []
     for key, value in config.items():
         spec = schema.get(key)
@@ -65,7 +64,7 @@ def check_keys(config: dict[str, Any], verb: str, stage: str | None) -> list[Fin
                                    f"remove it from the {verb} config (it only applies to llamafactory-cli train)", stage))
                 continue
             guess = nearest(key, schema)
-            out.append(Finding("unknown-key", key, f"is not a LLaMA-Factory 0.9.5 `{verb}` argument",
+            out.append(Finding("unknown-key", key, f"is not a LLaMA-Factory {version} `{verb}` argument",
                                f"did you mean `{guess}`?" if guess else f"remove `{key}`", stage))
             continue
         kinds = spec["kinds"]
@@ -87,6 +86,12 @@ def check_keys(config: dict[str, Any], verb: str, stage: str | None) -> list[Fin
     return out
 
 
+def _examples(datasets: dict[str, dict[str, Any]], fits) -> str:
+    """` (e.g. a, b)`: up to three registered entries of the kind a fix asks for."""
+    names = [name for name, entry in datasets.items() if fits(entry)][:3]
+    return f" (e.g. {', '.join(names)})" if names else ""
+
+
 def check_semantics(
     config: dict[str, Any],
     verb: str,
@@ -96,8 +101,10 @@ def check_semantics(
 ) -> list[Finding]:
     """Cross-key rules that LLaMA-Factory checks late, or never."""
     out: list[Finding] = []
-    lf_stage = config.get("stage", "sft")
+    # A value of the wrong kind is named by check_keys; here it reads as text, so no rule breaks on it.
+    lf_stage = config.get("stage", "sft") if isinstance(config.get("stage", "sft"), str) else str(config.get("stage"))
     method = config.get("finetuning_type", "lora")
+    method = method if isinstance(method, str) else str(method)
 
     def add(rule: str, key: str, message: str, fix: str) -> None:
         out.append(Finding(rule, key, message, fix, stage))
@@ -122,22 +129,17 @@ def check_semantics(
                 ranking = bool(entry.get("ranking", False))
                 if lf_stage in RANKING_STAGES and not ranking:
                     add("ranking-mismatch", key, f"stage {lf_stage} needs paired data but entry {name!r} has no `ranking: true`",
-                        "use a preference dataset (chosen/rejected) registered with ranking: true")
+                        "use a preference dataset" + _examples(datasets, lambda e: e.get("ranking")) + ", or register "
+                        f"yours: `llf-recipes register --file FILE --name NAME --stage {lf_stage}`")
                 elif lf_stage not in RANKING_STAGES and ranking:
                     add("ranking-mismatch", key, f"entry {name!r} is ranked (chosen/rejected) but stage {lf_stage} reads single answers",
-                        "use stage rm or dpo with this dataset, or a dataset with ranking: false")
+                        "set stage: dpo (or rm) for this dataset, or use one with single answers"
+                        + _examples(datasets, lambda e: not e.get("ranking") and "kto_tag" not in (e.get("columns") or {})))
                 if lf_stage == "kto" and not (entry.get("columns") or {}).get("kto_tag"):
                     add("kto-needs-tag", key, f"stage kto needs a `kto_tag` column, entry {name!r} has none",
-                        "use a KTO dataset whose columns map kto_tag to a boolean field")
+                        "use a KTO dataset whose columns map kto_tag to a boolean field"
+                        + _examples(datasets, lambda e: (e.get("columns") or {}).get("kto_tag")))
 
-    if lf_stage == "ppo" and verb == "train":
-        # Its PPO trainer is built on trl's old step API (trl 0.8.6-0.9.6), while its other trainers need trl >= 0.10
-        # APIs and it installs trl 0.24: no single trl runs every stage. A warning, so the recipe stays renderable.
-        out.append(Finding("ppo-needs-old-trl", "stage",
-                           "LLaMA-Factory 0.9.5's PPO trainer refuses trl > 0.9.6, but its other stages need the trl 0.24 it "
-                           "installs: on the tested set the ppo stage stops at start-up",
-                           "run PPO in an environment with trl 0.9.6 and an older LLaMA-Factory, or use dpo/kto instead",
-                           stage, "warning"))
     if lf_stage == "ppo" and verb == "train" and not config.get("reward_model"):
         add("ppo-needs-reward-model", "reward_model", "stage ppo needs a reward model",
             "set reward_model to a reward model's output dir (in a recipe: {{ stage_output('rm') }})")
@@ -176,33 +178,41 @@ def validate_config(
     deepspeed_json: dict[str, Any] | DeepSpeedSource | None = None,
     allow: set[str] | frozenset[str] = frozenset(),
     base: Path | None = None,
+    version: str = SUPPORTED_VERSION,
 ) -> list[Finding]:
     """Every finding for one config. `deepspeed_json` is the DeepSpeed config when the caller has it (a recipe's
     profile), else the `deepspeed` value is read (relative paths from `base`, the directory LLaMA-Factory starts in)."""
     launch = launch or LaunchInfo()
-    findings = check_keys(config, verb, stage) + check_semantics(config, verb, stage, datasets or {}, launch)
+    findings = check_keys(config, verb, stage, version) + check_semantics(config, verb, stage, datasets or {}, launch)
     report = Collector(stage)
-    known = keys_for(verb)
-    settings = Settings({k: v for k, v in config.items() if k in known}, verb)
+    known = keys_for(verb, version)
+    settings = Settings({k: v for k, v in config.items() if k in known}, verb, version)
     ds = None
     if verb == "train" and (deepspeed_json is not None or config.get("deepspeed") is not None):
         ds = deepspeed_json if isinstance(deepspeed_json, DeepSpeedSource) else DeepSpeedSource(
             deepspeed_json if deepspeed_json is not None else config["deepspeed"], base)
-    try:
-        startup.check_model(settings, report)
-        arguments.check_model_args(settings, report, base)
-        arguments.check_data(settings, report)
-        arguments.check_finetuning(settings, report)
-        if verb == "train":
-            startup.check_train(settings, launch, ds.zero_stage if ds else None, report)
-            arguments.check_training_args(settings, report)
-            if ds is not None:
-                deepspeed.check_deepspeed(settings, ds, launch.world_size, report)
-        else:
-            startup.check_infer(settings, report)
-        packages.check_packages(settings, verb, launch, report)
-    except (TypeError, ValueError, AttributeError):
-        pass  # a value of the wrong kind breaks a cross-key rule; the type check above already names it
+    checks = [
+        lambda: startup.check_model(settings, report),
+        lambda: arguments.check_model_args(settings, report, base),
+        lambda: arguments.check_data(settings, report),
+        lambda: arguments.check_finetuning(settings, report),
+    ]
+    if verb == "train":
+        checks += [
+            lambda: startup.check_train(settings, launch, ds.zero_stage if ds else None, report, base),
+            lambda: arguments.check_training_args(settings, report),
+        ]
+        if ds is not None:
+            checks.append(lambda: deepspeed.check_deepspeed(settings, ds, launch.world_size, report))
+    else:
+        checks.append(lambda: startup.check_infer(settings, report))
+    if version == SUPPORTED_VERSION:  # another engine's packages live in its own environment: `engine check`
+        checks.append(lambda: packages.check_packages(settings, verb, launch, report))
+    for check in checks:
+        try:
+            check()
+        except (TypeError, ValueError, AttributeError):
+            pass  # a value of the wrong kind breaks a cross-key rule; the type check above already names it
     seen = {(f.rule, f.key) for f in findings}
     findings += [f for f in report.findings if (f.rule, f.key) not in seen]
     return [

@@ -96,7 +96,7 @@ def _splits_commas(cls: type, name: str) -> bool:
             if getattr(cls(**base, **{name: text}), name) != items:
                 continue
             return getattr(cls(**base, **{name: list(items)}), name) == items
-        except Exception:  # noqa: BLE001 - a key that refuses the probe value is simply not a list key
+        except Exception:  # noqa: BLE001, S112 - a key that refuses the probe value is simply not a list key
             continue
     return False
 

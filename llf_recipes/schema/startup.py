@@ -4,9 +4,17 @@ the ones that only probe hardware are left out (the config is checked for the GP
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from llf_recipes.schema.findings import Collector, LaunchInfo, Settings, names
 
 PPO_LOGGERS = {"wandb", "tensorboard", "trackio", "none"}
+# The weight files whose presence, without a checkpoint-N directory to resume from, makes LLaMA-Factory refuse to
+# train into an output directory (extras/constants.py CHECKPOINT_NAMES).
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors.index.json", "model.safetensors",
+                "pytorch_model.bin.index.json", "pytorch_model.bin")
+_CHECKPOINT_DIR = re.compile(r"^checkpoint-\d+$")
 
 
 def _eval_requested(s: Settings) -> list[str]:
@@ -17,7 +25,7 @@ def _eval_requested(s: Settings) -> list[str]:
     return keys
 
 
-def check_train(s: Settings, launch: LaunchInfo, zero_stage: int | None, r: Collector) -> None:
+def check_train(s: Settings, launch: LaunchInfo, zero_stage: int | None, r: Collector, base: Path | None = None) -> None:
     stage = s["stage"]
     zero3 = zero_stage == 3
     if stage != "sft":
@@ -100,6 +108,28 @@ def check_train(s: Settings, launch: LaunchInfo, zero_stage: int | None, r: Coll
               "not training", "remove infer_backend from the training config")
     if "trackio" in names(s["report_to"]) and not s["project"]:
         r.add("trackio-needs-project", "project", "reporting to trackio needs a project name", "add project: NAME")
+    _check_output_dir(s, base, r)
+
+
+def _check_output_dir(s: Settings, base: Path | None, r: Collector) -> None:
+    """A finished model in output_dir and no checkpoint to resume from: LLaMA-Factory will not overwrite it."""
+    output_dir = s.text("output_dir")
+    if not output_dir or not s.on("do_train") or s.set("resume_from_checkpoint") or s.on("overwrite_output_dir"):
+        return
+    if s["stage"] in ("rm", "ppo") and s["finetuning_type"] in ("full", "freeze"):
+        return  # these stages never resume, so LLaMA-Factory does not look
+    path = Path(output_dir).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    if not path.is_dir():
+        return
+    entries = list(path.iterdir())
+    if any(e.is_dir() and _CHECKPOINT_DIR.match(e.name) for e in entries):
+        return  # LLaMA-Factory resumes from the last checkpoint
+    found = sorted(e.name for e in entries if e.name in WEIGHT_FILES and e.is_file())
+    if found:
+        r.add("output-dir-not-empty", "output_dir", f"{output_dir} already holds a trained model ({found[0]}) and no "
+              "checkpoint to resume from", "add overwrite_output_dir: true to train over it, or choose another output_dir")
 
 
 def check_model(s: Settings, r: Collector) -> None:
@@ -133,8 +163,8 @@ def check_infer(s: Settings, r: Collector) -> None:
     adapters = names(s["adapter_name_or_path"]) if isinstance(s["adapter_name_or_path"], str) else []
     for key, bad, message, fix in (
         ("stage", s["stage"] != "sft", "vLLM only serves auto-regressive models (stage sft)", "remove stage, or use infer_backend: huggingface"),
-        ("quantization_bit", s.set("quantization_bit"), "vLLM does not support bitsandbytes quantization (GPTQ and AWQ "
-         "models work)", "remove quantization_bit, or use infer_backend: huggingface"),
+        ("quantization_bit", s.set("quantization_bit"), ("vLLM does not support bitsandbytes quantization (GPTQ and AWQ "
+         "models work)"), "remove quantization_bit, or use infer_backend: huggingface"),
         ("rope_scaling", s.set("rope_scaling"), "vLLM does not support RoPE scaling", "remove rope_scaling"),
         ("adapter_name_or_path", len(adapters) > 1, "vLLM takes a single adapter", "merge the adapters first (llamafactory-cli export)"),
     ):
@@ -146,5 +176,5 @@ RULES = (
     "sft-only-option", "predict-needs-generate", "best-model-unsupported", "ppo-options", "streaming-needs-max-steps",
     "train-needs-dataset", "eval-needs-data", "generate-conflict", "quantized-device-map", "zero3-conflict",
     "layerwise-distributed", "optimizer-deepspeed", "fp8-quantization", "infer-backend-train", "trackio-needs-project",
-    "adapter-needs-lora", "quantization-conflict", "vllm-limits",
+    "adapter-needs-lora", "quantization-conflict", "vllm-limits", "output-dir-not-empty",
 )

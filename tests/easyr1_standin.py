@@ -1,0 +1,24 @@
+"""A stand-in for EasyR1's environment (EasyR1 itself needs NVIDIA GPUs): a `verl` package shaped like EasyR1's
+(verl/trainer/main.py, no main_ppo.py) whose main is the test's own, and distribution metadata with the versions
+EasyR1 pins (omegaconf 2.3, transformers 4, vllm, flash-attn), put first on PYTHONPATH of this interpreter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+VERSIONS = {"verl": "0.3.3.dev0", "omegaconf": "2.3.0", "transformers": "4.52.4", "vllm": "0.8.5",
+            "flash_attn": "2.7.4"}
+
+
+def make(root: Path, main: str) -> Path:
+    """Write the stand-in under root; returns the directory to put first on PYTHONPATH."""
+    trainer = root / "verl" / "trainer"
+    trainer.mkdir(parents=True)
+    (root / "verl" / "__init__.py").write_text("")
+    (trainer / "__init__.py").write_text("")
+    (trainer / "main.py").write_text(main)
+    for dist, version in VERSIONS.items():
+        info = root / f"{dist}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist.replace('_', '-')}\nVersion: {version}\n")
+    return root
