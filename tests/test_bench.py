@@ -120,7 +120,8 @@ def test_eval_keeps_what_bench_wrote(benched, zhihu_runs, tmp_path):
     assert json.loads(out.read_text())["zhihu/sft"]["benchmarks"] == results["zhihu/sft"]["benchmarks"]
 
 
-def test_bench_errors_are_one_line(zhihu_runs, task_dir, tmp_path, cli):
+def test_bench_errors_are_one_line(zhihu_runs, task_dir, tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # in-process: bench would set it for the rest of the process
     code, _, err = cli("bench", zhihu_runs / "zhihu" / "sft", "--tasks", "llf_quiz_mx", "--include-path", task_dir)
     assert code == 2 and "no task 'llf_quiz_mx'" in err and "llf_quiz_mc" in err and "Traceback" not in err
     code, _, err = cli("bench", tmp_path / "no-run", "--tasks", "llf_quiz_mc", "--include-path", task_dir)
