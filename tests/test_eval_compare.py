@@ -61,7 +61,7 @@ def test_a_bare_model_directory_is_evaluated(zhihu_runs, tiny_model, tmp_path):
     data = zhihu_runs.parent / "data"
     out = tmp_path / "results.json"
     proc, results = _eval(tiny_model, "--dataset", "zhihu_sft", "--data-dir", data, "--template", "qwen",
-                          "--max-samples", "5", "--max-generation-samples", "1", "--max-new-tokens", "4", out=out)
+                          "--limit", "5", "--max-generation-samples", "1", "--max-new-tokens", "4", out=out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = results[tiny_model.name]
     assert record["method"] == "base" and record["model_path"] == str(tiny_model.resolve())
@@ -150,7 +150,7 @@ def test_forgetting_check_flags_a_damaged_run_and_passes_a_sound_one(zhihu_runs,
               "answer": 0} for i in range(15)]
     general = tmp_path / "general.jsonl"
     general.write_text("".join(json.dumps(item) + "\n" for item in items))
-    proc, first = _eval(tiny_model, "--template", "qwen", "--general", general, "--max-samples", "0",
+    proc, first = _eval(tiny_model, "--template", "qwen", "--general", general, "--limit", "0",
                         "--max-generation-samples", "0", out=tmp_path / "first.json")
     assert proc.returncode == 0, proc.stderr[-3000:]
     picked = first[tiny_model.name]["general"]["picked"]
@@ -158,7 +158,7 @@ def test_forgetting_check_flags_a_damaged_run_and_passes_a_sound_one(zhihu_runs,
 
     damaged = _damaged_copy(zhihu_runs / "zhihu" / "sft", tmp_path / "runs" / "damaged" / "sft")
     out = tmp_path / "results.json"
-    proc, results = _eval(zhihu_runs / "zhihu" / "sft", damaged, "--general", general, "--max-samples", "0",
+    proc, results = _eval(zhihu_runs / "zhihu" / "sft", damaged, "--general", general, "--limit", "0",
                           "--max-generation-samples", "0", out=out)
     assert proc.returncode == 1, proc.stderr[-3000:]  # a failed acceptance check
     assert "forgetting check failed: damaged/sft" in proc.stderr

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llf_recipes.cli.verb import add_verb
+from llf_recipes.cli.verb import add_verb, device_type
 from llf_recipes.errors import LlfError
 
 
@@ -21,11 +21,13 @@ def add_parser(sub) -> None:
     p.add_argument("--limit", type=int, metavar="N", help="at most N rows per task (a quick check, not a score)")
     p.add_argument("--num-fewshot", type=int, metavar="N", help="few-shot examples (default: each task's own)")
     p.add_argument("--baseline", action="store_true", help="also score each run's base model (entries base:RUN)")
-    p.add_argument("--methods", action="append", default=[], metavar="METHOD[,METHOD]",
-                   help="only runs of these methods or stage names")
+    p.add_argument("--methods", nargs="+", default=[], metavar="METHOD[,METHOD]",
+                   help="only runs of these methods (sft,dpo,orpo,simpo,kto,rm,pt,grpo) or recipe stage names")
     p.add_argument("--backend", default="auto", choices=("auto", "hf", "vllm"),
                    help="lm-eval model: vllm on a GPU when installed, else hf (default: auto)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--device", type=device_type(with_index=True), default="auto", metavar="{auto,cuda,npu,cpu}[:N]",
+                   help="where lm-eval runs the models: auto (a GPU when torch sees one), cuda, cuda:N, npu or cpu "
+                        "(default: auto)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="lm-eval batch size (default: 8)")
     p.add_argument("--apply-chat-template", action="store_true", help="wrap prompts in the model's chat template")
     p.add_argument("-o", "--output", metavar="FILE",
