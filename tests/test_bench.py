@@ -114,7 +114,7 @@ def test_eval_keeps_what_bench_wrote(benched, zhihu_runs, tmp_path):
     _, results = benched
     out = tmp_path / "results.json"
     out.write_text(json.dumps(results))
-    proc = run_cli_subprocess("eval", zhihu_runs / "zhihu" / "sft", "--max-samples", "0", "--max-generation-samples", "0",
+    proc = run_cli_subprocess("eval", zhihu_runs / "zhihu" / "sft", "--limit", "0", "--max-generation-samples", "0",
                               "-o", out, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(out.read_text())["zhihu/sft"]["benchmarks"] == results["zhihu/sft"]["benchmarks"]
