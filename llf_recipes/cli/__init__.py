@@ -26,6 +26,7 @@ VERBS = {
     "convert": "convert",
     "clean": "clean",
     "check": "check",
+    "select": "select",
     "doctor": "doctor",
     "export": "export",
     "ask": "ask",
