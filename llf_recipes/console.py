@@ -120,6 +120,15 @@ class EngineEcho:
             print(line, file=sys.stderr, flush=True)
 
 
+def shown_path(path: str | Path) -> str:
+    """A path as the user would type it: relative to the current directory when under it."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
 def tail(path: str | Path, lines: int = 20, max_bytes: int = 256 * 1024) -> list[str]:
     """The last `lines` lines of a log (reading at most its last `max_bytes`), carriage-return redraws collapsed."""
     try:

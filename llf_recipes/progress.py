@@ -201,8 +201,9 @@ class StageProgress:
         if console.is_terminal and not console.is_dumb_terminal:
             from rich.progress import Progress
 
+            # print() while the display is up lands above it; stdout only when it is the same terminal (not a file)
             self._progress = Progress(*self._columns(), console=console, transient=False, auto_refresh=True,
-                                      refresh_per_second=4, redirect_stdout=True, redirect_stderr=True)
+                                      refresh_per_second=4, redirect_stdout=sys.stdout.isatty(), redirect_stderr=True)
             self._task = self._progress.add_task(self.label, total=self.snap.total, **self._fields())
             self._progress.start()
         self._thread = threading.Thread(target=self._watch, name="llf-progress", daemon=True)

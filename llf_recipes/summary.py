@@ -10,20 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from llf_recipes import manifest
+from llf_recipes.console import shown_path
 from llf_recipes.progress import clock
 
 # Final metrics worth a column, by preference; the first two found are shown.
 METRICS = (("train_loss", "loss"), ("eval_loss", "eval loss"), ("eval_accuracy", "eval acc"),
            ("reward", "reward"), ("rewards/accuracies", "pref acc"))
-
-
-def shown_path(path: str | Path) -> str:
-    """A path as the user would type it: relative to the current directory when under it."""
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except (ValueError, OSError):
-        return str(path)
 
 
 def _metrics(data: dict[str, Any]) -> str:
@@ -80,7 +72,10 @@ def render(recipe: str, rows: list[dict[str, Any]], elapsed: float, rerun: str, 
         log = (failed["data"] or {}).get("log")
         if log:
             lines.append(f"log: {shown_path(log)}")
-        lines.append(f"next: fix what the log says, then `{rerun}` (completed stages are skipped)")
+        if failed["status"] == "interrupted":
+            lines.append(f"next: `{rerun}` resumes it (from its latest checkpoint, if it saved one)")
+        else:
+            lines.append(f"next: fix what the log says, then `{rerun}` (completed stages are skipped)")
         return lines
     last = done[-1] if done and len(done) == len(rows) else None
     if last is None:

@@ -90,7 +90,9 @@ def export(run_dir: Path, data: dict[str, Any], export_dir: Path | None, *, expo
     source_key = {"run_dir": str(run_dir.resolve()), "finished_at": data.get("finished_at"),
                   "config_hash": data.get("config_hash")}
     if previous and previous.get("status") == "completed" and previous.get("source") == source_key and not force:
-        print(f"already exported from {run_dir} (--force exports again)")
+        from llf_recipes.console import shown_path
+
+        print(f"already exported from {shown_path(run_dir)} (--force exports again)")
         return export_dir
     if export_dir.exists() and any(export_dir.iterdir()) and previous is None and not force:
         raise LlfError(f"{export_dir} exists and was not written by llf-recipes export", fix="pass -o DIR or --force")
@@ -117,7 +119,10 @@ def export(run_dir: Path, data: dict[str, Any], export_dir: Path | None, *, expo
     started, started_at = time.time(), manifest.now()
     manifest.write(export_dir, {**record, "status": "running", "started_at": started_at})
     argv = ["llamafactory-cli", "export", str(yaml_path)]
-    print(f"export {run_dir} -> {export_dir}: {' '.join(argv)}  (log: {log})", flush=True)
+    from llf_recipes.console import shown_path, verbose
+
+    command = f": {' '.join(argv)} " if verbose() else " "
+    print(f"export {shown_path(run_dir)} -> {shown_path(export_dir)}{command}(log: {shown_path(log)})", flush=True)
     code = 130
     try:
         code = stream(argv, {}, log)

@@ -30,3 +30,10 @@ def test_cp_says_how_the_copy_is_found(cli, tmp_path, monkeypatch):
     code, out, _ = cli("cp", "sft-huanhuan", "mine.yaml")
     assert code == 0 and "outside recipes/ it is found by path (llf-recipes show mine.yaml)" in out
     assert cli("show", "mine.yaml")[0] == 0
+
+
+def test_register_says_when_nothing_changed(cli, tmp_path):
+    code, out, _ = cli("register", "zhihu_sft", "--data-dir", tmp_path)
+    assert code == 0 and out.endswith(f"{tmp_path}/dataset_info.json: 1 entry written\n")
+    code, out, _ = cli("register", "zhihu_sft", "--data-dir", tmp_path)
+    assert code == 0 and out.endswith("unchanged, every entry was already registered as given\n")

@@ -41,5 +41,7 @@ def main(args) -> int:
         args.force = True  # a different checkpoint is a different model
     out = export(run_dir, data, args.export_dir, export_size=args.export_size, export_device=args.export_device,
                  force=args.force)
-    print(f"merged model: {out}")
+    from llf_recipes.console import shown_path
+
+    print(f"merged model: {shown_path(out)}")
     return 0

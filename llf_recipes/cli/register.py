@@ -78,6 +78,11 @@ def entries_from(args) -> dict[str, dict]:
 
 
 def main(args) -> int:
+    from llf_recipes import paths
+
+    paths.directory(args.data_dir)
+    if args.file:
+        paths.input_file(args.file, "--file")
     entries = entries_from(args)
     changes = register(args.data_dir, entries, force=args.force, dry_run=args.dry_run)
     target = Path(args.data_dir) / INFO_NAME
@@ -90,5 +95,7 @@ def main(args) -> int:
             print(f"  note: {Path(args.data_dir) / file_name} is not there yet; convert the data into it before training",
                   file=sys.stderr)
     if not args.dry_run:
-        print(f"{target}: {sum(c.action != 'unchanged' for c in changes)} entr(ies) written")
+        written = sum(c.action != "unchanged" for c in changes)
+        print(f"{target}: {written} {'entry' if written == 1 else 'entries'} written" if written
+              else f"{target}: unchanged, every entry was already registered as given")
     return 0
