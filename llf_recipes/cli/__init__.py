@@ -35,6 +35,7 @@ VERBS = {
     "generate": "generate",
     "judge": "judge",
     "eval": "eval",
+    "bench": "benchmark",
     "report": "report",
     "merge": "merge",
     "engine": "engine",
