@@ -212,7 +212,7 @@ def legs(work: Path, src: Path, repeat: int, near_rows: int | None) -> dict:
         shutil.rmtree(cache, ignore_errors=True)
     for name, module, script in (("duckdb", "duckdb", DUCKDB_SCRIPT), ("polars", "polars", POLARS_SCRIPT)):
         if importlib.util.find_spec(module) is None:
-            print(f"  {name:<12} skipped: the {module} package is not installed (pip install 'llf-recipes[bench]')")
+            print(f"  {name:<12} skipped: the {module} package is not installed (pip install 'llf-recipes[clean-bench]')")
             continue
         results[name] = leg(name, [[sys.executable, "-c", script, str(src), str(work / f"{name}.jsonl"), str(SAMPLE),
                                     str(SEED), str(MAX_CHARS)]], src, work / f"{name}.jsonl", repeat)
