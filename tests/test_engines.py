@@ -278,9 +278,9 @@ def test_smoke_keeps_4bit_bitsandbytes_and_names_what_it_removes(catalog):
     assert (sft.config["quantization_bit"], sft.config["quantization_type"], sft.config["double_quantization"]) == \
         (4, "nf4", True)
     sft.config["quantization_bit"] = 8
-    assert apply_smoke([sft], "/tiny") == {"sft": [
-        "quantization_bit, quantization_method, quantization_type, double_quantization (8-bit bitsandbytes needs a GPU; "
-        "4-bit runs on CPU)"]}
+    note = ("quantization_bit, quantization_method, quantization_type, double_quantization (8-bit bitsandbytes needs a "
+            "GPU; 4-bit runs on CPU)")
+    assert apply_smoke([sft], "/tiny") == {"sft": [note]}
     assert not any(k.startswith("quantization") or k == "double_quantization" for k in sft.config)
     assert quantization_blocker({"quantization_bit": 4, "quantization_method": "gptq"}) == "quantization_method gptq needs a GPU"
 
@@ -299,3 +299,39 @@ def test_qlora_recipe_smoke_trains_in_4bit_through_bitsandbytes_on_cpu(tmp_path,
     assert "Quantizing model to 4 bit with bitsandbytes." in (out / "llf-sft.log").read_text()
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
     assert (out / "adapter_model.safetensors").is_file()
+
+
+def _v5_only_model(path: Path) -> Path:
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"model_type": "qwen2", "rope_parameters": {
+        "rope_type": "default", "rope_theta": 1000000.0}}))
+    (path / "tokenizer.json").write_text("{}")
+    (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "TokenizersBackend"}))
+    return path
+
+
+def test_a_model_directory_only_transformers_5_reads_right_is_refused_naming_the_key(tmp_path):
+    from llf_recipes.engines import handoff
+
+    model = _v5_only_model(tmp_path / "m")
+    with pytest.raises(LlfError) as err:
+        handoff.check(model, 4, "llamafactory-ppo", "ppo")
+    assert err.value.key == "rope_theta" and err.value.where == str(model / "config.json")
+    assert [p[1] for p in handoff.problems(model, 4)] == ["rope_theta", "tokenizer_class"]
+    assert handoff.problems(model, 5) == []
+    assert len(handoff.make_portable(model)) == 2 and handoff.make_portable(model) == []
+    assert handoff.problems(model, 4) == []
+    config = json.loads((model / "config.json").read_text())
+    assert config["rope_theta"] == 1000000.0 and config["rope_scaling"] is None and config["rope_parameters"]
+
+
+def test_run_stops_before_handing_such_a_directory_to_the_ppo_engine(tmp_path):
+    model = _v5_only_model(tmp_path / "m")
+    proc = run_cli_subprocess("prepare", "--recipe", "rlhf-ultrafeedback", "--sample", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli_subprocess("run", "rlhf-ultrafeedback", "--stage", "ppo", "--engine", f"llamafactory-ppo={sys.executable}",
+                              "--set", f"model_name_or_path={model}", "--device", "cpu", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{model / 'config.json'}: stage ppo hands {model} to engine llamafactory-ppo (transformers 4)" in proc.stderr
+    assert "rope_theta" in proc.stderr and "python -m llf_recipes.engines.handoff" in proc.stderr
+    assert not (tmp_path / "saves").exists()

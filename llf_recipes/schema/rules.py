@@ -186,7 +186,7 @@ def validate_config(
     findings = check_keys(config, verb, stage, version) + check_semantics(config, verb, stage, datasets or {}, launch)
     report = Collector(stage)
     known = keys_for(verb, version)
-    settings = Settings({k: v for k, v in config.items() if k in known}, verb)
+    settings = Settings({k: v for k, v in config.items() if k in known}, verb, version)
     ds = None
     if verb == "train" and (deepspeed_json is not None or config.get("deepspeed") is not None):
         ds = deepspeed_json if isinstance(deepspeed_json, DeepSpeedSource) else DeepSpeedSource(
