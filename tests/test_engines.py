@@ -32,6 +32,15 @@ def test_stages_get_their_default_engine_and_ppo_is_translated(cli):
     assert plan["sft"]["nodes"][0]["argv"][0] == "llamafactory-cli"
 
 
+def test_show_lists_each_stage_engine_and_translation(cli):
+    code, out, _ = cli("show", "rlhf-ultrafeedback", "--json")
+    stages = {s["name"]: s for s in json.loads(out)["stages"]}
+    assert code == 0 and stages["ppo"]["engine"] == "llamafactory-ppo" and stages["sft"]["engine"] == "llamafactory"
+    assert stages["ppo"]["translations"][0].startswith("warmup_steps: 0.1 -> warmup_ratio: 0.1")
+    code, out, _ = cli("show", "rlhf-ultrafeedback")
+    assert "translated for llamafactory-ppo: warmup_steps: 0.1 -> warmup_ratio: 0.1" in out
+
+
 def test_dry_run_lists_the_engine_and_each_translation(cli):
     code, out, err = cli("run", "rlhf-ultrafeedback", "--dry-run", "--set", "ppo.warmup_steps=5.0")
     assert code == 0, err
