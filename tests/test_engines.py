@@ -344,3 +344,14 @@ def test_run_stops_before_handing_such_a_directory_to_the_ppo_engine(tmp_path):
     assert f"{model / 'config.json'}: stage ppo hands {model} to engine llamafactory-ppo (transformers 4)" in proc.stderr
     assert "rope_theta" in proc.stderr and "python -m llf_recipes.engines.handoff" in proc.stderr
     assert not (tmp_path / "saves").exists()
+
+
+def test_easyr1_leaves_out_what_needs_nvidia_gpus_on_a_cpu_machine():
+    from llf_recipes.engines.install import requirements_here
+
+    easyr1 = engines.get("easyr1")
+    text, skipped = requirements_here(easyr1, gpu=False)
+    assert skipped == ["flash-attn>=2.4.3", "vllm>=0.8.0"]
+    assert "omegaconf>=2.3,<2.4" in text and "transformers>=4.54.0,<5.0.0" in text and "\nvllm" not in text
+    assert requirements_here(easyr1, gpu=True) == (easyr1.lock_path.read_text(), [])
+    assert requirements_here(engines.get("llamafactory-ppo"), gpu=False)[1] == []
