@@ -123,11 +123,15 @@ def execute_local(plan: StagePlan, log_path: Path) -> int:
     return stream(command.argv, command.env, log_path)
 
 
-def stream(argv: tuple[str, ...] | list[str], env: dict[str, str], log_path: Path) -> int:
-    """Run `argv` in its own process group, copying its output to the terminal and to `log_path`.
+def stream(argv: tuple[str, ...] | list[str], env: dict[str, str], log_path: Path, echo=None) -> int:
+    """Run `argv` in its own process group, its whole output to `log_path` and what the terminal should see of it
+    through `echo` (default: warnings and errors only, everything with --verbose; see console.EngineEcho).
 
     Ctrl-C (or any exception here) stops the whole group, so no child outlives the command; returns 130 then.
     """
+    from llf_recipes.console import EngineEcho
+
+    echo = echo or EngineEcho()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **env}
     argv = [resolve_program(argv[0]), *argv[1:]]
@@ -137,9 +141,9 @@ def stream(argv: tuple[str, ...] | list[str], env: dict[str, str], log_path: Pat
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
-                sys.stdout.buffer.write(line)
-                sys.stdout.buffer.flush()
                 log.write(line)
+                log.flush()
+                echo(line)
             return proc.wait()
         except KeyboardInterrupt:
             _stop_group(proc)

@@ -218,13 +218,39 @@ def resolve(target: str | Path, output_root: str | Path = "saves", completed: bo
     elif (Path(output_root) / str(target)).is_dir():
         runs = list(find([Path(output_root) / str(target)]))
     if completed:
-        runs = [(d, m) for d, m in runs if m.get("status") == "completed"]
+        done = [(d, m) for d, m in runs if m.get("status") == "completed"]
+        if runs and not done:
+            run_dir, data = max(runs, key=lambda r: (r[1].get("finished_at") or r[1].get("started_at") or ""))
+            status = data.get("status")
+            code = f" (exit code {data['exit_code']})" if data.get("exit_code") not in (None, 0) else ""
+            recipe = (data.get("recipe") or {}).get("name")
+            again = f"`llf-recipes run {recipe} --stage {data.get('stage')}` again" if recipe else "the stage again"
+            raise LlfError(f"the run in {run_dir} {status}{code}: it has no model to use",
+                           where=data.get("log"), fix=f"see its log, fix what it says, then run {again}")
+        runs = done
     if not runs:
-        raise LlfError(
-            f"no {'completed ' if completed else ''}run found for {str(target)!r}",
-            fix=f"pass a stage's output directory (it holds {MANIFEST}) or a recipe name run under {output_root}/",
-        )
+        elsewhere = _found_elsewhere(str(target), Path(output_root))
+        hint = (f"it was run under another output root: add --output-root {elsewhere[0]}" if elsewhere
+                else f"pass a stage's output directory (it holds {MANIFEST}) or a recipe name run under {output_root}/")
+        raise LlfError(f"no {'completed ' if completed else ''}run found for {str(target)!r}", fix=hint)
     if len(runs) == 1:
         return runs[0]
     # A recipe directory: the last stage of the pipeline that completed.
     return max(runs, key=lambda r: (r[1].get("stage_index", -1), r[1].get("finished_at") or ""))
+
+
+def _found_elsewhere(name: str, output_root: Path, depth: int = 3) -> list[str]:
+    """Output roots other than `output_root` (looked for under it and under ./saves) that hold runs of recipe `name`."""
+    if "/" in name or not name:
+        return []
+    found: list[str] = []
+    for top in dict.fromkeys([output_root, Path("saves")]):
+        if not top.is_dir():
+            continue
+        level = [top]
+        for _ in range(depth):
+            level = [c for d in level for c in sorted(d.iterdir()) if c.is_dir() and not c.name.startswith(".")]
+            for d in level:
+                if d.name == name and d.parent != output_root and any(d.rglob(MANIFEST)):
+                    found.append(str(d.parent))
+    return list(dict.fromkeys(found))

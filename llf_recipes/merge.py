@@ -182,6 +182,9 @@ def run_mergekit(config: dict[str, Any], out: Path, *, seed: int | None = None, 
     try:
         code = stream(argv, {}, log)
         if code != 0:
+            from llf_recipes.console import print_tail
+
+            print_tail(log, "merge")
             raise LlfError(f"mergekit failed with exit code {code}", where=str(log),
                            fix="read the log; mismatched shapes or a missing base model are the usual causes")
         from llf_recipes.engines.handoff import make_portable
@@ -195,6 +198,29 @@ def run_mergekit(config: dict[str, Any], out: Path, *, seed: int | None = None, 
         shutil.rmtree(tmp, ignore_errors=True)
         config_path.unlink(missing_ok=True)
     return out
+
+
+def inputs(sources: list[Source]) -> list[dict[str, Any]]:
+    """What a merge read, as it was: each model and when it was written (its manifest, else its config.json)."""
+    out = []
+    for s in sources:
+        data = manifest.read(s.path) if manifest.path_for(s.path).is_file() else None
+        config = Path(s.path) / "config.json"
+        stamp = (data or {}).get("finished_at") or (config.stat().st_mtime_ns if config.is_file() else None)
+        out.append({"model": s.path, "written": stamp})
+    return out
+
+
+def written_by_merge(out: Path) -> bool:
+    data = manifest.read(out) if manifest.path_for(out).is_file() else None
+    return bool(data and data.get("verb") == "merge")
+
+
+def up_to_date(out: Path, config: dict[str, Any], sources: list[Source]) -> bool:
+    """The merge in `out` completed with this configuration from these sources as they are now."""
+    data = manifest.read(out) if manifest.path_for(out).is_file() else None
+    return bool(data and data.get("verb") == "merge" and data.get("status") == "completed"
+                and data.get("config_hash") == manifest.config_hash(config) and data.get("inputs") == inputs(sources))
 
 
 def write_manifest(out: Path, method: str, config: dict[str, Any], sources: list[Source], started: float) -> Path:
@@ -211,6 +237,7 @@ def write_manifest(out: Path, method: str, config: dict[str, Any], sources: list
         "config_hash": manifest.config_hash(config),
         "source": {"run_dir": str(first_run.run_dir)} if first_run else None,
         "sources": [{"arg": s.arg, "model": s.path, "run_dir": str(s.run_dir) if s.run_dir else None} for s in sources],
+        "inputs": inputs(sources),
         "versions": {**manifest.versions(), **_mergekit_version()},
         "model": {"base": str(out), "adapters": [], "template": template, "finetuning_type": "full",
                   "stage": "merge", "merged": True},

@@ -7,6 +7,7 @@ when an earlier attempt with the same fingerprint stopped part-way. Everything e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
@@ -18,7 +19,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from llf_recipes import manifest
+from llf_recipes import manifest, records
+from llf_recipes.console import print_tail, verbose
 from llf_recipes.data.check import preflight
 from llf_recipes.data.layouts import remote_dir
 from llf_recipes.errors import LlfError
@@ -170,7 +172,7 @@ def check_registered(plan: StagePlan) -> None:
             raise LlfError(
                 f"stage {plan.stage} reads dataset {name!r}, which is not registered in {info_path}",
                 key=name,
-                fix=f"llf-recipes prepare {name} --data-dir {dataset_dir} (add --sample for the bundled rows), or "
+                fix=f"llf-recipes prepare {name} --data-dir {dataset_dir} (add --sample-data for the bundled rows), or "
                     f"llf-recipes prepare --recipe {plan.rendered.recipe.name} --data-dir {dataset_dir}",
             )
         stage = str(config.get("stage") or plan.stage)
@@ -212,6 +214,22 @@ def ensure_master_port(plan: StagePlan, explicit: bool) -> None:
 Executor = Callable[[StagePlan, Path], "int | None"]
 
 
+@contextlib.contextmanager
+def stage_display(plan: StagePlan, position: str, log: Path):
+    """The live progress of a single-node stage, read from its trainer log; multi-node launchers print their own."""
+    from llf_recipes.console import sink
+
+    if verbose() or len(plan.commands) != 1:
+        yield
+        return
+    from llf_recipes.progress import StageProgress
+
+    total = plan.rendered.config.get("max_steps")
+    shown = StageProgress(run_dir_of(plan), f"{position} {plan.stage}", total if isinstance(total, int) else None)
+    with shown, sink(shown.echo):
+        yield
+
+
 def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str, layout_source: str) -> int:
     """Run one stage under its lock; the manifest is written before launch and completed after."""
     run_dir = run_dir_of(plan)
@@ -235,31 +253,44 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
         # A grpo stage writes what its engine reads (EasyR1's data, prompt, reward module and config; TRL's settings).
         files = plan.write_files() if hasattr(plan, "write_files") else write_stage(plan.rendered, plan.config_path)
         argv = " ".join(plan.commands[0].argv)
-        print(f"{position} stage {plan.stage}: {argv}  ({decision.reason}; log: {log})", flush=True)
+        why = f"{decision.reason}; log: {log}"
+        # Quietly, the command is left to the log's attempt header; --verbose shows it here too.
+        print(f"{position} stage {plan.stage}: " + (f"{argv}  ({why})" if verbose() else why), flush=True)
         started = time.time()
         record = _record(plan, current, files, log, layout_source, decision)
+        record["attempt"] = records.attempt_number(previous)
+        records.write_header(log, record["attempt"], plan.commands[0].shell_line(), current, decision.reason)
         manifest.write(run_dir, {**record, "status": "running", "started_at": manifest.now()})
         code: int | None = 130
+        refused = False
         try:
-            code = execute(plan, log)
+            with stage_display(plan, position, log):
+                code = execute(plan, log)
             if code == 0 and hasattr(plan, "finalize"):
                 record["model"] = plan.finalize()  # e.g. EasyR1's latest LoRA adapter, copied into the run directory
+        except LlfError as exc:
+            refused = True  # a launcher's checks refused it before its process started: this attempt never ran
+            records.refused(run_dir, previous, log, exc.message)
+            raise
         finally:
-            status = {None: "planned", 0: "completed", 130: "interrupted"}.get(code, "failed")
-            # what the launcher recorded while the stage ran (a SLURM job id) stays in the manifest
-            launched = (manifest.read(run_dir) or {}).get("launch")
-            manifest.write(run_dir, {
-                **record,
-                **({"launch": launched} if launched else {}),
-                "status": status,
-                "exit_code": code,
-                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-                "finished_at": manifest.now(),
-                "duration_s": round(time.time() - started, 3),
-                "metrics": manifest.final_metrics(run_dir) if code == 0 else {},
-            })
+            if not refused:
+                status = {None: "planned", 0: "completed", 130: "interrupted"}.get(code, "failed")
+                # what the launcher recorded while the stage ran (a SLURM job id) stays in the manifest
+                launched = (manifest.read(run_dir) or {}).get("launch")
+                manifest.write(run_dir, {
+                    **record,
+                    **({"launch": launched} if launched else {}),
+                    "status": status,
+                    "exit_code": code,
+                    "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+                    "finished_at": manifest.now(),
+                    "duration_s": round(time.time() - started, 3),
+                    "metrics": manifest.final_metrics(run_dir) if code == 0 else {},
+                })
         if code not in (None, 0):
             where = "" if len(plan.commands) > 1 else f"; log: {log}"  # the multi-node executor names node and log
+            if len(plan.commands) == 1 and code != 130:
+                print_tail(log, f"stage {plan.stage}")
             print(f"error: stage {plan.stage} {'was interrupted' if code == 130 else f'failed with exit code {code}'}{where}",
                   file=sys.stderr)
         return code or 0

@@ -170,7 +170,12 @@ def tiny_model_path(cache_dir: str | Path | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f"{VERSION_TAG}.lock")):
         if not (dest / "config.json").is_file():  # another process may have built it meanwhile
-            build_tiny_model(dest)
+            from llf_recipes.console import output_to
+
+            print(f"building the tiny smoke model in {dest} (once; log: {root / VERSION_TAG}.log)", file=sys.stderr,
+                  flush=True)
+            with output_to(root / f"{VERSION_TAG}.log"):
+                build_tiny_model(dest)
     return dest
 
 

@@ -51,14 +51,23 @@ def write_config(path: Path, config: dict[str, Any], title: str) -> Path:
     return path
 
 
-def inference_yaml(run_dir: Path, data: dict[str, Any], verb: str, max_new_tokens: int) -> Path:
-    """`<run_dir>/llf-<verb>.yaml` for `llamafactory-cli chat|api` on the run's model."""
-    config = infer_config(run_dir, data, infer_backend="huggingface", max_new_tokens=max_new_tokens)
+def inference_yaml(run_dir: Path, data: dict[str, Any], verb: str, sampling: dict[str, Any]) -> Path:
+    """`<run_dir>/llf-<verb>.yaml` for `llamafactory-cli chat|api` on the run's model, with its generating arguments."""
+    config = infer_config(run_dir, data, infer_backend="huggingface", **sampling)
     return write_config(run_dir / f"llf-{verb}.yaml", config, f"{verb} with {run_dir}")
 
 
 def default_export_dir(run_dir: Path) -> Path:
     return run_dir.parent / f"{run_dir.name}-merged"
+
+
+def exported_from(run_dir: Path, data: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
+    """For a directory `export` wrote: the run it was exported from (with that run's manifest), when it still exists."""
+    source = (data.get("source") or {}).get("run_dir")
+    if data.get("verb") != "export" or not source:
+        return None
+    found = manifest.read(source) if Path(source).is_dir() else None
+    return (Path(source), found) if found and found.get("status") == "completed" else None
 
 
 def export(run_dir: Path, data: dict[str, Any], export_dir: Path | None, *, export_size: int = 5,
@@ -76,7 +85,9 @@ def export(run_dir: Path, data: dict[str, Any], export_dir: Path | None, *, expo
     source_key = {"run_dir": str(run_dir.resolve()), "finished_at": data.get("finished_at"),
                   "config_hash": data.get("config_hash")}
     if previous and previous.get("status") == "completed" and previous.get("source") == source_key and not force:
-        print(f"{export_dir}: already exported from this run (--force exports again)")
+        from llf_recipes.console import shown_path
+
+        print(f"already exported from {shown_path(run_dir)} (--force exports again)")
         return export_dir
     if export_dir.exists() and any(export_dir.iterdir()) and previous is None and not force:
         raise LlfError(f"{export_dir} exists and was not written by llf-recipes export", fix="pass -o DIR or --force")
@@ -103,7 +114,10 @@ def export(run_dir: Path, data: dict[str, Any], export_dir: Path | None, *, expo
     started, started_at = time.time(), manifest.now()
     manifest.write(export_dir, {**record, "status": "running", "started_at": started_at})
     argv = ["llamafactory-cli", "export", str(yaml_path)]
-    print(f"export {run_dir} -> {export_dir}: {' '.join(argv)}  (log: {log})", flush=True)
+    from llf_recipes.console import shown_path, verbose
+
+    command = f": {' '.join(argv)} " if verbose() else " "
+    print(f"export {shown_path(run_dir)} -> {shown_path(export_dir)}{command}(log: {shown_path(log)})", flush=True)
     code = 130
     try:
         code = stream(argv, {}, log)
@@ -116,19 +130,36 @@ def export(run_dir: Path, data: dict[str, Any], export_dir: Path | None, *, expo
         manifest.write(export_dir, {**record, "status": status, "exit_code": code, "started_at": started_at,
                                     "finished_at": manifest.now(), "duration_s": round(time.time() - started, 3)})
     if code != 0:
+        from llf_recipes.console import print_tail
+
+        print_tail(log, "export")
         raise LlfError(f"llamafactory-cli export failed with exit code {code}", where=str(log))
     return export_dir
 
 
-def ask(run_dir: Path, data: dict[str, Any], prompt: str, *, system: str | None = None, max_new_tokens: int = 256,
-        temperature: float = 0.0) -> str:
+def ask(run_dir: Path, data: dict[str, Any], prompt: str, *, system: str | None = None,
+        sampling: dict[str, Any] | None = None) -> str:
     """One answer from the run's model through LLaMA-Factory's own ChatModel (the same template and generation code)."""
-    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
-    config = infer_config(run_dir, data, infer_backend="huggingface", max_new_tokens=max_new_tokens, **sampling)
-    # LLaMA-Factory logs to stdout; keep stdout for the answer alone.
-    with contextlib.redirect_stdout(sys.stderr):
-        from llamafactory.chat import ChatModel  # heavy: torch and transformers
+    sampling = sampling or {"max_new_tokens": 256, "do_sample": False}
+    config = infer_config(run_dir, data, infer_backend="huggingface", **sampling)
+    from llf_recipes.console import output_to, print_tail
 
-        model = ChatModel(config)
-        responses = model.chat([{"role": "user", "content": prompt}], system=system)
+    # LLaMA-Factory and transformers log to stdout and stderr: all of it goes to the log; stdout is the answer alone.
+    log = run_dir / "llf-ask.log"
+    try:
+        with output_to(log), contextlib.redirect_stdout(sys.stderr):
+            from llamafactory.chat import ChatModel  # heavy: torch and transformers
+
+            model = ChatModel(config)
+            responses = model.chat([{"role": "user", "content": prompt}], system=system)
+    except (KeyboardInterrupt, LlfError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the engine's failure, reported with its log
+        import traceback
+
+        with open(log, "a", encoding="utf-8") as fh:
+            traceback.print_exc(file=fh)
+        print_tail(log, "ask")
+        raise LlfError(f"the model of {run_dir} did not answer: {type(exc).__name__}: {exc}".splitlines()[0],
+                       where=str(log)) from None
     return responses[0].response_text if responses else ""

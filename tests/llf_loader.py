@@ -25,6 +25,8 @@ def loaded_rows(model: Path, data_dir: Path, name: str, stage: str, work: Path, 
             "finetuning_type": "lora", "dataset": name, "dataset_dir": str(data_dir),
             "template": "qwen", "cutoff_len": 256, "output_dir": str(work / "out"),
             "overwrite_cache": True, "report_to": "none", "packing": False, "cache_dir": str(work / "cache")}
+    if stage == "ppo":  # its argument checks want a reward model; the data path never loads it
+        args.update(reward_model=str(model), reward_model_type="full")
     model_args, data_args, training_args, _, _ = get_train_args(args)
     tokenizer_module = load_tokenizer(model_args)
     template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)

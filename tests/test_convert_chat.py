@@ -117,3 +117,14 @@ def test_llamafactory_reads_converted_rows_as_the_source(cli, tmp_path):
         assert len(a) == len(s) > 0
         for x, y in zip(a, s, strict=True):
             assert (x["_prompt"], x["_response"], x["_system"] or "") == (y["_prompt"], y["_response"], y["_system"] or ""), src
+
+
+def test_a_folder_converts_like_one_file(cli, tmp_path):
+    (tmp_path / "in").mkdir()
+    for part in ("a", "b"):
+        (tmp_path / "in" / f"{part}.jsonl").write_bytes((LAYOUTS / "openai_sft.jsonl").read_bytes())
+    code, out, err = cli("convert", tmp_path / "in", "--kind", "messages_to_alpaca", "-o", tmp_path / "out.jsonl")
+    assert code == 0 and "8 row(s) read, 8 written" in out, err
+    (tmp_path / "in" / "c.json").write_text("[]")
+    code, _, err = cli("convert", tmp_path / "in", "--kind", "messages_to_alpaca", "-o", tmp_path / "out2.jsonl")
+    assert code == 2 and "files of one type" in err and not (tmp_path / "out2.jsonl").exists()

@@ -12,7 +12,7 @@ def rows(path):
 def test_convert_bundled_samples(cli, tmp_path):
     for name, count in [("huanhuan", 40), ("zhihu_sft", 30), ("zhihu_rlhf", 30), ("ultrafeedback_kto", 60),
                         ("ultrafeedback_prefs", 30), ("belle_0.5m", 40)]:
-        code, out, err = cli("convert", name, "--sample", "--data-dir", tmp_path)
+        code, _, err = cli("convert", name, "--sample", "--data-dir", tmp_path)
         assert code == 0, err
         assert len(rows(tmp_path / f"{name}.jsonl")) == count
     kto = rows(tmp_path / "ultrafeedback_kto.jsonl")
@@ -54,7 +54,7 @@ def test_bad_input_names_line_and_writes_nothing(cli, tmp_path, content, where, 
 def test_skip_bad_sets_rejects_aside(cli, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": "q"}\n{oops\n', encoding="utf-8")
-    code, out, err = cli("convert", src, "--kind", "pairs", "-o", tmp_path / "o.jsonl", "--skip-bad")
+    code, _, err = cli("convert", src, "--kind", "pairs", "-o", tmp_path / "o.jsonl", "--skip-bad")
     assert code == 0 and "2 bad row(s)" in err
     assert len(rows(tmp_path / "o.jsonl")) == 1
     rejects = rows(tmp_path / "o.jsonl.rejects.jsonl")

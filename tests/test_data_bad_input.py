@@ -129,3 +129,11 @@ def test_hub_data_dirs_are_not_folders(cli, tmp_path, monkeypatch, verb, data_di
     monkeypatch.chdir(tmp_path)
     code, _, err = cli(*verb, "--data-dir", data_dir)
     assert code == 2 and "read from the hub" in err and not list(tmp_path.iterdir())
+
+
+def test_sharegpt_pairs_written_as_text_are_named(cli, tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"conversations": [{"from": "human", "value": "q"}], "chosen": "a", "rejected": "b"}\n')
+    code, _, err = cli("register", "--file", f, "--name", "p", "--stage", "dpo", "--data-dir", tmp_path)
+    assert code == 2 and "chosen/rejected are text" in err and '"chosen": {"from": "gpt"' in err
+    assert not (tmp_path / "dataset_info.json").exists()

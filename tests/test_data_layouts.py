@@ -253,3 +253,21 @@ def test_llamafactory_agrees_on_num_samples_and_openai(entries_dir, tiny_model, 
 
     assert loaded_rows(tiny_model, entries_dir, "sampled", "dpo", tmp_path / "s") == 7
     assert loaded_rows(tiny_model, entries_dir, "openai", "sft", tmp_path / "o") == 2
+
+
+def test_preview_shows_rows_after_conversion(cli):
+    code, out, _ = cli("check", "tests/data/layouts/sharegpt_sft.json", "--stage", "sft", "--preview", "2")
+    assert code == 0
+    second = json.loads(out.splitlines()[2])
+    assert second["system"] == "You are a weather bot." and json.loads(second["tools"])[0]["name"] == "get_weather"
+    assert [m["role"] for m in second["prompt"]] == ["user", "function", "observation"]
+    assert second["response"] == [{"role": "assistant", "content": "It is -3 °C and snowing in Oslo."}]
+
+
+def test_a_split_other_than_train_on_a_local_file(cli, tmp_path):
+    shutil.copy(LAYOUTS / "alpaca_kto.jsonl", tmp_path / "k.jsonl")
+    entry = {"file_name": "k.jsonl", "split": "test", "columns": {"prompt": "instruction", "response": "output",
+                                                                  "kto_tag": "label"}}
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"k": entry}))
+    code, _, err = cli("check", "k", "--stage", "kto", "--data-dir", tmp_path)
+    assert code == 2 and "split 'test'" in err and "only 'train'" in err

@@ -227,8 +227,11 @@ def test_unreachable_endpoint_says_how_to_work_offline(env, name, endpoint, hub,
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert f"error: cannot reach {hub} at http://127.0.0.1:" in proc.stderr
-    for hint in ("HF_HUB_OFFLINE=1", endpoint, "llf-recipes register --file"):
+    for hint in (endpoint, f"`llf-recipes prepare {name} --sample-data`", f"`llf-recipes convert {name} --input FILE`"):
         assert hint in proc.stderr
+    # the offline switch named is the hub's own: Hugging Face has one, ModelScope reads its cache by itself
+    assert ("HF_HUB_OFFLINE=1" in proc.stderr) == (endpoint == "HF_ENDPOINT")
+
 
 
 @pytest.mark.parametrize("name, endpoint, hub, cache", HUB_CASES)

@@ -122,7 +122,7 @@ def test_rlhf_sft_rm_ppo_runs_ppo_on_its_own_engine_and_ask_answers_from_it(proj
                  "--max-new-tokens", "8")
     assert answer.returncode == 0, answer.stderr[-3000:]
     assert answer.stdout.endswith("\n") and "INFO" not in answer.stdout
-    assert f"Loaded adapter(s): {ppo_dir.resolve()}" in answer.stderr
+    assert f"Loaded adapter(s): {ppo_dir.resolve()}" in (ppo_dir / "llf-ask.log").read_text()
 
 
 # ------------------------------------------------------------------ the pipeline, skip, export, ask
@@ -196,13 +196,9 @@ def test_export_then_ask_the_merged_model(project, tiny_model):
 
 
 def test_a_failing_stage_names_its_log_and_is_recorded(project, tiny_model):
-    data_file = project / "data" / "huanhuan.jsonl"
-    good = data_file.read_bytes()
-    data_file.write_text('{"instruction": "a", "output": "b"}\nthis line is not JSON\n', encoding="utf-8")
-    try:
-        proc = llf(project, tiny_model, "run", "sft-huanhuan", "--smoke", "--output-root", "saves/failing")
-    finally:
-        data_file.write_bytes(good)
+    # a LoRA target the model does not have: every check before launch passes, peft refuses it in the engine
+    proc = llf(project, tiny_model, "run", "sft-huanhuan", "--smoke", "--output-root", "saves/failing",
+               "--set", "lora_target=nosuchmodule")
     out = project / "saves" / "failing" / "sft-huanhuan" / "sft"
     assert proc.returncode not in (0, 2, 130), proc.stderr[-2000:]
     assert f"stage sft failed with exit code {proc.returncode}; log: saves/failing/sft-huanhuan/sft/llf-sft.log" in proc.stderr
@@ -260,8 +256,11 @@ def test_ctrl_c_leaves_no_process_and_the_next_run_resumes_from_the_checkpoint(p
     assert data["resumed_from"].endswith(f"checkpoint-{done_before}")
     state = json.loads((run_dir / "trainer_state.json").read_text())
     assert state["global_step"] == 150
-    # the trainer itself says it skipped to the checkpoint's step
-    assert re.search(rf"Resuming training from checkpoint with epoch \d+ and global step {done_before}\b", resumed.stdout)
+    # the trainer itself says it skipped to the checkpoint's step, in the log under the second attempt's header
+    log = (run_dir / "llf-sft.log").read_text()
+    second = log.split("==== llf-recipes attempt 2 ")[1]
+    assert re.search(rf"Resuming training from checkpoint with epoch \d+ and global step {done_before}\b", second)
+    assert "==== llf-recipes attempt 1 " in log and data["attempt"] == 2
 
 
 # ------------------------------------------------------------------ serve

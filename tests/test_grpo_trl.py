@@ -39,7 +39,10 @@ def test_rewards_are_logged_every_step(trained):
             assert f"rewards/{name}/mean" in h
         assert h["rewards/brevity/mean"] < 0  # every completion has some length
     assert any(h["reward_std"] > 0 for h in steps)
-    assert "rewards/xmlcount/mean" in proc.stdout + proc.stderr  # streamed to the terminal as it trains
+    assert "rewards/xmlcount/mean" in (run_dir / "llf-grpo.log").read_text()  # the engine's output, in the log
+    progress = [json.loads(line) for line in (run_dir / "trainer_log.jsonl").read_text().splitlines()]
+    assert [(p["current_steps"], p["total_steps"]) for p in progress] == [(1, 2), (2, 2)]
+    assert "[1/1] grpo: step 2/2, loss " in proc.stderr  # the terminal's progress line, read from that file
 
 
 def test_a_peft_adapter_is_written_and_trained(trained):

@@ -60,6 +60,11 @@ def test_soup_is_the_weighted_average(two_models, tmp_path):
     record = json.loads((out / "llf-run.json").read_text())
     assert record["verb"] == "merge" and record["status"] == "completed"
     assert record["config"]["merge"]["merge_method"] == "linear" and (out / "tokenizer.json").is_file()
+    again = merge(a, b, "-o", out, "--method", "soup", "--weights", "1,3")  # up to date: nothing to do
+    assert again.stdout == f"merged model: {out} (up to date with its sources; --force merges again)\n"
+    assert json.loads((out / "llf-run.json").read_text())["finished_at"] == record["finished_at"]
+    changed = merge(a, b, "-o", out, "--method", "soup", "--weights", "1,1")  # another merge of the same models
+    assert "mergekit" in changed.stdout and "up to date" not in changed.stdout
 
 
 def slerp(v0, v1, t):
@@ -166,6 +171,19 @@ def test_merge_errors_name_the_problem(two_models, tmp_path, cli):
     code, _, err = cli("merge", a, b, "-o", tmp_path / "full", "--method", "soup")
     assert code == 2 and "not empty" in err
     assert (tmp_path / "full" / "something").is_file()
+
+
+def test_merge_asks_for_mergekit_before_exporting_anything(zhihu_runs, tmp_path, cli, monkeypatch):
+    import llf_recipes.cli.merge as verb
+
+    runs = tmp_path / "saves" / "zhihu"
+    for stage in ("sft", "dpo"):
+        shutil.copytree(zhihu_runs / "zhihu" / stage, runs / stage)
+    monkeypatch.setattr(verb, "find_spec", lambda name: None if name == "mergekit" else __import__("importlib.util")
+                        .util.find_spec(name))
+    code, out, err = cli("merge", runs / "sft", runs / "dpo", "-o", tmp_path / "soup", "--method", "soup")
+    assert code == 2 and 'error: merging needs mergekit\n  fix: pip install "llf-recipes[merge]"' in err
+    assert out == "" and not (runs / "sft-merged").exists() and not (tmp_path / "soup").exists()
 
 
 def test_print_config_is_mergekit_yaml_without_torch(two_models, tmp_path):

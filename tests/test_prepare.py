@@ -30,7 +30,7 @@ def test_prepare_from_the_hub(tmp_path, env):  # noqa: F811
     sft = [json.loads(line) for line in (data / "zhihu_sft.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(pairs) == len(sft) == len(rows)
     assert pairs[0]["chosen"] == rows[0]["chosen"] and sft[0]["output"] == rows[0]["chosen"]
-    assert "checked for dpo" in proc.stdout and "registered 2" in proc.stdout
+    assert "checked for dpo" in proc.stdout and f"registered zhihu_sft, zhihu_rlhf in {data}" in proc.stdout
 
 
 def test_prepare_sample_for_a_recipe(tmp_path):
@@ -38,6 +38,9 @@ def test_prepare_sample_for_a_recipe(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "ultrafeedback_kto: 60 row(s)" in proc.stdout
     assert json.loads((tmp_path / "dataset_info.json").read_text())["ultrafeedback_kto"]["columns"]["kto_tag"] == "label"
+    again = run_cli_subprocess("prepare", "--recipe", "kto-ultrafeedback", "--sample", "--data-dir", tmp_path)
+    assert again.returncode == 0 and f"{tmp_path}/dataset_info.json: already registered, unchanged" in again.stdout
+    assert "registered" not in again.stdout.replace("already registered", "")
 
 
 def test_prepare_needs_something(tmp_path):

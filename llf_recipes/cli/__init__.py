@@ -31,6 +31,7 @@ VERBS = {
     "ask": "ask",
     "chat": "chat",
     "serve": "serve",
+    "generate": "generate",
     "eval": "eval",
     "report": "report",
     "merge": "merge",
@@ -64,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _interrupt)
     first = argv[0] if argv else None
     args = build_parser(first if first in VERBS else None).parse_args(argv)
+    args.argv = list(argv)  # as typed, for the commands a verb suggests next
+    if getattr(args, "verbose", False):
+        from llf_recipes.console import set_verbose
+
+        set_verbose(True)
     try:
         return int(args.func(args) or 0)
     except LlfError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from llf_recipes.cli.common import add_run_target, add_verb, run_from
+from llf_recipes.cli.common import add_run_target, add_sampling_args, add_verb, run_from, sampling_from
 from llf_recipes.use import ask
 
 
@@ -17,15 +17,13 @@ def add_parser(sub) -> None:
     add_run_target(p)
     p.add_argument("prompt", help="the user message; - reads it from stdin")
     p.add_argument("--system", help="system message (default: the template's)")
-    p.add_argument("--max-new-tokens", type=int, default=256, metavar="N")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 (default) decodes greedily: the same answer every time")
+    add_sampling_args(p, max_new_tokens=256, greedy=True)
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
     run_dir, data = run_from(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    answer = ask(run_dir, data, prompt, system=args.system, max_new_tokens=args.max_new_tokens,
-                 temperature=args.temperature)
+    answer = ask(run_dir, data, prompt, system=args.system, sampling=sampling_from(args))
     print(answer)
     return 0

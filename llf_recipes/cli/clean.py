@@ -8,7 +8,7 @@ from pathlib import Path
 from llf_recipes.cli.verb import add_verb
 from llf_recipes.errors import LlfError
 
-DROP_REASONS = ("empty", "max_chars", "max_tokens", "duplicate", "not_sampled")
+DROP_REASONS = ("empty", "max_chars", "max_tokens", "duplicate", "near_duplicate", "not_sampled")
 
 
 def add_parser(sub) -> None:
@@ -17,13 +17,14 @@ def add_parser(sub) -> None:
         llf-recipes clean raw.jsonl -o data/sft.jsonl --drop-empty --fields input_text,target_text \\
             --rename input_text=prompt,target_text=response --max-chars 4096 --sample 10000 --seed 42
         llf-recipes clean raw.jsonl -o clean.jsonl --dedup --drop-empty --stats
+        llf-recipes clean raw.jsonl -o clean.jsonl --dedup-on prompt --near-dedup --threshold 0.8 --fields prompt,response
         llf-recipes clean raw.jsonl -o clean.jsonl --max-tokens 2048 --tokenizer Qwen2.5-0.5B-Instruct/tokenizer.json
         llf-recipes clean raw.jsonl -o train.jsonl --val-ratio 0.02 --val-out val.jsonl --group-by conversation_id
         llf-recipes clean messy.jsonl -o clean.jsonl --skip-bad     # bad lines go to clean.rejects.jsonl
     """)
     p.description += """
 
-Per row, in order: parse, drop empty, --max-chars, --max-tokens, --dedup, --sample; --rename and the split apply to
+Per row, in order: parse, drop empty, --max-chars, --max-tokens, --dedup/--dedup-on, --near-dedup, --sample; --rename and the split apply to
 the rows written. Field names always refer to the input (before --rename). A bad line (invalid JSON or UTF-8, a BOM,
 not an object, a named field missing) stops the run with its line number and nothing written, unless --skip-bad.
 
@@ -42,6 +43,14 @@ check every line and count every drop reason."""
     p.add_argument("--tokenizer", metavar="PATH", help="for --max-tokens: a Hugging Face tokenizer.json (or its directory)")
     p.add_argument("--dedup", action="store_true", help="drop exact duplicate rows (key order ignored; about 100 bytes "
                                                         "of memory per distinct row)")
+    p.add_argument("--dedup-on", metavar="A,B", help="drop rows whose values of these fields repeat an earlier row's "
+                                                     "(exact), e.g. --dedup-on prompt")
+    p.add_argument("--near-dedup", action="store_true",
+                   help="drop rows whose text (--fields, or every string) is near an earlier row's: MinHash over "
+                        "character 5-grams (works for Chinese), about 1.6 kB of memory per row kept")
+    p.add_argument("--threshold", type=float, metavar="S", help="for --near-dedup: the estimated Jaccard similarity "
+                                                               "of character 5-grams from which rows are near-duplicates "
+                                                               "(default: 0.8)")
     p.add_argument("--sample", type=int, metavar="N", help="keep a uniform random sample of N of the rows that pass, in input order; "
                                                     "parses only the lines it could pick")
     p.add_argument("--seed", type=int, default=0, help="for --sample and --val-ratio (default: 0)")
@@ -94,11 +103,17 @@ def options_from(args):
         raise LlfError(f"--val-ratio must be between 0 and 1, not {args.val_ratio}", key="--val-ratio")
     if args.group_by and args.val_ratio is None:
         raise LlfError("--group-by chooses how rows split: it needs --val-ratio and --val-out", key="--group-by")
+    if args.threshold is not None and not args.near_dedup:
+        raise LlfError("--threshold is the similarity of --near-dedup", key="--threshold", fix="add --near-dedup")
+    threshold = 0.8 if args.threshold is None else args.threshold
+    if not 0 < threshold <= 1:
+        raise LlfError(f"--threshold must be above 0 and at most 1, not {threshold}", key="--threshold")
     opts = CleanOptions(
         input=Path(args.input), output=Path(args.output), fields=_names(args.fields, "--fields"),
         rename=_renames(args.rename), drop_empty=args.drop_empty, max_chars=_positive(args.max_chars, "--max-chars"),
         max_tokens=_positive(args.max_tokens, "--max-tokens"), tokenizer=Path(args.tokenizer) if args.tokenizer else None,
-        dedup=args.dedup, sample=_positive(args.sample, "--sample"), seed=args.seed, val_ratio=args.val_ratio,
+        dedup=args.dedup, dedup_on=_names(args.dedup_on, "--dedup-on"),
+        near_dedup=threshold if args.near_dedup else None, sample=_positive(args.sample, "--sample"), seed=args.seed, val_ratio=args.val_ratio,
         val_out=Path(args.val_out) if args.val_out else None, group_by=args.group_by, skip_bad=args.skip_bad,
         stats=args.stats, progress=sys.stderr.isatty(),
     )
@@ -124,6 +139,11 @@ def main(args) -> int:
         dropped = sum(stats.dropped.values())
         print(f"{opts.output}: {stats.written} rows{split} ({stats.read} read, {dropped} dropped, "
               f"{stats.rejected} rejected)")
+    near = stats.near
+    if near is not None:
+        print(f"near-duplicates: {near.removed} row(s) dropped in {len(near.clusters)} cluster(s)"
+              + ("; e.g. " if near.examples else "")
+              + ", ".join(f"line {drop} ~ line {kept} ({sim:.2f})" for drop, kept, sim in near.examples[:3]))
     if opts.skip_bad:
         print(f"{opts.rejects}: {stats.rejected} bad line(s) set aside")
     if args.stats:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from llf_recipes.catalog import Catalog
-from llf_recipes.cli.verb import add_verb, formatter  # noqa: F401 - re-exported for the verbs
+from llf_recipes.cli.verb import add_verb, device_type, formatter  # noqa: F401 - re-exported for the verbs
 from llf_recipes.hardware import HostLayout, default_layout, parse_gpus, parse_hostfile
 from llf_recipes.schema.rules import RULES, Finding
 
@@ -23,12 +23,17 @@ def add_layout_args(p: argparse.ArgumentParser, hostfile_help: str = "DeepSpeed-
     g = p.add_mutually_exclusive_group()
     g.add_argument("--gpus", metavar="LIST", help="devices on this machine, e.g. 0,1 (default: one device)")
     g.add_argument("--hostfile", metavar="FILE", help=hostfile_help)
-    p.add_argument("--device", choices=("cuda", "npu", "cpu"), default="cuda",
-                   help="accelerator kind: npu uses ASCEND_RT_VISIBLE_DEVICES (default: cuda)")
+    p.add_argument("--device", type=device_type(with_index=False), default="cuda", metavar="{auto,cuda,npu,cpu}",
+                   help="accelerator kind: npu uses ASCEND_RT_VISIBLE_DEVICES; auto: what this machine has "
+                        "(default: cuda)")
     p.add_argument("--master-port", type=int, default=None, metavar="PORT", help="rendezvous port (default: 29500)")
 
 
 def layout_from(args: argparse.Namespace, catalog: Catalog) -> HostLayout:
+    if getattr(args, "device", None) == "auto":
+        from llf_recipes.preflight import local_device
+
+        args.device = local_device()
     if getattr(args, "hostfile", None):
         layout = parse_hostfile(catalog.hostfile(args.hostfile), device=args.device)
     elif getattr(args, "gpus", None):
@@ -69,3 +74,41 @@ def run_from(args: argparse.Namespace):
     from llf_recipes import manifest
 
     return manifest.resolve(args.run, args.output_root)
+
+
+def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int, greedy: bool) -> None:
+    """How a model generates, the same for ask, chat and serve (LLaMA-Factory's generating arguments)."""
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, metavar="N",
+                   help=f"longest answer, in tokens (default: {max_new_tokens})")
+    p.add_argument("--temperature", type=float, default=0.0 if greedy else None, metavar="T",
+                   help="sampling temperature; 0 decodes greedily, the same answer every time (default: "
+                        + ("0)" if greedy else "LLaMA-Factory's, 0.95 with top-p 0.7)"))
+    p.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling: keep the smallest set of tokens whose "
+                                                            "probability adds up to P (with --temperature above 0)")
+    p.add_argument("--top-k", type=int, metavar="K", help="sample among the K most likely tokens (with --temperature)")
+    p.add_argument("--repetition-penalty", type=float, metavar="R",
+                   help="above 1.0 discourages repeating tokens (default: the model's generation config)")
+
+
+def sampling_from(args: argparse.Namespace) -> dict:
+    """The generating arguments LLaMA-Factory reads, from add_sampling_args' options (unset ones left out)."""
+    from llf_recipes.errors import LlfError
+
+    if args.max_new_tokens < 1:
+        raise LlfError(f"--max-new-tokens {args.max_new_tokens} must be at least 1", key="--max-new-tokens")
+    if args.temperature is not None and args.temperature < 0:
+        raise LlfError(f"--temperature {args.temperature} is negative", key="--temperature",
+                       fix="0 decodes greedily; 0.7 to 1.0 samples")
+    config: dict = {"max_new_tokens": args.max_new_tokens}
+    if args.temperature == 0:
+        config["do_sample"] = False
+    else:
+        if args.temperature is not None:
+            config.update(do_sample=True, temperature=args.temperature)
+        if args.top_p is not None:
+            config["top_p"] = args.top_p
+        if args.top_k is not None:
+            config["top_k"] = args.top_k
+    if args.repetition_penalty is not None:
+        config["repetition_penalty"] = args.repetition_penalty
+    return config

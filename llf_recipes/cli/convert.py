@@ -7,13 +7,14 @@ from pathlib import Path
 
 from llf_recipes.catalog import SAMPLES_DIR
 from llf_recipes.cli.common import add_catalog_args, add_verb, catalog_from
+from llf_recipes.cli.verb import add_alias
 from llf_recipes.data.convert import KINDS, convert_file
 from llf_recipes.errors import LlfError
 
 
 def add_parser(sub) -> None:
     p = add_verb(sub, "convert", "convert a dataset (json, jsonl, parquet, csv, arrow) into a LLaMA-Factory layout", """
-        llf-recipes convert zhihu_sft --sample --data-dir data        # the bundled sample rows
+        llf-recipes convert zhihu_sft --sample-data --data-dir data   # the bundled sample rows
         llf-recipes convert ultrafeedback_kto --input train_prefs.parquet --data-dir data
         llf-recipes convert my_pairs.jsonl --kind pairs -o data/my_pairs.jsonl --skip-bad
         llf-recipes convert chats.jsonl --kind openai_to_sharegpt -o data/chats.jsonl   # tool calls kept
@@ -21,7 +22,8 @@ def add_parser(sub) -> None:
     """)
     p.add_argument("source", metavar="NAME|FILE", help="a dataset entry name, or a data file with --kind")
     p.add_argument("--input", metavar="FILE", help="for NAME: the downloaded source file to read")
-    p.add_argument("--sample", action="store_true", help="for NAME: read the bundled sample rows")
+    p.add_argument("--sample-data", dest="sample", action="store_true", help="for NAME: read the bundled sample rows")
+    add_alias(p, "--sample", dest="sample", action="store_true")
     p.add_argument("--kind", choices=KINDS, help="for FILE: how to convert (NAME knows its own)")
     p.add_argument("-o", "--output", metavar="FILE", help="output JSONL (default: DATA_DIR/<entry file_name>)")
     p.add_argument("--data-dir", default="data", metavar="DIR", help="LLaMA-Factory's dataset_dir (default: data)")
@@ -39,7 +41,7 @@ def resolve(args) -> tuple[Path, Path, str, dict]:
 
     options = {k: scalar(v) for k, _, v in (o.partition("=") for o in args.option)}
     as_file = Path(args.source)
-    if as_file.is_file():
+    if as_file.is_file() or as_file.is_dir():  # a folder of one file type, as LLaMA-Factory reads one
         if not args.kind:
             raise LlfError("converting a file needs --kind", fix=f"one of {', '.join(KINDS)}")
         return as_file, Path(args.output or Path(args.data_dir) / f"{as_file.stem}.jsonl"), args.kind, options
@@ -54,7 +56,7 @@ def resolve(args) -> tuple[Path, Path, str, dict]:
     elif args.input:
         src = Path(args.input)
     else:
-        raise LlfError(f"where are {ds.name}'s rows?", fix=f"pass --input FILE (e.g. after `llf-recipes download {ds.name}`) or --sample")
+        raise LlfError(f"where are {ds.name}'s rows?", fix=f"pass --input FILE (e.g. after `llf-recipes download {ds.name}`) or --sample-data")
     return src, Path(args.output or Path(args.data_dir) / ds.entry["file_name"]), kind, {**ds.convert.get("options", {}), **options}
 
 

@@ -33,5 +33,10 @@ def main(args) -> int:
         raise LlfError(f"{dest} already exists", fix="pass --force to overwrite it")
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(recipe.path, dest)
-    print(f"copied {recipe.name} -> {dest}")
+    found = catalog_from(args).recipe_paths.get(dest.stem)
+    if found is not None and found[1].resolve() == dest.resolve():
+        print(f"copied {recipe.name} -> {dest}; it is recipe {dest.stem} here (llf-recipes show {dest.stem})")
+    else:
+        print(f"copied {recipe.name} -> {dest}; outside recipes/ it is found by path (llf-recipes show {dest}), or "
+              f"by name once moved into recipes/ or given with --recipe-dir {dest.parent}")
     return 0

@@ -4,7 +4,6 @@ packages, and with --hostfile whether every host answers over ssh."""
 from __future__ import annotations
 
 import importlib.metadata as md
-import importlib.util
 import json
 import os
 import re
@@ -13,7 +12,7 @@ import sys
 from dataclasses import asdict, dataclass
 
 from llf_recipes import __version__
-from llf_recipes.cli.common import add_catalog_args, add_verb, catalog_from
+from llf_recipes.cli.common import add_catalog_args, add_verb, catalog_from, device_type
 from llf_recipes.schema import SUPPORTED_VERSION
 
 # The rest of the resolved set the engine tests ran with (pip's choice under the train extra's pins).
@@ -23,6 +22,7 @@ OPTIONAL = (
     ("deepspeed", "deepspeed", "recipes rendered for more than one device, or with offload"),
     ("bitsandbytes", "bitsandbytes", "4-bit QLoRA (quantization_bit with the bnb method)"),
     ("flash_attn", "flash-attn", "flash_attn: fa2"),
+    ("liger_kernel", "liger-kernel", "enable_liger_kernel: true"),
     ("ray", "ray", "--launcher ray"),
 )
 _PIN = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*==\s*([^;\s]+)\s*;\s*extra\s*==\s*['\"]train['\"]")
@@ -44,8 +44,9 @@ def add_parser(sub) -> None:
         llf-recipes doctor --json
     """)
     p.add_argument("--hostfile", metavar="FILE", help="also check that every host answers over ssh (BatchMode)")
-    p.add_argument("--device", choices=("cuda", "npu", "cpu"), default="cuda",
-                   help="with --hostfile: the device kind whose count each host reports (default: cuda)")
+    p.add_argument("--device", type=device_type(with_index=False), default="cuda", metavar="{auto,cuda,npu,cpu}",
+                   help="with --hostfile: the device kind whose count each host reports (default: cuda; auto: this "
+                        "machine's kind)")
     p.add_argument("--ssh-config", metavar="FILE", help="ssh client configuration (ssh -F FILE)")
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     add_catalog_args(p)
@@ -97,33 +98,49 @@ def version_checks() -> list[Check]:
 
 
 def device_checks() -> list[Check]:
+    """Devices as the driver reports them (no torch import), with bf16 support per GPU."""
+    from llf_recipes.preflight import cuda_inventory, npu_count
+
     checks = [Check("devices", "cpu", "info", f"{os.cpu_count()} cores")]
-    if importlib.util.find_spec("torch") is None:
-        return [*checks, Check("devices", "torch", "warn", "not installed: devices unknown", 'pip install -e ".[train]"')]
-    import torch  # heavy: only here
-
-    if torch.cuda.is_available():
-        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        checks.append(Check("devices", "cuda", "ok", f"{len(names)}: {', '.join(names)}"))
+    inventory = cuda_inventory()
+    if inventory.gpus:
+        for g in inventory.gpus:
+            bf16 = "" if g.compute_cap is None else (
+                ", bf16" if g.compute_cap >= 8.0 else ", no bf16 (--set precision=fp16)")
+            cap = f", compute capability {g.compute_cap:g}" if g.compute_cap is not None else ""
+            checks.append(Check("devices", f"cuda:{g.index}", "ok", f"{g.name}{cap}{bf16}"))
     else:
-        checks.append(Check("devices", "cuda", "info", "no CUDA device: train with --device cpu (tiny models only)"))
-    if importlib.util.find_spec("torch_npu") is not None:
-        try:
-            import torch_npu  # noqa: F401
-
-            checks.append(Check("devices", "npu", "ok", f"{torch.npu.device_count()} NPU(s)"))
-        except Exception as exc:  # noqa: BLE001 - a broken CANN install should be reported, not crash doctor
-            checks.append(Check("devices", "npu", "warn", f"torch_npu does not load: {exc}"))
+        checks.append(Check("devices", "cuda", "info", f"no CUDA device ({inventory.how}): recipes need a GPU; "
+                                                       "`run NAME --smoke` checks one on CPU"))
+    if npu_count():
+        checks.append(Check("devices", "npu", "ok", f"{npu_count()} NPU(s) under /dev/davinci*"))
     return checks
 
 
-def optional_checks() -> list[Check]:
+def optional_checks(catalog=None) -> list[Check]:
+    """Optional packages; one that bundled recipes need is an error where the engine is installed (training is
+    meant to happen here), else a note."""
+    from llf_recipes.hardware import default_layout
+    from llf_recipes.preflight import engine_python, installed_in, recipes_needing
+
+    needs = recipes_needing(catalog, default_layout("cuda")) if catalog is not None else {}
+    training_here = installed("llamafactory") is not None
+    python = engine_python("llamafactory-cli")  # where the engine runs, which is where these must be
+    present = installed_in(python, [m for m, _, _ in OPTIONAL])
     checks = []
     for module, dist, needed_for in OPTIONAL:
-        if importlib.util.find_spec(module) is None:
-            checks.append(Check("optional", dist, "info", f"not installed (needed for {needed_for})"))
+        users = needs.get(module, [])
+        if present.get(module):
+            checks.append(Check("optional", dist, "ok", (installed(dist) if os.path.realpath(python) ==
+                                                          os.path.realpath(sys.executable) else None) or "importable"))
+        elif users:
+            shown = ", ".join(users[:4]) + (f" and {len(users) - 4} more" if len(users) > 4 else "")
+            checks.append(Check("optional", dist, "error" if training_here else "info",
+                                f"not installed for the engine ({python}); {len(users)} recipe(s) need it on one "
+                                f"GPU: {shown}",
+                                f"pip install {dist}"))
         else:
-            checks.append(Check("optional", dist, "ok", installed(dist) or "importable"))
+            checks.append(Check("optional", dist, "info", f"not installed (needed for {needed_for})"))
     ssh = shutil.which("ssh")
     checks.append(Check("tools", "ssh", "ok" if ssh else "info", ssh or "not found (needed for --launcher ssh)"))
     smi = shutil.which("nvidia-smi")
@@ -155,6 +172,17 @@ def engine_checks() -> list[Check]:
     return checks
 
 
+def disk_checks(root: str = "saves") -> list[Check]:
+    from pathlib import Path
+
+    from llf_recipes.preflight import GIB, free_bytes
+
+    free = free_bytes(Path(root))
+    status = "ok" if free >= 20 * GIB else "warn"
+    return [Check("disk", root, status, f"{free / GIB:.1f} GiB free",
+                  "full-parameter runs of a 7B model keep tens of GiB of checkpoints: free space or use --output-root")]
+
+
 def host_checks(hostfile: str, device: str, ssh_config: str | None, catalog) -> list[Check]:
     from llf_recipes.hardware import parse_hostfile
     from llf_recipes.launchers.ssh import probe_hosts
@@ -177,9 +205,14 @@ def host_checks(hostfile: str, device: str, ssh_config: str | None, catalog) -> 
 
 
 def main(args) -> int:
-    checks = version_checks() + device_checks() + optional_checks() + engine_checks()
+    if args.device == "auto":
+        from llf_recipes.preflight import local_device
+
+        args.device = local_device()
+    catalog = catalog_from(args)
+    checks = version_checks() + device_checks() + optional_checks(catalog) + engine_checks() + disk_checks()
     if args.hostfile:
-        checks += host_checks(args.hostfile, args.device, args.ssh_config, catalog_from(args))
+        checks += host_checks(args.hostfile, args.device, args.ssh_config, catalog)
     if args.json:
         print(json.dumps([asdict(c) for c in checks], indent=2))
     else:

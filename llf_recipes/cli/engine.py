@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
         llf-recipes engine path llamafactory-ppo           # its interpreter, for scripts
         llf-recipes engine list --engine llamafactory-ppo=/opt/ppo/bin/python
     """)
-    p.add_argument("action", choices=("list", "install", "check", "path"))
+    p.add_argument("action", choices=("list", "install", "check", "path"),
+                   help="list the engines; install, check or print the interpreter path of one")
     p.add_argument("name", nargs="?", help="engine name (install, check, path)")
     p.add_argument("--engine", action="append", default=[], metavar="NAME=PYTHON",
                    help="use an existing interpreter for an engine (repeatable)")

@@ -5,23 +5,25 @@ from __future__ import annotations
 import json
 
 from llf_recipes.cli.common import add_verb
+from llf_recipes.cli.verb import add_alias, device_type
 from llf_recipes.errors import LlfError
 
 
 def add_parser(sub) -> None:
     p = add_verb(sub, "eval", "evaluate runs: training metrics, held-out loss/perplexity, preference accuracy, samples", """
         llf-recipes eval saves/                          # every completed run under saves/ -> saves/evaluation_results.json
-        llf-recipes eval saves/zhihu --methods sft dpo   # only these methods (or stage names)
-        llf-recipes eval saves/zhihu --skip-perplexity --max-samples 50
+        llf-recipes eval saves/zhihu --methods sft,dpo   # only these methods (or stage names)
+        llf-recipes eval saves/zhihu --skip-perplexity --limit 50
         llf-recipes eval saves/ --dataset ultrafeedback_prefs_test --data-dir data   # one test set for every run
         llf-recipes eval saves/zhihu/sft --pref-dataset zhihu_rlhf --max-generation-samples 5
     """)
     p.add_argument("paths", nargs="+", metavar="RUNS_DIR|RUN_DIR",
                    help="run directories (they hold llf-run.json) or directories holding runs at any depth")
-    p.add_argument("--methods", nargs="+", default=[], metavar="METHOD",
-                   help="only runs of these methods (sft dpo orpo simpo kto rm pt) or recipe stage names")
-    p.add_argument("--max-samples", type=int, default=100, metavar="N",
-                   help="held-out rows per metric (default: 100; 0 skips test metrics)")
+    p.add_argument("--methods", nargs="+", default=[], metavar="METHOD[,METHOD]",
+                   help="only runs of these methods (sft,dpo,orpo,simpo,kto,rm,pt) or recipe stage names")
+    p.add_argument("--limit", dest="max_samples", type=int, default=100, metavar="N",
+                   help="at most N held-out rows per metric (default: 100; 0 skips test metrics)")
+    add_alias(p, "--max-samples", dest="max_samples", type=int)
     p.add_argument("--max-generation-samples", type=int, default=3, metavar="N",
                    help="prompts answered for the samples (default: 3; 0 skips generation)")
     p.add_argument("--max-new-tokens", type=int, default=64, metavar="N", help="length of a sample answer (default: 64)")
@@ -33,7 +35,9 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", metavar="DIR",
                    help="where --dataset/--pref-dataset are registered, and a run's own datasets when its dataset_dir "
                         "is gone (default: each run's dataset_dir)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--device", type=device_type(with_index=True), default="auto", metavar="{auto,cuda,npu,cpu}[:N]",
+                   help="where the models run: auto (a GPU when torch sees one), cuda, cuda:N, npu or cpu "
+                        "(default: auto)")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                    help="weights dtype (default: bfloat16 on a GPU that has it, else float32)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="sequences per forward pass (default: 8)")
@@ -50,9 +54,11 @@ def main(args) -> int:
 
     from llf_recipes.eval import runner
 
+    args.methods = [m.strip() for item in args.methods for m in item.split(",") if m.strip()]  # A,B or A B
     for flag in ("max_samples", "max_generation_samples", "max_new_tokens", "batch_size"):
         if getattr(args, flag) < (1 if flag in ("max_new_tokens", "batch_size") else 0):
-            raise LlfError(f"--{flag.replace('_', '-')} must be a positive number", key=flag)
+            name = "--limit" if flag == "max_samples" else f"--{flag.replace('_', '-')}"
+            raise LlfError(f"{name} must be a positive number", key=name)
     runs, skipped = runner.discover(args.paths, args.methods)
     for line in skipped:
         runner.log(line)

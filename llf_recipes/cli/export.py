@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from llf_recipes.cli.common import add_run_target, add_verb, run_from
-from llf_recipes.use import export
+from llf_recipes.cli.verb import add_alias
+from llf_recipes.use import export, exported_from
 
 
 def add_parser(sub) -> None:
@@ -16,7 +17,9 @@ def add_parser(sub) -> None:
         llf-recipes export saves/grpo-gsm8k/grpo --checkpoint best   # an EasyR1 run's best checkpoint
     """)
     add_run_target(p)
-    p.add_argument("-o", "--export-dir", type=Path, metavar="DIR", help="where the merged model goes (default: RUN_DIR-merged)")
+    p.add_argument("-o", "--output", dest="export_dir", type=Path, metavar="DIR",
+                   help="where the merged model goes (default: RUN_DIR-merged)")
+    add_alias(p, "--export-dir", dest="export_dir", type=Path)
     p.add_argument("--export-size", type=int, default=5, metavar="GB", help="shard size in GB (default: 5)")
     p.add_argument("--export-device", choices=("cpu", "auto"), default="cpu", help="where the merge runs (default: cpu)")
     p.add_argument("--force", action="store_true", help="export again, or into a directory not written by export")
@@ -28,6 +31,9 @@ def add_parser(sub) -> None:
 
 def main(args) -> int:
     run_dir, data = run_from(args)
+    source = exported_from(run_dir, data)
+    if source is not None:  # the run root's latest result is already an export: export its source run (a no-op when
+        run_dir, data = source  # the export is up to date, so the README's first command runs twice)
     if args.checkpoint:
         from llf_recipes.grpo.easyr1 import select_checkpoint
 
@@ -35,5 +41,7 @@ def main(args) -> int:
         args.force = True  # a different checkpoint is a different model
     out = export(run_dir, data, args.export_dir, export_size=args.export_size, export_device=args.export_device,
                  force=args.force)
-    print(f"merged model: {out}")
+    from llf_recipes.console import shown_path
+
+    print(f"merged model: {shown_path(out)}")
     return 0

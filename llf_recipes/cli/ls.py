@@ -64,11 +64,18 @@ def main(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
+    if console.is_terminal and console.width < 110:  # too narrow for every column: leave out what `show` has
+        columns = [c for c in columns if c not in ("datasets", "file")]
     table = Table(box=None, pad_edge=False, header_style="bold")
     for col in columns:
-        table.add_column(col.upper(), overflow="fold", no_wrap=col == "name")
+        # The name is never broken (it is what the user types); lists go one item to a line; prose wraps at
+        # spaces; a long path or repository id folds.
+        table.add_column(col.upper(), overflow="fold", no_wrap=col in ("name", "datasets", "ranking", "file"),
+                         min_width=20 if col == "description" else None)
     for row in data:
-        table.add_row(*[_first_sentence(str(row[c])) if c == "description" else str(row[c]) for c in columns])
-    console = Console()
+        table.add_row(*[_first_sentence(str(row[c])) if c == "description"
+                        else str(row[c]).replace(", ", ",\n") if c in ("datasets", "hosts") else str(row[c])
+                        for c in columns])
     Console(width=max(console.width, 160) if not console.is_terminal else None).print(table)
     return 0

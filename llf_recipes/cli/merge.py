@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
-from llf_recipes.cli.common import add_verb
+from llf_recipes.cli.common import add_verb, device_type
 from llf_recipes.errors import LlfError
 
 
@@ -35,7 +36,8 @@ def add_parser(sub) -> None:
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
                    help="dtype of the merged weights (default: the first model's)")
     p.add_argument("--seed", type=int, help="dare: random seed, for a reproducible drop")
-    p.add_argument("--device", default="cpu", help="where mergekit computes: cpu or cuda (default: cpu)")
+    p.add_argument("--device", type=device_type(with_index=True), default="cpu", metavar="{auto,cuda,npu,cpu}[:N]",
+                   help="where mergekit computes: cpu, cuda or cuda:N; auto: a GPU when there is one (default: cpu)")
     p.add_argument("--output-root", default="saves", metavar="DIR", help="where recipe NAMEs are looked up (default: saves)")
     p.add_argument("--print-config", action="store_true",
                    help="print the mergekit YAML and stop (LoRA runs are named by the export directory they will get)")
@@ -47,6 +49,8 @@ def main(args) -> int:
     from llf_recipes import merge, yamlio
 
     started = time.time()
+    if not args.print_config and find_spec("mergekit") is None:  # before any export of a source run
+        raise LlfError("merging needs mergekit", fix='pip install "llf-recipes[merge]"')
     weights = _weights(args.weights)
     sources = [merge.resolve(s, args.output_root, export=not args.print_config) for s in args.sources]
     base = args.base or next((s.base for s in sources if s.base), None) if args.method in merge.NEEDS_BASE else None
@@ -57,7 +61,15 @@ def main(args) -> int:
     if args.print_config:
         print(yamlio.dump(config), end="")
         return 0
-    out = merge.run_mergekit(config, Path(args.output), seed=args.seed, device=args.device, force=args.force)
+    if not args.force and merge.up_to_date(Path(args.output), config, sources):
+        print(f"merged model: {Path(args.output)} (up to date with its sources; --force merges again)")
+        return 0
+    if args.device == "auto":
+        from llf_recipes.preflight import cuda_inventory
+
+        args.device = "cuda" if cuda_inventory().gpus else "cpu"
+    out = merge.run_mergekit(config, Path(args.output), seed=args.seed, device=args.device,
+                             force=args.force or merge.written_by_merge(Path(args.output)))
     merge.write_manifest(out, args.method, config, sources, started)
     print(f"merged model: {out}")
     return 0

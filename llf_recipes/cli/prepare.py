@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from llf_recipes.cli.common import add_catalog_args, add_verb, catalog_from
+from llf_recipes.cli.verb import add_alias
 from llf_recipes.data.layouts import local_dir
 from llf_recipes.data.prepare import prepare
 from llf_recipes.errors import LlfError
@@ -12,13 +13,15 @@ def add_parser(sub) -> None:
     p = add_verb(sub, "prepare", "download, convert, check and register datasets in one step", """
         llf-recipes prepare --recipe zhihu --data-dir data          # every dataset the recipe names
         llf-recipes prepare huanhuan belle_0.5m --hub modelscope
-        llf-recipes prepare --recipe rlhf-ultrafeedback --sample    # offline: the bundled sample rows
+        llf-recipes prepare --recipe rlhf-ultrafeedback --sample-data   # offline: the bundled sample rows
         llf-recipes prepare belle_2m --limit 100000 --skip-bad
     """)
     p.add_argument("names", nargs="*", metavar="NAME", help="dataset entries from dataset_info.d/")
     p.add_argument("--recipe", metavar="NAME", help="prepare every dataset this recipe names")
     p.add_argument("--data-dir", default="data", metavar="DIR", help="LLaMA-Factory's dataset_dir (default: data)")
-    p.add_argument("--sample", action="store_true", help="use the bundled sample rows instead of downloading")
+    p.add_argument("--sample-data", dest="sample", action="store_true",
+                   help="use the bundled sample rows instead of downloading")
+    add_alias(p, "--sample", dest="sample", action="store_true")
     p.add_argument("--hub", choices=("hf", "modelscope"), help="which hub when a source lists both")
     p.add_argument("--limit", type=int, metavar="N", help="convert at most N source rows per dataset")
     p.add_argument("--skip-bad", action="store_true", help="set bad source rows aside instead of stopping")
@@ -35,6 +38,11 @@ def main(args) -> int:
         names += [n for n in catalog.recipe(args.recipe).datasets if n not in names]
     if not names:
         raise LlfError("nothing to prepare", fix="name datasets, or pass --recipe NAME")
+    for name in args.names:
+        if name not in catalog.datasets and name in catalog.recipe_paths:
+            sample = " --sample-data" if args.sample else ""
+            raise LlfError(f"{name!r} is a recipe, not a dataset",
+                           fix=f"llf-recipes prepare --recipe {name}{sample} prepares every dataset it names")
     prepare(names, args.data_dir, catalog=catalog, sample=args.sample, hub=args.hub, skip_bad=args.skip_bad,
             limit=args.limit, force=args.force)
     return 0

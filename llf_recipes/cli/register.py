@@ -90,5 +90,7 @@ def main(args) -> int:
             print(f"  note: {Path(args.data_dir) / file_name} is not there yet; convert the data into it before training",
                   file=sys.stderr)
     if not args.dry_run:
-        print(f"{target}: {sum(c.action != 'unchanged' for c in changes)} entr(ies) written")
+        written = sum(c.action != "unchanged" for c in changes)
+        print(f"{target}: {written} {'entry' if written == 1 else 'entries'} written" if written
+              else f"{target}: unchanged, every entry was already registered as given")
     return 0

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
+from llf_recipes import preflight, summary
 from llf_recipes.cli.common import (
     add_catalog_args,
     add_layout_args,
@@ -180,6 +183,9 @@ def main(args) -> int:
     if errors(findings):
         print(f"not run: {len(errors(findings))} validation error(s)", file=sys.stderr)
         return 1
+    # the stages run on this machine: its devices, packages and disk are the ones to check
+    local = args.launcher in ("auto", "local") and all(
+        len(p.commands) == 1 and p.commands[0].host in LOCAL_HOSTS for p in plans)
     if args.dry_run:
         if args.launcher == "slurm":  # the job script each stage would submit
             from llf_recipes.launchers.slurm import sbatch_script
@@ -192,9 +198,12 @@ def main(args) -> int:
             print(json.dumps(plan_json(plans), indent=2, ensure_ascii=False))
         else:
             print_plan(plans)
+            print_machine_check(plans, local)
         return 0
     names = {p.stage for p in plans}
     ensure_engines(plans, args.install_engines)
+    if args.launcher != "print":
+        preflight.raise_if_any(preflight.check_stages(plans, local=local))
     for p in plans:
         check_inputs(p, names)
         check_registered(p)
@@ -202,15 +211,33 @@ def main(args) -> int:
             p.check_nodes(args.ssh_config, local_only=args.launcher == "ray")
         ensure_master_port(p, explicit=args.master_port is not None)
     source = args.hostfile or (f"--gpus {args.gpus}" if args.gpus else ("smoke" if args.smoke else "default"))
+    started = time.time()
+    code = 0
     for i, p in enumerate(plans, 1):
         code = run_stage(p, lambda plan, log: execute(plan, log, args), force=args.force,
                          position=f"[{i}/{len(plans)}]", layout_source=source)
         if code != 0:
-            return code
-    if args.smoke and args.launcher != "print":
-        last = plans[-1].config_path.parent
-        print(f"smoke run of {plans[0].rendered.recipe.name} passed: {len(plans)} stage(s) on CPU; outputs under {last.parent}")
-    return 0
+            break
+    if args.launcher != "print":
+        rows = summary.stage_rows([(p.stage, p.config_path.parent) for p in plans], started)
+        rerun = "llf-recipes " + shlex.join(getattr(args, "argv", None) or ["run", args.name])
+        print("\n".join(summary.render(plans[0].rendered.recipe.name, rows, time.time() - started, rerun,
+                                       smoke=args.smoke)), flush=True)
+    return code
+
+
+def print_machine_check(plans: list[StagePlan], local: bool) -> None:
+    """The dry run's last part: what `run` would refuse on this machine (or that the hosts are checked elsewhere)."""
+    if not local:
+        print("\n# machine: the stages run on other hosts; `llf-recipes doctor --hostfile FILE` checks them")
+        return
+    problems = preflight.check_stages(plans, local=True)
+    if not problems:
+        print("\n# machine: devices, packages and disk are ready for these stages")
+        return
+    print(f"\n# machine: {len(problems)} problem(s) `run` would stop on:")
+    for p in problems:
+        print("#   " + p.format().replace("\n", "\n#   "))
 
 
 def execute(plan: StagePlan, log: Path, args) -> int | None:

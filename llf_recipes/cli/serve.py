@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from llf_recipes.cli.common import add_run_target, add_verb, run_from
+import os
+
+from llf_recipes.cli.common import add_run_target, add_sampling_args, add_verb, run_from, sampling_from
+from llf_recipes.console import EngineEcho, print_tail
+from llf_recipes.errors import LlfError
 from llf_recipes.launch import stream
+from llf_recipes.pipeline import free_port
 from llf_recipes.use import inference_yaml
 
 
@@ -16,20 +21,38 @@ def add_parser(sub) -> None:
     """)
     add_run_target(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000); checked before the model "
+                                                         "loads")
     p.add_argument("--api-key", help="require this bearer token")
     p.add_argument("--model-name", help="the model id clients pass (default: the run's recipe/stage)")
-    p.add_argument("--max-new-tokens", type=int, default=512, metavar="N")
+    add_sampling_args(p, max_new_tokens=512, greedy=False)  # defaults for requests that do not set their own
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
     run_dir, data = run_from(args)
-    path = inference_yaml(run_dir, data, "serve", args.max_new_tokens)
+    if not free_port(args.port, args.host):
+        raise LlfError(f"port {args.port} on {args.host} is already in use", key="--port",
+                       fix=f"pick another port (--port {args.port + 1}), or stop what listens on it")
+    path = inference_yaml(run_dir, data, "serve", sampling_from(args))
     recipe = (data.get("recipe") or {}).get("name", "model")
     env = {"API_HOST": args.host, "API_PORT": str(args.port),
            "API_MODEL_NAME": args.model_name or f"{recipe}/{data.get('stage', '')}".rstrip("/")}
     if args.api_key:
         env["API_KEY"] = args.api_key
-    print(f"serving {run_dir} at http://{args.host}:{args.port}/v1 as {env['API_MODEL_NAME']!r} (Ctrl-C stops)", flush=True)
-    return stream(["llamafactory-cli", "api", str(path)], env, run_dir / "llf-serve.log")
+    key = ("API key: --api-key" if args.api_key else "API key: $API_KEY from the environment"
+           if os.environ.get("API_KEY") else "no API key: anyone who reaches the port can use it")
+    log = run_dir / "llf-serve.log"
+    print(f"serving {run_dir} at http://{args.host}:{args.port}/v1 as {env['API_MODEL_NAME']!r}; {key} "
+          f"(Ctrl-C stops; log: {log})", flush=True)
+    shown = EngineEcho()
+
+    def echo(line: bytes) -> None:
+        shown(line)
+        if not shown.verbose and b"Uvicorn running on" in line:
+            print(f"ready: http://{args.host}:{args.port}/v1/models lists the model", flush=True)
+
+    code = stream(["llamafactory-cli", "api", str(path)], env, log, echo=echo)
+    if code not in (0, 130):
+        print_tail(log, "serve")
+    return code

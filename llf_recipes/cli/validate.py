@@ -99,6 +99,7 @@ def main(args) -> int:
     checked = failed = 0
     for name in names:
         recipe = catalog.recipe(name)
+        found: dict[str, list[str]] = {}  # a finding's text -> the layouts it comes up on, to print it once
         for layout in layouts:
             label = f"{recipe.name} @ {layout.source} ({layout.describe()})"
             try:
@@ -110,10 +111,15 @@ def main(args) -> int:
             for r in rendered:
                 checked += 1
                 findings = validate_stage(r, catalog, set(args.allow))
-                print_findings(findings)
+                for f in findings:
+                    found.setdefault(f.format(), []).append(Path(layout.source).stem)
                 if errors(findings):
                     failed += 1
                     print(f"FAIL {label} stage {r.stage.name}", file=sys.stderr)
+        for text, where in found.items():
+            head, _, rest = text.partition("\n")
+            on = f" (on {', '.join(dict.fromkeys(where))})" if len(layouts) > 1 else ""
+            print(head + on + ("\n" + rest if rest else ""), file=sys.stderr)
     elapsed = time.perf_counter() - started
     verdict = "all valid" if not failed else f"{failed} failed"
     print(f"validated {checked} stage(s) of {len(names)} recipe(s) on {len(layouts)} layout(s) in {elapsed:.2f} s: {verdict}")

@@ -17,6 +17,8 @@ from llf_recipes.data.layouts import (
     check_media,
     drop_reason,
     remote_dir,
+    resolve_source,
+    template_problem,
 )
 from llf_recipes.data.rows import BadRow, iter_rows
 from llf_recipes.errors import LlfError
@@ -96,6 +98,7 @@ def check_file(path: str | Path, stage: str, entry: dict[str, Any] | Layout, *, 
     parse_errors: list[BadRow] = []
     seen: dict[str, tuple[str, str]] = {}  # column -> (kind, where first seen)
     first_rows: list[dict[str, Any]] = []
+    kto = _KtoNeighbours(report) if stage == "kto" else None
     for where, row in iter_rows(path, parse_errors, csv_empty_none=True):
         if limit is not None and report.rows >= limit:
             break
@@ -112,8 +115,17 @@ def check_file(path: str | Path, stage: str, entry: dict[str, Any] | Layout, *, 
             report.errors.append(exc)
             continue
         reason = drop_reason(aligned, stage)
+        if kto is not None:
+            kto.add(where, reason is None, aligned.response)
+        if reason and stage == "pt":  # the pre-training processor indexes the first turn of every row
+            report.errors.append(RowError(f"LLaMA-Factory stops on it: {reason}", where=where, key=aligned.field))
+            continue
         if reason:
             report.dropped.append(BadRow(f"LLaMA-Factory drops it: {reason}", where=where, key=aligned.field))
+            continue
+        problem = template_problem(aligned)
+        if problem:
+            report.errors.append(RowError(problem, where=where, key=layout.column("messages") or layout.column("tools")))
             continue
         problems = check_media(aligned, base, where)
         if problems:
@@ -125,6 +137,8 @@ def check_file(path: str | Path, stage: str, entry: dict[str, Any] | Layout, *, 
             report.warnings.append(BadRow(empty, where=where))
         if len(report.preview) < preview:
             report.preview.append(preview_row(aligned))
+    if kto is not None:
+        kto.flush()
     report.rows += len(parse_errors)
     report.errors = parse_errors + report.errors
     missing = [n for n in required_columns(layout) if layout.column(n) not in seen]
@@ -143,6 +157,34 @@ def check_file(path: str | Path, stage: str, entry: dict[str, Any] | Layout, *, 
         report.hint = (f"the rows look like {describe(first_rows)}; `llf-recipes register --file {path} --name {name} "
                        f"--stage {stage} --force` writes the entry that layout needs, or `llf-recipes convert` converts it")
     return report
+
+
+class _KtoNeighbours:
+    """LLaMA-Factory's KTO processor pairs each row with the answer of the row before it in its batch of 1,000 rows
+    (the first with the last) and stops with an IndexError when that row has no answer: a dropped row next to a kept
+    one is not dropped quietly there, it ends the run."""
+
+    BATCH = 1000
+
+    def __init__(self, report: CheckReport):
+        self.report = report
+        self.batch: list[tuple[str, bool, bool]] = []  # (where, kept, has an answer to pair with)
+
+    def add(self, where: str, kept: bool, response: list[dict[str, Any]]) -> None:
+        answer = bool(response) and (bool(response[0]["content"]) or len(response) > 1)
+        self.batch.append((where, kept, answer))
+        if len(self.batch) == self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        for i, (where, kept, _) in enumerate(self.batch):
+            before, _, answer = self.batch[i - 1]
+            if kept and not answer:
+                self.report.usable -= 1
+                self.report.errors.append(RowError(
+                    f"LLaMA-Factory's KTO processor stops on this row (IndexError): it pairs it with the answer of "
+                    f"the row at {before}, which has none", where=where, key="kto_tag"))
+        self.batch.clear()
 
 
 def _mixed_kind(row: dict[str, Any], seen: dict[str, tuple[str, str]], where: str, cut: int) -> RowError | None:
@@ -189,7 +231,7 @@ def check_entry(entry: dict[str, Any], stage: str, dataset_dir: str | Path, *, n
     if layout.load_from == "file":
         if remote_dir(dataset_dir):
             return CheckReport(note=f"not checked: with dataset_dir {dataset_dir} LLaMA-Factory reads {name!r} from the hub")
-        path = Path(dataset_dir) / layout.source
+        path = resolve_source(layout, dataset_dir)
         if not path.exists():
             raise LlfError(f"entry {name!r} reads {path}, which does not exist", key=name, where=str(path),
                            fix=f"write the file there (llf-recipes convert ... -o {path}), or fix file_name")
@@ -223,7 +265,7 @@ def preflight(entry: Any, name: str, stage: str, dataset_dir: str | Path, *, med
                        fix="rm and dpo read ranking entries (chosen/rejected); pt, sft, kto and ppo read the others")
     if layout.load_from != "file":
         return []
-    path = Path(dataset_dir) / layout.source
+    path = resolve_source(layout, dataset_dir)
     if not path.exists():
         raise LlfError(f"dataset {name!r} is registered but its file {path} is missing", key=name, where=where,
                        fix=f"llf-recipes prepare {name} --data-dir {dataset_dir} writes it again")

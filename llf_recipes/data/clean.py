@@ -4,14 +4,15 @@ Memory stays flat whatever the input size: each line is parsed at most once per 
 digests rather than rows, and sampling holds only the N sampled rows as (line number, line bytes). Outputs are
 temporary siblings renamed into place after the last line, so a bad line stops the run with nothing half-written.
 
-Per row, in order: parse, check the named fields exist, drop empty, character limit, token limit, dedup, sample.
+Per row, in order: parse, check the named fields exist, drop empty, character limit, token limit, dedup (whole row
+or --dedup-on fields), near-dedup (see neardup.py), sample.
 Rename and the train/validation split apply to the rows written; every field name given refers to the input.
 
 A sample decides which lines it could pick before parsing them (Sample). With --sample and none of --dedup, --stats or
 --skip-bad, only those lines are parsed, about 1.5 N when most rows pass (N ln(rows / N) more in a second pass when
 fewer than two thirds do); the others are passed over as bytes, so a bad line among them is not reported. The rows
 picked are the same as when every line is parsed (same seed, same rows), and the run's summary says how many lines were
-parsed. --stats, --skip-bad and --dedup need every line, so they parse and check them all.
+parsed. --stats, --skip-bad, --dedup, --dedup-on and --near-dedup need every line, so they parse and check them all.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class CleanOptions:
     max_tokens: int | None = None
     tokenizer: Path | None = None
     dedup: bool = False
+    dedup_on: tuple[str, ...] = ()  # exact dedup on these fields' values rather than the whole row
+    near_dedup: float | None = None  # drop rows this similar (MinHash estimate of Jaccard) to a row kept before
     sample: int | None = None
     seed: int = 0
     val_ratio: float | None = None
@@ -67,7 +70,11 @@ class CleanOptions:
     @property
     def parses_every_line(self) -> bool:
         """False for a sample that may pass over lines it cannot pick; these options need every line seen."""
-        return self.sample is None or self.dedup or self.stats or self.skip_bad
+        return self.sample is None or self.deduplicates or self.stats or self.skip_bad
+
+    @property
+    def deduplicates(self) -> bool:
+        return self.dedup or bool(self.dedup_on) or self.near_dedup is not None
 
 
 @dataclass
@@ -82,6 +89,7 @@ class CleanStats:
     chars_min: int | None = None
     chars_max: int = 0
     chars_total: int = 0
+    near: object = None  # the NearDuplicates of --near-dedup: clusters and examples
 
     def add_chars(self, n: int) -> None:
         self.chars_min = n if self.chars_min is None or n < self.chars_min else self.chars_min
@@ -120,6 +128,7 @@ def line_checker(opts: CleanOptions, tokenizer=None):
     named_by = {name: "--rename" for name in opts.rename}
     if opts.group_by and opts.val_ratio:
         named_by[opts.group_by] = "--group-by"
+    named_by.update((name, "--dedup-on") for name in opts.dedup_on)
     required = tuple(name for name in named_by if name not in fields)
     named_by.update((name, "--fields") for name in fields)
     # A rename onto a name the row already has would silently lose one of the two values.
@@ -128,7 +137,7 @@ def line_checker(opts: CleanOptions, tokenizer=None):
     measure = drop_empty or max_chars is not None or opts.stats
 
     def missing(name: str) -> BadLine:
-        fix = "every row needs the fields named by --fields, --rename and --group-by; check the spelling"
+        fix = "every row needs the fields named by --fields, --rename, --group-by and --dedup-on; check the spelling"
         if name in opts.rename.values():
             fix = f"{named_by.get(name, '--fields')} names the input's fields, before --rename: use the old name"
         return BadLine(f"field {name!r} (named by {named_by.get(name, '--fields')}) is missing", name, fix)
@@ -298,7 +307,7 @@ def clean(opts: CleanOptions) -> CleanStats:
         sample = Sample(opts.sample, opts.seed, first_cap(fh.peek(1 << 20), size, opts.sample)) if opts.sample else None
         with _progress(fh, size, show, opts.input.name) as lines:
             if every_line:
-                kept = reader.every_line(lines, sample, rejects, stats, opts.dedup)
+                kept = reader.every_line(lines, sample, rejects, stats, opts)
                 stats.read = stats.parsed + stats.rejected
             else:
                 reader.sampled_lines(lines, sample, stats)
@@ -308,8 +317,8 @@ def clean(opts: CleanOptions) -> CleanStats:
             taken = frozenset(lineno for _, lineno, _ in held)
             fh.seek(0)
             with _progress(fh, size, show, opts.input.name) as lines:
-                if opts.dedup:  # whether a row is a duplicate depends on every row before it
-                    reader.every_line(lines, rest, _Nowhere() if rejects else None, CleanStats(), True, taken)
+                if opts.deduplicates:  # whether a row is a duplicate depends on every row before it
+                    reader.every_line(lines, rest, _Nowhere() if rejects else None, CleanStats(), opts, taken)
                 else:
                     reader.sampled_lines(lines, rest, CleanStats() if every_line else stats, taken, opts.skip_bad)
             held = held + rest.held
@@ -335,14 +344,22 @@ class _Reader:
     check: Callable
     writer: Writer
 
-    def every_line(self, lines, sample: Sample | None, rejects, stats: CleanStats, dedup: bool,
+    def every_line(self, lines, sample: Sample | None, rejects, stats: CleanStats, opts: CleanOptions,
                    taken: frozenset = frozenset()) -> int:
         """Parse and check every line: rows that pass are written, or offered to the sample when it picks their line
         (unless `taken`). Returns how many rows passed."""
         where, check, write, dropped = self.where, self.check, self.writer.write, stats.dropped
-        seen: set[bytes] | None = set() if dedup else None
-        if dedup:
+        exact = opts.dedup or bool(opts.dedup_on)
+        seen: set[bytes] | None = set() if exact else None
+        if exact:
             from hashlib import blake2b  # only --dedup and --val-ratio pay for loading OpenSSL
+        dedup_on = opts.dedup_on
+        key_of = itemgetter(*dedup_on) if len(dedup_on) > 1 else (lambda row: row[dedup_on[0]]) if dedup_on else None
+        near = None
+        if opts.near_dedup is not None:
+            from llf_recipes.data.neardup import NearDuplicates
+
+            near = stats.near = NearDuplicates(opts.near_dedup, opts.fields)
         next_line = sample.next_line if sample is not None else 0
         lineno = kept = parsed = 0
         for lineno, line in enumerate(lines, 1):
@@ -355,11 +372,14 @@ class _Reader:
                 row, reason, nchars = checked
                 parsed += 1
                 if reason is None and seen is not None:
-                    digest = blake2b(orjson.dumps(row, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+                    key = key_of(row) if key_of else row
+                    digest = blake2b(orjson.dumps(key, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
                     if digest in seen:
                         reason = "duplicate"
                     else:
                         seen.add(digest)
+                if reason is None and near is not None and near.is_duplicate(lineno, row):
+                    reason = "near_duplicate"
                 if reason is not None:
                     dropped[reason] += 1
                 else:

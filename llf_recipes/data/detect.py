@@ -58,7 +58,7 @@ def detect(rows: list[dict[str, Any]], stage: str | None, *, text_file: bool = F
     keys: set[str] = set()
     for row in rows:
         keys.update(row)
-    sample = {k: next((r[k] for r in rows if r.get(k) is not None), None) for k in keys}
+    sample = {k: next((r[k] for r in rows if r.get(k) not in (None, [], "")), None) for k in keys}
     messages = next((k for k in (*MESSAGE_NAMES, *sorted(keys)) if _is_messages(sample.get(k))), None)
     bools = [k for k in (*KTO_NAMES, *sorted(keys)) if isinstance(sample.get(k), bool)]
     kto = bools[0] if bools and stage in ("kto", None) else None
@@ -114,6 +114,11 @@ def _sharegpt(rows, messages, sample, keys, stage, columns, where) -> Detected:
         if extra in keys and isinstance(sample.get(extra), str):
             columns[extra] = extra
     ranked = isinstance(sample.get("chosen"), dict) and isinstance(sample.get("rejected"), dict)
+    if isinstance(sample.get("chosen"), str) and isinstance(sample.get("rejected"), str):
+        raise LlfError("chosen/rejected are text; LLaMA-Factory's sharegpt ranking reads one message each "
+                       f"({{\"{role_tag}\": ..., \"{content_tag}\": ...}})", where=where, key="chosen",
+                       fix=f"write each as a message, e.g. \"chosen\": {{\"{role_tag}\": \"{tags['assistant_tag']}\", "
+                           f"\"{content_tag}\": \"...\"}}")
     if isinstance(sample.get("chosen"), list) and isinstance(sample.get("rejected"), list):
         raise LlfError("chosen/rejected hold whole conversations; LLaMA-Factory's sharegpt ranking reads one message each",
                        where=where, key="chosen", fix="convert them: llf-recipes convert FILE --kind pairs -o OUT.jsonl")

@@ -23,9 +23,17 @@ DATA_PATTERNS = [f"*{suffix}" for suffix in DATA_SUFFIXES]
 # The legacy `datasets` metadata file is JSON but describes the data rather than holding it.
 IGNORE_PATTERNS = ["*dataset_infos.json"]
 HUBS = {"hf": "huggingface", "modelscope": "modelscope"}
-OFFLINE_FIX = ("work offline with HF_HUB_OFFLINE=1 once the cache holds the files, point {mirror} at a reachable "
-               "mirror, or fetch a copy another way and use "
-               "`llf-recipes register --file FILE --name NAME --stage STAGE`")
+# What to do when a hub cannot be reached: the bundled rows or a copy at hand first, then the hub's own variables.
+OFFLINE_FIX = {
+    "huggingface": "offline: `llf-recipes prepare {name} --sample-data` (the bundled rows) or `llf-recipes convert {name} "
+                   "--input FILE` (a copy you have); HF_HUB_OFFLINE=1 reads the Hugging Face cache once it holds the "
+                   "files; or point HF_ENDPOINT at a reachable mirror (or `llf-recipes register --file FILE ...`)",
+    "modelscope": "offline: `llf-recipes prepare {name} --sample-data` (the bundled rows) or `llf-recipes convert {name} "
+                  "--input FILE` (a copy you have); ModelScope's cache is read by itself when the hub cannot be "
+                  "reached; or point MODELSCOPE_ENDPOINT at a reachable mirror (or `llf-recipes register --file FILE ...`)",
+}
+# Seconds to wait for a hub's TCP handshake before trusting the cache alone (its client would retry for much longer).
+REACH_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,9 @@ def find_source(catalog: Catalog, name: str) -> dict[str, Any]:
     fragments = {ds.fragment.stem: ds for ds in catalog.datasets.values()}
     if name in fragments:
         return fragments[name].source
+    if name in catalog.recipe_paths:
+        raise LlfError(f"{name!r} is a recipe, not a dataset", fix=f"llf-recipes prepare --recipe {name} prepares every "
+                       "dataset it names (add --sample-data for the bundled rows)")
     guess = nearest(name, [*catalog.datasets, *fragments])
     raise LlfError(f"no dataset entry or fragment named {name!r}",
                    fix=(f"did you mean {guess!r}? " if guess else "") + "`llf-recipes list --datasets` shows them")
@@ -91,7 +102,12 @@ def download(name: str, *, hub: str | None = None, cache_dir: str | Path | None 
     cache_dir = Path(cache_dir).expanduser() if cache_dir else None
     chosen, repo = pick_hub(name, find_source(catalog, name), hub)
     fetch = hf_snapshot if chosen == "huggingface" else ms_snapshot
-    snapshot, note = fetch(repo, revision=revision, cache_dir=cache_dir)
+    try:
+        snapshot, note = fetch(repo, revision=revision, cache_dir=cache_dir)
+    except LlfError as exc:
+        if exc.fix:
+            exc.fix = exc.fix.replace("{name}", name)
+        raise
     result = Download(chosen, repo, snapshot, data_files(snapshot), note)
     if not result.files:
         raise LlfError(f"{chosen} dataset {repo} has no data files ({', '.join(DATA_SUFFIXES)})",
@@ -109,7 +125,7 @@ def hf_snapshot(repo: str, *, revision: str | None, cache_dir: str | Path | None
         raise LlfError("downloading from the Hugging Face Hub needs huggingface_hub",
                        fix="pip install huggingface_hub (the train extra brings it)") from None
     cache = Path(cache_dir or constants.HF_HUB_CACHE).expanduser()
-    fix = OFFLINE_FIX.format(mirror="HF_ENDPOINT")
+    fix = OFFLINE_FIX["huggingface"]
     incomplete = getattr(errors, "IncompleteSnapshotError", ())  # newer huggingface_hub only
     try:
         path = snapshot_download(repo, repo_type="dataset", revision=revision, cache_dir=cache_dir,
@@ -159,6 +175,9 @@ def ms_snapshot(repo: str, *, revision: str | None, cache_dir: str | Path | None
     try:
         if offline_requested():
             return fetch(local_files_only=True), None
+        unreachable = reach_error(endpoint)
+        if unreachable is not None:
+            raise unreachable
         return fetch(local_files_only=False), None
     except errors.CacheNotFound:
         raise LlfError(f"{repo} is not in the ModelScope cache and HF_HUB_OFFLINE forbids downloading it",
@@ -174,16 +193,30 @@ def ms_snapshot(repo: str, *, revision: str | None, cache_dir: str | Path | None
         raise LlfError(f"{failed} of ModelScope dataset {repo} failed to download: {_first_line(exc)}",
                        where=str(exc.output_dir or cache),
                        fix="run the same command again: finished files are kept and partial ones resume") from None
-    except (errors.NetworkError, errors.ServerError, requests.ConnectionError) as exc:
+    except (errors.NetworkError, errors.ServerError, requests.ConnectionError, OSError) as exc:
         network_error = exc
     # Unlike huggingface_hub, modelscope-hub does not fall back to its cache by itself when the hub is unreachable.
     try:
         snapshot = fetch(local_files_only=True)
     except errors.CacheNotFound:
-        fix = OFFLINE_FIX.format(mirror="MODELSCOPE_ENDPOINT")
+        fix = OFFLINE_FIX["modelscope"]
         raise _unreachable("ModelScope", endpoint, repo, cache, fix, network_error) from None
     return snapshot, (f"ModelScope is unreachable ({type(network_error).__name__}); using the cached copy, "
                       "which could not be checked against the hub")
+
+
+def reach_error(endpoint: str, timeout: float = REACH_TIMEOUT_S) -> OSError | None:
+    """Why `endpoint` cannot be reached (a refused or timed-out TCP handshake), None when it answers."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint if "//" in endpoint else f"https://{endpoint}")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return exc
 
 
 def _unreachable(hub: str, endpoint: str, repo: str, cache: Path, fix: str,

@@ -146,10 +146,6 @@ def resolve_source(layout: Layout, dataset_dir: str | Path) -> Path | None:
     return Path(dataset_dir) / layout.source  # os.path.join: an absolute file_name wins
 
 
-def media_dir(dataset_dir: str | Path, explicit: str | Path | None = None) -> Path:
-    return Path(explicit) if explicit else Path(dataset_dir)
-
-
 @dataclass
 class Aligned:
     """A row after LLaMA-Factory's converter: what the stage processors see."""
@@ -261,6 +257,8 @@ def _chat(row: dict[str, Any], layout: Layout, where: str) -> Aligned:
                   + ("a ranking row needs an odd count (the pair is in chosen/rejected)" if layout.ranking
                      else "a row needs user/assistant pairs (an even count)"))
     tools = row.get(c("tools")) if c("tools") else ""
+    if layout.formatting == "openai" and isinstance(tools, dict | list):
+        tools = json.dumps(tools, ensure_ascii=False)  # the openai converter serialises a tool list itself
     if broken:
         return Aligned([], [], system, tools, broken=broken, field=column)
     kto = c("kto_tag") and row.get(c("kto_tag"))
@@ -340,6 +338,8 @@ def check_media(aligned: Aligned, base: Path, where: str) -> list[str]:
     for kind, items in aligned.media.items():
         for item in items or []:
             for frame in item if isinstance(item, list) else [item]:
+                if kind == "videos" and isinstance(frame, str) and frame.startswith(("http://", "https://")):
+                    continue  # LLaMA-Factory's video reader (PyAV) opens URLs; images and audios must be files
                 if isinstance(frame, str) and not (base / frame).is_file() and not Path(frame).is_file():
                     problems.append(f"{kind[:-1]} file {frame!r} is not there (looked in {base} and the working folder)")
         token, count = MEDIA[kind], len(items or [])
@@ -350,3 +350,32 @@ def check_media(aligned: Aligned, base: Path, where: str) -> list[str]:
                 problems.append(f"{count} {kind} but {found} {token} placeholder(s) in the messages")
                 break
     return problems
+
+
+def _calls_problem(content: str) -> str | None:
+    text = content.split("</think>", 1)[-1] if "</think>" in content else content
+    try:
+        calls = json.loads(text)
+    except json.JSONDecodeError:
+        return "is not JSON"
+    calls = calls if isinstance(calls, list) else [calls]
+    if not all(isinstance(c, dict) and "name" in c and "arguments" in c for c in calls):
+        return "needs \"name\" and \"arguments\""
+    return None
+
+
+def template_problem(aligned: Aligned) -> str | None:
+    """What LLaMA-Factory's chat template stops on in a row it keeps: a function call or a tools list that is not JSON."""
+    for i, message in enumerate(aligned.prompt + aligned.response):
+        if message["role"] == "function" and isinstance(message["content"], str):
+            problem = _calls_problem(message["content"])
+            if problem:
+                return f"turn {i} is a function call whose text {problem} (LLaMA-Factory parses it as a tool call)"
+    if aligned.tools:
+        if not isinstance(aligned.tools, str):
+            return f"tools must be a JSON string, got {type(aligned.tools).__name__}"
+        try:
+            json.loads(aligned.tools)
+        except json.JSONDecodeError:
+            return "tools is not valid JSON (LLaMA-Factory parses it as the tool list)"
+    return None

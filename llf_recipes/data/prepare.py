@@ -74,6 +74,8 @@ def prepare(names: list[str], data_dir: str | Path, *, catalog: Catalog, sample:
             + (f", {report.dropped} dropped by the conversion" if report.dropped else "")
             + (f", {len(report.rejected)} rejected into {report.rejects_path}" if report.rejected else ""))
         done.append(Prepared(name, sources, output, report.written, len(report.rejected)))
-    register(data_dir, {p.name: catalog.dataset(p.name).entry for p in done}, force=force)
-    say(f"registered {len(done)} entr(ies) in {data_dir / 'dataset_info.json'}")
+    changes = register(data_dir, {p.name: catalog.dataset(p.name).entry for p in done}, force=force)
+    written = [c.name for c in changes if c.action != "unchanged"]
+    info = data_dir / "dataset_info.json"
+    say(f"registered {', '.join(written)} in {info}" if written else f"{info}: already registered, unchanged")
     return done

@@ -164,7 +164,7 @@ def dataset_file(name: str, dataset_dir: str, catalog, stage: str | None) -> tup
         path = Path(dataset_dir) / entry["file_name"]
     if not path.is_file():
         return path, [Finding("grpo-data", "dataset", f"{path} does not exist yet; the run stops before launch until it does",
-                              f"llf-recipes prepare {name} --data-dir {dataset_dir}   (--sample for the bundled rows)",
+                              f"llf-recipes prepare {name} --data-dir {dataset_dir}   (--sample-data for the bundled rows)",
                               stage, "warning")]
     return path, []
 

@@ -102,7 +102,8 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     ensure_warnings_issued(model)
     lora = config.get("lora_config")
     trainer = GRPOTrainer(model=model, reward_funcs=functions, args=args, train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=LoraConfig(**lora) if lora else None)
+                          processing_class=tokenizer, peft_config=LoraConfig(**lora) if lora else None,
+                          callbacks=[progress_log()])
     result = trainer.train(resume_from_checkpoint=config.get("resume_from_checkpoint") or None)
     trainer.save_model(args.output_dir)  # the adapter (or the full model) in output_dir itself
     tokenizer.save_pretrained(args.output_dir)
@@ -110,6 +111,41 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     metrics = dict(result.metrics)
     trainer.save_metrics("train", metrics)
     return metrics
+
+
+def progress_log():
+    """A callback appending LLaMA-Factory's trainer_log.jsonl lines (current_steps, total_steps, loss, lr, reward), so
+    `llf-recipes run` shows a TRL stage's progress as it shows LLaMA-Factory's."""
+    import json
+    import time
+
+    from transformers import TrainerCallback
+
+    class ProgressLog(TrainerCallback):
+        started = time.time()
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.time()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs or "loss" not in logs:  # not the end-of-training summary
+                return
+            elapsed = time.time() - self.started
+            step, total = state.global_step, state.max_steps
+            left = elapsed / step * (total - step) if step else 0.0
+            entry = {"current_steps": step, "total_steps": total, "loss": logs.get("loss"),
+                     "lr": logs.get("learning_rate"), "reward": logs.get("reward"),
+                     "elapsed_time": _clock(elapsed), "remaining_time": _clock(left)}
+            with open(Path(args.output_dir) / "trainer_log.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({k: v for k, v in entry.items() if v is not None}) + "\n")
+
+    return ProgressLog()
+
+
+def _clock(seconds: float) -> str:
+    from datetime import timedelta
+
+    return str(timedelta(seconds=int(seconds)))
 
 
 def main(argv: list[str] | None = None) -> int:

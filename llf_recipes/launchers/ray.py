@@ -43,8 +43,8 @@ except ImportError as e:
 try:
     ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
 except Exception as e:
-    text = str(e).strip().splitlines()
-    print(json.dumps({"error": text[0] if text else type(e).__name__, "version": ray.__version__})); sys.exit(0)
+    text = " ".join(str(e).split())[:400]  # Ray's version mismatch names both versions over several lines
+    print(json.dumps({"error": text or type(e).__name__, "version": ray.__version__})); sys.exit(0)
 nodes = [{"ip": n.get("NodeManagerAddress"), "name": n.get("NodeManagerHostname"), "alive": bool(n.get("Alive")),
           "gpus": float((n.get("Resources") or {}).get("GPU", 0)), "npus": float((n.get("Resources") or {}).get("NPU", 0))}
          for n in ray.nodes()]

@@ -1,0 +1,90 @@
+"""Advice that fits the situation: runs found under another output root, a failed run named as failed, a recipe
+name given to `prepare`, a dataset checked for the wrong stage, a busy port for `serve`, and a never-started
+stage leaving no record."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from llf_recipes import manifest
+
+
+def stage(root: Path, recipe: str, name: str, status: str = "completed", **fields) -> Path:
+    run_dir = root / recipe / name
+    run_dir.mkdir(parents=True)
+    manifest.write(run_dir, {"recipe": {"name": recipe}, "stage": name, "stage_index": 0, "status": status,
+                             "log": str(run_dir / f"llf-{name}.log"), "finished_at": manifest.now(),
+                             "model": {"base": "Qwen/Qwen2.5-0.5B-Instruct", "adapters": []}, **fields})
+    return run_dir
+
+
+@pytest.mark.parametrize("verb", [["export"], ["ask", "hi"], ["chat"], ["serve"]])
+def test_a_recipe_run_under_another_output_root_is_pointed_at(cli, tmp_path, monkeypatch, verb):
+    monkeypatch.chdir(tmp_path)
+    stage(tmp_path / "saves" / "smoke", "zhihu", "sft")
+    code, _, err = cli(verb[0], "zhihu", *verb[1:])
+    assert code == 2
+    assert "error: no completed run found for 'zhihu'" in err
+    assert "fix: it was run under another output root: add --output-root saves/smoke" in err
+
+
+def test_a_failed_run_is_named_as_failed_with_its_log(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = stage(tmp_path / "saves", "sft-huanhuan", "sft", status="failed", exit_code=1)
+    for target in ("sft-huanhuan", "saves/sft-huanhuan/sft"):
+        code, _, err = cli("ask", target, "hi")
+        assert code == 2
+        assert f"error: {run_dir}/llf-sft.log: the run in saves/sft-huanhuan/sft failed (exit code 1): it has no model" \
+               f" to use" in err
+        assert "fix: see its log, fix what it says, then run `llf-recipes run sft-huanhuan --stage sft` again" in err
+        assert "pass a stage's output directory" not in err
+
+
+def test_prepare_given_a_recipe_name_suggests_prepare_recipe(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("prepare", "zhihu", "--sample")
+    assert code == 2
+    assert "error: 'zhihu' is a recipe, not a dataset\n  fix: llf-recipes prepare --recipe zhihu --sample-data prepares" in err
+    assert not (tmp_path / "data").exists()
+
+
+def test_checking_sft_rows_for_dpo_says_which_stage_they_fit(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli("prepare", "huanhuan", "--sample")[0] == 0
+    code, _, err = cli("check", "huanhuan", "--stage", "dpo")
+    assert code == 2 and "has ranking: false" in err
+    assert "fix: rm and dpo read ranking entries (chosen/rejected); pt, sft, kto and ppo read the others" in err
+
+
+def test_serve_on_a_busy_port_stops_before_loading_anything(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = stage(tmp_path / "saves", "sft-huanhuan", "sft")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out, err = cli("serve", str(run_dir), "--port", str(port))
+    assert code == 2
+    assert f"error: port {port} on 127.0.0.1 is already in use\n  fix: pick another port (--port {port + 1})" in err
+    assert out == "" and not (run_dir / "llf-serve.yaml").exists() and not (run_dir / "llf-serve.log").exists()
+
+
+def test_a_stage_refused_by_its_launcher_leaves_no_interrupted_record(cli, tmp_path, monkeypatch):
+    """The ssh launcher's own checks refuse a host that does not resolve: nothing started, so nothing is recorded
+    as interrupted (and the report, which lists manifests, has nothing to list)."""
+    monkeypatch.chdir(tmp_path)
+    assert cli("prepare", "huanhuan", "--sample")[0] == 0
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("nosuchhost.invalid slots=1\n")
+    code, _, err = cli("run", "sft-huanhuan", "--hostfile", str(hostfile), "--launcher", "ssh",
+                         "--set", "deepspeed=none")
+    assert code == 2, err
+    assert "nothing was started" in err
+    run_dir = tmp_path / "saves" / "sft-huanhuan" / "sft"
+    assert not manifest.path_for(run_dir).exists()
+    log = (run_dir / "llf-sft.log").read_text()
+    assert log.startswith("==== llf-recipes attempt 1 · ") and "\nnot started: " in log
+    assert list(manifest.find([tmp_path / "saves"])) == []

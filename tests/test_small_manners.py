@@ -1,0 +1,39 @@
+"""Small things a user notices: a warning printed once with the layouts it applies to, a file named once, a copied
+recipe that says how it is found."""
+
+from __future__ import annotations
+
+
+def test_validate_on_every_layout_prints_a_warning_once_naming_the_layouts(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no data/ here: the grpo stage's rows are not prepared, on any layout
+    code, out, err = cli("validate", "grpo-gsm8k", "--all-hostfiles")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == len(set(warnings)) >= 1
+    missing = next(w for w in warnings if "gsm8k_grpo.jsonl does not exist yet" in w)
+    assert missing.endswith("(on 1gpu, 1node-8gpu, 2node-8gpu)")
+    assert "on 3 layout(s)" in out
+
+
+def test_render_names_a_shared_deepspeed_file_once(cli, tmp_path):
+    code, out, err = cli("render", "zhihu", "--gpus", "0,1", "--output-dir", tmp_path)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == len(set(lines)) == 3 and sum("ds_z2" in line for line in lines) == 1
+
+
+def test_cp_says_how_the_copy_is_found(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = cli("cp", "sft-huanhuan", "recipes/my-sft.yaml")
+    assert code == 0 and "it is recipe my-sft here (llf-recipes show my-sft)" in out
+    assert cli("show", "my-sft")[0] == 0
+    code, out, _ = cli("cp", "sft-huanhuan", "mine.yaml")
+    assert code == 0 and "outside recipes/ it is found by path (llf-recipes show mine.yaml)" in out
+    assert cli("show", "mine.yaml")[0] == 0
+
+
+def test_register_says_when_nothing_changed(cli, tmp_path):
+    code, out, _ = cli("register", "zhihu_sft", "--data-dir", tmp_path)
+    assert code == 0 and out.endswith(f"{tmp_path}/dataset_info.json: 1 entry written\n")
+    code, out, _ = cli("register", "zhihu_sft", "--data-dir", tmp_path)
+    assert code == 0 and out.endswith("unchanged, every entry was already registered as given\n")
