@@ -33,6 +33,7 @@ VERBS = {
     "serve": "serve",
     "generate": "generate",
     "judge": "judge",
+    "score": "score",
     "eval": "eval",
     "report": "report",
     "merge": "merge",
