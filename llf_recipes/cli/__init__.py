@@ -36,6 +36,7 @@ VERBS = {
     "judge": "judge",
     "score": "score",
     "eval": "eval",
+    "bench": "benchmark",
     "report": "report",
     "merge": "merge",
     "engine": "engine",
