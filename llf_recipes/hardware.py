@@ -94,8 +94,9 @@ def parse_hostfile_text(text: str, source: str = "<hostfile>", device: str = "cu
         where = f"{source}:{lineno}"
         parts = line.split()
         host = parts[0]
-        if not _HOST_RE.match(host) or "=" in host:
-            raise LlfError(f"{where}: {host!r} is not a host name", fix="each line reads `HOST slots=N`")
+        if not _HOST_RE.match(host) or "=" in host or host.startswith("-"):  # `-oProxyCommand=...` is an ssh option
+            raise LlfError(f"{where}: {host!r} is not a host name", fix="each line reads `HOST slots=N`; a host name "
+                                                                          "does not start with '-'")
         if len(parts) != 2 or not parts[1].startswith("slots="):
             raise LlfError(
                 f"{where}: expected `{host} slots=N`, got {raw.strip()!r}",

@@ -124,20 +124,24 @@ def execute_local(plan: StagePlan, log_path: Path) -> int:
 
 
 def stream(argv: tuple[str, ...] | list[str], env: dict[str, str], log_path: Path, echo=None) -> int:
-    """Run `argv` in its own process group, its whole output to `log_path` and what the terminal should see of it
+    """Run `argv` under the nodes' watchdog, its whole output to `log_path` and what the terminal should see of it
     through `echo` (default: warnings and errors only, everything with --verbose; see console.EngineEcho).
 
-    Ctrl-C (or any exception here) stops the whole group, so no child outlives the command; returns 130 then.
+    The watchdog stops the command's whole process tree when its stdin closes, so it goes with this process even when
+    this one is SIGKILLed; Ctrl-C (or any exception here) stops it the same way and returns 130.
     """
     from llf_recipes.console import EngineEcho
+    from llf_recipes.launchers.watchdog import STOP_GRACE_S, watchdog_argv  # the one watchdog every launcher shares
 
     echo = echo or EngineEcho()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **env}
-    argv = [resolve_program(argv[0]), *argv[1:]]
-    full_env["PATH"] = engine_path(argv[0], full_env.get("PATH", ""))
+    program = [resolve_program(argv[0]), *argv[1:]]
+    full_env["PATH"] = engine_path(program[0], full_env.get("PATH", ""))
+    argv = watchdog_argv(program)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, env=full_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -146,11 +150,11 @@ def stream(argv: tuple[str, ...] | list[str], env: dict[str, str], log_path: Pat
                 echo(line)
             return proc.wait()
         except KeyboardInterrupt:
-            _stop_group(proc)
+            _stop_watched(proc, STOP_GRACE_S)
             return 130
         finally:
             if proc.poll() is None:
-                _stop_group(proc)
+                _stop_watched(proc, STOP_GRACE_S)
 
 
 def engine_path(program: str, path: str) -> str:
@@ -171,16 +175,16 @@ def resolve_program(name: str) -> str:
     return str(beside) if beside.exists() else name
 
 
-def _stop_group(proc) -> None:
-    import os
-
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+def _stop_watched(proc, grace: float) -> None:
+    """Closing the watchdog's stdin (and SIGTERM) makes it stop the tree, escalating to SIGKILL after `grace`."""
+    try:
+        if proc.stdin:
+            proc.stdin.close()
+        proc.terminate()
+        proc.wait(timeout=grace + 5)
+    except (OSError, subprocess.TimeoutExpired):
         try:
-            os.killpg(proc.pid, sig)
+            os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except Exception:  # noqa: BLE001 - escalate to SIGKILL
-            continue
+            pass
+        proc.wait()

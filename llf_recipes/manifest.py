@@ -16,6 +16,9 @@ Schema (version 1):
     datasets: {name: {file, sha256, bytes}}
     model: {base, adapters, template, finetuning_type, stage, merged}
     status                         planned | running | completed | failed | interrupted
+                                   (read back as `abandoned` when it says running and its owner no longer runs)
+    owner: {pid, start, host}      while running: the `llf-recipes run` process that holds the stage
+    identity, lineage              the digest of the fingerprint and the lineage its checkpoints carry (llf_recipes/checkpoints.py)
     exit_code, started_at, finished_at, duration_s
     metrics                        final metrics (all_results.json, else the last trainer_state entries)
 """
@@ -33,10 +36,11 @@ from typing import Any
 from llf_recipes import __version__
 from llf_recipes.atomic import write_text
 from llf_recipes.errors import LlfError
+from llf_recipes.ownership import owner_gone
 
 MANIFEST = "llf-run.json"
 SCHEMA = 1
-STATUSES = ("planned", "running", "completed", "failed", "interrupted")
+STATUSES = ("planned", "running", "completed", "failed", "interrupted", "abandoned")
 TRACKED_PACKAGES = ("llamafactory", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "deepspeed")
 
 
@@ -60,6 +64,8 @@ def read(run_dir: str | Path) -> dict[str, Any] | None:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise LlfError(f"the run manifest has an unknown layout (schema {data.get('schema') if isinstance(data, dict) else '?'})",
                        where=str(path), fix="delete it to treat the directory as never run")
+    if data.get("status") == "running" and owner_gone(data.get("owner")):
+        data["status"] = "abandoned"  # its `run` was killed: nothing will ever finish this record
     return data
 
 

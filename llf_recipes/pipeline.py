@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import socket
 import sys
 import time
@@ -17,17 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
-from llf_recipes import manifest, records
+from llf_recipes import checkpoints, manifest, records
+from llf_recipes.atomic import recover
 from llf_recipes.console import print_tail, verbose
 from llf_recipes.data.check import preflight
 from llf_recipes.data.layouts import remote_dir
 from llf_recipes.errors import LlfError
 from llf_recipes.launch import StagePlan
+from llf_recipes.ownership import StageLock, me
 from llf_recipes.render import write_stage
 
-LOCK_NAME = ".llf-run.lock"
 # Keys that change how a run starts, not what it computes: they stay out of the fingerprint.
 UNHASHED_KEYS = {"resume_from_checkpoint", "overwrite_output_dir"}
 
@@ -103,15 +103,22 @@ def _stage_dir(plan: StagePlan, name: str) -> Path:
     return Path(f"{root}/{plan.rendered.recipe.name}/{name}")
 
 
-def _same(previous: dict[str, Any], current: dict[str, Any]) -> bool:
-    def strip(ds: dict[str, Any]) -> dict[str, Any]:
-        return {k: {"file": v.get("file"), "sha256": v.get("sha256"), "source": v.get("source")} for k, v in ds.items()}
+def _strip(ds: dict[str, Any]) -> dict[str, Any]:
+    return {k: {"file": v.get("file"), "sha256": v.get("sha256"), "source": v.get("source")} for k, v in ds.items()}
 
+
+def _same(previous: dict[str, Any], current: dict[str, Any]) -> bool:
     return (
         previous.get("config_hash") == current["config_hash"]
-        and strip(previous.get("datasets") or {}) == strip(current["datasets"])
+        and _strip(previous.get("datasets") or {}) == _strip(current["datasets"])
         and previous.get("inputs") == current["inputs"]
     )
+
+
+def identity(current: dict[str, Any]) -> str:
+    """The digest a stage's checkpoints are stamped with: equal exactly when `_same` holds."""
+    return checkpoints.identity_of({"config_hash": current["config_hash"], "datasets": _strip(current["datasets"]),
+                                    "inputs": current["inputs"]})
 
 
 def decide(plan: StagePlan, previous: dict[str, Any] | None, current: dict[str, Any], force: bool) -> Decision:
@@ -123,8 +130,9 @@ def decide(plan: StagePlan, previous: dict[str, Any] | None, current: dict[str, 
     status = previous.get("status")
     if status == "completed" and same:
         return Decision("skip", f"completed {previous.get('finished_at', '')} with the same config and data")
-    if status in ("running", "failed", "interrupted") and same and plan.rendered.verb == "train":
-        checkpoint = manifest.latest_checkpoint(run_dir_of(plan))
+    if status in ("running", "failed", "interrupted", "abandoned") and same and plan.rendered.verb == "train":
+        # only a checkpoint this very computation wrote, in the attempt being continued
+        checkpoint = checkpoints.latest(run_dir_of(plan), identity(current), previous.get("lineage"))
         if checkpoint is not None:
             return Decision("resume", f"the last attempt stopped ({status}); resuming from {checkpoint.name}", checkpoint)
         return Decision("run", f"the last attempt stopped ({status}) before its first checkpoint")
@@ -156,6 +164,8 @@ def _dataset_names(config: dict[str, Any]) -> list[str]:
 def check_registered(plan: StagePlan) -> None:
     """Every dataset the stage reads is registered where LLaMA-Factory looks, and reads as it will read it."""
     config = plan.rendered.config
+    if config.get("stage") == "grpo":
+        return  # GRPO engines read their own converted file (prompt + answer), checked when the plan is written
     if remote_dir(config.get("dataset_dir") or "data"):
         return  # LLaMA-Factory reads the names (or dataset_info.json) from the hub: nothing local to check
     dataset_dir = Path(str(config.get("dataset_dir") or "data"))
@@ -234,36 +244,41 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
     """Run one stage under its lock; the manifest is written before launch and completed after."""
     run_dir = run_dir_of(plan)
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(run_dir / LOCK_NAME))
+    lock = StageLock(run_dir, plan.stage, watch=plan.config_path)
+    lock.acquire()
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise LlfError(f"stage {plan.stage} is already running in {run_dir}", where=str(run_dir / LOCK_NAME),
-                       fix="wait for it to finish, or stop it first") from None
-    try:
+        recover([manifest.path_for(run_dir), plan.config_path])  # temporaries a killed run left
         previous = manifest.read(run_dir)
+        if previous is not None:  # checkpoints an attempt left unstamped (it was killed) belong to that attempt
+            checkpoints.claim(run_dir, previous.get("identity"), previous.get("lineage"))
         current = fingerprint(plan, previous)
         decision = decide(plan, previous, current, force)
         log = run_dir / f"llf-{plan.stage}.log"
         if decision.action == "skip":
             print(f"{position} stage {plan.stage}: skipped, {decision.reason} (--force reruns it)", flush=True)
             return 0
+        digest = identity(current)
+        lineage = previous["lineage"] if decision.action == "resume" else checkpoints.new_lineage()
+        if plan.rendered.verb == "train":  # nothing in the directory that this attempt may not resume from
+            aside = checkpoints.set_aside(run_dir, (digest, lineage) if decision.action == "resume" else None)
+            if aside.moved:
+                print(f"note: stage {plan.stage}: {aside.describe(run_dir)}", file=sys.stderr, flush=True)
         if decision.checkpoint is not None:
             plan.rendered.config["resume_from_checkpoint"] = str(decision.checkpoint)
         # A grpo stage writes what its engine reads (EasyR1's data, prompt, reward module and config; TRL's settings).
         files = plan.write_files() if hasattr(plan, "write_files") else write_stage(plan.rendered, plan.config_path)
-        argv = " ".join(plan.commands[0].argv)
+        argv = shlex.join(plan.commands[0].argv)
         why = f"{decision.reason}; log: {log}"
         # Quietly, the command is left to the log's attempt header; --verbose shows it here too.
         print(f"{position} stage {plan.stage}: " + (f"{argv}  ({why})" if verbose() else why), flush=True)
         started = time.time()
-        record = _record(plan, current, files, log, layout_source, decision)
+        record = {**_record(plan, current, files, log, layout_source, decision), "identity": digest, "lineage": lineage}
         record["attempt"] = records.attempt_number(previous)
         records.write_header(log, record["attempt"], plan.commands[0].shell_line(), current, decision.reason)
-        manifest.write(run_dir, {**record, "status": "running", "started_at": manifest.now()})
         code: int | None = 130
         refused = False
-        try:
+        try:  # from the first write on: a Ctrl-C at any moment still ends in the final record
+            manifest.write(run_dir, {**record, "status": "running", "owner": me(), "started_at": manifest.now()})
             with stage_display(plan, position, log):
                 code = execute(plan, log)
             if code == 0 and hasattr(plan, "finalize"):
@@ -273,8 +288,10 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
             records.refused(run_dir, previous, log, exc.message)
             raise
         finally:
+            checkpoints.claim(run_dir, digest, lineage)
             if not refused:
-                status = {None: "planned", 0: "completed", 130: "interrupted"}.get(code, "failed")
+                # 143: a multi-node run stopped by SIGTERM, which a single-node run reports as 130; both were stopped
+                status = {None: "planned", 0: "completed", 130: "interrupted", 143: "interrupted"}.get(code, "failed")
                 # what the launcher recorded while the stage ran (a SLURM job id) stays in the manifest
                 launched = (manifest.read(run_dir) or {}).get("launch")
                 manifest.write(run_dir, {
@@ -289,9 +306,9 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
                 })
         if code not in (None, 0):
             where = "" if len(plan.commands) > 1 else f"; log: {log}"  # the multi-node executor names node and log
-            if len(plan.commands) == 1 and code != 130:
+            if len(plan.commands) == 1 and code not in (130, 143):
                 print_tail(log, f"stage {plan.stage}")
-            print(f"error: stage {plan.stage} {'was interrupted' if code == 130 else f'failed with exit code {code}'}{where}",
+            print(f"error: stage {plan.stage} {'was interrupted' if code in (130, 143) else f'failed with exit code {code}'}{where}",
                   file=sys.stderr)
         return code or 0
     finally:

@@ -1,6 +1,7 @@
 """Render a recipe stage for a hardware layout into a plain LLaMA-Factory config.
 
-Templates run in Jinja's immutable sandbox with StrictUndefined: a misspelt variable fails with its name and line.
+Templates run in Jinja's immutable sandbox with StrictUndefined, within a time and memory budget, and values reach the
+config as data (llf_recipes/templating.py): a misspelt variable fails with its name and line.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateSyntaxError, UndefinedError
 
-from llf_recipes import engines, yamlio
+from llf_recipes import engines, templating, yamlio
 from llf_recipes.catalog import Catalog
 from llf_recipes.errors import LlfError
 from llf_recipes.hardware import BatchPlan, HostLayout, choose_deepspeed, plan_batch
@@ -24,18 +24,6 @@ from llf_recipes.suggest import nearest
 _BLOCK = re.compile(r"^###\s*(\S.*?)\s*$")
 _TOP_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:")
 OVERRIDE_BLOCK = "overrides (--set)"
-
-
-def _finalize(value: Any) -> Any:
-    # Render Python values the way YAML spells them, so `{{ flag }}` gives `true`, not `True`, and None gives null.
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value
-
-
-_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, finalize=_finalize)
 
 
 @dataclass
@@ -72,9 +60,9 @@ class Overrides:
             if remove:
                 out.removals.setdefault(stage, []).append(key)
             elif stage is None and key in recipe.vars:
-                out.vars[key] = yamlio.scalar(raw)
+                out.vars[key] = yamlio.scalar(raw, key)
             else:
-                out.keys.setdefault(stage, {})[key] = yamlio.scalar(raw)
+                out.keys.setdefault(stage, {})[key] = yamlio.scalar(raw, key)
         return out
 
 
@@ -126,6 +114,33 @@ def _template_line(exc: BaseException, name: str) -> int | None:
             line = tb.tb_lineno
         tb = tb.tb_next
     return line
+
+
+def _count(value: Any, key: str, recipe: Recipe) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LlfError(f"{key} must be a positive whole number, not {value!r}", key=key, where=str(recipe.path),
+                       fix=f"e.g. --set {key}=16")
+    return value
+
+
+def _template_failure(exc: BaseException, recipe: Recipe, stage: Stage) -> LlfError:
+    """Whatever a template does wrong (a sandbox refusal, an overflow, a runaway loop) as one line with its place."""
+    rel = _template_line(exc, "<template>")
+    where = f"{recipe.path}:{stage.first_line + rel - 1}" if rel else f"{recipe.path} (stage {stage.name})"
+    if isinstance(exc, templating.BudgetExceeded):
+        return LlfError(f"stage {stage.name}: {exc}", where=where,
+                        fix="a recipe's template should compute a config, not loop; "
+                            "LLF_RENDER_TIME_S raises the budget if it really needs longer")
+    if isinstance(exc, MemoryError):
+        return LlfError(f"stage {stage.name}: rendering needed more than its memory budget "
+                        f"({templating.MEMORY_BUDGET >> 20} MB)", where=where,
+                        fix="LLF_RENDER_MEMORY_MB raises the budget if the template really needs it")
+    if isinstance(exc, RecursionError):
+        return LlfError(f"stage {stage.name}: the template recurses without end", where=where)
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return LlfError(f"template error in stage {stage.name}: {type(exc).__name__}: {text}", where=where,
+                    fix="templates may use variables, filters, tests and loops; not includes, imports or attributes "
+                        "outside the sandbox")
 
 
 class Renderer:
@@ -217,8 +232,9 @@ class Renderer:
         needs: set[str] = set()
         batch = None
         if stage.verb == "train":
-            global_batch = int(stage.global_batch_size or self.variables["global_batch_size"])
-            micro = int(stage.micro_batch_size or self.variables["micro_batch_size"])
+            global_batch = _count(stage.global_batch_size or self.variables["global_batch_size"], "global_batch_size",
+                                  self.recipe)
+            micro = _count(stage.micro_batch_size or self.variables["micro_batch_size"], "micro_batch_size", self.recipe)
             try:
                 batch = plan_batch(global_batch, micro, self.layout)
             except LlfError as exc:
@@ -245,8 +261,10 @@ class Renderer:
             "stage_output": self._stage_output(stage, needs),
         }
         name = f"{self.recipe.path}#{stage.name}"
+        slots = templating.ValueSlots()
         try:
-            text = _ENV.from_string(stage.template).render(context)
+            with templating.budget():
+                text = templating.render(stage.template, context, slots)
         except TemplateSyntaxError as exc:
             line = stage.first_line + (exc.lineno or 1) - 1
             raise LlfError(f"template error: {exc.message}", where=f"{self.recipe.path}:{line}") from None
@@ -261,7 +279,12 @@ class Renderer:
                 where=where,
                 fix=f"did you mean {guess!r}?" if guess else "add it to the recipe's `vars` or pass --set NAME=VALUE",
             ) from None
-        config = yamlio.load(text, where=name)
+        except LlfError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a template's failure of any kind is the recipe's, reported as such
+            raise _template_failure(exc, self.recipe, stage) from None
+        # lines of the rendered text are the template's as long as its tags do not add or remove lines
+        config = slots.restore(yamlio.load(text, where=str(self.recipe.path), first_line=stage.first_line))
         if config is None:
             config = {}
         if not isinstance(config, dict):

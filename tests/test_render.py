@@ -106,10 +106,9 @@ def test_template_typo_names_variable_and_line(tmp_path, catalog):
 def test_sandbox_blocks_python_internals(tmp_path, catalog):
     path = tmp_path / "evil.yaml"
     path.write_text("stages: [s]\n---\nx: {{ stage_output.__globals__ }}\n", encoding="utf-8")
-    from jinja2.exceptions import SecurityError
-
-    with pytest.raises(SecurityError, match="__globals__"):
+    with pytest.raises(LlfError, match="SecurityError: .*__globals__") as exc:
         Renderer(load_recipe(path), parse_gpus("0"), catalog=catalog).render("s")
+    assert exc.value.where == f"{path}:3"
 
 
 def test_recipe_header_errors(tmp_path):

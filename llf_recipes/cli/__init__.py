@@ -9,7 +9,7 @@ import sys
 import threading
 
 from llf_recipes import __version__
-from llf_recipes.errors import LlfError
+from llf_recipes.errors import LlfError, from_os_error
 
 # verb -> module under llf_recipes.cli; each module has `add_parser(subparsers)` and `main(args) -> int`.
 VERBS = {
@@ -26,13 +26,17 @@ VERBS = {
     "convert": "convert",
     "clean": "clean",
     "check": "check",
+    "select": "select",
     "doctor": "doctor",
     "export": "export",
     "ask": "ask",
     "chat": "chat",
     "serve": "serve",
     "generate": "generate",
+    "judge": "judge",
+    "score": "score",
     "eval": "eval",
+    "bench": "benchmark",
     "report": "report",
     "merge": "merge",
     "engine": "engine",
@@ -77,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `llf-recipes render ... | head`
         return 0
+    except (OSError, RecursionError, RuntimeError) as exc:  # a path that cannot be read or written, as one line
+        described = from_os_error(exc)
+        if described is None:
+            raise
+        print(f"error: {described}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

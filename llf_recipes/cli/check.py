@@ -63,6 +63,9 @@ def report_for(args):
 
 
 def main(args) -> int:
+    from llf_recipes import paths
+
+    paths.directory(args.data_dir)
     report = report_for(args)
     if report.note:
         print(report.note)

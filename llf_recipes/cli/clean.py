@@ -117,6 +117,11 @@ def options_from(args):
         val_out=Path(args.val_out) if args.val_out else None, group_by=args.group_by, skip_bad=args.skip_bad,
         stats=args.stats, progress=sys.stderr.isatty(),
     )
+    from llf_recipes import paths
+
+    paths.output_file(opts.output)
+    if opts.val_out:
+        paths.output_file(opts.val_out, "--val-out")
     outputs = [opts.output] + ([opts.val_out] if opts.val_out else []) + ([opts.rejects] if opts.skip_bad else [])
     resolved = [p.resolve() for p in outputs]
     if opts.input.resolve() in resolved:
@@ -130,7 +135,14 @@ def main(args) -> int:
     from llf_recipes.data.clean import clean
 
     opts = options_from(args)
+    from llf_recipes.paths import input_file, settle
+
+    settle([opts.output, opts.val_out, opts.rejects])  # first: whatever else goes wrong, the outputs are whole
+    input_file(opts.input)
+    stale_rejects = not opts.skip_bad and opts.rejects.exists()
     stats = clean(opts)
+    if stale_rejects:
+        print(f"note: removed {opts.rejects}, left by an earlier --skip-bad run", file=sys.stderr)
     split = f" + {stats.val_written} in {opts.val_out}" if opts.val_out else ""
     if stats.read is None:
         print(f"{opts.output}: {stats.written} rows{split} sampled from {stats.lines} lines ({stats.parsed} parsed, "

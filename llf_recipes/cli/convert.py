@@ -61,7 +61,16 @@ def resolve(args) -> tuple[Path, Path, str, dict]:
 
 
 def main(args) -> int:
+    from llf_recipes import paths
+
+    paths.directory(args.data_dir)
     src, dest, kind, options = resolve(args)
+    paths.input_file(src)
+    paths.output_file(dest)
+    if paths.same_file(src, dest):
+        raise LlfError(f"the output {dest} is the input file", key="-o",
+                       fix="write the converted rows to another file; the source stays as it is")
+    paths.settle([dest, dest.with_name(dest.name + ".rejects.jsonl")])
     report = convert_file(src, dest, kind, skip_bad=args.skip_bad, limit=args.limit, options=options)
     dropped = f", {report.dropped} dropped by the conversion" if report.dropped else ""
     print(f"{src} -> {dest}: {report.read} row(s) read, {report.written} written ({kind}){dropped}")

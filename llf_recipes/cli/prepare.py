@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
 
 
 def main(args) -> int:
+    from llf_recipes import paths
+
+    paths.directory(args.data_dir)
     local_dir(args.data_dir, "prepare")
     catalog = catalog_from(args)
     names = list(args.names)
@@ -43,6 +46,22 @@ def main(args) -> int:
             sample = " --sample-data" if args.sample else ""
             raise LlfError(f"{name!r} is a recipe, not a dataset",
                            fix=f"llf-recipes prepare --recipe {name}{sample} prepares every dataset it names")
-    prepare(names, args.data_dir, catalog=catalog, sample=args.sample, hub=args.hub, skip_bad=args.skip_bad,
-            limit=args.limit, force=args.force)
+    done = prepare(names, args.data_dir, catalog=catalog, sample=args.sample, hub=args.hub, skip_bad=args.skip_bad,
+                   limit=args.limit, force=args.force)
+    if args.recipe and len(names) > 1:
+        print_mixes(catalog, args.recipe, args.data_dir, {p.name: p.rows for p in done})
     return 0
+
+
+def print_mixes(catalog, name: str, data_dir: str, counts: dict[str, int]) -> None:
+    """Per training stage that mixes datasets: the rows each one is expected to give, as the recipe renders."""
+    from llf_recipes.data.mixing import describe, expected_mix
+    from llf_recipes.hardware import cpu_layout
+    from llf_recipes.render import Overrides, Renderer
+
+    recipe = catalog.recipe(name)
+    overrides = Overrides.parse([f"dataset_dir={data_dir}"], recipe)
+    for rendered in Renderer(recipe, cpu_layout(), overrides, catalog).render_all():
+        mix = expected_mix(rendered.config, counts) if rendered.verb == "train" else None
+        if mix is not None:
+            print(f"{name} stage {rendered.stage.name}: {describe(mix)}")

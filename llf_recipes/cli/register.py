@@ -78,6 +78,11 @@ def entries_from(args) -> dict[str, dict]:
 
 
 def main(args) -> int:
+    from llf_recipes import paths
+
+    paths.directory(args.data_dir)
+    if args.file:
+        paths.input_file(args.file, "--file")
     entries = entries_from(args)
     changes = register(args.data_dir, entries, force=args.force, dry_run=args.dry_run)
     target = Path(args.data_dir) / INFO_NAME

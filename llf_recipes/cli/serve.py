@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from llf_recipes.cli.common import add_run_target, add_sampling_args, add_verb, run_from, sampling_from
 from llf_recipes.console import EngineEcho, print_tail
@@ -15,7 +16,8 @@ from llf_recipes.use import inference_yaml
 def add_parser(sub) -> None:
     p = add_verb(sub, "serve", "serve a run's model over an OpenAI-compatible HTTP API (llamafactory-cli api)", """
         llf-recipes serve saves/zhihu/dpo-merged --port 8000
-        llf-recipes serve zhihu --host 0.0.0.0 --api-key secret --model-name zhihu-dpo
+        llf-recipes serve zhihu --host 0.0.0.0 --api-key-file ~/.llf-api-key --model-name zhihu-dpo
+        API_KEY=secret llf-recipes serve zhihu --host 0.0.0.0
         curl localhost:8000/v1/chat/completions -H 'Content-Type: application/json' \\
           -d '{"model": "zhihu-dpo", "messages": [{"role": "user", "content": "hi"}]}'
     """)
@@ -23,7 +25,10 @@ def add_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000); checked before the model "
                                                          "loads")
-    p.add_argument("--api-key", help="require this bearer token")
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--api-key", help="require this bearer token (other users see it in `ps`: prefer --api-key-file "
+                                       "or $API_KEY)")
+    key.add_argument("--api-key-file", metavar="FILE", help="require the bearer token on the first line of FILE")
     p.add_argument("--model-name", help="the model id clients pass (default: the run's recipe/stage)")
     add_sampling_args(p, max_new_tokens=512, greedy=False)  # defaults for requests that do not set their own
     p.set_defaults(func=main)
@@ -38,12 +43,14 @@ def main(args) -> int:
     recipe = (data.get("recipe") or {}).get("name", "model")
     env = {"API_HOST": args.host, "API_PORT": str(args.port),
            "API_MODEL_NAME": args.model_name or f"{recipe}/{data.get('stage', '')}".rstrip("/")}
-    if args.api_key:
-        env["API_KEY"] = args.api_key
-    key = ("API key: --api-key" if args.api_key else "API key: $API_KEY from the environment"
-           if os.environ.get("API_KEY") else "no API key: anyone who reaches the port can use it")
+    key = api_key(args)
+    if key:
+        env["API_KEY"] = key  # the server's environment, never a command line
+    how = ("API key: --api-key" if args.api_key else f"API key: from {args.api_key_file}" if args.api_key_file
+           else "API key: $API_KEY from the environment" if os.environ.get("API_KEY")
+           else "no API key: anyone who reaches the port can use it")
     log = run_dir / "llf-serve.log"
-    print(f"serving {run_dir} at http://{args.host}:{args.port}/v1 as {env['API_MODEL_NAME']!r}; {key} "
+    print(f"serving {run_dir} at http://{args.host}:{args.port}/v1 as {env['API_MODEL_NAME']!r}; {how} "
           f"(Ctrl-C stops; log: {log})", flush=True)
     shown = EngineEcho()
 
@@ -56,3 +63,20 @@ def main(args) -> int:
     if code not in (0, 130):
         print_tail(log, "serve")
     return code
+
+
+def api_key(args) -> str | None:
+    """--api-key, else the first line of --api-key-file; None: the server reads $API_KEY (if set) itself."""
+    if args.api_key:
+        return args.api_key
+    if args.api_key_file:
+        path = Path(args.api_key_file).expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LlfError(f"cannot read the API key: {getattr(exc, 'strerror', None) or exc}", where=str(path),
+                           key="--api-key-file", fix="give a readable UTF-8 file holding the key on its first line") from None
+        if not lines or not lines[0].strip():
+            raise LlfError("the first line holds no API key", where=str(path), key="--api-key-file")
+        return lines[0].strip()
+    return None

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import orjson
 
-from llf_recipes.atomic import open_atomic
+from llf_recipes.atomic import open_together
 from llf_recipes.data.rows import line_problem, open_as_lines
 from llf_recipes.errors import LlfError
 
@@ -300,9 +300,11 @@ def clean(opts: CleanOptions) -> CleanStats:
     with ExitStack() as stack:
         fh, size = open_as_lines(opts.input, size)  # a JSON array file is read as its rows, one per line
         stack.enter_context(fh)
-        writer = Writer(opts, stack.enter_context(open_atomic(opts.output)),
-                        stack.enter_context(open_atomic(opts.val_out)) if opts.val_out else None, stats)
-        rejects = stack.enter_context(open_atomic(opts.rejects)) if opts.skip_bad else None
+        # train, validation and rejects appear together; a rejects file of an earlier run goes in the same commit
+        out, val, rejects = stack.enter_context(open_together(
+            [opts.output, opts.val_out, opts.rejects if opts.skip_bad else None],
+            remove=[] if opts.skip_bad else [opts.rejects]))
+        writer = Writer(opts, out, val, stats)
         reader = _Reader(str(opts.input), line_checker(opts, tokenizer), writer)
         sample = Sample(opts.sample, opts.seed, first_cap(fh.peek(1 << 20), size, opts.sample)) if opts.sample else None
         with _progress(fh, size, show, opts.input.name) as lines:

@@ -16,7 +16,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from llf_recipes.atomic import write_text
+from llf_recipes.atomic import recover, write_text
 from llf_recipes.data.layouts import COLUMNS, same_meaning
 from llf_recipes.errors import LlfError
 
@@ -35,6 +35,9 @@ class Change:
 def read_info(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
+    if path.is_dir():
+        raise LlfError(f"is a directory; LLaMA-Factory reads {INFO_NAME} as a file", where=str(path),
+                       fix="move the directory away (its files may belong in the data dir itself)")
     raw = path.read_bytes()
     if raw.startswith(b"\xef\xbb\xbf"):
         raise LlfError("starts with a UTF-8 byte-order mark, which LLaMA-Factory's json.load rejects", where=str(path),
@@ -47,6 +50,9 @@ def read_info(path: Path) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise LlfError("is nested too deeply to be a name -> entry map", where=str(path),
+                       fix=f"repair it (the previous version may be in {path.name}.bak)") from None
     except json.JSONDecodeError as exc:
         raise LlfError(f"invalid JSON: {exc.msg}", where=f"{path}:{exc.lineno}:{exc.colno}",
                        fix=f"repair it (the previous version may be in {path.name}.bak); nothing was written") from None
@@ -89,7 +95,12 @@ def register(data_dir: str | Path, entries: dict[str, dict[str, Any]], *, force:
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / INFO_NAME
-    with FileLock(str(path) + ".lock", timeout=timeout):
+    lock = Path(str(path) + ".lock")
+    if lock.is_dir():
+        raise LlfError("is a directory; it must be a lock file (or absent)", where=str(lock),
+                       fix="remove it (rmdir) and run again")
+    with FileLock(str(lock), timeout=timeout):
+        recover([path, path.with_name(INFO_NAME + ".bak")])  # what a killed writer left
         current = read_info(path)
         changes = plan_changes(current, entries, force)
         if dry_run or all(c.action == "unchanged" for c in changes):

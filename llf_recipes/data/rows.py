@@ -154,8 +154,8 @@ def _json_array(path: Path, skip_bad: list | None) -> Iterator[tuple[str, dict[s
             line = raw[: bad.start].count(b"\n") + 1
             raise LlfError(f"invalid UTF-8 at byte {bad.start}", where=f"{path}:{line}",
                            fix="convert the file to UTF-8, e.g. iconv -f GB18030 -t UTF-8 FILE") from None
-        line = raw[: exc.pos].count(b"\n") + 1
-        raise LlfError(f"invalid JSON: {exc.msg}", where=f"{path}:{line}") from None
+        # exc.pos counts characters, not bytes: a file with CJK text would be named lines too early
+        raise LlfError(f"invalid JSON: {exc.msg}", where=f"{path}:{exc.lineno}") from None
     if not isinstance(data, list):
         raise LlfError(f"a {path.suffix} data file must hold an array of objects or one object per line, not a single "
                        f"{type(data).__name__}", where=str(path), fix="wrap the rows in [ ... ], or write one per line")
@@ -233,9 +233,20 @@ def _text(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         with open(path, encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, start=1):
                 yield f"{path}:{lineno}", {"text": line.rstrip("\n")}
-    except UnicodeDecodeError as exc:
-        raise LlfError(f"invalid UTF-8 near byte {exc.start}", where=str(path),
-                       fix="convert the file to UTF-8, e.g. iconv -f GB18030 -t UTF-8 FILE") from None
+    except UnicodeDecodeError:
+        raise _bad_utf8(path) from None
+
+
+def _bad_utf8(path: Path) -> LlfError:
+    """Where the first byte that is not UTF-8 is, by line (a decoder's offset counts from its buffer, not the file)."""
+    with open(path, "rb") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return LlfError(f"invalid UTF-8 at byte {exc.start + 1} of the line", where=f"{path}:{lineno}",
+                                fix="convert the file to UTF-8, e.g. iconv -f GB18030 -t UTF-8 FILE")
+    return LlfError("invalid UTF-8", where=str(path), fix="convert the file to UTF-8, e.g. iconv -f GB18030 -t UTF-8 FILE")
 
 
 def _csv(path: Path, delimiter: str, empty_none: bool) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -250,8 +261,8 @@ def _csv(path: Path, delimiter: str, empty_none: bool) -> Iterator[tuple[str, di
                                    fix="quote fields that hold the delimiter")
                 yield f"{path}:{reader.line_num}", {k: (None if empty_none and v == "" else v) for k, v in row.items()}
                 start = reader.line_num + 1
-        except UnicodeDecodeError as exc:
-            raise LlfError(f"invalid UTF-8 near byte {exc.start}", where=str(path)) from None
+        except UnicodeDecodeError:
+            raise _bad_utf8(path) from None
         except csv.Error as exc:
             raise LlfError(f"cannot read it as CSV: {exc}", where=f"{path}:{max(start, 2)}",
                            fix="close the quote (a field with quotes, commas or line breaks goes in \"...\")") from None

@@ -35,7 +35,7 @@ class Request:
     @property
     def settings(self) -> dict[str, Any]:
         """What decides the answers; kept in every row, and a resumed output must have been written with the same."""
-        return {"model": model_id(self.run_dir, self.data), "datasets": self.datasets, "num_return": self.num_return,
+        return {"run": str(self.run_dir.resolve()), "model": model_id(self.run_dir, self.data), "datasets": self.datasets, "num_return": self.num_return,
                 "seed": self.seed, **self.sampling}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -79,11 +80,16 @@ def ssh_argv(host: str, remote_command: str, ssh_config: str | None, connect_tim
     return [*argv, "--", host, remote_command]
 
 
+# `scheme://user:password@` (or a token as the user part) inside a value
+_URL_CREDENTIALS = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]+@")
+
+
 def forwarded_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     environ = os.environ if environ is None else environ
     return {
         k: v for k, v in sorted(environ.items())
         if (k in FORWARD_NAMES or k.startswith(FORWARD_PREFIXES)) and not any(w in k for w in _SECRET_WORDS)
+        and not _URL_CREDENTIALS.search(v)  # HF_ENDPOINT=https://user:pass@host would show on the ssh command line
     }
 
 
@@ -150,7 +156,7 @@ def _probe(host: str, args: dict, ssh_config: str | None) -> tuple[dict | None, 
 
 def _ssh_fix(host: str, ssh_config: str | None) -> str:
     cfg = f" -F {shlex.quote(ssh_config)}" if ssh_config else ""
-    return (f"make `ssh -o BatchMode=yes{cfg} {host} true` work without a password prompt (key in the node's "
+    return (f"make `ssh -o BatchMode=yes{cfg} -- {shlex.quote(host)} true` work without a password prompt (key in the node's "
             "authorized_keys, host key in known_hosts), or start the commands yourself with --launcher print")
 
 

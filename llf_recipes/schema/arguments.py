@@ -38,6 +38,9 @@ def check_data(s: Settings, r: Collector) -> None:
                 if probs is not None and s[key] is not None and len(given) != len(probs):
                     r.add("interleave-probs", "interleave_probs", f"{len(probs)} probabilities for {len(given)} {key} "
                           "entries", f"give exactly one probability per {key} entry")
+            if probs is not None:
+                check_probabilities(probs, r)
+    check_stopping(s, r)
     if s.on("streaming"):
         if 1e-6 < val_size < 1:
             r.add("streaming-options", "val_size", f"a streamed dataset has no known size, so val_size {val_size} cannot be "
@@ -48,6 +51,42 @@ def check_data(s: Settings, r: Collector) -> None:
     if s.on("mask_history") and s.on("train_on_prompt"):
         r.add("mask-history-conflict", "mask_history", "mask_history and train_on_prompt contradict each other",
               "remove one of them")
+
+
+def check_probabilities(probs: list[float], r: Collector) -> None:
+    """datasets' interleave_datasets draws each row's source with numpy, which refuses weights that are negative or
+    do not sum to 1 (within about 1e-8), only once the data loads."""
+    if any(p < 0 or p != p for p in probs):
+        r.add("interleave-probs-sum", "interleave_probs", f"{','.join(map(str, probs))} has a negative weight",
+              "give each dataset a probability between 0 and 1")
+    elif abs(sum(probs) - 1.0) > 1e-8:
+        total = sum(probs)
+        r.add("interleave-probs-sum", "interleave_probs", f"the probabilities sum to {total:g}, not 1",
+              "scale them to sum to 1, e.g. " + ",".join(f"{p / total:.4g}" for p in probs) if total > 0
+              else "give each dataset a probability; together they sum to 1")
+
+
+# mix_strategy -> the stopping_strategy LLaMA-Factory 0.9.5 passes to datasets.interleave_datasets
+STOPPING = {"interleave_under": "first_exhausted", "interleave_over": "all_exhausted",
+            "interleave_once": "all_exhausted_without_replacement"}
+
+
+def check_stopping(s: Settings, r: Collector) -> None:
+    """interleave_once needs the stopping strategy datasets added in 4.1; an older one stops the run at data loading."""
+    if s["mix_strategy"] != "interleave_once" or len(names(s["dataset"])) < 2:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("datasets")
+    except PackageNotFoundError:
+        return
+    numbers = tuple(int(x) if x.isdigit() else 0 for x in installed.split(".")[:2])
+    if numbers < (4, 1):
+        r.add("mix-stopping-strategy", "mix_strategy", f"interleave_once asks datasets {installed} for the stopping "
+              "strategy all_exhausted_without_replacement, which it does not have (4.1 added it)",
+              "use interleave_under (stop when one dataset runs out) or interleave_over (repeat the smaller ones), "
+              "or install datasets>=4.1")
 
 
 def check_finetuning(s: Settings, r: Collector) -> None:
@@ -170,7 +209,7 @@ def _multiple(save: float, every: float) -> bool:
 
 
 RULES = (
-    "val-size-conflict", "interleave-probs", "streaming-options", "mask-history-conflict", "reward-model-type",
+    "val-size-conflict", "interleave-probs", "interleave-probs-sum", "mix-stopping-strategy", "streaming-options", "mask-history-conflict", "reward-model-type",
     "dpo-label-smoothing", "llama-pro-method", "optimizer-conflict", "pissa-stage", "lora-only-option",
     "quantization-bits", "model-required", "pixels-range", "export-quantization-dataset", "invalid-json-value",
     "special-tokens-config", "steps-settings", "best-model-strategy", "precision-conflict", "scheduler-needs-eval",
