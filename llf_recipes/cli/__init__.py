@@ -34,6 +34,7 @@ VERBS = {
     "serve": "serve",
     "generate": "generate",
     "judge": "judge",
+    "score": "score",
     "eval": "eval",
     "bench": "benchmark",
     "report": "report",
