@@ -72,7 +72,10 @@ def render(recipe: str, rows: list[dict[str, Any]], elapsed: float, rerun: str, 
         log = (failed["data"] or {}).get("log")
         if log:
             lines.append(f"log: {shown_path(log)}")
-        lines.append(f"next: fix what the log says, then `{rerun}` (completed stages are skipped)")
+        if failed["status"] == "interrupted":
+            lines.append(f"next: `{rerun}` resumes it (from its latest checkpoint, if it saved one)")
+        else:
+            lines.append(f"next: fix what the log says, then `{rerun}` (completed stages are skipped)")
         return lines
     last = done[-1] if done and len(done) == len(rows) else None
     if last is None:

@@ -170,3 +170,10 @@ def test_quick_verbs_still_do_not_import_rich_progress():
     code = ("import sys; from llf_recipes.cli import main; main(['list']); "
             "sys.exit(int('rich.progress' in sys.modules or 'torch' in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, check=False).returncode == 0
+
+
+def test_the_summary_of_an_interrupted_run_says_the_rerun_resumes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sft = _stage(tmp_path, "sft", 0, status="interrupted", finished_at=manifest.now(), duration_s=5, exit_code=130)
+    lines = summary.render("zhihu", summary.stage_rows([("sft", sft)], time.time() - 30), 5, "llf-recipes run zhihu")
+    assert lines[-1] == "next: `llf-recipes run zhihu` resumes it (from its latest checkpoint, if it saved one)"
