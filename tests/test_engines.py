@@ -355,3 +355,21 @@ def test_easyr1_leaves_out_what_needs_nvidia_gpus_on_a_cpu_machine():
     assert "omegaconf>=2.3,<2.4" in text and "transformers>=4.54.0,<5.0.0" in text and "\nvllm" not in text
     assert requirements_here(easyr1, gpu=True) == (easyr1.lock_path.read_text(), [])
     assert requirements_here(engines.get("llamafactory-ppo"), gpu=False)[1] == []
+
+
+@pytest_engine
+def test_install_engines_installs_what_the_stages_need_before_the_first_starts(tmp_path, tiny_model):
+    from llf_recipes.smoke import VERSION_TAG
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / VERSION_TAG).symlink_to(tiny_model)
+    env = {"LLF_RECIPES_CACHE": str(cache), "LLF_RECIPES_CONFIG": str(tmp_path / "conf"), "LLF_ENGINE_LLAMAFACTORY_PPO": ""}
+    assert run_cli_subprocess("prepare", "--recipe", "rlhf-ultrafeedback", "--sample", cwd=tmp_path, env=env).returncode == 0
+    proc = run_cli_subprocess("run", "rlhf-ultrafeedback", "--smoke", "--stage", "ppo", "--install-engines", cwd=tmp_path,
+                              env=env, timeout=1800)
+    # the engine is installed first; then the stage stops, as it should, because sft and rm have not run
+    assert "installed engine llamafactory-ppo in" in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode == 2 and "reads the output of stage" in proc.stderr
+    path = run_cli_subprocess("engine", "path", "llamafactory-ppo", env=env)
+    assert path.returncode == 0 and path.stdout.strip().startswith(str(cache / "engines" / "llamafactory-ppo-"))
