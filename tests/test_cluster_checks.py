@@ -131,3 +131,22 @@ def test_node_answers_name_each_problem_and_a_ray_mismatch():
         "Ray differs between nodes (a cluster needs one version): 2.59.1 on node 1; 2.60.0 on node 0, node 2",
     ]
     assert node_problems(hosts[:1], {0: (good, "")}, "/e/bin/python", gpus=True) == []
+
+
+def test_every_requirement_of_the_engines_lock_is_checked_on_each_node():
+    """With the engines' model of EasyR1, its lock file's requirements are checked too, with the failing version."""
+    from llf_recipes.engines import get
+    from llf_recipes.grpo.easyr1_nodes import lock_requirements, node_problems
+
+    engine = get("easyr1")
+    required = dict(lock_requirements(engine))
+    assert required["omegaconf"] == "<2.4,>=2.3" and "pyarrow" in required
+    versions = {name: "99.0" for name in required} | {"omegaconf": "2.3.0", "transformers": "4.54.1", "ray": "2.60.0",
+                                                      "vllm": "0.8.5", "flash-attn": "2.7.4", "pyarrow": "14.0.1"}
+    versions.pop("codetiming")
+    answer = {"python": "/e/bin/python", "verl": "ok", "versions": versions}
+    problems = node_problems(["gpu1"], {0: (answer, "")}, "/e/bin/python", gpus=True, engine=engine)
+    assert problems == [
+        "node 0 (gpu1): codetiming is not installed (the easyr1 engine's lock needs it)",
+        "node 0 (gpu1): pyarrow 14.0.1 does not satisfy pyarrow>=15.0.0 (the easyr1 engine's lock)",
+    ]

@@ -1,7 +1,8 @@
 """EasyR1's environment on every node, checked before anything starts: its interpreter imports EasyR1's `verl` (not
 upstream verl, not llf-recipes' own environment), and the versions EasyR1 needs hold (omegaconf<2.4, transformers<5,
 vllm and flash-attn on GPU nodes, one Ray version on all nodes). All nodes are asked in parallel and every problem is
-reported at once."""
+reported at once. With the engines' model of EasyR1, every requirement of its lock file is checked on every node.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ try:
 except ImportError:
     md = None
 out = {"python": sys.executable, "versions": {}, "verl": "ok"}
-for dist in ("verl", "omegaconf", "transformers", "vllm", "flash-attn", "ray", "torch"):
+for dist in ["verl", "omegaconf", "transformers", "vllm", "flash-attn", "ray", "torch"] + json.loads(sys.argv[1]):
     try:
         out["versions"][dist] = md.version(dist)
     except Exception:
@@ -41,7 +42,8 @@ print(json.dumps(out))
 PROBE_TIMEOUT_S = 120
 
 
-def ask_nodes(hosts: list[str], python: str, ssh_config: str | None) -> dict[int, tuple[dict | None, str]]:
+def ask_nodes(hosts: list[str], python: str, ssh_config: str | None,
+              dists: list[str] = ()) -> dict[int, tuple[dict | None, str]]:
     """Run NODE_PROBE with `python` on every host (locally for a local one), in parallel: rank -> (answer, error)."""
     import os
 
@@ -50,7 +52,7 @@ def ask_nodes(hosts: list[str], python: str, ssh_config: str | None) -> dict[int
     answers: dict[int, tuple[dict | None, str]] = {}
 
     def one(rank: int, host: str) -> None:
-        argv = [python, "-c", NODE_PROBE]
+        argv = [python, "-c", NODE_PROBE, json.dumps(list(dists))]
         if not is_local_host(host):  # with what the run itself gets there: the working directory, forwarded variables
             argv = ssh_argv(host, shell_line(argv, forwarded_env(), os.getcwd()), ssh_config,
                             connect_timeout=SSH_CONNECT_TIMEOUT_S)
@@ -85,9 +87,53 @@ def _major_minor(version: str) -> tuple[int, int]:
         return 0, 0
 
 
+def lock_requirements(engine) -> list[tuple[str, str]]:
+    """(distribution, specifier) for every requirement of the engine's lock file (names as written there)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    path = getattr(engine, "lock_path", None)
+    if path is None or not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        text = line.split("#", 1)[0].strip()
+        if not text or text.startswith("-"):
+            continue
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue
+        out.append((req.name, str(req.specifier)))
+    return out
+
+
+def lock_problems(where: str, versions: dict[str, str | None], requirements: list[tuple[str, str]],
+                  gpu_only: tuple[str, ...], gpus: bool, engine_name: str) -> list[str]:
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    out = []
+    for name, spec in requirements:
+        found = versions.get(name)
+        if found is None:
+            if gpus or name not in gpu_only:
+                out.append(f"{where}: {name}{spec} is not installed (the {engine_name} engine's lock needs it)")
+            continue
+        try:
+            ok = not spec or Version(found) in SpecifierSet(spec)
+        except InvalidVersion:
+            ok = True
+        if not ok:
+            out.append(f"{where}: {name} {found} does not satisfy {name}{spec} (the {engine_name} engine's lock)")
+    return out
+
+
 def node_problems(hosts: list[str], answers: dict[int, tuple[dict | None, str]], python: str,
-                  gpus: bool) -> list[str]:
-    """One line per problem, each naming its node; [] when every node can run EasyR1."""
+                  gpus: bool, engine=None) -> list[str]:
+    """One line per problem, each naming its node; [] when every node can run EasyR1. With `engine` (the engines'
+    model of EasyR1), every requirement of its lock is checked on every node too."""
+    requirements = lock_requirements(engine) if engine is not None else []
+    gpu_only = tuple(getattr(engine, "gpu_only", ()) or ())
     problems: list[str] = []
     rays: dict[str, list[str]] = {}
     for rank, host in enumerate(hosts):
@@ -107,6 +153,9 @@ def node_problems(hosts: list[str], answers: dict[int, tuple[dict | None, str]],
         for dist in ("vllm", "flash-attn") if gpus else ():
             if not v.get(dist):
                 problems.append(f"{where}: {dist} is not installed (EasyR1's rollouts and attention need it)")
+        named = {"omegaconf", "transformers", "vllm", "flash-attn", "ray"}  # said above in EasyR1's own words
+        problems += lock_problems(where, v, [(n, sp) for n, sp in requirements if n not in named], gpu_only, gpus,
+                                  getattr(engine, "name", "easyr1"))
         if not v.get("ray"):
             problems.append(f"{where}: ray is not installed")
         else:
@@ -117,9 +166,10 @@ def node_problems(hosts: list[str], answers: dict[int, tuple[dict | None, str]],
     return problems
 
 
-def check_nodes(hosts: list[str], python: str, ssh_config: str | None, gpus: bool, stage: str) -> None:
+def check_nodes(hosts: list[str], python: str, ssh_config: str | None, gpus: bool, stage: str, engine=None) -> None:
     """Raise one LlfError naming every node whose EasyR1 environment cannot run the stage."""
-    problems = node_problems(hosts, ask_nodes(hosts, python, ssh_config), python, gpus)
+    dists = [name for name, _ in lock_requirements(engine)] if engine is not None else []
+    problems = node_problems(hosts, ask_nodes(hosts, python, ssh_config, dists), python, gpus, engine)
     if problems:
         raise LlfError(f"stage {stage}: EasyR1's environment ({python}) is not ready on every node; nothing was "
                        "started\n" + "\n".join(f"- {p}" for p in problems),

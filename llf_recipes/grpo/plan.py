@@ -123,7 +123,10 @@ class GrpoPlan:
 
         layout = self.rendered.layout
         hosts = [layout.nodes[0].host] if local_only else [n.host for n in layout.nodes]
-        check_nodes(hosts, self.commands[0].argv[0], ssh_config, layout.device == "cuda", self.stage)
+        env = self.engine
+        python = str(env.python) if env is not None else self.commands[0].argv[0]
+        check_nodes(hosts, python, ssh_config, layout.device == "cuda", self.stage,
+                    env.engine if env is not None else None)
 
     def describe(self) -> list[str]:
         lines = []
