@@ -35,6 +35,7 @@ VERBS = {
     "generate": "generate",
     "judge": "judge",
     "score": "score",
+    "pairs": "pairs",
     "eval": "eval",
     "bench": "benchmark",
     "report": "report",
