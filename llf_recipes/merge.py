@@ -190,6 +190,9 @@ def run_mergekit(config: dict[str, Any], out: Path, *, seed: int | None = None, 
             print_tail(log, "merge")
             raise LlfError(f"mergekit failed with exit code {code}", where=str(log),
                            fix="read the log; mismatched shapes or a missing base model are the usual causes")
+        from llf_recipes.engines.handoff import make_portable
+
+        make_portable(tmp)  # readable alike by the transformers 4 engines (PPO, EasyR1)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -164,6 +164,8 @@ def _dataset_names(config: dict[str, Any]) -> list[str]:
 def check_registered(plan: StagePlan) -> None:
     """Every dataset the stage reads is registered where LLaMA-Factory looks, and reads as it will read it."""
     config = plan.rendered.config
+    if config.get("stage") == "grpo":
+        return  # GRPO engines read their own converted file (prompt + answer), checked when the plan is written
     if remote_dir(config.get("dataset_dir") or "data"):
         return  # LLaMA-Factory reads the names (or dataset_info.json) from the hub: nothing local to check
     dataset_dir = Path(str(config.get("dataset_dir") or "data"))

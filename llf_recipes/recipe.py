@@ -96,7 +96,12 @@ def _check_keys(mapping: dict, allowed: set[str], where: str, what: str) -> None
 
 def load_recipe(path: str | Path, origin: str = "bundled") -> Recipe:
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise LlfError(f"is not UTF-8 text (byte {exc.start})", where=f"{path}:{line}",
+                       fix="save the recipe as UTF-8") from None
     docs = _split_documents(text)
     if docs and not docs[0][0].strip():
         docs = docs[1:]  # a file may start with `---`
@@ -143,6 +148,9 @@ def load_recipe(path: str | Path, origin: str = "bundled") -> Recipe:
             )
         )
     variables = dict(BASE_VARS)
+    if not isinstance(header.get("vars") or {}, dict):
+        raise LlfError("`vars` must be a mapping of name: value", key="vars", where=str(path),
+                       fix="e.g. vars: {template: qwen}")
     variables.update(header.get("vars") or {})
     return Recipe(
         name=path.name.removesuffix(".yaml").removesuffix(".yml"),

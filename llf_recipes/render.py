@@ -116,6 +116,13 @@ def _template_line(exc: BaseException, name: str) -> int | None:
     return line
 
 
+def _count(value: Any, key: str, recipe: Recipe) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LlfError(f"{key} must be a positive whole number, not {value!r}", key=key, where=str(recipe.path),
+                       fix=f"e.g. --set {key}=16")
+    return value
+
+
 def _template_failure(exc: BaseException, recipe: Recipe, stage: Stage) -> LlfError:
     """Whatever a template does wrong (a sandbox refusal, an overflow, a runaway loop) as one line with its place."""
     rel = _template_line(exc, "<template>")
@@ -225,8 +232,9 @@ class Renderer:
         needs: set[str] = set()
         batch = None
         if stage.verb == "train":
-            global_batch = int(stage.global_batch_size or self.variables["global_batch_size"])
-            micro = int(stage.micro_batch_size or self.variables["micro_batch_size"])
+            global_batch = _count(stage.global_batch_size or self.variables["global_batch_size"], "global_batch_size",
+                                  self.recipe)
+            micro = _count(stage.micro_batch_size or self.variables["micro_batch_size"], "micro_batch_size", self.recipe)
             try:
                 batch = plan_batch(global_batch, micro, self.layout)
             except LlfError as exc:
@@ -275,7 +283,8 @@ class Renderer:
             raise
         except Exception as exc:  # noqa: BLE001 - a template's failure of any kind is the recipe's, reported as such
             raise _template_failure(exc, self.recipe, stage) from None
-        config = slots.restore(yamlio.load(text, where=name))
+        # lines of the rendered text are the template's as long as its tags do not add or remove lines
+        config = slots.restore(yamlio.load(text, where=str(self.recipe.path), first_line=stage.first_line))
         if config is None:
             config = {}
         if not isinstance(config, dict):

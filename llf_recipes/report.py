@@ -19,8 +19,9 @@ from typing import Any
 from llf_recipes import manifest
 from llf_recipes.atomic import open_atomic, write_text
 from llf_recipes.errors import LlfError
-from llf_recipes.eval.runner import RESULTS, Run, discover, read_results
-from llf_recipes.eval.training import Finding, curves, diagnose, training_metrics
+from llf_recipes.eval import compare
+from llf_recipes.eval.runs import RESULTS, Run, discover, read_results
+from llf_recipes.eval.training import Finding, curves, diagnose, diagnose_grpo, easyr1_curves, training_metrics
 
 TEMPLATE = Path(__file__).with_name("report.html.j2")
 # matplotlib's tab10, so a run has one colour in every chart.
@@ -79,14 +80,22 @@ def collect(paths: list[str | Path], results_path: str | Path | None = None) -> 
     views = []
     for i, run in enumerate(runs):
         state = manifest.trainer_state(run.run_dir)
-        series = curves(state)
+        series = curves(state) or easyr1_curves(run.run_dir)
         metrics = {**training_metrics(run.run_dir, run.data), **(by_path.get(str(run.run_dir)) or {})}
-        views.append(RunView(run, COLORS[i % len(COLORS)], series, metrics, diagnose(series)))
-    return views, {"results_file": str(results_path) if results else None}
+        findings = diagnose_grpo(series) if run.method == "grpo" else diagnose(series)
+        views.append(RunView(run, COLORS[i % len(COLORS)], series, metrics, findings))
+    names = {v.name for v in views}
+    shown = {name: r for name, r in results.items() if isinstance(r, dict)
+             and (name in names or r.get("baseline_for") in names or r.get("method") == "base")}
+    compared = compare.rows(shown)
+    tasks, bench_rows = compare.benchmark_table(shown)
+    return views, {"results_file": str(results_path) if results else None, "compared": compared,
+                   "reading": compare.reading(shown, compared), "bench_tasks": tasks, "bench_rows": bench_rows}
 
 
 def charts(views: list[RunView]) -> list[Chart]:
-    return [c for c in (_loss_chart(views), _preference_chart(views), _optimizer_chart(views)) if c is not None]
+    return [c for c in (_loss_chart(views), _preference_chart(views), _grpo_chart(views), _optimizer_chart(views))
+            if c is not None]
 
 
 def _new_figure(rows: int, cols: int, height: float = 2.8):
@@ -121,8 +130,10 @@ def _style(ax, title: str, ylabel: str) -> None:
 
 
 def _loss_chart(views: list[RunView]) -> Chart | None:
-    """One row per method (their losses measure different things), train and eval side by side on one y axis."""
-    methods = list(dict.fromkeys(v.run.method for v in views if v.series.get("loss") or v.series.get("eval_loss")))
+    """One row per method (their losses measure different things), train and eval side by side on one y axis.
+    GRPO's loss is near zero by construction: its rewards are drawn instead."""
+    methods = list(dict.fromkeys(v.run.method for v in views if v.run.method != "grpo"
+                                 and (v.series.get("loss") or v.series.get("eval_loss"))))
     if not methods:
         return None
     fig, axes = _new_figure(len(methods), 2)
@@ -163,6 +174,49 @@ def _preference_chart(views: list[RunView]) -> Chart | None:
         ax.set_xlabel("step", fontsize=9)
     return Chart("preference", "Preference training",
                  "Implicit reward margins and accuracies logged by the DPO-family trainers; dashed: eval.", fig)
+
+
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def _grpo_chart(views: list[RunView]) -> Chart | None:
+    """Per reward function, the group reward with its spread, KL, completion length and clipping, per step."""
+    grpo = [v for v in views if "reward" in v.series or any(k.startswith("rewards/") and k.endswith("/mean")
+                                                               for k in v.series)]
+    if not grpo:
+        return None
+    fig, axes = _new_figure(2, 3, height=2.6)
+    panels = [("reward per function", "mean reward"), ("group reward (mean ± std)", "reward"), ("KL to reference", "kl"),
+              ("completion length", "tokens"), ("clip ratio", "ratio")]
+    for view in grpo:
+        functions = sorted(k for k in view.series if k.startswith("rewards/") and k.endswith("/mean"))
+        for j, key in enumerate(functions):
+            _plot(axes[0][0], view, key, f"{view.name}: {key.split('/')[1]}", dashed=False)
+            axes[0][0].lines[-1].set_linestyle(LINE_STYLES[j % len(LINE_STYLES)])
+        if _plot(axes[0][1], view, "reward") and view.series.get("reward_std"):
+            std = dict(view.series["reward_std"])
+            steps = [s for s, _ in view.series["reward"]]
+            mean = [v for _, v in view.series["reward"]]
+            axes[0][1].fill_between(steps, [m - std.get(s, 0.0) for s, m in zip(steps, mean)],
+                                    [m + std.get(s, 0.0) for s, m in zip(steps, mean)], color=view.color, alpha=0.15)
+        _plot(axes[0][2], view, "kl")
+        _plot(axes[1][0], view, "completions/mean_length")
+        for key in ("clip_ratio/region_mean", "clip_ratio/low_mean", "clip_ratio/high_mean"):
+            if _plot(axes[1][1], view, key, f"{view.name}: {key.split('/')[1]}"):
+                break
+    flat = [axes[0][0], axes[0][1], axes[0][2], axes[1][0], axes[1][1]]
+    for ax, (title, ylabel) in zip(flat, panels):
+        _style(ax, title, ylabel)
+        if not ax.lines:
+            ax.text(0.5, 0.5, "not logged" + (" (beta 0: no reference model)" if ylabel == "kl" else ""),
+                    ha="center", va="center", transform=ax.transAxes, fontsize=9, color="#666")
+    axes[0][0].legend(fontsize=7, loc="best")
+    axes[1][2].axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("step", fontsize=9)
+    return Chart("grpo", "GRPO training", "Rewards per function and for the group (shaded: ± one std within the group), "
+                 "KL, completion length and clip ratio per step (TRL's trainer_state.json, EasyR1's "
+                 "experiment_log.jsonl).", fig)
 
 
 def _optimizer_chart(views: list[RunView]) -> Chart | None:

@@ -41,6 +41,11 @@ def infer_config(run_dir: Path, data: dict[str, Any], **extra: Any) -> dict[str,
         config["finetuning_type"] = "lora"
     if model.get("template"):
         config["template"] = model["template"]
+    from llf_recipes.eval.grpo_accuracy import training_system_prompt
+
+    system = training_system_prompt(data)
+    if system:  # a GRPO run answers in its trained format only when prompted as in training
+        config["default_system"] = system
     config["trust_remote_code"] = True
     config.update({k: v for k, v in extra.items() if v is not None})
     return config
@@ -121,6 +126,10 @@ def export(run_dir: Path, data: dict[str, Any], export_dir: Path | None, *, expo
     code = 130
     try:
         code = stream(argv, {}, log)
+        if code == 0:  # readable alike by the transformers 4 engines (PPO, EasyR1)
+            from llf_recipes.engines.handoff import make_portable
+
+            make_portable(export_dir)
     finally:
         status = {0: "completed", 130: "interrupted"}.get(code, "failed")
         manifest.write(export_dir, {**record, "status": status, "exit_code": code, "started_at": started_at,

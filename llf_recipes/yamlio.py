@@ -38,12 +38,13 @@ SafeLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123
 MAX_VALUES = 1_000_000  # values a document may expand to through aliases (a "billion laughs" stops here)
 
 
-def load(text: str, where: str = "<yaml>") -> Any:
+def load(text: str, where: str = "<yaml>", first_line: int = 1) -> Any:
+    """`text` as YAML; errors name `where` and the line, counting `text`'s first line as `first_line`."""
     try:
         data = yaml.load(text, Loader=SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
+        line = f":{mark.line + first_line}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise LlfError(f"invalid YAML: {problem}", where=f"{where}{line}") from None
     except RecursionError:

@@ -65,3 +65,31 @@ def poisoned_env(tmp_path) -> dict[str, str]:
         (d / mod).mkdir(parents=True, exist_ok=True)
         (d / mod / "__init__.py").write_text(f"raise ImportError('{mod} imported')\n")
     return {"PYTHONPATH": os.pathsep.join([str(d), os.environ.get("PYTHONPATH", "")])}
+
+
+STANDIN_ANSWER = "<reasoning>\n72\n</reasoning>\n<answer>\n72\n</answer>"
+
+
+@pytest.fixture(scope="session")
+def standin_grpo_run(tmp_path_factory, tiny_model) -> Path:
+    """A GRPO run of the TRL backend on CPU (two steps) whose model is the fixed-answer stand-in (standin.py): every
+    completion is STANDIN_ANSWER, so accuracy on any set is known in advance."""
+    pytest.importorskip("trl")
+    import standin
+
+    root = tmp_path_factory.getbasetemp() / "grpo-standin"
+    run_dir = root / "out" / "grpo-gsm8k" / "grpo"
+    if (root / "done").is_file():
+        return run_dir
+    root.mkdir(parents=True, exist_ok=True)
+    model = standin.build(root / "standin", tiny_model, STANDIN_ANSWER)
+    _check(run_cli_subprocess("prepare", "gsm8k_grpo", "--sample", "--data-dir", "data", cwd=root, env=ENV), "prepare")
+    sets = [f"model_name_or_path={model}", "trust_remote_code=true", "rollout_batch_size=2", "global_batch_size=2",
+            "micro_batch_size=4", "grpo.num_generations=2", "grpo.max_steps=2", "grpo.max_completion_length=48",
+            "grpo.save_steps=2"]
+    argv = ["run", "grpo-gsm8k", "--backend", "trl", "--device", "cpu", "--output-root", "out"]
+    for s in sets:
+        argv += ["--set", s]
+    _check(run_cli_subprocess(*argv, cwd=root, env=ENV, timeout=900), "run grpo-gsm8k (TRL, stand-in model)")
+    (root / "done").write_text("")
+    return run_dir

@@ -150,3 +150,49 @@ def test_the_run_banner_is_shell_quoted_and_the_config_holds_the_output_root(tmp
     from omegaconf import OmegaConf  # what LLaMA-Factory reads the YAML with
 
     assert OmegaConf.load(yaml_path).output_dir == str(root / "sft-huanhuan" / "sft")
+
+
+FIELD_ERRORS = [
+    ("alpaca", {"input": "x", "output": "y"}, "instruction"),
+    ("alpaca", {"instruction": "x", "output": 3}, "output"),
+    ("alpaca", {"instruction": "", "output": "y"}, "instruction"),
+    ("alpaca", {"instruction": "x", "input": 5, "output": "y"}, "input"),
+    ("pairs", {"prompt": "x", "chosen": "a"}, "rejected"),
+    ("pairs", {"prompt": "x"}, "chosen"),
+    ("pairs", {"prompt": 3, "chosen": "a", "rejected": "b"}, "prompt"),
+    ("pairs", {"chosen": "a", "rejected": "b"}, "prompt"),
+    ("pairs", {"prompt": "x", "chosen": ["bad"], "rejected": "b"}, "chosen"),
+    ("pairs", {"prompt": "x", "chosen": "", "rejected": "b"}, "chosen"),
+    ("messages_to_alpaca", {"messages": "x"}, "messages"),
+    ("messages_to_alpaca", {"messages": [{"role": "assistant", "content": "a"}]}, "messages"),
+    ("messages_to_alpaca", {"messages": [{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}]},
+     "messages"),
+    ("gsm8k_grpo", {"question": "x"}, "answer"),
+    ("gsm8k_grpo", {"question": 3, "answer": "#### 4"}, "question"),
+    ("sharegpt_to_alpaca", {"conversations": [{"from": "alien", "value": "x"}]}, "conversations"),
+]
+
+
+@pytest.mark.parametrize(("kind", "row", "field"), FIELD_ERRORS, ids=[f"{k}-{i}" for i, (k, _, _) in enumerate(FIELD_ERRORS)])
+def test_every_convert_field_error_names_the_field_and_line(place, kind, row, field):
+    (place / "rows.jsonl").write_text(ROWS if kind == "alpaca" else "")
+    with open(place / "rows.jsonl", "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    line = len((place / "rows.jsonl").read_text().splitlines())
+    proc = run_cli_subprocess("convert", "rows.jsonl", "--kind", kind, "-o", "out.jsonl", cwd=place)
+    assert proc.returncode == 2 and not (place / "out.jsonl").exists()
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith(f"error: rows.jsonl:{line}: ") and f"'{field}'" in first, first
+
+
+def test_file_system_failures_read_as_one_line_with_the_path():
+    import errno
+
+    from llf_recipes.errors import from_os_error
+
+    err = from_os_error(PermissionError(errno.EACCES, "Permission denied", "/data/x.jsonl"))
+    assert str(err).splitlines()[0] == "/data/x.jsonl: permission denied"
+    err = from_os_error(IsADirectoryError(errno.EISDIR, "Is a directory", "/d/.tmp123", None, "/d/out"))
+    assert str(err).startswith("/d/out: is a directory")
+    assert from_os_error(RuntimeError("Symlink loop from '/a/b'")).where == "/a/b"
+    assert from_os_error(ValueError("x")) is None

@@ -86,7 +86,7 @@ def test_losses_match_llamafactory_own_evaluation(zhihu_runs):
     import torch
 
     from llf_recipes.eval import scoring, session
-    from llf_recipes.eval.runner import Options, discover
+    from llf_recipes.eval.runs import Options, discover
 
     runs = {r.name: r for r in discover([zhihu_runs / "zhihu"])[0]}
     options = Options(generation_samples=0)

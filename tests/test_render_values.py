@@ -92,7 +92,7 @@ def test_an_alias_bomb_inside_a_recipe_stops_with_its_file(cli, tmp_path):
     started = time.perf_counter()
     code, _, err = cli("render", str(recipe))
     assert time.perf_counter() - started < 5
-    assert code == 2 and "expands to more than 1,000,000 values" in err and f"{recipe}#s" in err
+    assert code == 2 and "expands to more than 1,000,000 values" in err and f"error: {recipe}:" in err
 
 
 def write_recipe(tmp_path: Path, body: str) -> Path:
@@ -160,3 +160,21 @@ def test_every_template_failure_is_one_line_with_the_file_and_line(cli, tmp_path
     assert code == 2 and "Traceback" not in err
     assert err.splitlines()[0].startswith(f"error: {path}:4"), err
     assert len([line for line in err.splitlines() if not line.startswith("  fix:")]) == 1, err
+
+
+BROKEN_RECIPES = [
+    (b"stages: [s]\n---\nstage: sft\nx: \xff\xfe\n", ":4: is not UTF-8 text"),
+    (b"stages: [s]\nvars: [1, 2]\n---\nstage: sft\n", ": `vars` must be a mapping"),
+    (b"stages: [s]\n---\n\tstage: sft\n", ":3: invalid YAML"),
+    (b"stages: [s]\nvars: {global_batch_size: abc}\n---\nstage: sft\n", ": global_batch_size must be a positive whole"),
+    (b"stages: [s]\n---\nstage: sft\nx: {% if %}\n", ":4: template error"),
+    (b"stages: [s]\n---\nstage: sft\nx: [1\n", ":5: invalid YAML"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BROKEN_RECIPES, ids=range(len(BROKEN_RECIPES)))
+def test_a_broken_recipe_is_one_line_with_its_file(cli, tmp_path, text, message):
+    path = tmp_path / "broken.yaml"
+    path.write_bytes(text)
+    code, _, err = cli("render", str(path))
+    assert code == 2 and err.splitlines()[0].startswith(f"error: {path}{message}"), err

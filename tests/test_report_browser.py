@@ -12,6 +12,7 @@ from conftest import run_cli_subprocess
 from evalruns import ENV
 
 zhihu_runs, evaluated = evalruns.zhihu_runs, evalruns.evaluated  # session fixtures (see evalruns.py)
+standin_grpo_run = evalruns.standin_grpo_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -76,3 +77,25 @@ def test_report_loads_offline_and_draws_its_charts(browser, evaluated, zhihu_run
     loss_shot = list(Image.open(tmp_path / "chart0.png").convert("RGB").getdata())
     for name in ("zhihu/sft", "zhihu/dpo"):  # both trained runs have a loss curve in the first chart
         assert sum(1 for p in loss_shot if all(abs(a - b) < 40 for a, b in zip(p, colors[name]))) > 200, name
+
+
+def test_grpo_reward_chart_is_drawn_in_the_browser(browser, standin_grpo_run, tmp_path):
+    from PIL import Image
+
+    from llf_recipes.report import collect
+
+    page_path = tmp_path / "grpo.html"
+    proc = run_cli_subprocess("report", standin_grpo_run, "-o", page_path, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(page_path.as_uri(), wait_until="load")
+    chart = page.locator('figure.chart[data-chart="grpo"]')
+    assert chart.count() == 1 and errors == []
+    shot = tmp_path / "grpo.png"
+    chart.screenshot(path=str(shot))
+    pixels = list(Image.open(shot).convert("RGB").getdata())
+    assert sum(1 for p in pixels if min(p) < 235) > 0.02 * len(pixels), "the reward chart looks blank"
+    color = rgb(collect([standin_grpo_run])[0][0].color)
+    assert sum(1 for p in pixels if all(abs(a - b) < 40 for a, b in zip(p, color))) > 200  # the run's curves

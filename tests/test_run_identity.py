@@ -129,3 +129,4 @@ def test_a_process_still_working_in_the_stage_directory_is_refused_by_pid(projec
     finally:
         orphan.kill()
         orphan.wait()
+

@@ -63,15 +63,25 @@ def normalize_pair(row: dict[str, Any], where: str) -> dict[str, str]:
         if good in row and bad in row:
             break
     else:
-        raise BadRow("no preference pair: expected chosen/rejected, better_response/worse_response or response_j/response_k",
-                     where=where, key="chosen")
+        half = next(((g, b) for g, b in PAIR_FIELDS if g in row or b in row), None)
+        if half is not None:  # one side of a pair: name the side that is missing
+            missing = half[1] if half[0] in row else half[0]
+            raise BadRow(f"no preference pair: field {missing!r} is missing (the other half of {half[0]}/{half[1]})",
+                         where=where, key=missing)
+        raise BadRow("no preference pair: expected fields 'chosen'/'rejected', 'better_response'/'worse_response' or "
+                     "'response_j'/'response_k'", where=where, key="chosen")
     prompt_key = next((k for k in PROMPT_FIELDS if isinstance(row.get(k), str)), None)
     if isinstance(row[good], list):  # message lists, as in UltraFeedback
         prompt = row[prompt_key] if prompt_key else _last(row[good], "user", where, good)
         return {"prompt": prompt, "chosen": _last(row[good], "assistant", where, good),
                 "rejected": _last(row[bad], "assistant", where, bad)}
     if prompt_key is None:
-        raise BadRow(f"no prompt: expected one of {', '.join(PROMPT_FIELDS)}", where=where, key="prompt")
+        present = next((k for k in PROMPT_FIELDS if row.get(k) is not None), None)
+        if present is not None:  # there, but not text: name it as every other field error does
+            raise BadRow(f"no prompt: field {present!r} must be a string, got {type(row[present]).__name__}",
+                         where=where, key=present)
+        raise BadRow(f"no prompt: expected one of the fields {', '.join(map(repr, PROMPT_FIELDS))}", where=where,
+                     key="prompt")
     return {"prompt": _text(row, prompt_key, where), "chosen": _text(row, good, where), "rejected": _text(row, bad, where)}
 
 

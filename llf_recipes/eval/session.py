@@ -1,15 +1,16 @@
-"""Scoring one run: its tokenizer and template, its test rows, its model; losses, preferences, samples."""
+"""Scoring one run: its tokenizer and template, its test rows, its model; losses, preferences, samples, GRPO
+accuracy through the run's rewards, and the general-knowledge set of the forgetting check."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from llf_recipes.eval import heldout, scoring
-from llf_recipes.eval.runner import Options, Run
+from llf_recipes.eval import general, grpo_accuracy, heldout, scoring
+from llf_recipes.eval.runs import Options, Run
 
 
 @dataclass
@@ -24,6 +25,11 @@ class Plan:
     pref: heldout.HeldOut | None
     jobs: dict[str, tuple[list, list]]  # test / chosen / rejected -> (input ids, labels)
     sample_rows: list[dict[str, Any]]
+    grpo_rows: list[dict[str, Any]] = field(default_factory=list)
+    grpo_data: dict[str, Any] | None = None
+    general_items: list[dict[str, Any]] = field(default_factory=list)
+    general_jobs: tuple[list, list] | None = None
+    general_source: str = ""
 
     @property
     def pad_id(self) -> int:
@@ -36,14 +42,25 @@ def prepare(run: Run, options: Options) -> Plan:
     model = run.data.get("model") or {}
     config.setdefault("template", model.get("template"))
     config["model_name_or_path"] = model.get("base") or config.get("model_name_or_path")
+    config.setdefault("template", options.template)
     limit = options.max_samples or None
     with _quiet():
         tokenizer, template, args = _tokenizer(config, run.data, options)
-        test = _set(options.datasets, config, run, options, limit) if options.max_samples else None
-        pref = _pref_set(test, config, run, options, limit) if options.max_samples else None
-        jobs = _jobs(test, pref, options, template, tokenizer, args)
-        sample_rows = _sample_rows(test or pref, config, run, options)
-    return Plan(model, config, tokenizer, template, test, pref, jobs, sample_rows)
+        if grpo_accuracy.wants_grpo(config, options.datasets):  # answers scored by rewards, not losses
+            plan = Plan(model, config, tokenizer, template, None, None, {}, [])
+            if options.max_samples:
+                plan.grpo_rows, plan.grpo_data = grpo_accuracy.eval_rows(config, run.data, options.datasets, limit)
+        else:
+            test = _set(options.datasets, config, run, options, limit) if options.max_samples else None
+            pref = _pref_set(test, config, run, options, limit) if options.max_samples else None
+            jobs = _jobs(test, pref, options, template, tokenizer, args)
+            plan = Plan(model, config, tokenizer, template, test, pref, jobs, _sample_rows(test or pref, config, run, options))
+        if options.general:
+            path = general.resolve(options.general, options.data_dir)
+            plan.general_items = general.read_items(path)
+            plan.general_jobs = general.encode(plan.general_items, template, tokenizer, args)
+            plan.general_source = str(path)
+    return plan
 
 
 def score_run(run: Run, options: Options) -> dict[str, Any]:
@@ -51,9 +68,12 @@ def score_run(run: Run, options: Options) -> dict[str, Any]:
     test, pref = plan.test, plan.pref
     out: dict[str, Any] = {"test_data": test.describe() if test else None,
                            "preference_data": pref.describe() if pref else None}
-    if test is None and pref is None and options.max_samples:
+    if plan.grpo_data:
+        out["test_data"] = plan.grpo_data
+    elif test is None and pref is None and options.max_samples:
         out["notes"] = ["no held-out rows: the run had neither val_size nor eval_dataset; pass --dataset NAME"]
-    total = sum(len(ids) for ids, _ in plan.jobs.values()) + len(plan.sample_rows)
+    total = (sum(len(ids) for ids, _ in plan.jobs.values()) + len(plan.sample_rows) + len(plan.grpo_rows)
+             + (len(plan.general_jobs[0]) if plan.general_jobs else 0))
     if not total:
         return out
     device = scoring.pick_device(options.device)
@@ -80,7 +100,21 @@ def score_run(run: Run, options: Options) -> dict[str, Any]:
             bar.set_description(f"eval {run.name}: samples")
             with _quiet():  # greedy decoding with a sampling generation_config warns about unused flags
                 out["generation_samples"] = scoring.generate(net, plan.tokenizer, plan.template, plan.sample_rows,
-                                                             max_new_tokens=options.max_new_tokens, progress=bar.update)
+                                                             max_new_tokens=options.max_new_tokens or 64,
+                                                             progress=bar.update)
+        if plan.grpo_rows:
+            bar.set_description(f"eval {run.name}: answers")
+            rewards, notes = grpo_accuracy.reward_functions(plan.config, run.data.get("cwd"))
+            length = options.max_new_tokens or int(plan.config.get("max_completion_length") or 256)
+            with _quiet():
+                out.update(grpo_accuracy.score(net, plan.tokenizer, plan.grpo_rows, rewards, max_new_tokens=length,
+                                               samples=options.generation_samples, progress=bar.update))
+            out["notes"] = notes + out.get("notes", [])
+        if plan.general_jobs:
+            bar.set_description(f"eval {run.name}: general")
+            out["general"] = general.score(net, plan.general_items, *plan.general_jobs, pad_id=plan.pad_id,
+                                           batch_size=options.batch_size, source=plan.general_source,
+                                           progress=bar.update)
         out["device"] = f"{device} ({str(dtype).replace('torch.', '')})"
     finally:
         bar.close()

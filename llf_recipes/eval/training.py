@@ -14,25 +14,71 @@ from llf_recipes import manifest
 
 # Curves the report draws, by trainer_state key. DPO-family trainers log rewards/*; eval_ keys come from evaluations.
 CURVES = ("loss", "eval_loss", "rewards/margins", "eval_rewards/margins", "rewards/accuracies",
-          "eval_rewards/accuracies", "learning_rate", "grad_norm")
+          "eval_rewards/accuracies", "learning_rate", "grad_norm",
+          # GRPO (TRL's names): the group reward, its spread, KL to the reference, completion length, clipping.
+          "reward", "reward_std", "kl", "completions/mean_length", "clip_ratio/region_mean", "clip_ratio/low_mean",
+          "clip_ratio/high_mean")
+# EasyR1's experiment_log.jsonl names, mapped onto TRL's; other reward/<name> keys become rewards/<name>/mean.
+EASYR1_KEYS = {"reward/overall": "reward", "actor/kl_loss": "kl", "actor/kl_penalty": "kl",
+               "response_length/mean": "completions/mean_length", "actor/pg_clipfrac_higher": "clip_ratio/high_mean",
+               "actor/pg_clipfrac_lower": "clip_ratio/low_mean", "actor/pg_loss": "loss", "actor/lr": "learning_rate",
+               "actor/grad_norm": "grad_norm"}
 
 
 def finite(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
+def _drawn(key: str) -> bool:
+    return key in CURVES or (key.startswith("rewards/") and key.endswith(("/mean", "/std"))
+                             and key.count("/") == 2)  # a GRPO reward function's mean and std per step
+
+
 def curves(state: dict[str, Any] | None) -> dict[str, list[tuple[int, float]]]:
-    """key -> [(step, value)] for every logged key of CURVES; NaN and inf are kept as NaN so a blow-up shows."""
+    """key -> [(step, value)] for every logged key of CURVES and every GRPO reward function; NaN and inf are kept
+    as NaN so a blow-up shows."""
     series: dict[str, list[tuple[int, float]]] = {}
     for entry in (state or {}).get("log_history", []):
         step = entry.get("step")
         if not isinstance(step, int):
             continue
-        for key in CURVES:
-            value = entry.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+        for key, value in entry.items():
+            if _drawn(key) and isinstance(value, (int, float)) and not isinstance(value, bool):
                 series.setdefault(key, []).append((step, float(value) if math.isfinite(value) else math.nan))
     return series
+
+
+def easyr1_curves(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """The same series from EasyR1's experiment_log.jsonl (one nested JSON object per step), when the run has one."""
+    import json
+
+    logs = sorted(Path(run_dir).glob("**/experiment_log.jsonl"))
+    series: dict[str, list[tuple[int, float]]] = {}
+    if not logs:
+        return series
+    for line in logs[0].read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        step = entry.get("step") if isinstance(entry, dict) else None
+        if not isinstance(step, int):
+            continue
+        for key, value in _flatten(entry).items():
+            name = EASYR1_KEYS.get(key) or (f"rewards/{key[7:]}/mean" if key.startswith("reward/") else None)
+            if name and isinstance(value, (int, float)) and not isinstance(value, bool):
+                series.setdefault(name, []).append((step, float(value) if math.isfinite(value) else math.nan))
+    return series
+
+
+def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            out.update(_flatten(item, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = item
+    return out
 
 
 def training_metrics(run_dir: str | Path, data: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -110,3 +156,25 @@ def diagnose(series: dict[str, list[tuple[int, float]]], rel: float = 0.02) -> l
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
+
+
+def diagnose_grpo(series: dict[str, list[tuple[int, float]]], rel: float = 0.02) -> list[Finding]:
+    """A GRPO run's loss is near zero by construction; the reward curve is what to read."""
+    reward = [(s, v) for s, v in series.get("reward", []) if not math.isnan(v)]
+    spread = [v for _, v in series.get("reward_std", []) if not math.isnan(v)]
+    found: list[Finding] = []
+    if spread and all(v == 0 for v in spread):
+        found.append(Finding("warn", "every completion of a group got the same reward at every step",
+                             "zero advantage, so nothing was learned: raise temperature or num_generations, or add "
+                             "a reward that tells the answers apart (format, length)"))
+    if len(reward) >= 2:
+        first, last = reward[0][1], reward[-1][1]
+        if last > first + rel * max(abs(first), 1e-9):
+            found.append(Finding("ok", f"group reward rose ({first:.4g} -> {last:.4g})", "learning: nothing to change"))
+        elif last < first - rel * max(abs(first), 1e-9):
+            found.append(Finding("warn", f"group reward fell ({first:.4g} -> {last:.4g})",
+                                 "lower the learning rate, or check the rewards reward what you want"))
+        else:
+            found.append(Finding("warn", f"group reward flat ({first:.4g} -> {last:.4g})",
+                                 "more steps, a higher learning rate, or rewards the model can earn"))
+    return found
