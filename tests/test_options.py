@@ -11,6 +11,7 @@ import yaml
 
 from llf_recipes import manifest
 from llf_recipes.cli import VERBS, build_parser
+from llf_recipes.cli.verb import DEVICES
 
 
 def verb_parsers() -> dict[str, argparse.ArgumentParser]:
@@ -111,7 +112,9 @@ def test_the_vocabulary_holds_in_every_verb():
             assert not names & {"--max-samples", "--export-dir"}, (verb, names)
             if "--sample" in names:
                 assert a.type is int, (verb, "--sample takes N rows; the bundled rows are --sample-data")
-            if "--device" in names:
-                assert a.type is not None and a.type("auto") == "auto", verb
+            if "--device" in names and a.type is None:  # plain choices: exactly the shared names
+                assert tuple(a.choices) == DEVICES, verb
+            elif "--device" in names:
+                assert a.type("auto") == "auto", verb
                 with pytest.raises(argparse.ArgumentTypeError):
                     a.type("gpu")
