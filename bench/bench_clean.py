@@ -9,7 +9,9 @@ installed package has it). `llf-recipes clean` parses only the lines its sample 
 --stats, which parses and checks every line (same rows out), to show that cost too. Each is its own subprocess, and each peak RSS is that process's alone (GNU time's
 figure; see run_pipeline). The input is generated deterministically: random CJK text (U+4E00..U+9FA5), 20-800
 characters per field on a log scale (about 260 MB at 200k rows), about 1% empty target_text. Targets: llf-recipes
->= 10x faster than both, peak RSS <= 64 MB. Results are merged into the JSON file under the row count, so a 200k
+>= 10x faster than jq + shuf and datasets, peak RSS <= 64 MB; against DuckDB (bench/clean_legs.py, as is the Polars
+leg), the sample path >= 1.5x faster and the full-parse path (--stats) at least as fast with at most a fifth of its
+peak RSS. A last leg times --near-dedup (MinHash) over the input, or its first --near-dedup-rows rows. Results are merged into the JSON file under the row count, so a 200k
 and a 2M run sit side by side.
 """
 
@@ -33,12 +35,15 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import orjson
+from clean_legs import DUCKDB_SCRIPT, POLARS_SCRIPT
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None  # GNU time: per-command peak RSS
 SAMPLE, SEED, MAX_CHARS = 10000, 42, 4096
 EVERY_LINE = "llf --stats"
+NEAR_DEDUP = "llf --near-dedup"
+OWN_LEGS = ("llf-recipes", EVERY_LINE, NEAR_DEDUP)
 BYTES_PER_ROW = 1400  # measured on the generated rows; sizes the disk check before anything is written
 # Seed 003's four jq commands (drop null/empty, rename, count characters, keep < 4096) fused into one filter, so jq
 # parses the rows once instead of four times through intermediate files; shuf -n keeps only its sample in memory
@@ -160,12 +165,12 @@ def leg(name: str, argvs: list[list[str]], src: Path, out: Path, repeat: int, en
               "cpu_s": round(statistics.median(cpus), 2), "cpus_s": cpus,
               "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
               "command": " | ".join(" ".join(map(str, a)) for a in argvs)}
-    print(f"  {name:<12} {report['wall_s']:8.3f} s  {report['cpu_s']:7.2f} s CPU  {report['peak_rss_mb']:8.1f} MB  "
+    print(f"  {name:<16} {report['wall_s']:8.3f} s  {report['cpu_s']:7.2f} s CPU  {report['peak_rss_mb']:8.1f} MB  "
           f"{report['rows_out']} rows", flush=True)
     return report
 
 
-def legs(work: Path, src: Path, repeat: int) -> dict:
+def legs(work: Path, src: Path, repeat: int, near_rows: int | None) -> dict:
     results = {}
     llf = program("llf-recipes") or "llf-recipes"
 
@@ -205,11 +210,34 @@ def legs(work: Path, src: Path, repeat: int) -> dict:
             sys.executable, "-c", DATASETS_SCRIPT, str(src), str(work / "ds.jsonl"), str(SAMPLE), str(SEED), str(MAX_CHARS),
         ]], src, work / "ds.jsonl", repeat, env, scratch=cache)
         shutil.rmtree(cache, ignore_errors=True)
+    for name, module, script in (("duckdb", "duckdb", DUCKDB_SCRIPT), ("polars", "polars", POLARS_SCRIPT)):
+        if importlib.util.find_spec(module) is None:
+            print(f"  {name:<12} skipped: the {module} package is not installed (pip install 'llf-recipes[clean-bench]')")
+            continue
+        results[name] = leg(name, [[sys.executable, "-c", script, str(src), str(work / f"{name}.jsonl"), str(SAMPLE),
+                                    str(SEED), str(MAX_CHARS)]], src, work / f"{name}.jsonl", repeat)
+    if near_rows != 0:
+        near_src = src
+        if near_rows:  # MinHash costs far more per row than parsing: a slice of the input keeps the run short
+            near_src = work / "near-input.jsonl"
+            with open(src, "rb") as fh, open(near_src, "wb") as out:
+                out.writelines(line for _, line in zip(range(near_rows), fh))
+        report = leg(NEAR_DEDUP, [[llf, "clean", str(near_src), "-o", str(work / "near.jsonl"), "--near-dedup",
+                                   "--fields", "input_text,target_text"]], near_src, work / "near.jsonl", 1, env)
+        with open(near_src, "rb") as fh:
+            report["rows_in"] = sum(1 for _ in fh)
+        report["rows_per_s"] = round(report["rows_in"] / report["wall_s"], 1)
+        results[NEAR_DEDUP] = report
     return results
 
 
 def versions() -> dict:
     found = {"python": platform.python_version(), "orjson": orjson.__version__}
+    for package in ("duckdb", "polars", "datasketch"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
     for tool in ("jq", "shuf"):
         if shutil.which(tool):
             found[tool] = subprocess.run([tool, "--version"], capture_output=True, text=True, check=False).stdout.splitlines()[0]
@@ -227,6 +255,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "clean.json"))
     ap.add_argument("--workdir", help="where the input and outputs go (default: a new temporary directory)")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    ap.add_argument("--near-dedup-rows", type=int, metavar="N",
+                    help="rows of the input the --near-dedup leg cleans (default: all; 0 skips the leg)")
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="llf-bench-clean-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -243,7 +273,7 @@ def main() -> int:
         size = src.stat().st_size
         print(f"input: {args.rows} rows, {size / 1e6:.0f} MB, generated in {time.perf_counter() - start:.1f} s ({src})")
         load = os.getloadavg()[0]
-        results = legs(work, src, args.repeat)
+        results = legs(work, src, args.repeat, args.near_dedup_rows)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -264,20 +294,36 @@ def machine() -> dict:
 
 def summarize(rows: int, size: int, results: dict) -> dict:
     llf = results["llf-recipes"]
-    print(f"\n{'':<12} {'wall s':>8}  {'CPU s':>7}  {'peak RSS MB':>11}  {'llf-recipes is (wall)':>21}  {'(CPU)':>6}")
+    print(f"\n{'':<16} {'wall s':>8}  {'CPU s':>7}  {'peak RSS MB':>11}  {'llf-recipes is (wall)':>21}  {'(CPU)':>6}")
     speedups, cpu_speedups = {}, {}
     for name, r in results.items():
         ratio, cpu_ratio = r["wall_s"] / llf["wall_s"], r["cpu_s"] / max(llf["cpu_s"], 0.01)
-        if name not in ("llf-recipes", EVERY_LINE):
+        if name not in OWN_LEGS:
             speedups[name], cpu_speedups[name] = round(ratio, 1), round(cpu_ratio, 1)
-        shown = "" if name == "llf-recipes" else f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
-        cpu_shown = "" if name == "llf-recipes" else f"{cpu_ratio:.1f}x"
-        print(f"{name:<12} {r['wall_s']:8.3f}  {r['cpu_s']:7.2f}  {r['peak_rss_mb']:11.1f}  {shown:>21}  {cpu_shown:>6}")
-    targets = {"speedup_vs_each": 10.0, "peak_rss_mb": 64.0}
-    met = {"speedup": bool(speedups) and all(s >= targets["speedup_vs_each"] for s in speedups.values()),
+        mine = name in ("llf-recipes", NEAR_DEDUP)  # near-dedup does other work: no ratio
+        shown = "" if mine else f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
+        cpu_shown = "" if mine else f"{cpu_ratio:.1f}x"
+        print(f"{name:<16} {r['wall_s']:8.3f}  {r['cpu_s']:7.2f}  {r['peak_rss_mb']:11.1f}  {shown:>21}  {cpu_shown:>6}")
+    targets = {"speedup_vs_each": 10.0, "peak_rss_mb": 64.0, "sample_vs_duckdb": 1.5, "full_parse_vs_duckdb": 1.0,
+               "full_parse_rss_share_of_duckdb": 0.2}
+    slow = {k: v for k, v in speedups.items() if k in ("jq + shuf", "datasets")}
+    met = {"speedup": bool(slow) and all(s >= targets["speedup_vs_each"] for s in slow.values()),
            "peak_rss": llf["peak_rss_mb"] <= targets["peak_rss_mb"]}
-    print(f">= 10x faster than {' and '.join(speedups) or 'nothing measured'}: {'met' if met['speedup'] else 'MISSED'}; "
+    print(f">= 10x faster than {' and '.join(slow) or 'nothing measured'}: {'met' if met['speedup'] else 'MISSED'}; "
           f"peak RSS {llf['peak_rss_mb']} MB <= 64 MB: {'met' if met['peak_rss'] else 'MISSED'}")
+    duck, full = results.get("duckdb"), results.get(EVERY_LINE)
+    if duck and full:
+        met["sample_vs_duckdb"] = duck["wall_s"] / llf["wall_s"] >= targets["sample_vs_duckdb"]
+        met["full_parse_vs_duckdb"] = duck["wall_s"] / full["wall_s"] >= targets["full_parse_vs_duckdb"]
+        met["full_parse_rss"] = full["peak_rss_mb"] <= targets["full_parse_rss_share_of_duckdb"] * duck["peak_rss_mb"]
+        print(f"sample path {duck['wall_s'] / llf['wall_s']:.2f}x DuckDB's speed (>= 1.5x: "
+              f"{'met' if met['sample_vs_duckdb'] else 'MISSED'}); full parse {duck['wall_s'] / full['wall_s']:.2f}x "
+              f"(>= 1x: {'met' if met['full_parse_vs_duckdb'] else 'MISSED'}), peak RSS {full['peak_rss_mb']} MB vs "
+              f"{duck['peak_rss_mb']} MB (<= a fifth: {'met' if met['full_parse_rss'] else 'MISSED'})")
+    if NEAR_DEDUP in results:
+        near = results[NEAR_DEDUP]
+        print(f"--near-dedup: {near['rows_in']} rows in {near['wall_s']:.1f} s ({near['rows_per_s']:.0f} rows/s), "
+              f"peak RSS {near['peak_rss_mb']} MB")
     # The targets are on wall time; CPU time (user + system) is less disturbed by other work on the machine.
     return {"rows": rows, "input_mb": round(size / 1e6, 1), "results": results, "speedups": speedups,
             "cpu_speedups": cpu_speedups, "targets": targets, "met": met}

@@ -178,7 +178,10 @@ def run_mergekit(config: dict[str, Any], out: Path, *, seed: int | None = None, 
         argv += ["--device", device]
     log = out.with_name(f"{out.name}.merge.log")  # beside the output while it runs; inside it once it succeeded
     log.unlink(missing_ok=True)
-    print(f"merge ({config['merge_method']}) -> {out}: {' '.join(argv)}  (log: {log})", flush=True)
+    from llf_recipes.console import shown_path, verbose
+
+    command = f": {' '.join(argv)} " if verbose() else " "
+    print(f"merge ({config['merge_method']}) -> {shown_path(out)}{command}(log: {shown_path(log)})", flush=True)
     try:
         code = stream(argv, {}, log)
         if code != 0:
@@ -187,6 +190,9 @@ def run_mergekit(config: dict[str, Any], out: Path, *, seed: int | None = None, 
             print_tail(log, "merge")
             raise LlfError(f"mergekit failed with exit code {code}", where=str(log),
                            fix="read the log; mismatched shapes or a missing base model are the usual causes")
+        from llf_recipes.engines.handoff import make_portable
+
+        make_portable(tmp)  # readable alike by the transformers 4 engines (PPO, EasyR1)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

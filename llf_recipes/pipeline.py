@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shlex
 import socket
 import sys
@@ -121,6 +122,17 @@ def identity(current: dict[str, Any]) -> str:
                                     "inputs": current["inputs"]})
 
 
+def checkpoint_layout(plan: StagePlan) -> tuple[Path, re.Pattern[str], str] | None:
+    """Where a stage's trainer writes checkpoints, how they are named, and the file it writes last into one: the
+    Trainer's checkpoint-N in the run directory for `train`, the plan's own for engines that differ (EasyR1's
+    checkpoints/global_step_N); None for a stage without checkpoints."""
+    if hasattr(plan, "checkpoint_dir"):
+        return plan.checkpoint_dir, plan.checkpoint_pattern, plan.checkpoint_marker
+    if plan.rendered.verb == "train":
+        return run_dir_of(plan), checkpoints.HF_PATTERN, checkpoints.COMPLETE_MARKER
+    return None
+
+
 def decide(plan: StagePlan, previous: dict[str, Any] | None, current: dict[str, Any], force: bool) -> Decision:
     if previous is None:
         return Decision("run", "first run")
@@ -130,9 +142,11 @@ def decide(plan: StagePlan, previous: dict[str, Any] | None, current: dict[str, 
     status = previous.get("status")
     if status == "completed" and same:
         return Decision("skip", f"completed {previous.get('finished_at', '')} with the same config and data")
-    if status in ("running", "failed", "interrupted", "abandoned") and same and plan.rendered.verb == "train":
+    layout = checkpoint_layout(plan)
+    if status in ("running", "failed", "interrupted", "abandoned") and same and layout is not None:
         # only a checkpoint this very computation wrote, in the attempt being continued
-        checkpoint = checkpoints.latest(run_dir_of(plan), identity(current), previous.get("lineage"))
+        where, pattern, marker = layout
+        checkpoint = checkpoints.latest(where, identity(current), previous.get("lineage"), pattern, marker)
         if checkpoint is not None:
             return Decision("resume", f"the last attempt stopped ({status}); resuming from {checkpoint.name}", checkpoint)
         return Decision("run", f"the last attempt stopped ({status}) before its first checkpoint")
@@ -249,8 +263,9 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
     try:
         recover([manifest.path_for(run_dir), plan.config_path])  # temporaries a killed run left
         previous = manifest.read(run_dir)
-        if previous is not None:  # checkpoints an attempt left unstamped (it was killed) belong to that attempt
-            checkpoints.claim(run_dir, previous.get("identity"), previous.get("lineage"))
+        layout = checkpoint_layout(plan)
+        if previous is not None and layout:  # checkpoints an attempt left unstamped (it was killed) belong to it
+            checkpoints.claim(layout[0], previous.get("identity"), previous.get("lineage"), layout[1])
         current = fingerprint(plan, previous)
         decision = decide(plan, previous, current, force)
         log = run_dir / f"llf-{plan.stage}.log"
@@ -259,11 +274,14 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
             return 0
         digest = identity(current)
         lineage = previous["lineage"] if decision.action == "resume" else checkpoints.new_lineage()
-        if plan.rendered.verb == "train":  # nothing in the directory that this attempt may not resume from
-            aside = checkpoints.set_aside(run_dir, (digest, lineage) if decision.action == "resume" else None)
+        if layout is not None:  # nothing in the directory that this attempt may not resume from
+            aside = checkpoints.set_aside(layout[0], (digest, lineage) if decision.action == "resume" else None,
+                                          layout[1], layout[2])
             if aside.moved:
-                print(f"note: stage {plan.stage}: {aside.describe(run_dir)}", file=sys.stderr, flush=True)
-        if decision.checkpoint is not None:
+                print(f"note: stage {plan.stage}: {aside.describe(layout[0])}", file=sys.stderr, flush=True)
+        if hasattr(plan, "resume_from"):  # an engine with its own resume switch (EasyR1, TRL): told either way
+            plan.resume_from(decision.checkpoint)
+        elif decision.checkpoint is not None:
             plan.rendered.config["resume_from_checkpoint"] = str(decision.checkpoint)
         # A grpo stage writes what its engine reads (EasyR1's data, prompt, reward module and config; TRL's settings).
         files = plan.write_files() if hasattr(plan, "write_files") else write_stage(plan.rendered, plan.config_path)
@@ -288,7 +306,8 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
             records.refused(run_dir, previous, log, exc.message)
             raise
         finally:
-            checkpoints.claim(run_dir, digest, lineage)
+            if layout is not None:
+                checkpoints.claim(layout[0], digest, lineage, layout[1])
             if not refused:
                 # 143: a multi-node run stopped by SIGTERM, which a single-node run reports as 130; both were stopped
                 status = {None: "planned", 0: "completed", 130: "interrupted", 143: "interrupted"}.get(code, "failed")

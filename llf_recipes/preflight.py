@@ -118,8 +118,20 @@ def installed_in(python: str, modules: list[str]) -> dict[str, bool]:
     if os.path.realpath(python) == os.path.realpath(sys.executable):
         from importlib.util import find_spec
 
-        return {m: find_spec(m) is not None for m in modules}
-    code = "import importlib.util as u, json, sys; print(json.dumps({m: u.find_spec(m) is not None for m in sys.argv[1:]}))"
+        def found(module: str) -> bool:
+            try:
+                return find_spec(module) is not None
+            except ImportError:  # a dotted name whose parent package is missing
+                return False
+
+        return {m: found(m) for m in modules}
+    code = ("import importlib.util as u, json, sys\n"
+            "def f(m):\n"
+            "    try:\n"
+            "        return u.find_spec(m) is not None\n"
+            "    except ImportError:\n"
+            "        return False\n"
+            "print(json.dumps({m: f(m) for m in sys.argv[1:]}))")
     try:
         proc = subprocess.run([python, "-c", code, *modules], capture_output=True, text=True, timeout=30,
                               check=False)

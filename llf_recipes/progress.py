@@ -1,8 +1,8 @@
 """The live progress of a running stage, read from the trainer's own log in its output directory.
 
 LLaMA-Factory (and the TRL backend) append one JSON line per logging step to `trainer_log.jsonl` (current_steps,
-total_steps, loss, lr, elapsed and remaining time); EasyR1 appends to `experiment_log.jsonl` (step and nested
-metrics). Only lines written after the stage started count, so an earlier attempt's history is not shown as this one's.
+total_steps, loss, lr, elapsed and remaining time); EasyR1 appends to `checkpoints/experiment_log.jsonl` (step and
+nested metrics). Only lines written after the stage started count, so an earlier attempt's history is not shown as this one's.
 
 On a terminal the display is one line per stage, redrawn in place (rich); elsewhere (a CI log, a pipe) a plain line
 every minute and one when the stage ends.
@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-LOG_NAMES = ("trainer_log.jsonl", "experiment_log.jsonl")
+# LLaMA-Factory's and the TRL backend's, in the output directory; EasyR1's, in its checkpoint directory there.
+LOG_NAMES = ("trainer_log.jsonl", "experiment_log.jsonl", "checkpoints/experiment_log.jsonl")
 PLAIN_EVERY_S = 60.0
 
 

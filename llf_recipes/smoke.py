@@ -183,10 +183,11 @@ def tiny_model_path(cache_dir: str | Path | None = None) -> Path:
 
 SMOKE_STEPS = 3
 SMOKE_OUTPUT_ROOT = "saves/smoke"
-# What a CPU and a 148k-parameter model cannot or need not do: quantization (bitsandbytes needs CUDA), DeepSpeed,
-# fused kernels, extra workers.
-SMOKE_REMOVED = ("quantization_bit", "quantization_method", "quantization_type", "double_quantization",
-                 "deepspeed", "flash_attn", "enable_liger_kernel", "use_unsloth", "bf16", "fp16", "pure_bf16")
+# What a CPU and a 148k-parameter model cannot or need not do: DeepSpeed, fused kernels, GPU precisions.
+SMOKE_REMOVED = ("deepspeed", "flash_attn", "enable_liger_kernel", "use_unsloth", "bf16", "fp16", "pure_bf16")
+# 4-bit bitsandbytes quantization runs on CPU (bitsandbytes 0.50: nf4/fp4, double quantization), so a QLoRA recipe is
+# smoke-tested as written; other bit widths and methods need a GPU and are removed, saying so.
+QUANTIZATION_KEYS = ("quantization_bit", "quantization_method", "quantization_type", "double_quantization")
 SMOKE_KEYS = {
     "max_steps": SMOKE_STEPS,
     "max_samples": 16,
@@ -202,17 +203,40 @@ SMOKE_KEYS = {
 }
 
 
-def apply_smoke(rendered_stages, model_path: str | Path, user_keys=None) -> None:
+def quantization_blocker(config: dict) -> str | None:
+    """Why the config's quantization cannot run on this CPU machine; None when it can (or there is none)."""
+    bits = config.get("quantization_bit")
+    if bits is None:
+        return None
+    method = config.get("quantization_method") or "bnb"
+    if method != "bnb":
+        return f"quantization_method {method} needs a GPU"
+    if bits != 4:
+        return f"{bits}-bit bitsandbytes needs a GPU; 4-bit runs on CPU"
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return 'bitsandbytes is not installed (pip install -e ".[train]")'
+    return None
+
+
+def apply_smoke(rendered_stages, model_path: str | Path, user_keys=None) -> dict[str, list[str]]:
     """Turn rendered stages into a few CPU steps on the tiny model; data, template and wiring stay the recipe's.
 
     `user_keys` (Overrides.keys: stage or None -> {key: value}) are what `--set` asked for: they win over smoke's.
+    Returns, per stage, the keys it removed that change what is tested (quantization), each with the reason.
     """
     user_keys = user_keys or {}
+    removed: dict[str, list[str]] = {}
     for rendered in rendered_stages:
         config = rendered.config
         mine = {**user_keys.get(None, {}), **user_keys.get(rendered.stage.name, {})}
         for key in SMOKE_REMOVED:
             config.pop(key, None)
+        blocker = quantization_blocker(config)
+        if blocker:
+            gone = [key for key in QUANTIZATION_KEYS if config.pop(key, None) is not None]
+            removed[rendered.stage.name] = [f"{', '.join(gone)} ({blocker})"]
         rendered.deepspeed_source = None
         rendered.deepspeed_profile = None
         config["model_name_or_path"] = str(model_path)
@@ -226,6 +250,7 @@ def apply_smoke(rendered_stages, model_path: str | Path, user_keys=None) -> None
         from llf_recipes import engines
 
         engines.adapt(rendered)  # a --set value in the main dialect, translated for the stage's engine
+    return removed
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -126,6 +126,10 @@ def export(run_dir: Path, data: dict[str, Any], export_dir: Path | None, *, expo
     code = 130
     try:
         code = stream(argv, {}, log)
+        if code == 0:  # readable alike by the transformers 4 engines (PPO, EasyR1)
+            from llf_recipes.engines.handoff import make_portable
+
+            make_portable(export_dir)
     finally:
         status = {0: "completed", 130: "interrupted"}.get(code, "failed")
         manifest.write(export_dir, {**record, "status": status, "exit_code": code, "started_at": started_at,

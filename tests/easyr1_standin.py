@@ -17,6 +17,10 @@ def make(root: Path, main: str) -> Path:
     (root / "verl" / "__init__.py").write_text("")
     (trainer / "__init__.py").write_text("")
     (trainer / "main.py").write_text(main)
+    (trainer / "config.py").write_text("")
+    for module in ("vllm", "flash_attn"):  # importable, as the engine check asks
+        (root / module).mkdir()
+        (root / module / "__init__.py").write_text("")
     for dist, version in VERSIONS.items():
         info = root / f"{dist}-{version}.dist-info"
         info.mkdir()

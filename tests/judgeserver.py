@@ -73,7 +73,7 @@ class JudgeServer:
         if "Assistant A's Answer" in prompt:
             if "BIASED" in prompt:
                 return 200, "Both fine, but the first reads better. [[A]]", 0
-            a = re.search(r"Assistant A's Answer\]\n(.*?)\n\[The End", prompt, re.S).group(1)
+            a = re.search(r"Assistant A's Answer\]\n(.*?)\n\[The End", prompt, re.DOTALL).group(1)
             return 200, "Verdict: [[A]]" if "GOOD" in a else "Verdict: [[B]]", 0
         answer = prompt.split("[The Start of Assistant's Answer]\n", 1)[1]
         if "FLAKY" in answer and seen == 0:

@@ -14,6 +14,7 @@ from llf_recipes.schema import snapshot
 
 @pytest.fixture(scope="module")
 def lf():
+    import deepspeed  # noqa: F401 - the train extra installs it; the profiles are checked through it
     import transformers.training_args as targs
     from llamafactory.hparams import parser as lf_parser
     from transformers import HfArgumentParser
@@ -36,7 +37,7 @@ def test_every_rendered_stage_parses_with_llamafactory(catalog, lf, monkeypatch)
     train_fields = {f.name for cls in lf_parser._TRAIN_ARGS for f in dataclasses.fields(cls)}
     infer_parser = HfArgumentParser(lf_parser._INFER_ARGS)
     train_parser = HfArgumentParser(lf_parser._TRAIN_ARGS)
-    count = 0
+    count = deepspeed_count = 0
     for label, r in _renders(catalog):
         cfg = dict(r.config)
         if r.verb == "grpo":  # GRPO settings for EasyR1/TRL, not a LLaMA-Factory config (tests/test_grpo_easyr1.py)
@@ -45,18 +46,25 @@ def test_every_rendered_stage_parses_with_llamafactory(catalog, lf, monkeypatch)
             infer_parser.parse_dict(cfg, allow_extra_keys=False)
             count += 1
             continue
-        # TrainingArguments loads a DeepSpeed config only with the deepspeed package (GPU machines); the key itself
-        # is checked to be a real argument, and the file to be the profile the layout calls for.
-        ds = cfg.pop("deepspeed", None)
+        # The deepspeed key stays: TrainingArguments hands the profile to transformers' own DeepSpeed integration
+        # (the train extra installs deepspeed), which reads and checks it.
+        ds = cfg.get("deepspeed")
         if ds is not None:
             assert "deepspeed" in train_fields
-            assert r.deepspeed_json()["zero_optimization"]["stage"] in (0, 2, 3), label
-        model_args, data_args, training_args, finetuning_args, _ = train_parser.parse_dict(cfg, allow_extra_keys=False)
+            assert r.deepspeed_json()["zero_optimization"]["stage"] in (0, 1, 2, 3), label
+        _, _, training_args, finetuning_args, _ = train_parser.parse_dict(cfg, allow_extra_keys=False)
+        if ds is not None:
+            assert training_args.deepspeed == ds, label
+            plugin = training_args.hf_deepspeed_config
+            assert plugin.config["zero_optimization"]["stage"] == r.deepspeed_json()["zero_optimization"]["stage"], label
+            assert plugin.is_zero3() == (plugin.config["zero_optimization"]["stage"] == 3), label
+            deepspeed_count += 1
         assert finetuning_args.stage == cfg["stage"], label
         assert training_args.per_device_train_batch_size == cfg["per_device_train_batch_size"], label
         assert training_args.learning_rate == pytest.approx(cfg["learning_rate"]), label
         count += 1
     assert count >= 39  # 13 stages x 3 hostfiles at least
+    assert deepspeed_count >= 13  # every multi-GPU layout renders a DeepSpeed profile
 
 
 def test_extra_keys_are_refused_by_llamafactory_too(lf):

@@ -42,7 +42,7 @@ def _rows(data: bytes) -> list[dict]:
 
 
 def test_generate_writes_n_answers_per_prompt_with_reference_and_settings(sampled):
-    out, data, printed = sampled
+    _, data, printed = sampled
     rows = _rows(data)
     source = [json.loads(line) for line in (SAMPLES / "huanhuan.jsonl").read_text(encoding="utf-8").splitlines()][:3]
     assert [r["index"] for r in rows] == [0, 1, 2]
@@ -56,7 +56,7 @@ def test_generate_writes_n_answers_per_prompt_with_reference_and_settings(sample
 
 
 def test_generate_resumes_after_an_interruption_without_regenerating(sampled, tiny_model, data_dir, cli):
-    out, data, _ = sampled
+    _, data, _ = sampled
     first, second = data.split(b"\n")[:2]
     resumed = data_dir.parent / "resumed.jsonl"
     resumed.write_bytes(first + b"\n" + second[: len(second) // 2])  # killed while writing the second row

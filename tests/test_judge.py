@@ -81,3 +81,16 @@ def test_judge_fails_clearly(tmp_path, server, cli):
     rubric.write_text("Grade {{ answer }} for {{ nonsense }}")
     code, _, err = cli("judge", answers, "--judge-url", server.url, "--judge-model", "m", "--rubric", rubric, *FAST)
     assert code == 2 and "'nonsense' is undefined" in err
+
+
+def test_eval_keeps_the_judge_summary_of_a_run(tmp_path, server, cli, monkeypatch):
+    from llf_recipes.eval.runs import write_results
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sekret")
+    answers = _write(tmp_path / "answers.jsonl", [["GOOD"]])
+    code, _, err = cli("judge", answers, "--judge-url", server.url, "--judge-model", "m", *FAST)
+    assert code == 0, err
+    results = tmp_path / "evaluation_results.json"
+    write_results(results, {"answers.jsonl": {"test": {"perplexity": 3.0}}})  # what `eval` writes for the run
+    entry = json.loads(results.read_text())["answers.jsonl"]
+    assert entry["test"] == {"perplexity": 3.0} and entry["judge"]["single"]["mean_score"] == 9

@@ -64,7 +64,7 @@ def test_soup_is_the_weighted_average(two_models, tmp_path):
     assert again.stdout == f"merged model: {out} (up to date with its sources; --force merges again)\n"
     assert json.loads((out / "llf-run.json").read_text())["finished_at"] == record["finished_at"]
     changed = merge(a, b, "-o", out, "--method", "soup", "--weights", "1,1")  # another merge of the same models
-    assert "mergekit" in changed.stdout and "up to date" not in changed.stdout
+    assert "merge (linear) -> " in changed.stdout and "up to date" not in changed.stdout  # merged again
 
 
 def slerp(v0, v1, t):

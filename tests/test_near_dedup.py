@@ -104,3 +104,22 @@ def test_bad_near_dedup_options_are_refused(cli, tmp_path):
     code, _, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--dedup-on", "nope")
     assert code != 0 and "nope" in err and "raw.jsonl:1" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.jsonl"]
+
+
+def test_token_stats_count_the_rows_written(cli, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()  # one token per word
+    tok.save(str(tmp_path / "tokenizer.json"))
+    words = [1, 2, 3, 4, 5, 6, 7, 8, 9, 30]
+    rows = [{"q": " ".join(["w"] * n), "a": "x", "id": "not text"} for n in words] + [{"q": "", "a": ""}]
+    src = write_jsonl(tmp_path / "raw.jsonl", rows)
+    code, out, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--fields", "q,a", "--drop-empty",
+                         "--token-stats", "--tokenizer", tmp_path / "tokenizer.json", "--cutoff", "10")
+    assert code == 0, err
+    counts = sorted(n + 1 for n in words)  # q's words and a's one
+    assert f"min {counts[0]}  p50 {counts[4]}  p90 {counts[8]}  p99 {counts[9]}  max 31  (total {sum(counts)})" in out
+    assert "2 row(s) with 10 or more tokens (20.0%)" in out
+    code, _, err = cli("clean", src, "-o", tmp_path / "o.jsonl", "--token-stats")
+    assert code != 0 and "--tokenizer" in err

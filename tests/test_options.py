@@ -11,6 +11,7 @@ import yaml
 
 from llf_recipes import manifest
 from llf_recipes.cli import VERBS, build_parser
+from llf_recipes.cli.verb import DEVICES
 
 
 def verb_parsers() -> dict[str, argparse.ArgumentParser]:
@@ -98,3 +99,22 @@ def test_device_takes_the_same_names_everywhere(verb, capsys):
 def test_eval_methods_take_a_comma_list_like_every_other_list(tmp_path, cli):
     code, _, err = cli("eval", tmp_path, "--methods", "sft,dpo")
     assert code == 2 and "no completed run of method sft, dpo under" in err
+
+
+def test_the_vocabulary_holds_in_every_verb():
+    """Guards the names for verbs added later: no retired spelling visible, --sample always a row count,
+    --device always the shared names."""
+    for verb, p in verb_parsers().items():
+        for a in p._actions:
+            if a.help == argparse.SUPPRESS:
+                continue
+            names = set(a.option_strings)
+            assert not names & {"--max-samples", "--export-dir"}, (verb, names)
+            if "--sample" in names:
+                assert a.type is int, (verb, "--sample takes N rows; the bundled rows are --sample-data")
+            if "--device" in names and a.type is None:  # plain choices: exactly the shared names
+                assert tuple(a.choices) == DEVICES, verb
+            elif "--device" in names:
+                assert a.type("auto") == "auto", verb
+                with pytest.raises(argparse.ArgumentTypeError):
+                    a.type("gpu")

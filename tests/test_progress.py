@@ -80,7 +80,8 @@ def test_progress_reads_what_llamafactorys_log_callback_writes_and_only_this_att
 
 
 def test_progress_reads_easyr1s_experiment_log(tmp_path):
-    path = tmp_path / "experiment_log.jsonl"
+    path = tmp_path / "checkpoints" / "experiment_log.jsonl"  # EasyR1's trainer.save_checkpoint_path, as planned
+    path.parent.mkdir()
     log = TrainerLog(tmp_path)
     path.write_text(json.dumps({"step": 3, "actor": {"pg_loss": 0.25, "lr": 1e-6}, "reward": {"overall": 0.5}}) + "\n"
                     + '{"step": 4, "act')  # a line still being written is left for the next poll

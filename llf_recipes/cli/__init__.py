@@ -34,6 +34,8 @@ VERBS = {
     "serve": "serve",
     "generate": "generate",
     "judge": "judge",
+    "score": "score",
+    "pairs": "pairs",
     "eval": "eval",
     "bench": "benchmark",
     "report": "report",

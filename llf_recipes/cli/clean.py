@@ -40,14 +40,19 @@ check every line and count every drop reason."""
     p.add_argument("--rename", metavar="OLD=NEW,...", help="rename fields in the rows written (other fields are kept)")
     p.add_argument("--max-chars", type=int, metavar="N", help="keep rows with fewer than N characters over the text fields")
     p.add_argument("--max-tokens", type=int, metavar="N", help="keep rows with fewer than N tokens over the text fields")
-    p.add_argument("--tokenizer", metavar="PATH", help="for --max-tokens: a Hugging Face tokenizer.json (or its directory)")
+    p.add_argument("--tokenizer", metavar="PATH", help="for --max-tokens and --token-stats: a Hugging Face tokenizer.json "
+                                                       "(or its directory)")
+    p.add_argument("--token-stats", action="store_true", help="print the tokens per row written (text fields, no chat "
+                                                              "template): percentiles and rows at or over --cutoff")
+    p.add_argument("--cutoff", type=int, default=2048, metavar="N",
+                   help="for --token-stats: LLaMA-Factory's cutoff_len (default: 2048, its default)")
     p.add_argument("--dedup", action="store_true", help="drop exact duplicate rows (key order ignored; about 100 bytes "
                                                         "of memory per distinct row)")
     p.add_argument("--dedup-on", metavar="A,B", help="drop rows whose values of these fields repeat an earlier row's "
                                                      "(exact), e.g. --dedup-on prompt")
     p.add_argument("--near-dedup", action="store_true",
                    help="drop rows whose text (--fields, or every string) is near an earlier row's: MinHash over "
-                        "character 5-grams (works for Chinese), about 1.6 kB of memory per row kept")
+                        "character 5-grams (works for Chinese), about 1.8 kB of memory per row kept")
     p.add_argument("--threshold", type=float, metavar="S", help="for --near-dedup: the estimated Jaccard similarity "
                                                                "of character 5-grams from which rows are near-duplicates "
                                                                "(default: 0.8)")
@@ -93,9 +98,16 @@ def _positive(value, option: str):
 def options_from(args):
     from llf_recipes.data.clean import CleanOptions
 
-    if (args.max_tokens is None) != (args.tokenizer is None):
+    if args.max_tokens is not None and args.tokenizer is None:
         raise LlfError("--max-tokens and --tokenizer go together", key="--max-tokens",
                        fix="--max-tokens 2048 --tokenizer path/to/tokenizer.json")
+    _positive(args.cutoff, "--cutoff")
+    if args.token_stats and args.tokenizer is None:
+        raise LlfError("--token-stats needs --tokenizer", key="--token-stats",
+                       fix="--token-stats --tokenizer path/to/tokenizer.json (the recipe model's)")
+    if args.tokenizer is not None and args.max_tokens is None and not args.token_stats:
+        raise LlfError("--max-tokens and --tokenizer go together (or --token-stats)", key="--max-tokens",
+                       fix="add --max-tokens N or --token-stats")
     if (args.val_ratio is None) != (args.val_out is None):
         raise LlfError("--val-ratio and --val-out go together", key="--val-ratio",
                        fix="--val-ratio 0.02 --val-out val.jsonl")
@@ -111,7 +123,7 @@ def options_from(args):
     opts = CleanOptions(
         input=Path(args.input), output=Path(args.output), fields=_names(args.fields, "--fields"),
         rename=_renames(args.rename), drop_empty=args.drop_empty, max_chars=_positive(args.max_chars, "--max-chars"),
-        max_tokens=_positive(args.max_tokens, "--max-tokens"), tokenizer=Path(args.tokenizer) if args.tokenizer else None,
+        max_tokens=_positive(args.max_tokens, "--max-tokens"), token_stats=args.token_stats, tokenizer=Path(args.tokenizer) if args.tokenizer else None,
         dedup=args.dedup, dedup_on=_names(args.dedup_on, "--dedup-on"),
         near_dedup=threshold if args.near_dedup else None, sample=_positive(args.sample, "--sample"), seed=args.seed, val_ratio=args.val_ratio,
         val_out=Path(args.val_out) if args.val_out else None, group_by=args.group_by, skip_bad=args.skip_bad,
@@ -160,7 +172,34 @@ def main(args) -> int:
         print(f"{opts.rejects}: {stats.rejected} bad line(s) set aside")
     if args.stats:
         print_stats(stats)
+    if stats.tokens is not None:
+        print_token_stats(stats.tokens, args.cutoff)
     return 0
+
+
+def token_summary(tokens, cutoff: int) -> dict:
+    """Nearest-rank percentiles of the tokens per row, and the rows at or over the cutoff (LLaMA-Factory cuts them)."""
+    ordered = sorted(tokens)
+    n = len(ordered)
+    if not n:
+        return {"rows": 0, "total": 0, "over": 0}
+
+    def pick(q: int) -> int:
+        return ordered[max(0, -(-q * n // 100) - 1)]  # the ceil(q n / 100)-th smallest
+
+    over = n - next((i for i, t in enumerate(ordered) if t >= cutoff), n)
+    return {"rows": n, "total": sum(ordered), "min": ordered[0], "p50": pick(50), "p90": pick(90), "p99": pick(99),
+            "max": ordered[-1], "over": over}
+
+
+def print_token_stats(tokens, cutoff: int) -> None:
+    s = token_summary(tokens, cutoff)
+    if not s["rows"]:
+        print("tokens/row     no rows written")
+        return
+    print(f"{'tokens/row':<14} min {s['min']}  p50 {s['p50']}  p90 {s['p90']}  p99 {s['p99']}  max {s['max']}  "
+          f"(total {s['total']})")
+    print(f"{'over cutoff':<14} {s['over']} row(s) with {cutoff} or more tokens ({s['over'] / s['rows']:.1%})")
 
 
 def print_stats(stats) -> None:

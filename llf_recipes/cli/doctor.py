@@ -149,6 +149,29 @@ def optional_checks(catalog=None) -> list[Check]:
     return checks
 
 
+def engine_checks() -> list[Check]:
+    """Each engine, where it lives and whether it is there (`llf-recipes engine check NAME` imports its packages)."""
+    from llf_recipes import engines
+    from llf_recipes.engines.env import resolve
+
+    checks = []
+    for name in engines.ENGINES:
+        env = resolve(name)
+        where = f"{env.python} ({env.source})"
+        if env.is_current:
+            checks.append(Check("engines", name, "ok", where))
+        elif env.source.startswith("PATH"):
+            checks.append(Check("engines", name, "info", f"{env.python} on PATH, not checked",
+                                f"llf-recipes engine check {name}"))
+        elif env.source == "not installed" or not env.installed():
+            fix = f"llf-recipes engine install {name}" + (" --source EASYR1_CHECKOUT" if name == "easyr1" else "")
+            checks.append(Check("engines", name, "info", f"not installed: {where}; its stages stop before they start",
+                                fix))
+        else:
+            checks.append(Check("engines", name, "ok", where))
+    return checks
+
+
 def disk_checks(root: str = "saves") -> list[Check]:
     from pathlib import Path
 
@@ -187,7 +210,7 @@ def main(args) -> int:
 
         args.device = local_device()
     catalog = catalog_from(args)
-    checks = version_checks() + device_checks() + optional_checks(catalog) + disk_checks()
+    checks = version_checks() + device_checks() + optional_checks(catalog) + engine_checks() + disk_checks()
     if args.hostfile:
         checks += host_checks(args.hostfile, args.device, args.ssh_config, catalog)
     if args.json:
@@ -199,7 +222,7 @@ def main(args) -> int:
                 section = c.section
                 print(f"{section}:")
             print(f"  {c.status:<5} {c.name}: {c.detail}")
-            if c.fix and c.status in ("warn", "error"):
+            if c.fix and (c.status in ("warn", "error") or c.section == "engines"):
                 print(f"        fix: {c.fix}")
     bad = [c for c in checks if c.status == "error"]
     if bad:

@@ -81,7 +81,7 @@ def _list(overrides: dict[str, str], as_json: bool) -> int:
     rows = []
     for name, engine in engines.ENGINES.items():
         env = resolve(name, overrides)
-        state = "ready" if env.installed() else "not installed"
+        state = "not installed" if not env.installed() else "on PATH" if env.source.startswith("PATH") else "ready"
         rows.append({"name": name, "state": state, "python": env.python, "source": env.source,
                      "lock": engine.lock, "snapshot": engine.snapshot, "summary": engine.summary})
     if as_json:

@@ -106,7 +106,9 @@ def build_plans(args, catalog) -> tuple[list[StagePlan], list]:
     if smoke:
         # The model is built on first use; a dry run only names where it will be.
         model = default_cache_dir() / VERSION_TAG if args.dry_run else tiny_model_path()
-        apply_smoke(rendered, model, parsed.keys)
+        for stage, notes in apply_smoke(rendered, model, parsed.keys).items():
+            for note in notes:
+                print(f"note: smoke: stage {stage} runs without {note}", file=sys.stderr)
     plans, findings = [], []
     for r in rendered:
         if r.verb == "grpo":  # EasyR1 or TRL, not llamafactory-cli: its own plan and checks

@@ -34,7 +34,8 @@ the rows written keep their input order."""
     p.add_argument("--cutoff", type=int, default=1024, metavar="N",
                    help="tokens kept of the instruction (its end) and of the answer (its start) (default: 1024)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto: a GPU when there is one")
-    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                   help="weights dtype (default: auto)")
     p.add_argument("--output-root", default="saves", metavar="DIR", help="where recipe names are looked up")
     p.set_defaults(func=main)
 

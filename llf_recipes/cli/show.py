@@ -51,7 +51,8 @@ def main(args) -> int:
         "stages": [
             {"name": r.stage.name, "verb": r.verb, "lf_stage": r.config.get("stage"), "needs": r.needs,
              "description": r.stage.description,
-             "global_batch_size": r.batch.global_batch_size if r.batch else None}
+             "global_batch_size": r.batch.global_batch_size if r.batch else None,
+             "engine": r.engine, "translations": r.translations}
             for r in rendered
         ],
         "vars": recipe.vars,
@@ -71,11 +72,13 @@ def main(args) -> int:
         if s["verb"] == "grpo":
             runs = "GRPO through EasyR1 or TRL (--backend)"
         else:
-            runs = f"llamafactory-cli {s['verb']}, stage {s['lf_stage']}"
+            runs = f"llamafactory-cli {s['verb']}, stage {s['lf_stage']}, engine {s['engine']}"
         batch = f", global batch {s['global_batch_size']}" if s["global_batch_size"] else ""
         print(f"  {s['name']:<8} {runs}{batch}{after}")
         if s["description"]:
             print(f"           {s['description']}")
+        for note in s["translations"]:
+            print(f"           translated for {s['engine']}: {note}")
     print("\nvariables (change with --set NAME=VALUE):")
     for key, value in recipe.vars.items():
         print(f"  {key:<20} {json.dumps(value, ensure_ascii=False)}")

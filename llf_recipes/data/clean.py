@@ -50,6 +50,7 @@ class CleanOptions:
     max_chars: int | None = None
     max_tokens: int | None = None
     tokenizer: Path | None = None
+    token_stats: bool = False  # count the tokens of each row written (its text fields) with the tokenizer
     dedup: bool = False
     dedup_on: tuple[str, ...] = ()  # exact dedup on these fields' values rather than the whole row
     near_dedup: float | None = None  # drop rows this similar (MinHash estimate of Jaccard) to a row kept before
@@ -90,6 +91,7 @@ class CleanStats:
     chars_max: int = 0
     chars_total: int = 0
     near: object = None  # the NearDuplicates of --near-dedup: clusters and examples
+    tokens: list | None = None  # --token-stats: tokens per row written, in writing order
 
     def add_chars(self, n: int) -> None:
         self.chars_min = n if self.chars_min is None or n < self.chars_min else self.chars_min
@@ -178,7 +180,7 @@ def line_checker(opts: CleanOptions, tokenizer=None):
                     return row, "empty", 0
             if max_chars is not None and nchars >= max_chars:
                 return row, "max_chars", nchars
-        if tokenizer is not None:
+        if tokenizer is not None and max_tokens is not None:
             texts = [v for v in values if v.__class__ is str]
             if texts and sum(map(len, tokenizer.encode_batch(texts, add_special_tokens=False))) >= max_tokens:
                 return row, "max_tokens", nchars
@@ -265,13 +267,27 @@ class Splitter:
 class Writer:
     """Renames, splits and counts the rows written; rows left as they were are copied byte for byte."""
 
-    def __init__(self, opts: CleanOptions, out, val, stats: CleanStats):
+    def __init__(self, opts: CleanOptions, out, val, stats: CleanStats, tokenizer=None):
         self.out, self.val, self.stats = out, val, stats
         self.rename = opts.rename
         self.splitter = Splitter(opts.val_ratio, opts.seed, opts.group_by) if opts.val_ratio else None
-        self.needs_row = bool(self.rename) or self.splitter is not None
+        self.fields = opts.fields
+        self.tokenizer = tokenizer if opts.token_stats else None
+        if self.tokenizer is not None:
+            from array import array
+
+            stats.tokens = array("I")
+        self.needs_row = bool(self.rename) or self.splitter is not None or self.tokenizer is not None
+
+    def count_tokens(self, row: dict) -> None:
+        values = [row.get(name) for name in self.fields] if self.fields else row.values()
+        texts = [v for v in values if v.__class__ is str]
+        encoded = self.tokenizer.encode_batch(texts, add_special_tokens=False) if texts else []
+        self.stats.tokens.append(sum(len(e) for e in encoded))
 
     def write(self, row: dict | None, line: bytes, nchars: int) -> None:
+        if self.tokenizer is not None:
+            self.count_tokens(row)
         if self.rename:
             data = orjson.dumps({self.rename.get(k, k): v for k, v in row.items()}, option=orjson.OPT_APPEND_NEWLINE)
         else:
@@ -293,7 +309,8 @@ def clean(opts: CleanOptions) -> CleanStats:
     passes. Both passes run whether or not every line is parsed, so --stats does not change the rows picked.
     """
     size = _input_size(opts.input)
-    tokenizer = load_tokenizer(opts.tokenizer) if opts.max_tokens is not None else None
+    needs_tokenizer = opts.max_tokens is not None or opts.token_stats
+    tokenizer = load_tokenizer(opts.tokenizer) if needs_tokenizer else None
     stats = CleanStats()
     every_line = opts.parses_every_line
     show = opts.progress and size >= PROGRESS_MIN_BYTES
@@ -304,7 +321,7 @@ def clean(opts: CleanOptions) -> CleanStats:
         out, val, rejects = stack.enter_context(open_together(
             [opts.output, opts.val_out, opts.rejects if opts.skip_bad else None],
             remove=[] if opts.skip_bad else [opts.rejects]))
-        writer = Writer(opts, out, val, stats)
+        writer = Writer(opts, out, val, stats, tokenizer)
         reader = _Reader(str(opts.input), line_checker(opts, tokenizer), writer)
         sample = Sample(opts.sample, opts.seed, first_cap(fh.peek(1 << 20), size, opts.sample)) if opts.sample else None
         with _progress(fh, size, show, opts.input.name) as lines:

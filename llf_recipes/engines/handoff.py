@@ -73,7 +73,7 @@ def problems(model_dir: str | Path, major: int) -> list[tuple[str, str, str]]:
     config_path = model_dir / "config.json"
     config = _read(config_path) or {}
     for key, value in rope_for_v4(config).items():
-        if config.get(key, "absent") != value:
+        if config.get(key) != value:  # an absent rope_scaling reads as None, which is right for the default rope
             what = (f"is {config.get(key, 'absent')!r} but rope_parameters says {value!r}; "
                     f"transformers {major} would read its own default")
             out.append((str(config_path), key, what))

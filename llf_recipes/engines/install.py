@@ -37,10 +37,30 @@ def _python_request() -> str:
     return sys.executable if sys.version_info[:2] == (3, 11) else "3.11"
 
 
+def requirements_here(engine: Engine, gpu: bool) -> tuple[str, list[str]]:
+    """The lock's text for this machine, and the GPU-only requirements left out where there is no NVIDIA GPU (they
+    do not build or run there; `engine check` reports them as absent)."""
+    text = engine.lock_path.read_text(encoding="utf-8")
+    if gpu or not engine.gpu_only:
+        return text, []
+    kept, skipped = [], []
+    gpu_only = {name.replace("_", "-") for name in engine.gpu_only}
+    for line in text.splitlines():
+        spec = line.split("#", 1)[0].strip()
+        name = spec.split(";")[0]
+        for sep in ("==", ">=", "<=", "~=", "!=", "<", ">", "[", " "):
+            name = name.split(sep)[0]
+        if spec and name.strip().lower().replace("_", "-") in gpu_only:
+            skipped.append(spec)
+            continue
+        kept.append(line)
+    return "\n".join(kept) + "\n", skipped
+
+
 def install_steps(engine: Engine, target: Path, *, uv: str | None, find_links: list[str], offline: bool,
-                  source: str | None = None) -> list[list[str]]:
-    """The commands that build `target` (argv lists)."""
-    lock = str(engine.lock_path)
+                  source: str | None = None, lock: str | None = None) -> list[list[str]]:
+    """The commands that build `target` (argv lists); `lock` replaces the engine's lock file (GPU-only lines left out)."""
+    lock = lock or str(engine.lock_path)
     python = str(target / "bin" / "python")
     extra: list[str] = []
     for d in find_links:
@@ -83,7 +103,14 @@ def install(engine: Engine, *, find_links: list[str] | None = None, offline: boo
         build = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}") if uv else final
         if final.exists() and (build == final or not (final / MARKER).is_file()):
             shutil.rmtree(final)  # an incomplete environment (no marker), or pip's in-place rebuild under --force
-        steps = install_steps(engine, build, uv=uv, find_links=find_links or [], offline=offline, source=source)
+        text, skipped = requirements_here(engine, gpu=shutil.which("nvidia-smi") is not None)
+        lock = None
+        if skipped:
+            lock = str(root / f"{final.name}.requirements.txt")
+            Path(lock).write_text(text, encoding="utf-8")
+            echo(f"no NVIDIA GPU here: leaving out {', '.join(skipped)} (`engine check {engine.name}` reports them)")
+        steps = install_steps(engine, build, uv=uv, find_links=find_links or [], offline=offline, source=source,
+                              lock=lock)
         tool = "uv" if uv else "pip (uv not found)"
         echo(f"installing engine {engine.name} from {engine.lock_path.name} with {tool} into {final}")
         started = time.time()

@@ -14,6 +14,7 @@ from llf_recipes.atomic import write_text
 from llf_recipes.errors import LlfError
 
 RESULTS = "evaluation_results.json"
+OTHER_VERBS_KEYS = ("benchmarks", "judge")  # sections of a run's entry that other verbs than `eval` write
 MODEL_VERBS = ("train", "export", "merge", "grpo")  # manifests that leave a model behind
 INFERENCE_ONLY = ("model_name_or_path", "adapter_name_or_path", "finetuning_type", "trust_remote_code")
 BASE_PREFIX = "base:"
@@ -185,8 +186,8 @@ def write_results(path: str | Path, results: dict[str, Any], *, merge_keys: tupl
         old = merged.get(name) if isinstance(merged.get(name), dict) else {}
         if merge_keys:
             record = {**old, **record, **{k: {**(old.get(k) or {}), **(record.get(k) or {})} for k in merge_keys}}
-        elif isinstance(old, dict) and old.get("benchmarks") and "benchmarks" not in record:
-            record = {**record, "benchmarks": old["benchmarks"]}  # `eval` keeps what `bench` wrote
+        elif isinstance(old, dict):  # `eval` keeps what `bench` and `judge` wrote
+            record = {**record, **{k: old[k] for k in OTHER_VERBS_KEYS if old.get(k) and k not in record}}
         merged[name] = record
     return write_text(path, json.dumps(merged, indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n")
 

@@ -108,6 +108,9 @@ class GrpoPlan:
                 trainer["load_checkpoint_path"] = str(checkpoint.resolve())
             elif "load_checkpoint_path" not in (self.settings.get("easyr1") or {}):
                 trainer.pop("load_checkpoint_path", None)
+            tracker = self.checkpoint_dir / "checkpoint_tracker.json"
+            if checkpoint is None and tracker.is_file() and not any(self.checkpoint_dir.glob("global_step_*")):
+                tracker.unlink()  # it described checkpoints moved aside: the fresh run writes its own
         else:
             self.engine_config["resume_from_checkpoint"] = str(checkpoint.resolve()) if checkpoint is not None else None
 

@@ -80,7 +80,8 @@ KEYS: dict[str, Key] = {
                    ("auto", *BACKENDS)),
     "tensor_parallel_size": Key(("int",), 1, "vLLM tensor parallel size of EasyR1's rollout"),
     "gpu_memory_utilization": Key(("float",), 0.6, "share of GPU memory vLLM may take (EasyR1)"),
-    "easyr1_python": Key(("str", "null"), None, "the interpreter of EasyR1's environment (else $LLF_EASYR1_PYTHON, else python3)"),
+    "easyr1_python": Key(("str", "null"), None, "the interpreter of EasyR1's environment (--engine easyr1=PYTHON "
+                         "wins; else $LLF_ENGINE_EASYR1, $LLF_EASYR1_PYTHON, engines.yaml, the installed engine, python3)"),
     "easyr1_dir": Key(("str", "null"), None, "a checkout of EasyR1 (else $LLF_EASYR1_DIR); `export` of full-parameter runs needs its scripts/"),
     "ray_port": Key(("int",), 6379, "Ray head port for multi-node EasyR1"),
     "easyr1": Key(("dict",), {}, "extra EasyR1 keys, dotted: {worker.actor.fsdp.torch_dtype: bf16}"),

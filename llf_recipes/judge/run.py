@@ -115,16 +115,15 @@ def record_results(results: Path, rows: list[dict[str, Any]], label: str, summar
     """Into evaluation_results.json under the run that generated the answers (`judge` -> label -> summary); answers
     from no known run are filed under `fallback`."""
     from llf_recipes import manifest
-    from llf_recipes.eval.runner import read_results, run_name, write_results
+    from llf_recipes.eval.runs import run_name, write_results
 
     run = str((rows[0].get("settings") or {}).get("run") or "") if rows else ""
     data = manifest.read(run) if run and Path(run).is_dir() else None
     name = run_name(Path(run), data) if data else (run or fallback)
-    entry = dict(read_results(results).get(name) or {})
+    entry: dict[str, Any] = {"judge": {label: summary}}
     if run:
-        entry.setdefault("model_path", run)
-    entry["judge"] = {**(entry.get("judge") or {}), label: summary}
-    write_results(results, {name: entry})
+        entry["model_path"] = run
+    write_results(results, {name: entry}, merge_keys=("judge",))
     return name
 
 
