@@ -9,6 +9,7 @@ that importing this module costs nothing.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import shutil
 import sys
@@ -220,6 +221,29 @@ def quantization_blocker(config: dict) -> str | None:
     return None
 
 
+def evaluates_before_the_end(config: dict) -> bool:
+    """Whether a training stage runs an evaluation pass before its last step.
+
+    bitsandbytes (0.50) repacks 4-bit weights for CPU inference during an evaluation pass and keeps them packed when
+    training resumes, whose next step then fails ("a view of a leaf Variable ... in-place operation").
+    """
+    if not (config.get("val_size") or config.get("eval_dataset")):
+        return False
+    strategy = str(config.get("eval_strategy") or "no")
+    if strategy == "epoch":
+        return True
+    if strategy != "steps":
+        return False
+    total = int(config.get("max_steps") or 0)
+    every = config.get("eval_steps")
+    try:
+        every = float(every) if every is not None else float(config.get("logging_steps") or 500)
+    except (TypeError, ValueError):
+        return False
+    steps = math.ceil(every * total) if every < 1 else int(every)
+    return total <= 0 or steps < total
+
+
 def apply_smoke(rendered_stages, model_path: str | Path, user_keys=None) -> dict[str, list[str]]:
     """Turn rendered stages into a few CPU steps on the tiny model; data, template and wiring stay the recipe's.
 
@@ -233,10 +257,6 @@ def apply_smoke(rendered_stages, model_path: str | Path, user_keys=None) -> dict
         mine = {**user_keys.get(None, {}), **user_keys.get(rendered.stage.name, {})}
         for key in SMOKE_REMOVED:
             config.pop(key, None)
-        blocker = quantization_blocker(config)
-        if blocker:
-            gone = [key for key in QUANTIZATION_KEYS if config.pop(key, None) is not None]
-            removed[rendered.stage.name] = [f"{', '.join(gone)} ({blocker})"]
         rendered.deepspeed_source = None
         rendered.deepspeed_profile = None
         config["model_name_or_path"] = str(model_path)
@@ -247,6 +267,12 @@ def apply_smoke(rendered_stages, model_path: str | Path, user_keys=None) -> dict
         if config.get("stage") == "ppo":
             config["max_new_tokens"] = 16
         config.update(mine)
+        blocker = quantization_blocker(config)
+        if not blocker and config.get("quantization_bit") is not None and evaluates_before_the_end(config):
+            blocker = "bitsandbytes on CPU cannot train on after an evaluation pass; evaluate at the last step"
+        if blocker:
+            gone = [key for key in QUANTIZATION_KEYS if config.pop(key, None) is not None]
+            removed[rendered.stage.name] = [f"{', '.join(gone)} ({blocker})"]
         from llf_recipes import engines
 
         engines.adapt(rendered)  # a --set value in the main dialect, translated for the stage's engine

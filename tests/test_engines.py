@@ -294,6 +294,26 @@ def test_smoke_keeps_4bit_bitsandbytes_and_names_what_it_removes(catalog):
     assert quantization_blocker({"quantization_bit": 4, "quantization_method": "gptq"}) == "quantization_method gptq needs a GPU"
 
 
+
+def test_smoke_drops_4bit_when_the_stage_evaluates_before_its_last_step(catalog):
+    # bitsandbytes keeps 4-bit weights packed for CPU inference after an evaluation pass; the next training step fails.
+    from llf_recipes.hardware import cpu_layout
+    from llf_recipes.render import Renderer
+    from llf_recipes.smoke import SMOKE_STEPS, apply_smoke
+
+    def smoke(**keys):
+        (sft,) = Renderer(catalog.recipe("sft-huanhuan"), cpu_layout(), catalog=catalog).render_all()
+        return apply_smoke([sft], "/tiny", {None: keys}), sft.config
+
+    removed, config = smoke(val_size=0.25, eval_strategy="steps", eval_steps=1)
+    assert "evaluation pass" in removed["sft"][0] and "quantization_bit" not in config
+    removed, config = smoke(val_size=0.25, eval_strategy="steps", eval_steps=SMOKE_STEPS)
+    assert removed == {} and config["quantization_bit"] == 4  # evaluating at the last step only is fine
+    removed, config = smoke(val_size=0.25, eval_strategy="epoch")
+    assert "quantization_bit" not in config
+    removed, config = smoke(eval_strategy="steps", eval_steps=1)  # nothing held out: no evaluation pass
+    assert removed == {} and config["quantization_bit"] == 4
+
 @pytest_engine
 def test_qlora_recipe_smoke_trains_in_4bit_through_bitsandbytes_on_cpu(tmp_path, tiny_model):
     env = {"LLF_RECIPES_CACHE": str(tiny_model.parent), "TOKENIZERS_PARALLELISM": "false"}
