@@ -38,7 +38,7 @@ class Snapshot:
 
     def update(self, entry: dict[str, Any]) -> None:
         self.entries += 1
-        flat = _flatten(entry)
+        flat = flatten_keys(entry)
         step = flat.get("current_steps", flat.get("step"))
         if isinstance(step, (int, float)):
             self.step = int(step)
@@ -59,11 +59,12 @@ class Snapshot:
             self.extra["reward"] = reward
 
 
-def _flatten(entry: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_keys(entry: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested logs as one level: {"reward": {"mean": 1}} -> {"reward/mean": 1}."""
     out: dict[str, Any] = {}
     for k, v in entry.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}/"))
+            out.update(flatten_keys(v, f"{prefix}{k}/"))
         else:
             out[f"{prefix}{k}"] = v
     return out

@@ -17,25 +17,10 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, assert_nothing_left, make_data_dir, processes_with, run_cli_subprocess
+from loopback import free_port, wait_for
 
 DAEMONS = ("/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/sbin/munged")
 CPU_QLORA_OFF = ["~quantization_bit", "~quantization_method", "~quantization_type", "~double_quantization"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _pid(path: Path) -> int | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llf_recipes import manifest
+from llf_recipes.progress import flatten_keys
 
 # Curves the report draws, by trainer_state key. DPO-family trainers log rewards/*; eval_ keys come from evaluations.
 CURVES = ("loss", "eval_loss", "rewards/margins", "eval_rewards/margins", "rewards/accuracies",
@@ -64,21 +65,11 @@ def easyr1_curves(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
         step = entry.get("step") if isinstance(entry, dict) else None
         if not isinstance(step, int):
             continue
-        for key, value in _flatten(entry).items():
+        for key, value in flatten_keys(entry).items():
             name = EASYR1_KEYS.get(key) or (f"rewards/{key[7:]}/mean" if key.startswith("reward/") else None)
             if name and isinstance(value, (int, float)) and not isinstance(value, bool):
                 series.setdefault(name, []).append((step, float(value) if math.isfinite(value) else math.nan))
     return series
-
-
-def _flatten(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        if isinstance(item, dict):
-            out.update(_flatten(item, f"{prefix}{key}/"))
-        else:
-            out[f"{prefix}{key}"] = item
-    return out
 
 
 def training_metrics(run_dir: str | Path, data: dict[str, Any] | None = None) -> dict[str, Any]:
