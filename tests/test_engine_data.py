@@ -1,5 +1,6 @@
 """Bundled samples converted and registered by llf-recipes, then trained on by llamafactory-cli (tiny model, CPU):
-the entries LLaMA-Factory reads are right for sft, rm, ppo (with the rm stage's reward model), dpo and kto."""
+the entries LLaMA-Factory reads are right for sft, rm, ppo (on its own engine, with the rm stage's reward model), dpo
+and kto."""
 
 import json
 
@@ -22,7 +23,7 @@ def data_dir(tmp_path_factory):
     return d
 
 
-def cpu_run(recipe, catalog, tiny_model, data_dir, out, *extra):
+def cpu_run(recipe, catalog, tiny_model, data_dir, out, *extra, env=None):
     """`llf-recipes run` on CPU: tiny model, 2 steps, no 4-bit (bitsandbytes needs CUDA)."""
     from llf_recipes.hardware import default_layout
     from llf_recipes.render import Renderer
@@ -36,7 +37,7 @@ def cpu_run(recipe, catalog, tiny_model, data_dir, out, *extra):
     argv = ["run", recipe, "--device", "cpu", "--output-root", out]
     for s in sets:
         argv += ["--set", s]
-    return run_cli_subprocess(*argv, env=ENV)
+    return run_cli_subprocess(*argv, env={**ENV, **(env or {})})
 
 
 def trained(stage_dir):
@@ -44,16 +45,17 @@ def trained(stage_dir):
     return state["global_step"]
 
 
-def test_rlhf_sft_rm_then_ppo_blocked_upstream(catalog, tiny_model, data_dir, tmp_path):
-    proc = cpu_run("rlhf-ultrafeedback", catalog, tiny_model, data_dir, tmp_path, "max_new_tokens=8", "ppo.ppo_epochs=1")
+def test_rlhf_sft_rm_then_ppo_on_its_engine(catalog, tiny_model, ppo_engine, data_dir, tmp_path):
+    # The ppo stage runs on the llamafactory-ppo engine (0.9.3 + trl 0.9.6), found in the cache it was installed into.
+    env = {"LLF_RECIPES_CACHE": str(tiny_model.parent)}
+    proc = cpu_run("rlhf-ultrafeedback", catalog, tiny_model, data_dir, tmp_path, "max_new_tokens=8", "ppo.ppo_epochs=1",
+                   env=env)
     base = tmp_path / "rlhf-ultrafeedback"
-    assert trained(base / "sft") == 2 and trained(base / "rm") == 2, proc.stdout[-4000:]
-    assert (base / "rm" / "adapter_model.safetensors").is_file()
-    assert "ppo-needs-old-trl" in proc.stderr  # validation said so before anything ran
-    # LLaMA-Factory 0.9.5 + trl 0.24: the ppo stage reads the rm stage's adapter, then refuses trl. When this canary
-    # fails, upstream has fixed PPO: turn it into a real PPO assertion and drop the warning rule.
-    ppo_log = (base / "ppo" / "llf-ppo.log").read_text()
-    assert proc.returncode != 0 and "trl>=0.8.6,<=0.9.6" in ppo_log
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    assert trained(base / "sft") == 2 and trained(base / "rm") == 2 and trained(base / "ppo") == 2
+    assert (base / "rm" / "value_head.safetensors").is_file()
+    ppo = json.loads((base / "ppo" / "llf-run.json").read_text())
+    assert str(ppo["config"]["reward_model"]).endswith("rlhf-ultrafeedback/rm") and ppo["engine"]["name"] == "llamafactory-ppo"
 
 
 def test_zhihu_sft_then_dpo(catalog, tiny_model, data_dir, tmp_path):
