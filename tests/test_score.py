@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from conftest import run_cli_subprocess
 from rewardruns import ENV, reward_run  # noqa: F401 - the session fixture
 
 ROWS = [
@@ -49,10 +50,12 @@ def _llamafactory_predict(reward_run: Path, tmp_path: Path) -> list[tuple[float,
     return [(json.loads(x)["chosen"], json.loads(x)["rejected"]) for x in lines]
 
 
-def test_score_agrees_with_llamafactory_reward_prediction(reward_run, tmp_path, cli):  # noqa: F811
+def test_score_agrees_with_llamafactory_reward_prediction(reward_run, tmp_path):  # noqa: F811
     answers = _answers(tmp_path / "answers.jsonl")
-    code, out, err = cli("score", answers, "--reward-model", reward_run, "--device", "cpu", "--no-progress")
-    assert code == 0, err
+    # In its own process, as the oracle runs: LLaMA-Factory's templates are shared objects that an earlier in-process
+    # caller may have changed (get_template_and_fix_tokenizer writes default_system into them).
+    proc = run_cli_subprocess("score", answers, "--reward-model", reward_run, "--device", "cpu", "--no-progress", env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     scored = [json.loads(line) for line in (tmp_path / "answers.scored.jsonl").read_text().splitlines()]
     ours = [tuple(r["scores"]) for r in scored]
     theirs = _llamafactory_predict(reward_run, tmp_path)
@@ -60,7 +63,7 @@ def test_score_agrees_with_llamafactory_reward_prediction(reward_run, tmp_path, 
     for mine, expected in zip(ours, theirs):  # LLaMA-Factory writes its scores rounded to two decimals
         assert all(abs(m - e) <= 0.005 + 1e-6 for m, e in zip(mine, expected)), (ours, theirs)
     assert len({s for pair in ours for s in pair}) == 6  # six texts, six different rewards: not a constant
-    assert f"scored 6 answers to 3 prompts with {reward_run}" in out
+    assert f"scored 6 answers to 3 prompts with {reward_run}" in proc.stdout
 
 
 def test_score_refuses_what_is_not_a_reward_model(reward_run, tmp_path, cli, tiny_model):  # noqa: F811

@@ -144,7 +144,7 @@ def test_tiny_model_path_concurrent_callers_agree(tmp_path):
     assert all(proc.returncode == 0 for proc in procs)
     dest = tmp_path / smoke.VERSION_TAG
     assert outs == [[str(dest), str(dest.stat().st_ino)]] * 3  # nobody rebuilt it under another's feet
-    assert {p.name for p in tmp_path.iterdir()} == {smoke.VERSION_TAG, f"{smoke.VERSION_TAG}.lock"}
+    assert {p.name for p in tmp_path.iterdir()} == {smoke.VERSION_TAG, f"{smoke.VERSION_TAG}.lock", f"{smoke.VERSION_TAG}.log"}
 
 
 def test_main_prints_path(tmp_path, capsys):
