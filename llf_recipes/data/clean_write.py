@@ -1,0 +1,110 @@
+"""How `clean` writes: rows renamed and split, rejects recorded, a stop reported with its file:line, a progress bar."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import orjson
+
+from llf_recipes.data.clean_check import BadLine, CleanOptions, CleanStats
+from llf_recipes.errors import LlfError
+
+PROGRESS_MIN_BYTES = 32 << 20  # smaller inputs finish in well under a second: a bar would only flicker
+
+
+class Splitter:
+    """Train or validation by a seeded hash of the row, or of its --group-by value so a group never straddles."""
+
+    def __init__(self, ratio: float, seed: int, group_by: str | None):
+        from hashlib import blake2b
+
+        self._blake2b = blake2b
+        self._threshold = int(ratio * 2**64)
+        self._salt = f"{seed}\0".encode()
+        self._group_by = group_by
+
+    def is_val(self, row: dict) -> bool:
+        value = row[self._group_by] if self._group_by else row
+        digest = self._blake2b(self._salt + orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=8).digest()
+        return int.from_bytes(digest, "big") < self._threshold
+
+
+class Writer:
+    """Renames, splits and counts the rows written; rows left as they were are copied byte for byte."""
+
+    def __init__(self, opts: CleanOptions, out, val, stats: CleanStats, tokenizer=None):
+        self.out, self.val, self.stats = out, val, stats
+        self.rename = opts.rename
+        self.splitter = Splitter(opts.val_ratio, opts.seed, opts.group_by) if opts.val_ratio else None
+        self.fields = opts.fields
+        self.tokenizer = tokenizer if opts.token_stats else None
+        if self.tokenizer is not None:
+            from array import array
+
+            stats.tokens = array("I")
+        self.needs_row = bool(self.rename) or self.splitter is not None or self.tokenizer is not None
+
+    def count_tokens(self, row: dict) -> None:
+        values = [row.get(name) for name in self.fields] if self.fields else row.values()
+        texts = [v for v in values if v.__class__ is str]
+        encoded = self.tokenizer.encode_batch(texts, add_special_tokens=False) if texts else []
+        self.stats.tokens.append(sum(len(e) for e in encoded))
+
+    def write(self, row: dict | None, line: bytes, nchars: int) -> None:
+        if self.tokenizer is not None:
+            self.count_tokens(row)
+        if self.rename:
+            data = orjson.dumps({self.rename.get(k, k): v for k, v in row.items()}, option=orjson.OPT_APPEND_NEWLINE)
+        else:
+            data = line if line.endswith(b"\n") else line + b"\n"
+        if self.splitter is not None and self.splitter.is_val(row):
+            self.val.write(data)
+            self.stats.val_written += 1
+        else:
+            self.out.write(data)
+            self.stats.written += 1
+        self.stats.add_chars(nchars)
+
+
+class Nowhere:
+    """A rejects file for a second pass: its bad lines were set aside by the first."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+
+def stop(where: str, lineno: int, bad: BadLine) -> LlfError:
+    fix = f"{bad.fix}; or --skip-bad to set bad lines aside" if bad.fix else "fix the line, or --skip-bad to set it aside"
+    return LlfError(bad.reason, key=bad.field, where=f"{where}:{lineno}", fix=fix)
+
+
+def reject(rejects, stats: CleanStats, where: str, lineno: int, line: bytes, bad: BadLine) -> None:
+    if rejects is None:
+        raise stop(where, lineno, bad)
+    record = {"line": lineno, "reason": bad.reason, "field": bad.field,
+              "text": line.rstrip(b"\r\n").decode("utf-8", "backslashreplace")}
+    rejects.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+    stats.rejected += 1
+
+
+@contextmanager
+def progress(fh, size: int, show: bool, name: str):
+    """The file's lines, with a bar of bytes read on stderr when asked for (a terminal, a long input)."""
+    if not show:
+        yield fh
+        return
+    from rich.console import Console  # imported only when a bar is drawn: keeps plain runs small
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(f"cleaning {name}", total=size)
+
+        def lines():
+            for i, line in enumerate(fh):
+                if not i & 0x1FFF:  # about every 10 MB of typical rows: updates cost nothing measurable
+                    bar.update(task, completed=fh.tell())
+                yield line
+
+        yield lines()
