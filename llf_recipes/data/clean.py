@@ -16,17 +16,20 @@ parsed. --stats, --skip-bad, --dedup, --dedup-on and --near-dedup need every lin
 """
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
+from io import FileIO
 from operator import itemgetter
 from pathlib import Path
 
 import orjson
 
 from llf_recipes.atomic import open_together
+from llf_recipes.data import clean_parallel
 from llf_recipes.data.clean_check import ONE_OBJECT_PER_LINE, CleanOptions, CleanStats, line_checker, load_tokenizer
 from llf_recipes.data.clean_read import Reader
 from llf_recipes.data.clean_sample import Sample, first_cap
-from llf_recipes.data.clean_write import PROGRESS_MIN_BYTES, Nowhere, Writer, progress
+from llf_recipes.data.clean_write import PROGRESS_MIN_BYTES, Nowhere, Writer, progress, progress_bar
 from llf_recipes.data.rows import open_as_lines
 from llf_recipes.errors import LlfError
 
@@ -56,12 +59,19 @@ def clean(opts: CleanOptions) -> CleanStats:
         writer = Writer(opts, out, val, stats, tokenizer)
         reader = Reader(str(opts.input), line_checker(opts, tokenizer), writer)
         sample = Sample(opts.sample, opts.seed, first_cap(fh.peek(1 << 20), size, opts.sample)) if opts.sample else None
-        with progress(fh, size, show, opts.input.name) as lines:
-            if every_line:
-                kept = reader.every_line(lines, sample, rejects, stats, opts)
-                stats.read = stats.parsed + stats.rejected
-            else:
-                reader.sampled_lines(lines, sample, stats)
+        workers = clean_parallel.workers_for(opts, size, isinstance(fh.raw, FileIO))
+        if workers:
+            with progress_bar(size, show, opts.input.name) as advance:
+                kept = clean_parallel.every_line(fh.fileno(), size, reader.where, writer, sample, rejects, stats, opts,
+                                                 workers, advance)
+            stats.read = stats.parsed + stats.rejected
+        else:
+            with progress(fh, size, show, opts.input.name) as lines:
+                if every_line:
+                    kept = reader.every_line(lines, sample, rejects, stats, opts)
+                    stats.read = stats.parsed + stats.rejected
+                else:
+                    reader.sampled_lines(lines, sample, stats)
         held = sample.held if sample is not None else []
         if sample is not None and sample.short:
             rest = Sample(sample.size - len(held), f"{opts.seed}/rest")
@@ -77,9 +87,11 @@ def clean(opts: CleanOptions) -> CleanStats:
         # enough rows pass, and so finds a row if there is any.
         if not stats.parsed and not stats.rejected:
             raise LlfError("has no rows (only blank lines)", where=reader.where, fix=ONE_OBJECT_PER_LINE)
-        # a sample holds lines, not rows: parsed, CJK rows take more memory than their UTF-8 lines
+        # a sample holds lines (or, from worker processes, where they are), not rows: parsed, CJK rows take more
+        # memory than their UTF-8 lines
         loads = orjson.loads
-        for _, _, (line, nchars) in sorted(held, key=itemgetter(1)):
+        for _, _, item in sorted(held, key=itemgetter(1)):
+            line, nchars = (os.pread(fh.fileno(), item[1], item[0]), item[2]) if len(item) == 3 else item
             writer.write(loads(line) if writer.needs_row else None, line, nchars)
         if every_line and sample is not None:
             stats.dropped["not_sampled"] = kept - len(held)

@@ -74,6 +74,15 @@ class CleanStats:
         self.chars_max = max(self.chars_max, n)
         self.chars_total += n
 
+    def add_many(self, counts) -> None:
+        """add_chars for each of `counts` (an iterable of characters per row written)."""
+        counts = list(counts)
+        if counts:
+            low = min(counts)
+            self.chars_min = low if self.chars_min is None or low < self.chars_min else self.chars_min
+            self.chars_max = max(self.chars_max, max(counts))
+            self.chars_total += sum(counts)
+
     @property
     def chars_mean(self) -> float:
         rows = self.written + self.val_written
@@ -183,3 +192,17 @@ def load_tokenizer(path: Path | None):
         raise LlfError(f"{path} is not a tokenizer.json the tokenizers library reads: {exc}", key="--tokenizer") from None
 
 
+
+
+def digester(opts: CleanOptions):
+    """None without exact dedup, else a function of a row: the 16-byte digest that --dedup (the whole row, keys
+    sorted) or --dedup-on (those fields' values) compares."""
+    if not (opts.dedup or opts.dedup_on):
+        return None
+    from hashlib import blake2b  # only --dedup and --val-ratio pay for loading OpenSSL
+
+    dumps, sort_keys, dedup_on = orjson.dumps, orjson.OPT_SORT_KEYS, opts.dedup_on
+    if not dedup_on:
+        return lambda row: blake2b(dumps(row, option=sort_keys), digest_size=16).digest()
+    key_of = itemgetter(*dedup_on) if len(dedup_on) > 1 else itemgetter(dedup_on[0])
+    return lambda row: blake2b(dumps(key_of(row), option=sort_keys), digest_size=16).digest()

@@ -6,11 +6,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
-from operator import itemgetter
 
-import orjson
-
-from llf_recipes.data.clean_check import BadLine, CleanOptions, CleanStats
+from llf_recipes.data.clean_check import BadLine, CleanOptions, CleanStats, digester
 from llf_recipes.data.clean_sample import Sample
 from llf_recipes.data.clean_write import Writer, reject, stop
 
@@ -29,12 +26,8 @@ class Reader:
         """Parse and check every line: rows that pass are written, or offered to the sample when it picks their line
         (unless `taken`). Returns how many rows passed."""
         where, check, write, dropped = self.where, self.check, self.writer.write, stats.dropped
-        exact = opts.dedup or bool(opts.dedup_on)
-        seen: set[bytes] | None = set() if exact else None
-        if exact:
-            from hashlib import blake2b  # only --dedup and --val-ratio pay for loading OpenSSL
-        dedup_on = opts.dedup_on
-        key_of = itemgetter(*dedup_on) if len(dedup_on) > 1 else (lambda row: row[dedup_on[0]]) if dedup_on else None
+        digest_of = digester(opts)
+        seen: set[bytes] | None = set() if digest_of is not None else None
         near = None
         if opts.near_dedup is not None:
             from llf_recipes.data.neardup import NearDuplicates
@@ -52,8 +45,7 @@ class Reader:
                 row, reason, nchars = checked
                 parsed += 1
                 if reason is None and seen is not None:
-                    key = key_of(row) if key_of else row
-                    digest = blake2b(orjson.dumps(key, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+                    digest = digest_of(row)
                     if digest in seen:
                         reason = "duplicate"
                     else:

@@ -29,20 +29,33 @@ class Splitter:
         return int.from_bytes(digest, "big") < self._threshold
 
 
+def renderer(opts: CleanOptions):
+    """A function of (row, line ending in a newline): (the bytes written for it, whether they go to the validation
+    file). Rows are written as they came unless renamed; the parsed row is needed only to rename or to split."""
+    rename = opts.rename
+    splitter = Splitter(opts.val_ratio, opts.seed, opts.group_by) if opts.val_ratio else None
+    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+
+    def render(row: dict | None, line: bytes) -> tuple[bytes, bool]:
+        data = dumps({rename.get(k, k): v for k, v in row.items()}, option=newline) if rename else line
+        return data, splitter is not None and splitter.is_val(row)
+
+    return render
+
+
 class Writer:
     """Renames, splits and counts the rows written; rows left as they were are copied byte for byte."""
 
     def __init__(self, opts: CleanOptions, out, val, stats: CleanStats, tokenizer=None):
         self.out, self.val, self.stats = out, val, stats
-        self.rename = opts.rename
-        self.splitter = Splitter(opts.val_ratio, opts.seed, opts.group_by) if opts.val_ratio else None
+        self.render = renderer(opts)
         self.fields = opts.fields
         self.tokenizer = tokenizer if opts.token_stats else None
         if self.tokenizer is not None:
             from array import array
 
             stats.tokens = array("I")
-        self.needs_row = bool(self.rename) or self.splitter is not None or self.tokenizer is not None
+        self.needs_row = bool(opts.rename) or bool(opts.val_ratio) or self.tokenizer is not None
 
     def count_tokens(self, row: dict) -> None:
         values = [row.get(name) for name in self.fields] if self.fields else row.values()
@@ -53,11 +66,8 @@ class Writer:
     def write(self, row: dict | None, line: bytes, nchars: int) -> None:
         if self.tokenizer is not None:
             self.count_tokens(row)
-        if self.rename:
-            data = orjson.dumps({self.rename.get(k, k): v for k, v in row.items()}, option=orjson.OPT_APPEND_NEWLINE)
-        else:
-            data = line if line.endswith(b"\n") else line + b"\n"
-        if self.splitter is not None and self.splitter.is_val(row):
+        data, to_val = self.render(row, line if line.endswith(b"\n") else line + b"\n")
+        if to_val:
             self.val.write(data)
             self.stats.val_written += 1
         else:
@@ -88,10 +98,11 @@ def reject(rejects, stats: CleanStats, where: str, lineno: int, line: bytes, bad
 
 
 @contextmanager
-def progress(fh, size: int, show: bool, name: str):
-    """The file's lines, with a bar of bytes read on stderr when asked for (a terminal, a long input)."""
+def progress_bar(size: int, show: bool, name: str):
+    """A function of the bytes read so far that moves a bar on stderr, when asked for (a terminal, a long input);
+    else None."""
     if not show:
-        yield fh
+        yield None
         return
     from rich.console import Console  # imported only when a bar is drawn: keeps plain runs small
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
@@ -100,11 +111,21 @@ def progress(fh, size: int, show: bool, name: str):
                TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(f"cleaning {name}", total=size)
+        yield lambda done: bar.update(task, completed=done)
+
+
+@contextmanager
+def progress(fh, size: int, show: bool, name: str):
+    """The file's lines, with a bar of bytes read (see progress_bar)."""
+    with progress_bar(size, show, name) as advance:
+        if advance is None:
+            yield fh
+            return
 
         def lines():
             for i, line in enumerate(fh):
                 if not i & 0x1FFF:  # about every 10 MB of typical rows: updates cost nothing measurable
-                    bar.update(task, completed=fh.tell())
+                    advance(fh.tell())
                 yield line
 
         yield lines()
