@@ -26,7 +26,8 @@ import orjson
 
 from llf_recipes.atomic import open_together
 from llf_recipes.data import clean_parallel
-from llf_recipes.data.clean_check import ONE_OBJECT_PER_LINE, CleanOptions, CleanStats, line_checker, load_tokenizer
+from llf_recipes.data.clean_check import ONE_OBJECT_PER_LINE, CleanOptions, CleanStats, load_tokenizer
+from llf_recipes.data.clean_lines import line_checker
 from llf_recipes.data.clean_read import Reader
 from llf_recipes.data.clean_sample import Sample, first_cap
 from llf_recipes.data.clean_write import PROGRESS_MIN_BYTES, Nowhere, Writer, progress, progress_bar

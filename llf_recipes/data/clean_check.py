@@ -1,19 +1,14 @@
-"""What `clean` checks on each line: the options, the per-line checker, the counts, the tokenizer it may load."""
+"""What `clean` is asked to do and what it counts, and the tokenizer it may load (the line checks: clean_lines.py)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from operator import itemgetter
 from pathlib import Path
 
-import orjson
-
-from llf_recipes.data.rows import line_problem
 from llf_recipes.errors import LlfError
 
 ONE_OBJECT_PER_LINE = "check the path; a JSONL file has one JSON object per line"
-_JSON_KIND = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
 
 
 @dataclass
@@ -89,91 +84,6 @@ class CleanStats:
         return self.chars_total / rows if rows else 0.0
 
 
-class BadLine(Exception):
-    """A line that cannot be cleaned: stops the run, or goes to the rejects file under --skip-bad."""
-
-    def __init__(self, reason: str, field: str | None = None, fix: str | None = None):
-        super().__init__(reason)
-        self.reason, self.field, self.fix = reason, field, fix
-
-
-def line_checker(opts: CleanOptions, tokenizer=None):
-    """A function of one line: None for a blank line, else (row, drop reason or None, characters over the text fields).
-
-    It raises BadLine for a line that is not a JSON object or lacks a named field. Built once as a closure over only the
-    checks asked for: it runs on every line parsed, so attribute look-ups and unused branches would cost more than the
-    checks themselves.
-    """
-    loads, decode_error = orjson.loads, orjson.JSONDecodeError
-    fields = opts.fields
-    if len(fields) > 1:
-        get_values = itemgetter(*fields)
-    elif fields:
-        get_values = lambda row, name=fields[0]: (row[name],)  # itemgetter of one name returns no tuple
-    else:
-        get_values = lambda row: [v for v in row.values() if v.__class__ is str]
-    named_by = {name: "--rename" for name in opts.rename}
-    if opts.group_by and opts.val_ratio:
-        named_by[opts.group_by] = "--group-by"
-    named_by.update((name, "--dedup-on") for name in opts.dedup_on)
-    required = tuple(name for name in named_by if name not in fields)
-    named_by.update((name, "--fields") for name in fields)
-    # A rename onto a name the row already has would silently lose one of the two values.
-    collisions = frozenset(new for new in opts.rename.values() if new not in opts.rename)
-    drop_empty, max_chars, max_tokens = opts.drop_empty, opts.max_chars, opts.max_tokens
-    measure = drop_empty or max_chars is not None or opts.stats
-
-    def missing(name: str) -> BadLine:
-        fix = "every row needs the fields named by --fields, --rename, --group-by and --dedup-on; check the spelling"
-        if name in opts.rename.values():
-            fix = f"{named_by.get(name, '--fields')} names the input's fields, before --rename: use the old name"
-        return BadLine(f"field {name!r} (named by {named_by.get(name, '--fields')}) is missing", name, fix)
-
-    def collision(row: dict) -> BadLine:
-        old, new = next((old, new) for old, new in opts.rename.items() if new in collisions and new in row)
-        return BadLine(f"--rename {old}={new} would overwrite the field {new!r} this row already has", new,
-                       f"rename {new!r} too, or pick another name")
-
-    def check(line: bytes) -> tuple[dict, str | None, int] | None:
-        try:
-            row = loads(line)
-        except decode_error as exc:
-            if line.isspace():
-                return None
-            reason, fix = line_problem(line, exc)
-            raise BadLine(reason, fix=fix) from None
-        if row.__class__ is not dict:
-            raise BadLine(f"the line is {_JSON_KIND.get(row.__class__, 'null')}, not a JSON object",
-                          fix="each line must be one object, e.g. {\"prompt\": ..., \"response\": ...}")
-        try:
-            values = get_values(row)
-        except KeyError as exc:
-            raise missing(exc.args[0]) from None
-        for name in required:
-            if name not in row:
-                raise missing(name)
-        if collisions and not collisions.isdisjoint(row):
-            raise collision(row)
-        nchars = 0
-        if measure:
-            for v in values:
-                if v.__class__ is str:
-                    if drop_empty and (not v or v.isspace()):
-                        return row, "empty", 0
-                    nchars += len(v)
-                elif drop_empty and (v is None or (not v and v.__class__ in (list, dict))):
-                    return row, "empty", 0
-            if max_chars is not None and nchars >= max_chars:
-                return row, "max_chars", nchars
-        if tokenizer is not None and max_tokens is not None:
-            texts = [v for v in values if v.__class__ is str]
-            if texts and sum(map(len, tokenizer.encode_batch(texts, add_special_tokens=False))) >= max_tokens:
-                return row, "max_tokens", nchars
-        return row, None, nchars
-
-    return check
-
-
 def load_tokenizer(path: Path | None):
     if path is None:
         raise LlfError("--max-tokens needs --tokenizer", key="--tokenizer", fix="--tokenizer path/to/tokenizer.json")
@@ -192,17 +102,3 @@ def load_tokenizer(path: Path | None):
         raise LlfError(f"{path} is not a tokenizer.json the tokenizers library reads: {exc}", key="--tokenizer") from None
 
 
-
-
-def digester(opts: CleanOptions):
-    """None without exact dedup, else a function of a row: the 16-byte digest that --dedup (the whole row, keys
-    sorted) or --dedup-on (those fields' values) compares."""
-    if not (opts.dedup or opts.dedup_on):
-        return None
-    from hashlib import blake2b  # only --dedup and --val-ratio pay for loading OpenSSL
-
-    dumps, sort_keys, dedup_on = orjson.dumps, orjson.OPT_SORT_KEYS, opts.dedup_on
-    if not dedup_on:
-        return lambda row: blake2b(dumps(row, option=sort_keys), digest_size=16).digest()
-    key_of = itemgetter(*dedup_on) if len(dedup_on) > 1 else itemgetter(dedup_on[0])
-    return lambda row: blake2b(dumps(key_of(row), option=sort_keys), digest_size=16).digest()

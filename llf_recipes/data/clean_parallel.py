@@ -14,24 +14,35 @@ back at the end.
 from __future__ import annotations
 
 import os
-import pickle
-import subprocess
 import sys
-import tempfile
-from array import array
 from collections.abc import Callable
 from itertools import compress
+from typing import TYPE_CHECKING
 
-from llf_recipes.data.clean_check import BadLine, CleanOptions, CleanStats, digester, line_checker
-from llf_recipes.data.clean_sample import Sample
-from llf_recipes.data.clean_write import Writer, reject, renderer
+from llf_recipes.data.clean_check import CleanOptions, CleanStats
+from llf_recipes.data.clean_lines import (
+    BLANK,
+    DUPLICATE,
+    EMPTY,
+    MAX_CHARS,
+    OPTIONS,
+    PASSED,
+    PASSED_VAL,
+    BadLine,
+    chunks,
+    receive,
+    send,
+)
+from llf_recipes.data.clean_write import reject
 
-CHUNK_BYTES = 1 << 20
+if TYPE_CHECKING:
+    from llf_recipes.data.clean_sample import Sample
+    from llf_recipes.data.clean_write import Writer
+
+# Small chunks keep each process's memory small (a chunk and its lines); a worker imports only what checking needs.
+CHUNK_BYTES = 1 << 18
 MIN_BYTES = 64 << 20  # below this, starting a worker costs more than it saves
-BLANK, PASSED, BAD, EMPTY, MAX_CHARS, DUPLICATE, PASSED_VAL = range(7)
-_CODES = {None: PASSED, "empty": EMPTY, "max_chars": MAX_CHARS}
 _DROPPED = ((EMPTY, "empty"), (MAX_CHARS, "max_chars"), (DUPLICATE, "duplicate"))
-_CUT_STEP = 1 << 13
 
 
 def _table(*codes: int) -> bytes:
@@ -51,105 +62,31 @@ def workers_for(opts: CleanOptions, size: int, is_file: bool) -> int:
     return 1 if (os.cpu_count() or 1) > 1 else 0
 
 
-def _cut(fd: int, pos: int, size: int) -> int:
-    """The first line start at or after byte `pos`."""
-    if pos <= 0:
-        return 0
-    while pos < size:
-        block = os.pread(fd, _CUT_STEP, pos - 1)
-        found = block.find(b"\n")
-        if found >= 0:
-            return pos + found
-        pos += len(block)
-    return size
-
-
-def scan(data: bytes, check: Callable, render: Callable | None, digest: Callable | None, offsets: bool) -> tuple:
-    """Check the lines of `data` (whole lines; only the file's last may lack its newline).
-
-    -> (lines, codes, characters, line starts (or None), digests (or None), bytes to write (or None), bad lines)."""
-    pieces = data.split(b"\n")
-    last = pieces.pop()  # empty when data ends with a newline; else the file's last line, unterminated
-    if last:
-        pieces.append(last)
-    n = len(pieces)
-    codes = bytearray(n)
-    chars = array("I", bytes(4 * n))
-    digests = [None] * n if digest is not None else None
-    rows = [None] * n if render is not None else None
-    bad = []
-    for i, piece in enumerate(pieces):
-        try:
-            checked = check(piece)
-        except BadLine:
-            # again as one process reads the line, with its newline: the same verdict, the same column in the message
-            line = piece if last and i == n - 1 else piece + b"\n"
-            try:
-                checked = check(line)
-            except BadLine as exc:
-                codes[i] = BAD
-                bad.append((i, exc.reason, exc.field, exc.fix, piece))
-                continue
-        if checked is None:
-            continue
-        row, reason, chars[i] = checked
-        code = codes[i] = _CODES[reason]
-        if code != PASSED:
-            continue
-        if digests is not None:
-            digests[i] = digest(row)
-        if rows is not None:
-            rows[i], to_val = render(row, piece + b"\n")
-            if to_val:
-                codes[i] = PASSED_VAL
-    starts = None
-    if offsets:
-        starts = array("Q", [0])
-        total = 0
-        for piece in pieces:
-            total += len(piece) + 1
-            starts.append(total)
-    return n, codes, chars, starts, digests, rows, bad
-
-
-def _chunks(fd: int, size: int, opts: CleanOptions, index: int, procs: int, with_sample: bool, chunk: int):
-    """(byte offset, scan's result) for chunks index, index + procs, ... of the file."""
-    check = line_checker(opts)
-    render = None if with_sample else renderer(opts)
-    digest = digester(opts)
-    for k in range(index, -(-size // chunk), procs):
-        lo, hi = _cut(fd, k * chunk, size), _cut(fd, (k + 1) * chunk, size)
-        yield lo, scan(os.pread(fd, hi - lo, lo) if hi > lo else b"", check, render, digest, with_sample)
-
-
-def serve() -> None:
-    """A worker: the job comes pickled on stdin, one pickled result per chunk goes to stdout."""
-    opts, size, index, procs, with_sample, chunk = pickle.load(sys.stdin.buffer)
-    out = sys.stdout.buffer
-    with open(opts.input, "rb", buffering=0) as fh:
-        for result in _chunks(fh.fileno(), size, opts, index, procs, with_sample, chunk):
-            pickle.dump(result, out, protocol=pickle.HIGHEST_PROTOCOL)
-            out.flush()
-
-
 class _Worker:
     def __init__(self, job: tuple):
+        import subprocess
+        import tempfile
+
         self.err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
-        code = "from llf_recipes.data.clean_parallel import serve; serve()"
+        code = "from llf_recipes.data.clean_lines import serve; serve()"
+        # a fresh interpreter: a forked one would carry this process's memory
         self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.err)
-        self.proc.stdin.write(pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+        send(self.proc.stdin, job)
         self.proc.stdin.close()
 
     def result(self) -> tuple:
+        """The next chunk's (offset, scan's result), as scan returns it."""
         try:
-            return pickle.load(self.proc.stdout)
+            lo, n, codes, chars, starts, digests, rows, bad = receive(self.proc.stdout)
         except EOFError:
             self.proc.wait()
             self.err.seek(0)
             detail = self.err.read().decode(errors="replace").strip().splitlines()
             raise RuntimeError(f"a clean worker process stopped (exit {self.proc.returncode})"
                                + (f": {detail[-1]}" if detail else "")) from None
+        starts = memoryview(starts).cast("Q") if starts is not None else None
+        return lo, (n, bytearray(codes), memoryview(chars).cast("I"), starts, digests, rows, bad)
 
     def close(self, ok: bool) -> None:
         if not ok:
@@ -170,8 +107,9 @@ def every_line(fd: int, size: int, where: str, writer: Writer, sample: Sample | 
     started, ok = [], False
     try:
         for index in range(1, procs):
-            started.append(_Worker((opts, size, index, procs, with_sample, chunk)))
-        mine = _chunks(fd, size, opts, 0, procs, with_sample, chunk)
+            options = {name: getattr(opts, name) for name in OPTIONS}
+            started.append(_Worker((str(opts.input), options, size, index, procs, with_sample, chunk)))
+        mine = chunks(fd, size, opts, 0, procs, with_sample, chunk)
         seen: set[bytes] | None = set() if opts.dedup or opts.dedup_on else None
         dropped, out, val = stats.dropped, writer.out, writer.val
         next_line = sample.next_line if with_sample else 0

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import islice
 
-from llf_recipes.data.clean_check import BadLine, CleanOptions, CleanStats, digester
+from llf_recipes.data.clean_check import CleanOptions, CleanStats
+from llf_recipes.data.clean_lines import BadLine, digester
 from llf_recipes.data.clean_sample import Sample
 from llf_recipes.data.clean_write import Writer, reject, stop
 

@@ -6,41 +6,11 @@ from contextlib import contextmanager
 
 import orjson
 
-from llf_recipes.data.clean_check import BadLine, CleanOptions, CleanStats
+from llf_recipes.data.clean_check import CleanOptions, CleanStats
+from llf_recipes.data.clean_lines import BadLine, renderer
 from llf_recipes.errors import LlfError
 
 PROGRESS_MIN_BYTES = 32 << 20  # smaller inputs finish in well under a second: a bar would only flicker
-
-
-class Splitter:
-    """Train or validation by a seeded hash of the row, or of its --group-by value so a group never straddles."""
-
-    def __init__(self, ratio: float, seed: int, group_by: str | None):
-        from hashlib import blake2b
-
-        self._blake2b = blake2b
-        self._threshold = int(ratio * 2**64)
-        self._salt = f"{seed}\0".encode()
-        self._group_by = group_by
-
-    def is_val(self, row: dict) -> bool:
-        value = row[self._group_by] if self._group_by else row
-        digest = self._blake2b(self._salt + orjson.dumps(value, option=orjson.OPT_SORT_KEYS), digest_size=8).digest()
-        return int.from_bytes(digest, "big") < self._threshold
-
-
-def renderer(opts: CleanOptions):
-    """A function of (row, line ending in a newline): (the bytes written for it, whether they go to the validation
-    file). Rows are written as they came unless renamed; the parsed row is needed only to rename or to split."""
-    rename = opts.rename
-    splitter = Splitter(opts.val_ratio, opts.seed, opts.group_by) if opts.val_ratio else None
-    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-
-    def render(row: dict | None, line: bytes) -> tuple[bytes, bool]:
-        data = dumps({rename.get(k, k): v for k, v in row.items()}, option=newline) if rename else line
-        return data, splitter is not None and splitter.is_val(row)
-
-    return render
 
 
 class Writer:
