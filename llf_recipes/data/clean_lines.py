@@ -11,6 +11,7 @@ import marshal
 import os
 import sys
 from array import array
+from itertools import accumulate
 from operator import itemgetter
 from types import SimpleNamespace
 
@@ -110,6 +111,9 @@ def line_checker(opts, tokenizer=None):
                 return row, "max_tokens", nchars
         return row, None, nchars
 
+    # what scan needs to check the common line inline (no call per line); None: every line goes through check
+    check.plan = None if tokenizer is not None else (loads, decode_error, get_values, frozenset(required), collisions,
+                                                     measure, drop_empty, max_chars)
     return check
 
 
@@ -172,35 +176,67 @@ def _cut(fd: int, pos: int, size: int) -> int:
 
 
 def scan(data: bytes, check, render, digest, offsets: bool) -> tuple:
-    """Check the lines of `data` (whole lines; only the file's last may lack its newline).
+    """Check the lines of `data` (whole lines; only the file's last may lack its newline) as `check` would one by one.
 
-    -> (lines, codes, characters, line starts (or None), digests (or None), bytes to write (or None), bad lines)."""
+    -> (lines, codes, characters, line starts (or None), digests (or None), bytes to write (or None), bad lines).
+    A line that is a JSON object with every named field, only strings among them and no --rename collision is checked
+    here inline; any other line goes through `check` itself, so whatever is unusual gets the same verdict and message.
+    """
     pieces = data.split(b"\n")
     last = pieces.pop()  # empty when data ends with a newline; else the file's last line, unterminated
     if last:
         pieces.append(last)
     n = len(pieces)
-    codes = bytearray(n)
+    codes = bytearray(n)  # BLANK
     chars = array("I", bytes(4 * n))
     digests = [None] * n if digest is not None else None
     rows = [None] * n if render is not None else None
     bad = []
+    plan = check.plan
+    if plan is not None:
+        loads, decode_error, get_values, required, collisions, measure, drop_empty, max_chars = plan
     for i, piece in enumerate(pieces):
-        try:
-            checked = check(piece)
-        except BadLine:
-            # again as one process reads the line, with its newline: the same verdict, the same column in the message
-            line = piece if last and i == n - 1 else piece + b"\n"
+        values = None
+        if plan is not None:
             try:
-                checked = check(line)
-            except BadLine as exc:
-                codes[i] = BAD
-                bad.append((i, exc.reason, exc.field, exc.fix, piece))
+                row = loads(piece)
+                if row.__class__ is dict:
+                    values = get_values(row)
+            except (decode_error, KeyError):
+                pass
+            if values is not None and ((required and not required.issubset(row))
+                                       or (collisions and not collisions.isdisjoint(row))):
+                values = None
+        code, nchars = PASSED, 0
+        if values is not None and measure:
+            for v in values:
+                if v.__class__ is not str:
+                    values = None  # null, a number, a list...: as check decides
+                    break
+                if drop_empty and (not v or v.isspace()):
+                    code, nchars = EMPTY, 0
+                    break
+                nchars += len(v)
+            else:
+                if max_chars is not None and nchars >= max_chars:
+                    code = MAX_CHARS
+        if values is None:
+            try:
+                checked = check(piece)
+            except BadLine:
+                # again as one process reads the line, with its newline: the same verdict, the same column
+                line = piece if last and i == n - 1 else piece + b"\n"
+                try:
+                    checked = check(line)
+                except BadLine as exc:
+                    codes[i] = BAD
+                    bad.append((i, exc.reason, exc.field, exc.fix, piece))
+                    continue
+            if checked is None:
                 continue
-        if checked is None:
-            continue
-        row, reason, chars[i] = checked
-        code = codes[i] = _CODES[reason]
+            row, reason, nchars = checked
+            code = _CODES[reason]
+        codes[i], chars[i] = code, nchars
         if code != PASSED:
             continue
         if digests is not None:
@@ -209,13 +245,7 @@ def scan(data: bytes, check, render, digest, offsets: bool) -> tuple:
             rows[i], to_val = render(row, piece + b"\n")
             if to_val:
                 codes[i] = PASSED_VAL
-    starts = None
-    if offsets:
-        starts = array("Q", [0])
-        total = 0
-        for piece in pieces:
-            total += len(piece) + 1
-            starts.append(total)
+    starts = array("Q", accumulate(map((1).__add__, map(len, pieces)), initial=0)) if offsets else None
     return n, codes, chars, starts, digests, rows, bad
 
 
