@@ -10,8 +10,7 @@ from typing import Any
 from llf_recipes import engines
 from llf_recipes.catalog import Catalog
 from llf_recipes.hardware import LOCAL_HOSTS, HostLayout
-from llf_recipes.launch import needs_torchrun
-from llf_recipes.render import RenderedStage
+from llf_recipes.render import RenderedStage, needs_torchrun
 from llf_recipes.schema import SUPPORTED_VERSION
 from llf_recipes.schema.deepspeed import DeepSpeedSource
 from llf_recipes.schema.rules import Finding, LaunchInfo, validate_config

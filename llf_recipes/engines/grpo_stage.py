@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from llf_recipes.engines.env import EngineEnv
-from llf_recipes.launch import NodeCommand
+from llf_recipes.launchers.command import NodeCommand
 from llf_recipes.launchers.ray import RayCluster
 from llf_recipes.render import RenderedStage
 from llf_recipes.schema.rules import Finding

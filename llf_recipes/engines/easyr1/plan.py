@@ -13,7 +13,7 @@ from llf_recipes.engines.easyr1 import easyr1_dir, ray_program, rules
 from llf_recipes.engines.env import EngineEnv
 from llf_recipes.engines.grpo_stage import GrpoPlan, PlannedFile, device_env, model_path
 from llf_recipes.errors import LlfError
-from llf_recipes.launch import NodeCommand
+from llf_recipes.launchers.command import NodeCommand
 from llf_recipes.launchers.ray import RayCluster
 from llf_recipes.schema.rules import Finding
 

@@ -12,7 +12,7 @@ from llf_recipes.engines.env import EngineEnv
 from llf_recipes.engines.grpo_stage import GrpoPlan, PlannedFile, device_env, model_path
 from llf_recipes.engines.trl.args import grpo_config_kwargs, lora_kwargs
 from llf_recipes.errors import LlfError
-from llf_recipes.launch import NodeCommand
+from llf_recipes.launchers.command import NodeCommand
 from llf_recipes.schema.rules import Finding
 
 ENTRY = "llf_recipes.engines.trl.backend"
