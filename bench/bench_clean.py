@@ -134,13 +134,24 @@ class TreeRss:
             pass
         return 0
 
+    @staticmethod
+    def _cmdline(pid: int) -> bytes:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                return fh.read()
+        except OSError:
+            return b""
+
     def _watch(self) -> None:
         while not self._done.is_set():
-            todo, total = self._children(self.pid), 0
+            todo, total = [(pid, None) for pid in self._children(self.pid)], 0
             while todo:
-                pid = todo.pop()
-                total += self._rss_kb(pid)
-                todo += self._children(pid)
+                pid, parent = todo.pop()
+                # A child still running its parent's command line is between its fork and its exec: it shares the
+                # parent's pages (vfork, posix_spawn) and adds no memory of its own yet, so it counts once.
+                if parent is None or self._cmdline(pid) != self._cmdline(parent):
+                    total += self._rss_kb(pid)
+                todo += [(child, pid) for child in self._children(pid)]
             self.peak_kb = max(self.peak_kb, total)
             self._done.wait(self.interval)
 

@@ -66,8 +66,8 @@ def clean(opts: CleanOptions) -> CleanStats:
             remove=[] if opts.skip_bad else [opts.rejects]))
         writer = Writer(opts, out, val, stats, tokenizer)
         reader = Reader(str(opts.input), line_checker(opts, tokenizer), writer)
-        sample = Sample(opts.sample, opts.seed, first_cap(fh.peek(1 << 20), size, opts.sample)) if opts.sample else None
         workers = clean_parallel.workers_for(opts, size, isinstance(fh.raw, FileIO))
+        sample = Sample(opts.sample, opts.seed, first_cap(fh.peek(1 << 20), size, opts.sample)) if opts.sample else None
         if workers:
             with progress_bar(size, show, opts.input.name) as advance:
                 kept = clean_parallel.every_line(fh.fileno(), size, reader.where, writer, sample, rejects, stats, opts,
