@@ -52,15 +52,16 @@ def answers(config: dict[str, Any], todo: list, request, *, quiet: Callable, fai
     """(index, row, answers) for every prompt to do, a batch at a time."""
     try:
         with quiet():
-            from llamafactory.data import get_template_and_fix_tokenizer
             from llamafactory.hparams import get_infer_args
             from llamafactory.model import load_tokenizer
             from vllm import LLM
             from vllm.lora.request import LoRARequest
 
+            from llf_recipes.engines.lf_templates import template_for
+
             model_args, data_args, _, _ = get_infer_args(config)
             tokenizer = load_tokenizer(model_args)["tokenizer"]
-            template = get_template_and_fix_tokenizer(tokenizer, data_args)
+            template = template_for(tokenizer, data_args)
             llm = LLM(**engine_args(model_args))
             adapters = model_args.adapter_name_or_path
             lora = LoRARequest("default", 1, adapters[0]) if adapters else None
