@@ -357,3 +357,10 @@ def write_stage(rendered: RenderedStage, yaml_path: str | Path) -> list[Path]:
     write_text(yaml_path, rendered.to_yaml())
     written.insert(0, yaml_path)
     return written
+
+
+def needs_torchrun(rendered: RenderedStage) -> bool:
+    """LLaMA-Factory uses torchrun for `train` only; DeepSpeed always needs it, even on one device."""
+    if rendered.verb != "train":
+        return False
+    return rendered.layout.world_size > 1 or bool(rendered.config.get("deepspeed"))

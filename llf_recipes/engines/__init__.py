@@ -38,6 +38,7 @@ class Engine:
     gpu_only: tuple[str, ...] = ()  # packages that need NVIDIA GPUs: absent on CPU machines, and `check` says so
     refuses: dict[str, str] = field(default_factory=dict)  # LLaMA-Factory stage -> why this engine cannot run it
     legacy_env: str | None = None  # an older variable naming the interpreter (still honoured)
+    planner: str = "llamafactory"  # how its stages are checked and planned (engines/stages.py)
 
     @property
     def lock_path(self) -> Path | None:
@@ -95,12 +96,12 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
         ("verl", "transformers", "torch", "vllm", "ray", "omegaconf", "peft", "flash-attn"),
         ("verl.trainer.config", "transformers", "omegaconf", "ray", "torch", "vllm", "flash_attn"),
         lock="easyr1.txt", program=None, transformers_major=4, gpu_only=("vllm", "flash-attn", "flash_attn"),
-        legacy_env="LLF_EASYR1_PYTHON",
+        legacy_env="LLF_EASYR1_PYTHON", planner="grpo",
     ),
     Engine(
         "trl", "TRL's GRPOTrainer for GRPO on one node, CPU too (the environment llf-recipes runs in)",
         ("trl", "transformers", "peft", "torch", "accelerate", "datasets"), ("trl", "transformers", "peft", "torch"),
-        program=None,
+        program=None, planner="grpo",
     ),
 )}
 
