@@ -152,8 +152,8 @@ def reference(tiny_model):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
 
-    def greedy(max_new_tokens: int, repetition_penalty: float = 1.0) -> str:
-        ids = tokenizer.apply_chat_template([{"role": "system", "content": SYSTEM}, {"role": "user", "content": PROMPT}],
+    def greedy(max_new_tokens: int, repetition_penalty: float = 1.0, prompt: str = PROMPT) -> str:
+        ids = tokenizer.apply_chat_template([{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}],
                                             add_generation_prompt=True, return_tensors="pt", return_dict=True)
         out = model.generate(**ids, do_sample=False, max_new_tokens=max_new_tokens,
                              repetition_penalty=repetition_penalty)
@@ -204,6 +204,7 @@ def test_serve_takes_a_requests_sampling_fields_and_the_command_line_otherwise(r
                 break
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.5)
+        assert reference(6, 1.5) != reference(10, 1.0) != reference(6, 1.0)  # each setting shows in the answer
         # Nothing set by the request: the command line's greedy decoding, penalty and length.
         assert chat() == chat() == reference(6, 1.5)
         # The request's own length and penalty (LLaMA-Factory's API reads presence_penalty as the repetition penalty).
@@ -214,3 +215,22 @@ def test_serve_takes_a_requests_sampling_fields_and_the_command_line_otherwise(r
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.communicate(timeout=60)
+
+
+def test_greedy_generate_equals_transformers_with_the_same_penalty(run_dir, reference, tmp_path, cli):
+    """`generate` over a registered dataset (its system column given, so the prompt is fully known) answers as
+    transformers does, penalty included."""
+    prompts = [PROMPT, "What is a tokenizer?"]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "asks.json").write_text(json.dumps([{"instruction": p, "output": "-", "system": SYSTEM} for p in prompts]))
+    (data / "dataset_info.json").write_text(json.dumps({"asks": {"file_name": "asks.json", "columns": {
+        "prompt": "instruction", "response": "output", "system": "system"}}}))
+    out = tmp_path / "greedy.jsonl"
+    code, _, err = cli("generate", run_dir, "--dataset", "asks", "--data-dir", data, "-o", out, "--temperature", "0",
+                       "--max-new-tokens", "12", "--repetition-penalty", "1.5", "--no-progress")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["answers"] for r in rows] == [[reference(12, 1.5, p)] for p in prompts]
+    assert [reference(12, 1.5, p) for p in prompts] != [reference(12, 1.0, p) for p in prompts]  # the penalty shows
+    assert rows[0]["settings"]["repetition_penalty"] == 1.5 and rows[0]["settings"]["temperature"] == 0
