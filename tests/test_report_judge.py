@@ -1,5 +1,6 @@
-"""`judge` results in the run's evaluation_results.json and in `report`: judged against the local stand-in judge
-server, the numbers on the page are recomputed here from the judged rows themselves."""
+"""`judge` results in the evaluation_results.json of the generating run's directory (where `eval` writes and `report`
+reads) and in `report`: judged against the local stand-in judge server, the numbers on the page are recomputed here
+from the judged rows themselves."""
 
 from __future__ import annotations
 
@@ -52,9 +53,11 @@ def test_judge_results_reach_evaluation_results_and_the_report(tmp_path, cli, mo
     monkeypatch.setenv("OPENAI_API_KEY", "sekret")
     saves = tmp_path / "saves"
     dpo, sft = _run(saves, "dpo"), _run(saves, "sft")
-    mine = _answers(saves / "dpo.jsonl", dpo, [["GOOD a", "BAD a"], ["GOOD b", "GOOD b2"], ["BIASED c", "BAD c"],
+    generated = tmp_path / "generated"  # answers kept elsewhere: the summary still goes where eval and report look
+    generated.mkdir()
+    mine = _answers(generated / "dpo.jsonl", dpo, [["GOOD a", "BAD a"], ["GOOD b", "GOOD b2"], ["BIASED c", "BAD c"],
                                                 ["plain d", "JUNK d"], ["GOOD e", "BAD e"]])
-    theirs = _answers(saves / "sft.jsonl", sft, [["plain a"], ["plain b"], ["GOOD c"], ["GOOD d"], ["plain e"]])
+    theirs = _answers(generated / "sft.jsonl", sft, [["plain a"], ["plain b"], ["GOOD c"], ["GOOD d"], ["plain e"]])
     with JudgeServer(api_key="sekret") as server:
         code, _, err = cli("judge", mine, "--judge-url", server.url, "--judge-model", "stand-in", *FAST)
         assert code == 0, err
@@ -62,22 +65,23 @@ def test_judge_results_reach_evaluation_results_and_the_report(tmp_path, cli, mo
                            *FAST)
         assert code == 0, err
 
-    graded = [json.loads(line) for line in (saves / "dpo.judged.jsonl").read_text().splitlines()]
+    graded = [json.loads(line) for line in (generated / "dpo.judged.jsonl").read_text().splitlines()]
     scores = [s for row in graded for s in row["scores"] if s is not None]
     mean = sum(scores) / len(scores)
-    verdicts = [json.loads(line)["verdict"] for line in (saves / "dpo.vs-sft.jsonl").read_text().splitlines()]
+    verdicts = [json.loads(line)["verdict"] for line in (generated / "dpo.vs-sft.jsonl").read_text().splitlines()]
     wins, n = verdicts.count("A") + 0.5 * verdicts.count("C"), len(verdicts)
     low, high = _wilson(wins, n)
     assert len(scores) == 7 and n == 5 and 0 < wins < n  # something to average, malformed and ties included
 
-    entry = json.loads((saves / "evaluation_results.json").read_text())["tiny/dpo"]
+    assert not (generated / "evaluation_results.json").exists()
+    entry = json.loads((saves / "tiny" / "evaluation_results.json").read_text())["tiny/dpo"]
     assert entry["model_path"] == str(dpo.resolve())
     assert entry["judge"]["single"]["mean_score"] == pytest.approx(mean, abs=1e-4)
     pairwise = entry["judge"]["vs sft.jsonl"]
     assert pairwise["win_rate"] == pytest.approx(wins / n, abs=1e-4)
     assert pairwise["win_rate_ci95"] == pytest.approx([low, high], abs=1e-4)
 
-    code, _, err = cli("report", saves, "-o", tmp_path / "report.html")
+    code, _, err = cli("report", saves / "tiny", "-o", tmp_path / "report.html")
     assert code == 0, err
     rows = {(r[0], r[1]): r for r in _judge_table((tmp_path / "report.html").read_text(encoding="utf-8"))}
     single, versus = rows[("tiny/dpo", "single answers")], rows[("tiny/dpo", "vs sft.jsonl")]
