@@ -234,3 +234,61 @@ def test_greedy_generate_equals_transformers_with_the_same_penalty(run_dir, refe
     assert [r["answers"] for r in rows] == [[reference(12, 1.5, p)] for p in prompts]
     assert [reference(12, 1.5, p) for p in prompts] != [reference(12, 1.0, p) for p in prompts]  # the penalty shows
     assert rows[0]["settings"]["repetition_penalty"] == 1.5 and rows[0]["settings"]["temperature"] == 0
+
+
+@pytest.fixture
+def vllm_here(tmp_path, monkeypatch):
+    """vLLM's stand-in importable and a CUDA device reported, in this process only."""
+    import torch
+    import vllm_standin
+
+    monkeypatch.syspath_prepend(str(vllm_standin.install(tmp_path / "standin")))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    yield
+    for name in [n for n in sys.modules if n == "vllm" or n.startswith("vllm.")]:
+        del sys.modules[name]
+
+
+def test_generate_through_the_vllm_path_encodes_seeds_and_resumes_as_the_hf_path(run_dir, tmp_path, cli, vllm_here):
+    from transformers import AutoTokenizer
+
+    prompts = [PROMPT, "What is a tokenizer?", "Name a colour."]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "asks.json").write_text(json.dumps([{"instruction": p, "output": "-", "system": SYSTEM} for p in prompts]))
+    (data / "dataset_info.json").write_text(json.dumps({"asks": {"file_name": "asks.json", "columns": {
+        "prompt": "instruction", "response": "output", "system": "system"}}}))
+    greedy = ["--dataset", "asks", "--data-dir", data, "--temperature", "0", "--max-new-tokens", "12",
+              "--repetition-penalty", "1.5", "--no-progress"]
+    code, _, err = cli("generate", run_dir, "-o", tmp_path / "hf.jsonl", *greedy)
+    assert code == 0, err
+    code, _, err = cli("generate", run_dir, "-o", tmp_path / "vllm.jsonl", *greedy, "--backend", "vllm")
+    assert code == 0, err
+    hf, vllm = ([json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+                for name in ("hf.jsonl", "vllm.jsonl"))
+    assert [r["answers"] for r in vllm] == [r["answers"] for r in hf]
+    assert vllm[0]["settings"]["backend"] == "vllm" and hf[0]["settings"]["backend"] == "huggingface"
+
+    from vllm import LLM
+
+    tokenizer = AutoTokenizer.from_pretrained(manifest.read(run_dir)["model"]["base"])
+    expected = [tokenizer.apply_chat_template([{"role": "system", "content": SYSTEM}, {"role": "user", "content": p}],
+                                              add_generation_prompt=True, return_dict=True)["input_ids"] for p in prompts]
+    assert [ids for ids, _, _ in LLM.calls] == expected  # the template's encoding, system prompt included
+    params = [p for _, p, _ in LLM.calls]
+    assert [p.seed for p in params] == [42, 43, 44] and {(p.max_tokens, p.repetition_penalty, p.n) for p in params} == {
+        (12, 1.5, 1)}
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in params[0].stop_token_ids
+    assert LLM.engines[-1].args["enable_lora"] is False
+
+    # Sampled, two answers a prompt, interrupted after the first row: the rerun writes what one run would.
+    sampled = ["--dataset", "asks", "--data-dir", data, "--temperature", "0.9", "--top-p", "1", "--num-return", "2",
+               "--max-new-tokens", "6", "--backend", "vllm", "--no-progress"]
+    whole = tmp_path / "sampled.jsonl"
+    assert cli("generate", run_dir, "-o", whole, *sampled)[0] == 0
+    resumed = tmp_path / "resumed.jsonl"
+    resumed.write_bytes(whole.read_bytes().split(b"\n", 1)[0] + b"\n")
+    code, out, err = cli("generate", run_dir, "-o", resumed, *sampled)
+    assert code == 0 and "generated answers to 2 of 3 prompts, 1 already there" in out, err
+    assert resumed.read_bytes() == whole.read_bytes()
+    assert all(len(json.loads(line)["answers"]) == 2 for line in whole.read_text().splitlines())
