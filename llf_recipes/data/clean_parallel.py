@@ -69,9 +69,10 @@ class _Worker:
 
         self.err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         code = "from llf_recipes.data.clean_lines import serve; serve()"
-        # a fresh interpreter: a forked one would carry this process's memory
+        # A fresh interpreter: a forked one would carry this process's memory. close_fds=False lets subprocess use
+        # posix_spawn, which execs at once (this process's descriptors are not inheritable, so none leaks).
         self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.err)
+                                     stderr=self.err, close_fds=False)
         send(self.proc.stdin, job)
         self.proc.stdin.close()
 
