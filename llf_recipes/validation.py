@@ -44,6 +44,10 @@ def validate_stage(rendered: RenderedStage, catalog: Catalog, allow: set[str] | 
 
         findings = plan_grpo(rendered, catalog, backend)[1]
         return [Finding(f.rule, f.key, f.message, f.fix, f.stage, "warning") if f.rule in allow else f for f in findings]
+    planner = engines.planner(rendered.engine)
+    if planner is not None:  # an engine whose stages are not LLaMA-Factory configs checks its own keys
+        return [Finding(f.rule, f.key, f.message, f.fix, f.stage, "warning") if f.rule in allow else f
+                for f in planner.findings(rendered)]
     config = rendered.config
     engine = engines.get(rendered.engine)
     findings = engine_findings(engine, config, rendered.verb, f"{rendered.recipe.name}/{rendered.stage.name}")
@@ -52,7 +56,8 @@ def validate_stage(rendered: RenderedStage, catalog: Catalog, allow: set[str] | 
         config,
         rendered.verb,
         stage=f"{rendered.recipe.name}/{rendered.stage.name}",
-        datasets=dataset_entries(catalog, config.get("dataset_dir", "data")),
+        datasets={**dataset_entries(catalog, config.get("dataset_dir", "data")),
+                  **rendered.upstream_datasets.get(str(config.get("dataset_dir", "data")), {})},
         launch=launch_for(rendered.layout, needs_torchrun(rendered)),
         deepspeed_json=DeepSpeedSource(str(rendered.deepspeed_source)) if rendered.deepspeed_source else None,
         allow=allow,

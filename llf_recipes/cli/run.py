@@ -19,6 +19,7 @@ from llf_recipes.cli.common import (
     layout_from,
     print_findings,
 )
+from llf_recipes.engines import planner as engine_planner
 from llf_recipes.engines.env import parse_overrides
 from llf_recipes.engines.env import resolve as resolve_engine
 from llf_recipes.hardware import LOCAL_HOSTS, cpu_layout
@@ -121,6 +122,12 @@ def build_plans(args, catalog) -> tuple[list[StagePlan], list]:
             plans.append(plan)
             findings += [replace(f, severity="warning") if f.rule in set(args.allow) else f for f in found]
             continue
+        planner = engine_planner(r.engine)
+        if planner is not None:  # an engine of llf-recipes' own verbs: its plan and its key checks
+            plan, found = planner.plan(r)
+            plans.append(plan)
+            findings += [replace(f, severity="warning") if f.rule in set(args.allow) else f for f in found]
+            continue
         findings += validate_stage(r, catalog, set(args.allow))
         plans.append(plan_stage(r, nccl=args.nccl, engine=resolve_engine(r.engine, parse_overrides(args.engine))))
     return plans, findings
@@ -158,8 +165,9 @@ def print_plan(plans: list[StagePlan]) -> None:
     print(f"# {plans[0].rendered.recipe.name}: {len(plans)} stage(s) on {layout.describe()} ({layout.source})")
     for i, p in enumerate(plans, 1):
         reads = f", reads {', '.join(p.rendered.needs)}" if p.rendered.needs else ""
-        if hasattr(p, "describe"):  # a grpo stage: every file in full, then Ray per node and the run
-            print(f"\n[{i}/{len(plans)}] stage {p.stage}: grpo with {p.backend} -> {p.rendered.output_dir}{reads}")
+        if hasattr(p, "describe"):  # a grpo stage: every file in full, then Ray per node and the run; an llf stage
+            what = getattr(p, "headline", None) or f"grpo with {p.backend}"
+            print(f"\n[{i}/{len(plans)}] stage {p.stage}: {what} -> {p.rendered.output_dir}{reads}")
             print("\n".join(p.describe()))
             continue
         print(f"\n[{i}/{len(plans)}] stage {p.stage}: llamafactory-cli {p.rendered.verb} -> {p.rendered.output_dir}{reads}")
@@ -206,7 +214,7 @@ def main(args) -> int:
         preflight.raise_if_any(preflight.check_stages(plans, local=local))
     for p in plans:
         check_inputs(p, names)
-        check_registered(p)
+        check_registered(p, names)
         if hasattr(p, "check_nodes") and args.launcher not in ("print", "slurm"):  # the engine on every node
             p.check_nodes(args.ssh_config, local_only=args.launcher == "ray")
         ensure_master_port(p, explicit=args.master_port is not None)
@@ -214,6 +222,7 @@ def main(args) -> int:
     started = time.time()
     code = 0
     for i, p in enumerate(plans, 1):
+        check_registered(p)  # the datasets an earlier stage of this run registered (pairs) are there now
         code = run_stage(p, lambda plan, log: execute(plan, log, args), force=args.force,
                          position=f"[{i}/{len(plans)}]", layout_source=source)
         if code != 0:

@@ -38,6 +38,7 @@ class Engine:
     gpu_only: tuple[str, ...] = ()  # packages that need NVIDIA GPUs: absent on CPU machines, and `check` says so
     refuses: dict[str, str] = field(default_factory=dict)  # LLaMA-Factory stage -> why this engine cannot run it
     legacy_env: str | None = None  # an older variable naming the interpreter (still honoured)
+    planner: str | None = None  # module that checks, plans and smoke-sizes its stages (not llamafactory-cli configs)
 
     @property
     def lock_path(self) -> Path | None:
@@ -102,10 +103,17 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
         ("trl", "transformers", "peft", "torch", "accelerate", "datasets"), ("trl", "transformers", "peft", "torch"),
         program=None,
     ),
+    Engine(
+        "llf", "llf-recipes' own verbs as stages: generate, score, judge, pairs (the environment llf-recipes runs in)",
+        ("llamafactory", "transformers", "torch", "peft"), ("llamafactory",), program=None,
+        planner="llf_recipes.engines.llf",
+    ),
 )}
 
 # LLaMA-Factory stages whose default engine is not the main one.
 STAGE_DEFAULTS = {"ppo": "llamafactory-ppo"}
+# Recipe stage verbs that run one of llf-recipes' own verbs (llf_recipes/engines/llf.py).
+LLF_VERBS = ("generate", "score", "judge", "pairs")
 
 
 def get(name: str) -> Engine:
@@ -121,10 +129,23 @@ def name_for(verb: str, config: dict[str, Any], declared: str | None = None) -> 
     """The engine a stage runs on: the one it declares, else its stage's default."""
     if declared:
         return get(declared).name
+    if verb in LLF_VERBS:
+        return "llf"
     if verb == "grpo":
         backend = config.get("backend")
         return backend if backend in ENGINES else "trl"
     return STAGE_DEFAULTS.get(str(config.get("stage", "")), MAIN) if verb == "train" else MAIN
+
+
+def planner(name: str):
+    """The module that checks and plans the stages of an engine that is not driven by a llamafactory-cli config
+    (its `findings(rendered)`, `plan(rendered)` and `smoke(rendered, keys)`), None for the others."""
+    module = get(name).planner
+    if module is None:
+        return None
+    import importlib
+
+    return importlib.import_module(module)
 
 
 def adapt(rendered) -> None:
