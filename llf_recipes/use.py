@@ -155,7 +155,10 @@ def ask(run_dir: Path, data: dict[str, Any], prompt: str, *, system: str | None 
         with output_to(log), contextlib.redirect_stdout(sys.stderr):
             from llamafactory.chat import ChatModel  # heavy: torch and transformers
 
-            model = ChatModel(config)
+            from llf_recipes.engines.lf_templates import private_templates
+
+            with private_templates():
+                model = ChatModel(config)
             responses = model.chat([{"role": "user", "content": prompt}], system=system)
     except (KeyboardInterrupt, LlfError):
         raise

@@ -52,8 +52,7 @@ def _llamafactory_predict(reward_run: Path, tmp_path: Path) -> list[tuple[float,
 
 def test_score_agrees_with_llamafactory_reward_prediction(reward_run, tmp_path):  # noqa: F811
     answers = _answers(tmp_path / "answers.jsonl")
-    # In its own process, as the oracle runs: LLaMA-Factory's templates are shared objects that an earlier in-process
-    # caller may have changed (get_template_and_fix_tokenizer writes default_system into them).
+    # In its own process, as a user runs it and as the oracle runs.
     proc = run_cli_subprocess("score", answers, "--reward-model", reward_run, "--device", "cpu", "--no-progress", env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     scored = [json.loads(line) for line in (tmp_path / "answers.scored.jsonl").read_text().splitlines()]

@@ -122,15 +122,16 @@ def score_run(run: Run, options: Options) -> dict[str, Any]:
 
 
 def _tokenizer(config: dict[str, Any], data: dict[str, Any], options: Options):
-    from llamafactory.data import get_template_and_fix_tokenizer
     from llamafactory.hparams import ModelArguments
     from llamafactory.model import load_tokenizer
+
+    from llf_recipes.engines.lf_templates import template_for
 
     args = heldout.data_args(config, heldout.data_dir_of(config, data, options.data_dir))
     model_args = ModelArguments(model_name_or_path=config["model_name_or_path"],
                                 trust_remote_code=bool(config.get("trust_remote_code", True)))
     tokenizer = load_tokenizer(model_args)["tokenizer"]
-    template = get_template_and_fix_tokenizer(tokenizer, args)
+    template = template_for(tokenizer, args)
     return tokenizer, template, args
 
 

@@ -158,7 +158,10 @@ def _load(config: dict[str, Any], log: Path):
     try:
         from llamafactory.chat import ChatModel  # heavy: torch and transformers
 
-        return ChatModel(config)
+        from llf_recipes.engines.lf_templates import private_templates
+
+        with private_templates():
+            return ChatModel(config)
     except (KeyboardInterrupt, LlfError):
         raise
     except Exception as exc:  # noqa: BLE001 - the engine's failure, reported with its log

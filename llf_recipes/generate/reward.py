@@ -27,10 +27,10 @@ def check_reward_run(run_dir: Path, data: dict[str, Any]) -> None:
 
 def load(run_dir: Path, data: dict[str, Any], device: str = "cpu"):
     """(model with value head, tokenizer, template, data arguments) through LLaMA-Factory's loaders."""
-    from llamafactory.data import get_template_and_fix_tokenizer
     from llamafactory.hparams import DataArguments, FinetuningArguments, ModelArguments
     from llamafactory.model import load_model, load_tokenizer
 
+    from llf_recipes.engines.lf_templates import template_for
     from llf_recipes.use import infer_config
 
     check_reward_run(run_dir, data)
@@ -41,7 +41,7 @@ def load(run_dir: Path, data: dict[str, Any], device: str = "cpu"):
     finetuning_args = FinetuningArguments(stage="rm", finetuning_type=config.get("finetuning_type", "lora"))
     data_args = DataArguments(template=config.get("template"), cutoff_len=int(run_config.get("cutoff_len") or 2048))
     tokenizer_module = load_tokenizer(model_args)
-    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    template = template_for(tokenizer_module["tokenizer"], data_args)
     model = load_model(tokenizer_module["tokenizer"], model_args, finetuning_args, is_trainable=False,
                        add_valuehead=True)
     model.to(device).eval()
