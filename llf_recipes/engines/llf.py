@@ -11,7 +11,6 @@ output directory under fixed names (answers.jsonl, scored.jsonl, judged.jsonl, N
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +20,9 @@ from llf_recipes.engines.env import EngineEnv
 from llf_recipes.launch import NodeCommand
 from llf_recipes.render import RenderedStage
 from llf_recipes.schema.findings import Finding
+from llf_recipes.stepslog import ENV as PROGRESS_ENV  # where a verb run as a stage appends its progress
 from llf_recipes.suggest import nearest
 
-PROGRESS_ENV = "LLF_STEPS_LOG"  # where a verb run as a stage appends its progress (read by the stage display)
 PROGRESS_FILE = "trainer_log.jsonl"  # the name the stage display reads, as for LLaMA-Factory's trainer
 
 
@@ -281,8 +280,3 @@ def smoke(rendered: RenderedStage, user_keys: dict[str, Any]) -> None:
     if rendered.verb == "generate":
         rendered.config.update({"limit": 4, "max_new_tokens": 16})
     rendered.config.update(user_keys)
-
-
-def progress_path() -> Path | None:
-    value = os.environ.get(PROGRESS_ENV)
-    return Path(value) if value else None

@@ -125,10 +125,9 @@ def generate(request: Request) -> dict[str, int]:
     if not todo:
         return counts
     config = infer_config(request.run_dir, request.data, infer_backend="huggingface", **request.sampling)
-    from tqdm import tqdm
+    from llf_recipes.stepslog import progress_bar
 
-    bar = tqdm(total=len(rows), initial=counts["skipped"], desc=f"generate {request.output.name}", unit="prompt",
-               file=sys.stderr, disable=not request.progress, dynamic_ncols=True)
+    bar = progress_bar(len(rows), f"generate {request.output.name}", request.progress, "prompt", counts["skipped"])
     with open(request.output, "a", encoding="utf-8") as out:
         with _engine_quiet(log):
             model = _load(config, log)
