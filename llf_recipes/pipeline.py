@@ -55,6 +55,8 @@ def dataset_files(config: dict[str, Any], previous: dict[str, Any] | None = None
     out: dict[str, dict[str, Any]] = {}
     for name in _dataset_names(config):
         entry = info.get(name) if isinstance(info, dict) else None
+        if entry is None and Path(name).suffix in (".json", ".jsonl") and Path(name).is_file():
+            entry = {"file_name": str(Path(name).resolve())}  # a file given by path (a generate stage's prompts)
         if not isinstance(entry, dict) or not entry.get("file_name"):
             source = (entry or {}).get("hf_hub_url") or (entry or {}).get("ms_hub_url") if isinstance(entry, dict) else None
             out[name] = {"source": source}
