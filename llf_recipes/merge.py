@@ -156,7 +156,7 @@ def default_dtype(path: str) -> str | None:
 def run_mergekit(config: dict[str, Any], out: Path, *, seed: int | None = None, device: str = "cpu",
                  force: bool = False) -> Path:
     """mergekit-yaml into a sibling directory renamed onto `out` when it succeeds: never a half-written model."""
-    from llf_recipes.launch import stream
+    from llf_recipes.launchers.local import stream
 
     if find_spec("mergekit") is None:
         raise LlfError("merging needs mergekit", fix='pip install "llf-recipes[merge]"')

@@ -92,7 +92,7 @@ def local_device() -> str:
 
 def engine_python(program: str) -> str:
     """The interpreter a console script runs under (its shebang), so packages are checked where the engine runs."""
-    from llf_recipes.launch import resolve_program
+    from llf_recipes.launchers.local import resolve_program
 
     if Path(program).name.startswith("python"):
         return shutil.which(program) or program

@@ -325,9 +325,10 @@ class Renderer:
         )
         result.engine = engines.name_for(stage.verb, config, stage.engine)
         engines.adapt(result)
-        planner = engines.planner(result.engine)
-        if planner is not None:
-            result.provides = planner.provides(result)
+        if engines.get(result.engine).planner == "llf":  # a pairs stage registers a dataset a later stage reads
+            from llf_recipes.engines.llf import provides
+
+            result.provides = provides(result)
         for name in result.needs:
             for directory, entries in self._done[name].provides.items():
                 result.upstream_datasets.setdefault(directory, {}).update(entries)
@@ -370,3 +371,10 @@ def write_stage(rendered: RenderedStage, yaml_path: str | Path) -> list[Path]:
     write_text(yaml_path, rendered.to_yaml())
     written.insert(0, yaml_path)
     return written
+
+
+def needs_torchrun(rendered: RenderedStage) -> bool:
+    """LLaMA-Factory uses torchrun for `train` only; DeepSpeed always needs it, even on one device."""
+    if rendered.verb != "train":
+        return False
+    return rendered.layout.world_size > 1 or bool(rendered.config.get("deepspeed"))

@@ -257,9 +257,7 @@ def apply_smoke(rendered_stages, model_path: str | Path, user_keys=None) -> dict
         mine = {**user_keys.get(None, {}), **user_keys.get(rendered.stage.name, {})}
         from llf_recipes import engines
 
-        planner = engines.planner(rendered.engine)
-        if planner is not None:  # not a LLaMA-Factory config: the engine sizes its own stage down
-            planner.smoke(rendered, {**user_keys.get(rendered.stage.name, {})})
+        if engines.get(rendered.engine).planner == "llf":  # llf-recipes' own verbs: sized down when planned
             continue
         for key in SMOKE_REMOVED:
             config.pop(key, None)

@@ -78,7 +78,7 @@ def exported_from(run_dir: Path, data: dict[str, Any]) -> tuple[Path, dict[str, 
 def export(run_dir: Path, data: dict[str, Any], export_dir: Path | None, *, export_size: int = 5,
            export_device: str = "cpu", force: bool = False) -> Path:
     """`llamafactory-cli export` the run's adapter chain merged into its base; the result gets a manifest of its own."""
-    from llf_recipes.launch import stream
+    from llf_recipes.launchers.local import stream
 
     model = data.get("model") or {}
     unmerged(run_dir, model)

@@ -10,8 +10,7 @@ from typing import Any
 from llf_recipes import engines
 from llf_recipes.catalog import Catalog
 from llf_recipes.hardware import LOCAL_HOSTS, HostLayout
-from llf_recipes.launch import needs_torchrun
-from llf_recipes.render import RenderedStage
+from llf_recipes.render import RenderedStage, needs_torchrun
 from llf_recipes.schema import SUPPORTED_VERSION
 from llf_recipes.schema.deepspeed import DeepSpeedSource
 from llf_recipes.schema.rules import Finding, LaunchInfo, validate_config
@@ -37,17 +36,9 @@ def dataset_entries(catalog: Catalog, dataset_dir: str | Path | None) -> dict[st
     return entries
 
 
-def validate_stage(rendered: RenderedStage, catalog: Catalog, allow: set[str] | frozenset[str] = frozenset(),
-                   backend: str | None = None) -> list[Finding]:
-    if rendered.verb == "grpo":  # not a LLaMA-Factory config: GRPO settings, checked with the engine's config
-        from llf_recipes.grpo.plan import plan_grpo
-
-        findings = plan_grpo(rendered, catalog, backend)[1]
-        return [Finding(f.rule, f.key, f.message, f.fix, f.stage, "warning") if f.rule in allow else f for f in findings]
-    planner = engines.planner(rendered.engine)
-    if planner is not None:  # an engine whose stages are not LLaMA-Factory configs checks its own keys
-        return [Finding(f.rule, f.key, f.message, f.fix, f.stage, "warning") if f.rule in allow else f
-                for f in planner.findings(rendered)]
+def validate_stage(rendered: RenderedStage, catalog: Catalog, allow: set[str] | frozenset[str] = frozenset()) -> list[Finding]:
+    """A LLaMA-Factory stage's config against its engine's argument snapshot and rules (engines/stages.py asks the
+    stage's engine which checks apply: GRPO engines check their own configs)."""
     config = rendered.config
     engine = engines.get(rendered.engine)
     findings = engine_findings(engine, config, rendered.verb, f"{rendered.recipe.name}/{rendered.stage.name}")

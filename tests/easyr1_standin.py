@@ -16,7 +16,7 @@ def lock_versions() -> dict[str, str]:
     import importlib.metadata as md
 
     from llf_recipes.engines import get
-    from llf_recipes.grpo.easyr1_nodes import lock_requirements
+    from llf_recipes.engines.easyr1.nodes import lock_requirements
 
     out = {}
     for name, spec in lock_requirements(get("easyr1")):

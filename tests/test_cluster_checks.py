@@ -8,10 +8,10 @@ import json
 import pytest
 
 from llf_recipes import manifest
+from llf_recipes.engines.grpo_plan import plan_grpo
+from llf_recipes.engines.trl.backend import trl_reward
 from llf_recipes.grpo import rewards
-from llf_recipes.grpo.plan import plan_grpo
 from llf_recipes.grpo.settings import check_rewards
-from llf_recipes.grpo.trl_backend import trl_reward
 from llf_recipes.hardware import parse_gpus, parse_hostfile
 from llf_recipes.render import Overrides, Renderer
 from llf_recipes.validation import errors
@@ -113,7 +113,7 @@ def test_a_full_parameter_run_completes_without_easyr1_dir(catalog, project, cli
 
 
 def test_node_answers_name_each_problem_and_a_ray_mismatch():
-    from llf_recipes.grpo.easyr1_nodes import node_problems
+    from llf_recipes.engines.easyr1.nodes import node_problems
 
     good = {"python": "/e/bin/python", "verl": "ok", "versions": {"omegaconf": "2.3.0", "transformers": "4.52.4",
                                                                    "vllm": "0.8.5", "flash-attn": "2.7.4", "ray": "2.60.0"}}
@@ -136,7 +136,7 @@ def test_node_answers_name_each_problem_and_a_ray_mismatch():
 def test_every_requirement_of_the_engines_lock_is_checked_on_each_node():
     """With the engines' model of EasyR1, its lock file's requirements are checked too, with the failing version."""
     from llf_recipes.engines import get
-    from llf_recipes.grpo.easyr1_nodes import lock_requirements, node_problems
+    from llf_recipes.engines.easyr1.nodes import lock_requirements, node_problems
 
     engine = get("easyr1")
     required = dict(lock_requirements(engine))

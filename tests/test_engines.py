@@ -15,7 +15,7 @@ from llf_recipes import engines
 from llf_recipes.engines.env import EngineEnv, parse_overrides, resolve
 from llf_recipes.engines.translate import warmup_steps_as_ratio
 from llf_recipes.errors import LlfError
-from llf_recipes.launch import engine_path
+from llf_recipes.launchers.local import engine_path
 
 
 def test_stages_get_their_default_engine_and_ppo_is_translated(cli):
@@ -186,7 +186,7 @@ def test_engine_check_reports_the_locked_versions(ppo_engine, tiny_model):
 @pytest_engine
 def test_torchrun_resolves_to_the_engines_own(ppo_engine, tmp_path):
     """With llf-recipes' environment first on PATH, a stage of the PPO engine still starts that engine's torchrun."""
-    from llf_recipes.launch import stream
+    from llf_recipes.launchers.local import stream
 
     script = "import shutil, sys; print('TORCHRUN', shutil.which('torchrun')); print('PYTHON', sys.executable)"
     env = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}

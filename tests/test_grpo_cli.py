@@ -62,7 +62,7 @@ def test_backend_choice(cli, project):
     assert json.loads(out)[0]["backend"] == "easyr1"  # across nodes by default
     code, out, _ = cli("run", "grpo-gsm8k", "--gpus", "0", "--dry-run", "--json")
     (plan,) = json.loads(out)
-    assert plan["backend"] == "trl" and plan["nodes"][0]["argv"][1:3] == ["-m", "llf_recipes.grpo.trl_backend"]
+    assert plan["backend"] == "trl" and plan["nodes"][0]["argv"][1:3] == ["-m", "llf_recipes.engines.trl.backend"]
     code, out, err = cli("run", "grpo-gsm8k", "--backend", "trl", "--hostfile", "2node-8gpu", "--dry-run")
     assert code == 1 and "the TRL backend runs on one node" in err and "--backend easyr1" in err
 

@@ -11,9 +11,11 @@ from pathlib import Path
 import jinja2
 import pytest
 
+from llf_recipes.engines.easyr1 import config as easyr1
+from llf_recipes.engines.easyr1 import rules as easyr1_rules
+from llf_recipes.engines.easyr1 import snapshot as easyr1_snapshot
+from llf_recipes.engines.grpo_plan import plan_grpo
 from llf_recipes.errors import LlfError
-from llf_recipes.grpo import easyr1, easyr1_rules, easyr1_snapshot
-from llf_recipes.grpo.plan import plan_grpo
 from llf_recipes.hardware import parse_gpus, parse_hostfile
 from llf_recipes.render import Overrides, Renderer
 
@@ -238,7 +240,7 @@ def test_easyr1_own_config_classes_load_every_rendered_config(catalog, project, 
         assert not errors(findings)
         plan.write_files()
         configs.append((plan, layout))
-    check = Path(importlib.util.find_spec("llf_recipes.grpo.easyr1_check").origin)
+    check = Path(importlib.util.find_spec("llf_recipes.engines.easyr1.check").origin)
     out = subprocess.run([EASYR1_PYTHON, str(check), str(checkout), *[str(p.config_path) for p, _ in configs]],
                          check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -8,7 +8,7 @@ import pytest
 from conftest import run_cli_subprocess
 
 from llf_recipes import manifest
-from llf_recipes.grpo.plan import plan_grpo
+from llf_recipes.engines.grpo_plan import plan_grpo
 from llf_recipes.hardware import parse_gpus
 from llf_recipes.render import Overrides, Renderer
 
@@ -70,8 +70,8 @@ def test_latest_and_best_checkpoints_become_the_model_and_export_merges_them(tin
 
 
 def test_a_run_without_a_checkpoint_says_so(tmp_path):
+    from llf_recipes.engines.easyr1.checkpoints import checkpoint_step
     from llf_recipes.errors import LlfError
-    from llf_recipes.grpo.easyr1 import checkpoint_step
 
     with pytest.raises(LlfError, match="saved no checkpoint"):
         checkpoint_step(tmp_path)

@@ -4,8 +4,8 @@ import textwrap
 
 import pytest
 
+from llf_recipes.engines.trl.backend import trl_reward
 from llf_recipes.grpo import rewards
-from llf_recipes.grpo.trl_backend import trl_reward
 
 GOOD = textwrap.dedent("""\
     <reasoning>

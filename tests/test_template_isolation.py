@@ -6,6 +6,7 @@ over several runs, `generate` and `ask` load models in-process one after another
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 
@@ -21,7 +22,7 @@ def registered_qwen_system() -> str:
     """The qwen template's default_system as LLaMA-Factory registers it, read in a fresh interpreter."""
     code = "from llamafactory.data.template import TEMPLATES; print(repr(TEMPLATES['qwen'].default_system))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
-    value = eval(proc.stdout.strip().splitlines()[-1])  # noqa: S307 - the repr of a str printed just above
+    value = ast.literal_eval(proc.stdout.strip().splitlines()[-1])
     assert value and value != SYSTEM_A
     return value
 

@@ -35,7 +35,7 @@ def main(args) -> int:
     if source is not None:  # the run root's latest result is already an export: export its source run (a no-op when
         run_dir, data = source  # the export is up to date, so the README's first command runs twice)
     if args.checkpoint:
-        from llf_recipes.grpo.easyr1 import select_checkpoint
+        from llf_recipes.engines.easyr1.checkpoints import select_checkpoint
 
         data = select_checkpoint(run_dir, data, args.checkpoint)
         args.force = True  # a different checkpoint is a different model

@@ -15,8 +15,9 @@ from llf_recipes.cli.common import (
     print_findings,
 )
 from llf_recipes.cli.verb import add_alias
+from llf_recipes.engines import stages
 from llf_recipes.render import Overrides, Renderer, write_stage
-from llf_recipes.validation import errors, validate_stage
+from llf_recipes.validation import errors
 
 
 def add_parser(sub) -> None:
@@ -46,7 +47,7 @@ def main(args) -> int:
     renderer = Renderer(recipe, layout, Overrides.parse(args.overrides, recipe), catalog)
     rendered = renderer.render_all([args.stage] if args.stage else None)
     if not args.no_validate:
-        findings = [f for r in rendered for f in validate_stage(r, catalog, set(args.allow))]
+        findings = [f for r in rendered for f in stages.check(r, catalog, set(args.allow))]
         print_findings(findings)
         if errors(findings):
             print(f"not rendered: {len(errors(findings))} error(s)", file=sys.stderr)

@@ -6,7 +6,6 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from llf_recipes import preflight, summary
@@ -19,17 +18,16 @@ from llf_recipes.cli.common import (
     layout_from,
     print_findings,
 )
-from llf_recipes.engines import planner as engine_planner
+from llf_recipes.engines import stages
 from llf_recipes.engines.env import parse_overrides
-from llf_recipes.engines.env import resolve as resolve_engine
 from llf_recipes.hardware import LOCAL_HOSTS, cpu_layout
-from llf_recipes.launch import NCCL_PRESETS, StagePlan, plan_stage
+from llf_recipes.launch import NCCL_PRESETS, StagePlan
 from llf_recipes.launchers import LAUNCHERS, LaunchOptions
 from llf_recipes.launchers import execute as launch
 from llf_recipes.pipeline import check_inputs, check_registered, ensure_master_port, run_stage
 from llf_recipes.render import Overrides, Renderer
 from llf_recipes.smoke import SMOKE_OUTPUT_ROOT, VERSION_TAG, apply_smoke, default_cache_dir, tiny_model_path
-from llf_recipes.validation import errors, validate_stage
+from llf_recipes.validation import errors
 
 
 def add_parser(sub) -> None:
@@ -112,24 +110,11 @@ def build_plans(args, catalog) -> tuple[list[StagePlan], list]:
                 print(f"note: smoke: stage {stage} runs without {note}", file=sys.stderr)
     plans, findings = [], []
     for r in rendered:
-        if r.verb == "grpo":  # EasyR1 or TRL, not llamafactory-cli: its own plan and checks
-            from llf_recipes.grpo.plan import plan_grpo, smoke_settings
-
-            if smoke:
-                smoke_settings(r, parsed.keys)
-            plan, found = plan_grpo(r, catalog, "trl" if smoke else getattr(args, "backend", None),
-                                    parse_overrides(getattr(args, "engine", None)))
-            plans.append(plan)
-            findings += [replace(f, severity="warning") if f.rule in set(args.allow) else f for f in found]
-            continue
-        planner = engine_planner(r.engine)
-        if planner is not None:  # an engine of llf-recipes' own verbs: its plan and its key checks
-            plan, found = planner.plan(r)
-            plans.append(plan)
-            findings += [replace(f, severity="warning") if f.rule in set(args.allow) else f for f in found]
-            continue
-        findings += validate_stage(r, catalog, set(args.allow))
-        plans.append(plan_stage(r, nccl=args.nccl, engine=resolve_engine(r.engine, parse_overrides(args.engine))))
+        plan, found = stages.plan(r, catalog, allow=set(args.allow), backend=getattr(args, "backend", None),
+                                  overrides=parse_overrides(getattr(args, "engine", None)), nccl=args.nccl,
+                                  smoke=parsed.keys if smoke else None)
+        plans.append(plan)
+        findings += found
     return plans, findings
 
 

@@ -41,7 +41,7 @@ the rows written keep their input order."""
 
 
 def main(args) -> int:
-    from llf_recipes.data.ifd import IfdOptions, select
+    from llf_recipes.eval.ifd import IfdOptions, select
 
     if not args.ifd:
         raise LlfError("select needs a score to select by", key="--ifd", fix="add --ifd")

@@ -8,7 +8,7 @@ from pathlib import Path
 from llf_recipes.cli.common import add_run_target, add_sampling_args, add_verb, run_from, sampling_from
 from llf_recipes.console import EngineEcho, print_tail
 from llf_recipes.errors import LlfError
-from llf_recipes.launch import stream
+from llf_recipes.launchers.local import stream
 from llf_recipes.pipeline import free_port
 from llf_recipes.use import inference_yaml
 

@@ -17,11 +17,12 @@ from llf_recipes.cli.common import (
     layout_from,
     print_findings,
 )
+from llf_recipes.engines import stages
 from llf_recipes.errors import LlfError
 from llf_recipes.hardware import parse_hostfile
 from llf_recipes.render import Overrides, Renderer
 from llf_recipes.schema.rules import validate_config
-from llf_recipes.validation import dataset_entries, errors, infer_verb, launch_for, validate_stage
+from llf_recipes.validation import dataset_entries, errors, infer_verb, launch_for
 
 
 def add_parser(sub) -> None:
@@ -110,7 +111,7 @@ def main(args) -> int:
                 continue
             for r in rendered:
                 checked += 1
-                findings = validate_stage(r, catalog, set(args.allow))
+                findings = stages.check(r, catalog, set(args.allow))
                 for f in findings:
                     found.setdefault(f.format(), []).append(Path(layout.source).stem)
                 if errors(findings):

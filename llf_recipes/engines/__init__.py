@@ -38,7 +38,7 @@ class Engine:
     gpu_only: tuple[str, ...] = ()  # packages that need NVIDIA GPUs: absent on CPU machines, and `check` says so
     refuses: dict[str, str] = field(default_factory=dict)  # LLaMA-Factory stage -> why this engine cannot run it
     legacy_env: str | None = None  # an older variable naming the interpreter (still honoured)
-    planner: str | None = None  # module that checks, plans and smoke-sizes its stages (not llamafactory-cli configs)
+    planner: str = "llamafactory"  # how its stages are checked and planned (engines/stages.py)
 
     @property
     def lock_path(self) -> Path | None:
@@ -96,17 +96,16 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
         ("verl", "transformers", "torch", "vllm", "ray", "omegaconf", "peft", "flash-attn"),
         ("verl.trainer.config", "transformers", "omegaconf", "ray", "torch", "vllm", "flash_attn"),
         lock="easyr1.txt", program=None, transformers_major=4, gpu_only=("vllm", "flash-attn", "flash_attn"),
-        legacy_env="LLF_EASYR1_PYTHON",
+        legacy_env="LLF_EASYR1_PYTHON", planner="grpo",
     ),
     Engine(
         "trl", "TRL's GRPOTrainer for GRPO on one node, CPU too (the environment llf-recipes runs in)",
         ("trl", "transformers", "peft", "torch", "accelerate", "datasets"), ("trl", "transformers", "peft", "torch"),
-        program=None,
+        program=None, planner="grpo",
     ),
     Engine(
         "llf", "llf-recipes' own verbs as stages: generate, score, judge, pairs (the environment llf-recipes runs in)",
-        ("llamafactory", "transformers", "torch", "peft"), ("llamafactory",), program=None,
-        planner="llf_recipes.engines.llf",
+        ("llamafactory", "transformers", "torch", "peft"), ("llamafactory",), program=None, planner="llf",
     ),
 )}
 
@@ -135,17 +134,6 @@ def name_for(verb: str, config: dict[str, Any], declared: str | None = None) -> 
         backend = config.get("backend")
         return backend if backend in ENGINES else "trl"
     return STAGE_DEFAULTS.get(str(config.get("stage", "")), MAIN) if verb == "train" else MAIN
-
-
-def planner(name: str):
-    """The module that checks and plans the stages of an engine that is not driven by a llamafactory-cli config
-    (its `findings(rendered)`, `plan(rendered)` and `smoke(rendered, keys)`), None for the others."""
-    module = get(name).planner
-    if module is None:
-        return None
-    import importlib
-
-    return importlib.import_module(module)
 
 
 def adapt(rendered) -> None:

@@ -16,11 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llf_recipes.engines.env import EngineEnv
-from llf_recipes.launch import NodeCommand
-from llf_recipes.render import RenderedStage
+from typing import TYPE_CHECKING
+
 from llf_recipes.schema.findings import Finding
 from llf_recipes.stepslog import ENV as PROGRESS_ENV  # where a verb run as a stage appends its progress
+
+if TYPE_CHECKING:  # render imports this module (a pairs stage's dataset): nothing of render's at run time
+    from llf_recipes.engines.env import EngineEnv
+    from llf_recipes.launch import NodeCommand
+    from llf_recipes.render import RenderedStage
 from llf_recipes.suggest import nearest
 
 PROGRESS_FILE = "trainer_log.jsonl"  # the name the stage display reads, as for LLaMA-Factory's trainer
@@ -251,6 +255,7 @@ def metrics(verb: str, outputs: tuple[Path, ...]) -> dict[str, Any]:
 def plan(rendered: RenderedStage) -> tuple[LlfPlan, list[Finding]]:
     """The stage's plan and what is wrong with its keys (the plan is only run when there is nothing)."""
     from llf_recipes.engines.env import resolve
+    from llf_recipes.launch import NodeCommand
 
     found = findings(rendered)
     run_dir = Path(str(rendered.config.get("output_dir") or

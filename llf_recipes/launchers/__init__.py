@@ -14,7 +14,8 @@ from pathlib import Path
 
 from llf_recipes.errors import LlfError
 from llf_recipes.hardware import LOCAL_HOSTS
-from llf_recipes.launch import StagePlan, execute_local
+from llf_recipes.launchers.command import LaunchPlan
+from llf_recipes.launchers.local import execute_local
 
 LAUNCHERS = ("auto", "local", "ssh", "print", "ray", "slurm")
 
@@ -28,11 +29,11 @@ class LaunchOptions:
     dry_run: bool = False
 
 
-def is_local(plan: StagePlan) -> bool:
+def is_local(plan: LaunchPlan) -> bool:
     return len(plan.commands) == 1 and plan.commands[0].host in LOCAL_HOSTS
 
 
-def execute(plan: StagePlan, log: Path, options: LaunchOptions) -> int | None:
+def execute(plan: LaunchPlan, log: Path, options: LaunchOptions) -> int | None:
     """Run one planned stage with the chosen launcher; its exit code, None when `print` only printed commands."""
     name = options.launcher
     cluster = getattr(plan, "ray", None)
@@ -64,7 +65,7 @@ def execute(plan: StagePlan, log: Path, options: LaunchOptions) -> int | None:
     return ssh.execute(plan, log.parent, options.ssh_config)
 
 
-def _execute_ray(plan: StagePlan, log: Path, options: LaunchOptions) -> int:
+def _execute_ray(plan: LaunchPlan, log: Path, options: LaunchOptions) -> int:
     from llf_recipes.launchers import ray
 
     cluster = getattr(plan, "ray", None)

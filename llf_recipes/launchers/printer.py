@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 
-from llf_recipes.launch import StagePlan, resolve_program
+from llf_recipes.launchers.command import LaunchPlan
+from llf_recipes.launchers.local import resolve_program
 from llf_recipes.launchers.ssh import shell_line
 
 
-def print_commands(plan: StagePlan) -> None:
+def print_commands(plan: LaunchPlan) -> None:
     cwd = os.getcwd()
     layout = plan.rendered.layout
     cluster = getattr(plan, "ray", None)

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llf_recipes.errors import LlfError
-from llf_recipes.launch import StagePlan, resolve_program
+from llf_recipes.launchers.command import LaunchPlan
 from llf_recipes.launchers.jobs import NodeJob, Runner, run_phases
+from llf_recipes.launchers.local import resolve_program
 from llf_recipes.launchers.ssh import is_local_host, node_job, probe_hosts, ssh_argv, ssh_config_path
 from llf_recipes.launchers.watchdog import watchdog_argv
 
@@ -166,7 +167,7 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
-def _preflight(plan: StagePlan, cluster: RayCluster, ssh_config: str | None) -> None:
+def _preflight(plan: LaunchPlan, cluster: RayCluster, ssh_config: str | None) -> None:
     from dataclasses import replace
 
     layout = plan.rendered.layout
@@ -178,7 +179,7 @@ def _preflight(plan: StagePlan, cluster: RayCluster, ssh_config: str | None) -> 
                        + "\n".join(p.format() for p in problems))
 
 
-def execute_with_cluster(plan: StagePlan, log_dir: Path, ssh_config: str | None, cluster: RayCluster,
+def execute_with_cluster(plan: LaunchPlan, log_dir: Path, ssh_config: str | None, cluster: RayCluster,
                          driver_argv: list[str], driver_env: dict[str, str],
                          ready_timeout: float = READY_TIMEOUT_S) -> int:
     """Ray on every node (head first) for as long as the driver runs on the head; the driver's exit code."""
@@ -245,7 +246,7 @@ def ray_address(given: str | None) -> str | None:
     return given or os.environ.get("RAY_ADDRESS") or None
 
 
-def execute_attached(plan: StagePlan, log_dir: Path, address: str, python: str, driver_argv: list[str],
+def execute_attached(plan: LaunchPlan, log_dir: Path, address: str, python: str, driver_argv: list[str],
                      driver_env: dict[str, str], nodes: int, accelerators: int, accelerator: str = "GPU",
                      hosts: tuple[str, ...] = ()) -> int:
     """Check the running cluster, then run only the driver here against it."""
@@ -274,7 +275,7 @@ def execute_attached(plan: StagePlan, log_dir: Path, address: str, python: str, 
 # ---------------------------------------------------------------- LLaMA-Factory's own Ray path
 
 
-def llamafactory_driver(plan: StagePlan) -> tuple[list[str], dict[str, str]]:
+def llamafactory_driver(plan: LaunchPlan) -> tuple[list[str], dict[str, str]]:
     """LLaMA-Factory's Ray path runs one driver (USE_RAY=1) that places ray_num_workers workers over the cluster
     itself, so no torchrun variables. Returns the argv and the variables it sets."""
     import importlib.util

@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 from llf_recipes.errors import LlfError
-from llf_recipes.launch import StagePlan, resolve_program
+from llf_recipes.launchers.command import LaunchPlan
 from llf_recipes.launchers.jobs import Terminated
+from llf_recipes.launchers.local import resolve_program
 
 POLL_S = 1.0
 DONE_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY", "BOOT_FAIL",
@@ -31,7 +32,7 @@ DONE_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREE
 RAY_READY_S = 180
 
 
-def _paths(plan: StagePlan, log_dir: Path) -> tuple[Path, Path, str]:
+def _paths(plan: LaunchPlan, log_dir: Path) -> tuple[Path, Path, str]:
     log_dir = log_dir.resolve()
     return log_dir / f"llf-{plan.stage}.sbatch", log_dir / f"llf-{plan.stage}.slurm.out", \
         str(log_dir / f"llf-{plan.stage}.node%n.log")
@@ -45,7 +46,7 @@ def _env_words(env: dict[str, str], drop: tuple[str, ...] = ()) -> list[str]:
     return [f"{k}={v}" for k, v in env.items() if k not in drop]
 
 
-def sbatch_script(plan: StagePlan, log_dir: Path) -> str:
+def sbatch_script(plan: LaunchPlan, log_dir: Path) -> str:
     """The job script for `plan` (its layout's node count, one task per node)."""
     cluster = getattr(plan, "ray", None)
     layout = plan.rendered.layout
@@ -79,7 +80,7 @@ def sbatch_script(plan: StagePlan, log_dir: Path) -> str:
     return "\n".join(lines + _ray_lines(plan, cluster, nnodes, node_logs)) + "\n"
 
 
-def _ray_lines(plan: StagePlan, cluster, nnodes: int, node_logs: str) -> list[str]:
+def _ray_lines(plan: LaunchPlan, cluster, nnodes: int, node_logs: str) -> list[str]:
     """Ray inside the allocation: head on the first node, the others after it, the driver in the batch step (which
     runs on the first node) once every node has registered; the Ray steps are cancelled when the driver ends."""
     from llf_recipes.launchers.ray import CLUSTER_PROBE
@@ -179,7 +180,7 @@ def cancel(job_id: str, timeout: float = 60) -> str:
     return state
 
 
-def execute(plan: StagePlan, log_dir: Path, options) -> int:
+def execute(plan: LaunchPlan, log_dir: Path, options) -> int:
     """Write the job script, submit it, follow it to its end; the job's exit code (130 after Ctrl-C)."""
     from llf_recipes import manifest
     from llf_recipes.atomic import write_text

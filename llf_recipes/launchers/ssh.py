@@ -16,8 +16,9 @@ from pathlib import Path
 
 from llf_recipes.errors import LlfError
 from llf_recipes.hardware import LOCAL_HOSTS
-from llf_recipes.launch import StagePlan, resolve_program
+from llf_recipes.launchers.command import LaunchPlan
 from llf_recipes.launchers.jobs import NodeJob, run_jobs
+from llf_recipes.launchers.local import resolve_program
 from llf_recipes.launchers.watchdog import watchdog_argv
 
 SSH_CONNECT_TIMEOUT_S = 5
@@ -212,7 +213,7 @@ def probe_hosts(layout, ssh_config: str | None, files: tuple[str, ...] = (), por
     return out
 
 
-def check_hosts(plan: StagePlan, ssh_config: str | None) -> list[Problem]:
+def check_hosts(plan: LaunchPlan, ssh_config: str | None) -> list[Problem]:
     """Every node: reachable, same working directory and program, the stage's files visible, devices vs slots;
     on the master also MASTER_PORT free."""
     layout = plan.rendered.layout
@@ -251,7 +252,7 @@ def _device_problems(cmd, layout, count: int) -> list[Problem]:
                     f"set slots={count} for {cmd.host} in the hostfile (every host the same)")]
 
 
-def preflight(plan: StagePlan, ssh_config: str | None = None) -> None:
+def preflight(plan: LaunchPlan, ssh_config: str | None = None) -> None:
     """Raise one LlfError naming every node that cannot take part, before any process starts."""
     problems = check_hosts(plan, ssh_config_path(ssh_config))
     if problems:
@@ -275,12 +276,12 @@ def node_job(rank: int, host: str, argv: list[str], env: dict[str, str], log: Pa
     return NodeJob(rank, host, label, ssh_argv(host, remote, ssh_config), None, log, service)
 
 
-def node_jobs(plan: StagePlan, log_dir: Path, ssh_config: str | None) -> list[NodeJob]:
+def node_jobs(plan: LaunchPlan, log_dir: Path, ssh_config: str | None) -> list[NodeJob]:
     return [node_job(c.node_rank, c.host, [resolve_program(c.argv[0]), *c.argv[1:]], dict(c.env),
                      log_dir / f"llf-{plan.stage}.node{c.node_rank}.log", ssh_config) for c in plan.commands]
 
 
-def execute(plan: StagePlan, log_dir: Path, ssh_config: str | None) -> int:
+def execute(plan: LaunchPlan, log_dir: Path, ssh_config: str | None) -> int:
     """`--launcher ssh`: preflight every node, then start them all; the worst rank's exit code."""
     cfg = ssh_config_path(ssh_config)
     preflight(plan, cfg)

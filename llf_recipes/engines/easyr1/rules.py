@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llf_recipes.grpo.easyr1 import SNAPSHOT_VERSION, flatten, is_local_path, keys
+from llf_recipes.engines.easyr1.config import SNAPSHOT_VERSION, flatten, is_local_path, keys
 from llf_recipes.schema.rules import Finding, _kind
 from llf_recipes.suggest import nearest
 

@@ -1,7 +1,7 @@
 """Regenerate the snapshot of EasyR1's config dataclasses from a checkout of its source.
 
-    python -m llf_recipes.grpo.easyr1_snapshot /path/to/EasyR1            # writes llf_recipes/grpo/easyr1-<version>.json
-    python -m llf_recipes.grpo.easyr1_snapshot /path/to/EasyR1 --check    # exits 1 when checkout and snapshot differ
+    python -m llf_recipes.engines.easyr1.snapshot /path/to/EasyR1            # writes llf_recipes/engines/easyr1/easyr1-<version>.json
+    python -m llf_recipes.engines.easyr1.snapshot /path/to/EasyR1 --check    # exits 1 when checkout and snapshot differ
 
 EasyR1 parses its YAML with OmegaConf into the `PPOConfig` dataclass tree (verl/trainer/config.py and
 verl/workers/*/config.py). The snapshot lists every dotted key of that tree with its accepted value kinds and
@@ -169,7 +169,7 @@ def build(checkout: str | Path) -> dict[str, Any]:
     return {
         "easyr1": _version(checkout),
         "commit": _commit(checkout),
-        "generated_by": "python -m llf_recipes.grpo.easyr1_snapshot CHECKOUT",
+        "generated_by": "python -m llf_recipes.engines.easyr1.snapshot CHECKOUT",
         "keys": keys,
     }
 
@@ -179,7 +179,7 @@ def snapshot_path(version: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m llf_recipes.grpo.easyr1_snapshot", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m llf_recipes.engines.easyr1.snapshot", description=__doc__.split("\n\n")[0])
     ap.add_argument("checkout", help="a checkout of EasyR1's source (the directory holding verl/)")
     ap.add_argument("--check", action="store_true", help="compare the keys with the stored snapshot instead of writing")
     args = ap.parse_args(argv)

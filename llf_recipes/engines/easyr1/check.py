@@ -1,6 +1,6 @@
 """Load EasyR1 configs through EasyR1's own structured config classes, as `python -m verl.trainer.main` does.
 
-    EASYR1_PYTHON easyr1_check.py EASYR1_CHECKOUT CONFIG.yaml [CONFIG.yaml ...]
+    EASYR1_PYTHON llf_recipes/engines/easyr1/check.py EASYR1_CHECKOUT CONFIG.yaml [CONFIG.yaml ...]
 
 Run it with EasyR1's interpreter: it needs only what EasyR1's config modules import (omegaconf<2.4, numpy, pyyaml,
 codetiming, packaging), not torch or vllm, because the packages around the config modules are stood in for by

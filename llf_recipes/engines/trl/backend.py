@@ -1,4 +1,4 @@
-"""The TRL backend: `python -m llf_recipes.grpo.trl_backend CONFIG` trains one GRPO stage with TRL's GRPOTrainer.
+"""The TRL backend: `python -m llf_recipes.engines.trl.backend CONFIG` trains one GRPO stage with TRL's GRPOTrainer.
 
 CONFIG is the YAML `llf-recipes run` writes (the stage's settings plus the GRPOConfig and LoRA arguments). The
 result in output_dir is a PEFT adapter (adapter_config.json + adapter_model.safetensors) with the tokenizer, so
@@ -151,7 +151,7 @@ def _clock(seconds: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m llf_recipes.grpo.trl_backend CONFIG.yaml", file=sys.stderr)
+        print("usage: python -m llf_recipes.engines.trl.backend CONFIG.yaml", file=sys.stderr)
         return 2
     path = Path(argv[0])
     try:
