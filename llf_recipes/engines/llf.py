@@ -14,9 +14,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llf_recipes.schema.findings import Finding
 from llf_recipes.stepslog import ENV as PROGRESS_ENV  # where a verb run as a stage appends its progress
