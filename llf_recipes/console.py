@@ -92,14 +92,15 @@ class EngineEcho:
     `write` is where shown lines go (default: stderr; the progress display passes its own, so lines land above it).
     """
 
-    def __init__(self, write=None, verbose_mode: bool | None = None):
+    def __init__(self, write=None, verbose_mode: bool | None = None, prefix: str = ""):
         self.verbose = verbose() if verbose_mode is None else verbose_mode
         self._write = write
+        self.prefix = prefix  # a node's label (`[node 1] `) on every line it shows; a repeat from another node is not shown
         self.shown = 0
 
     def __call__(self, raw: bytes) -> None:
         if self.verbose:
-            sys.stdout.buffer.write(raw)
+            sys.stdout.buffer.write(self.prefix.encode() + raw)
             sys.stdout.buffer.flush()
             return
         line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
@@ -113,6 +114,7 @@ class EngineEcho:
             return
         _SEEN.add(key)
         self.shown += 1
+        line = self.prefix + line
         write = self._write or _SINK
         if write is not None:
             write(line)

@@ -249,10 +249,11 @@ Executor = Callable[[StagePlan, Path], "int | None"]
 
 @contextlib.contextmanager
 def stage_display(plan: StagePlan, position: str, log: Path):
-    """The live progress of a single-node stage, read from its trainer log; multi-node launchers print their own."""
+    """The live progress of a stage, read from the trainer log its rank 0 writes in the output directory (on one
+    node or many: the launchers show only warnings, errors and their own lines meanwhile)."""
     from llf_recipes.console import sink
 
-    if verbose() or len(plan.commands) != 1:
+    if verbose():
         yield
         return
     from llf_recipes.progress import StageProgress

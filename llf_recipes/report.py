@@ -2,7 +2,7 @@
 
 Charts are drawn by matplotlib on the server side as inline SVG (text as paths), so the page needs no script, font or
 network at all, and the same figures export to PNG. No torch: it reads trainer_state.json, manifests and, when
-present, the evaluation_results.json written by `eval`.
+present, the evaluation_results.json written by `eval`, `bench` and `judge`.
 """
 
 from __future__ import annotations
@@ -91,7 +91,30 @@ def collect(paths: list[str | Path], results_path: str | Path | None = None) -> 
     tasks, bench_rows = compare.benchmark_table(shown)
     return views, {"stages": stage_table(paths), "results_file": str(results_path) if results else None,
                    "compared": compared,
-                   "reading": compare.reading(shown, compared), "bench_tasks": tasks, "bench_rows": bench_rows}
+                   "reading": compare.reading(shown, compared), "bench_tasks": tasks, "bench_rows": bench_rows,
+                   "judge_rows": judge_rows(results)}
+
+
+def judge_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """What `judge` filed under each run in evaluation_results.json: a mean grade, or a win rate with its 95%
+    interval, one row per judging (single, or vs another generation)."""
+    rows = []
+    for name, entry in results.items():
+        judged = entry.get("judge") if isinstance(entry, dict) else None
+        for label, summary in (judged or {}).items() if isinstance(judged, dict) else ():
+            if not isinstance(summary, dict):
+                continue
+            pairwise = summary.get("mode") == "pairwise"
+            ci = summary.get("win_rate_ci95") if pairwise else None
+            rows.append({"run": name, "label": "single answers" if label == "single" else label,
+                         "judge_model": summary.get("judge_model"), "pairwise": pairwise,
+                         "value": summary.get("win_rate" if pairwise else "mean_score"),
+                         "ci": ci if isinstance(ci, list | tuple) and len(ci) == 2 else None,
+                         "counted": summary.get("judged" if pairwise else "graded"),
+                         "total": summary.get("prompts" if pairwise else "answers"),
+                         "wins": summary.get("wins"), "losses": summary.get("losses"), "ties": summary.get("ties"),
+                         "malformed": summary.get("malformed")})
+    return rows
 
 
 STAGE_FIGURES = ("train_loss", "prompts", "answers", "scored", "mean_score", "pairs")

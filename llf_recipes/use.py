@@ -35,6 +35,9 @@ def infer_config(run_dir: Path, data: dict[str, Any], **extra: Any) -> dict[str,
         if not Path(path).is_dir():
             raise LlfError(f"the adapter {path} of the run in {run_dir} is missing", where=str(manifest.path_for(run_dir)),
                            fix="rerun the stage (llf-recipes run ... --force --stage STAGE)")
+    if extra.get("infer_backend") == "vllm" and len(model.get("adapters") or []) > 1:
+        raise LlfError(f"vLLM loads one LoRA adapter, and the run in {run_dir} stacks {len(model['adapters'])}",
+                       key="--backend", fix=f"merge them first (llf-recipes export {run_dir}) and use the merged model")
     config: dict[str, Any] = {"model_name_or_path": model["base"]}
     if model.get("adapters"):
         config["adapter_name_or_path"] = ",".join(model["adapters"])
@@ -56,9 +59,11 @@ def write_config(path: Path, config: dict[str, Any], title: str) -> Path:
     return path
 
 
-def inference_yaml(run_dir: Path, data: dict[str, Any], verb: str, sampling: dict[str, Any]) -> Path:
-    """`<run_dir>/llf-<verb>.yaml` for `llamafactory-cli chat|api` on the run's model, with its generating arguments."""
-    config = infer_config(run_dir, data, infer_backend="huggingface", **sampling)
+def inference_yaml(run_dir: Path, data: dict[str, Any], verb: str, sampling: dict[str, Any],
+                   backend: str = "huggingface") -> Path:
+    """`<run_dir>/llf-<verb>.yaml` for `llamafactory-cli chat|api` on the run's model, with its generating arguments
+    and LLaMA-Factory's infer_backend (huggingface or vllm)."""
+    config = infer_config(run_dir, data, infer_backend=backend, **sampling)
     return write_config(run_dir / f"llf-{verb}.yaml", config, f"{verb} with {run_dir}")
 
 
@@ -143,10 +148,11 @@ def export(run_dir: Path, data: dict[str, Any], export_dir: Path | None, *, expo
 
 
 def ask(run_dir: Path, data: dict[str, Any], prompt: str, *, system: str | None = None,
-        sampling: dict[str, Any] | None = None) -> str:
-    """One answer from the run's model through LLaMA-Factory's own ChatModel (the same template and generation code)."""
-    sampling = sampling or {"max_new_tokens": 256, "do_sample": False}
-    config = infer_config(run_dir, data, infer_backend="huggingface", **sampling)
+        sampling: dict[str, Any] | None = None, backend: str = "huggingface") -> str:
+    """One answer from the run's model through LLaMA-Factory's own ChatModel (the same template and generation code),
+    on its Hugging Face or vLLM engine."""
+    sampling = sampling or {"max_new_tokens": 256, "temperature": 0}
+    config = infer_config(run_dir, data, infer_backend=backend, **sampling)
     from llf_recipes.console import output_to, print_tail
 
     # LLaMA-Factory and transformers log to stdout and stderr: all of it goes to the log; stdout is the answer alone.

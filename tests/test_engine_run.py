@@ -183,8 +183,10 @@ def test_export_then_ask_the_merged_model(project, tiny_model):
     assert config["rope_theta"] == config["rope_parameters"]["rope_theta"] == 1000000.0
     assert json.loads((merged / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
 
-    asked_merged = llf(project, tiny_model, "ask", "saves/smoke/zhihu", "请用一句话介绍你自己。", "--max-new-tokens", "12")
-    asked_adapter = llf(project, tiny_model, "ask", "saves/smoke/zhihu/dpo", "请用一句话介绍你自己。", "--max-new-tokens", "12")
+    asked_merged = llf(project, tiny_model, "ask", "saves/smoke/zhihu", "请用一句话介绍你自己。", "--max-new-tokens", "12",
+                       "--temperature", "0")
+    asked_adapter = llf(project, tiny_model, "ask", "saves/smoke/zhihu/dpo", "请用一句话介绍你自己。", "--max-new-tokens",
+                        "12", "--temperature", "0")
     assert asked_merged.returncode == 0 and asked_adapter.returncode == 0, asked_merged.stderr[-2000:]
     # stdout holds the answer only; greedy decoding of the merged model matches base + adapter
     assert "INFO" not in asked_merged.stdout and asked_merged.stdout.endswith("\n")

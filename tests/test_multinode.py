@@ -86,12 +86,19 @@ def test_two_nodes_train_over_ssh(sshd, hostfile, tiny_model, catalog, tmp_path)
     stage = tmp_path / "saves" / "sft-huanhuan" / "sft"
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
     assert accepted_logins(sshd) > logins  # node 1 really went through ssh
+    terminal = proc.stdout + proc.stderr
     for rank in (0, 1):
         log = (stage / f"llf-sft.node{rank}.log").read_text()
         # each node ran one rank of a world of two, and its trainer finished
         assert f"Process rank: {rank}, world size: 2, device: cpu" in log
         assert "Training completed" in log
-        assert f"[node {rank}] " in proc.stdout
+        # the terminal gets our lines: where each node logs, and how each ended; the engine's chatter stays in the logs
+        assert f"node {rank} (127.0.0.{rank + 1}) finished, log {stage / f'llf-sft.node{rank}.log'}" in proc.stdout
+    assert "starting 2 node(s)" in proc.stdout
+    assert "Process rank" not in terminal and "Training completed" not in terminal and "Running training" not in terminal
+    assert not [line for line in terminal.splitlines() if line.startswith("[node") and "engine" not in line
+                and "warning" not in line.lower() and "error" not in line.lower()]
+    assert "[1/1] sft: step 3/3" in proc.stderr  # the progress, from the trainer log rank 0 writes
     state = __import__("json").loads((stage / "trainer_state.json").read_text())
     assert state["global_step"] == 3
     assert (stage / "adapter_model.safetensors").is_file()
@@ -123,6 +130,9 @@ def test_killing_one_rank_stops_the_other(sshd, hostfile, tiny_model, catalog, t
     assert code != 0, text[-3000:]
     assert "node 1 (127.0.0.2) failed" in text, text[-3000:]
     assert str(stage / "llf-sft.node1.log") in text
+    # the failing node's last lines, then where its whole log is; not every line the nodes printed
+    assert f"lines of {stage / 'llf-sft.node1.log'} ---" in text, text[-3000:]
+    assert "Running training" not in text
     assert not Path(f"/proc/{survivor}").exists() or "Z" in Path(f"/proc/{survivor}/stat").read_text().split()[2]
     assert_nothing_left(marker)
 

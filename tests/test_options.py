@@ -27,8 +27,8 @@ def test_every_verb_is_there_and_every_visible_option_has_help():
     assert not missing, missing
 
 
-@pytest.mark.parametrize("verb", ["ask", "chat", "serve"])
-def test_sampling_options_are_the_same_on_ask_chat_and_serve(verb):
+@pytest.mark.parametrize("verb", ["ask", "chat", "serve", "generate"])
+def test_sampling_options_are_the_same_on_ask_chat_serve_and_generate(verb):
     p = verb_parsers()[verb]
     options = {o for a in p._actions for o in a.option_strings}
     assert {"--max-new-tokens", "--temperature", "--top-p", "--top-k", "--repetition-penalty"} <= options
@@ -50,9 +50,9 @@ def test_sampling_options_reach_llamafactorys_generating_arguments(tmp_path, tin
     generating = get_infer_args(config)[3]
     assert (generating.do_sample, generating.temperature, generating.top_p, generating.top_k,
             generating.repetition_penalty, generating.max_new_tokens) == (True, 0.7, 0.9, 5, 1.2, 33)
-    greedy = build_parser("ask").parse_args(["ask", str(run_dir), "hi"])
+    greedy = build_parser("ask").parse_args(["ask", str(run_dir), "hi", "--temperature", "0"])
     config = yaml.safe_load(inference_yaml(run_dir, data, "chat", sampling_from(greedy)).read_text())
-    assert get_infer_args(config)[3].do_sample is False
+    assert get_infer_args(config)[3].temperature == 0  # LLaMA-Factory's engines decode greedily at temperature 0
 
 
 @pytest.mark.parametrize(("argv", "dest", "value"), [

@@ -103,3 +103,53 @@ def test_bad_select_input_is_refused(tmp_path, tiny_model, cli):
     code, _, err = cli("select", src, "-o", tmp_path / "o.jsonl", "--ifd", "--model", tiny_model, "--top", "3")
     assert code != 0 and "--top" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl"]
+
+
+def test_a_large_input_is_streamed_and_an_interrupted_run_resumes_without_rescoring(tmp_path, monkeypatch):
+    """The scoring itself is replaced (the tests above check it): what is checked here is that the rows are read as a
+    stream, batch by batch, and that rows scored before a stop are not scored again."""
+    import tracemalloc
+
+    import transformers
+
+    from llf_recipes.eval import ifd
+    from llf_recipes.eval import scoring
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    src = tmp_path / "rows.jsonl"
+    n = 6000
+    with src.open("w", encoding="utf-8") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"prompt": f"问题 {i}", "response": "答" * (500 + (i * 7919) % 1000)}, ensure_ascii=False))
+            fh.write("\n")
+    scored, stop_after = [], [3]
+
+    def fake_score(net, tokenizer, pairs, cutoff, batch_size):
+        if len(scored) >= stop_after[0] * 64:
+            raise KeyboardInterrupt
+        scored.extend(q for q, _ in pairs)  # the short instructions only: the test holds them all
+        return [{"ifd": len(a) / 1500, "loss_cond": 0.0, "loss_answer": 0.0, "tokens": len(a)} for _, a in pairs]
+
+    monkeypatch.setattr(ifd, "score_batch", fake_score)
+    monkeypatch.setattr(scoring, "load_model", lambda *a, **k: None)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: None)
+    opts = ifd.IfdOptions(input=src, output=tmp_path / "top.jsonl", model=str(tmp_path / "model"), top=0.3,
+                          batch_size=8, device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        ifd.select(opts, say=lambda _: None)
+    assert len(scored) == 3 * 64 and not opts.output.exists()
+    stop_after[0] = 10**9
+    said = []
+    tracemalloc.start()
+    kept, total = ifd.select(opts, say=said.append)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert said == [f"{opts.scores_path}: resuming after 192 scored row(s)"]
+    assert len(scored) == n and total == n  # every row scored exactly once over the two runs
+    assert scored == [f"问题 {i}" for i in range(n)]
+    assert peak < src.stat().st_size / 8, (peak, src.stat().st_size)  # rows are not all held at once
+    rows = [json.loads(line) for line in src.read_text(encoding="utf-8").splitlines()]
+    best = sorted(range(n), key=lambda i: -len(rows[i]["response"]))[:kept]
+    assert kept == round(0.3 * n)
+    assert [json.loads(line) for line in opts.output.read_text(encoding="utf-8").splitlines()] == [rows[i] for i in sorted(best)]

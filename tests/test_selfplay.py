@@ -33,6 +33,23 @@ def test_the_dry_run_plans_the_middle_stages_as_llf_recipes_commands(cli, tmp_pa
     assert plans["dpo"]["config"]["dataset_dir"] == "saves/smoke/sft-selfplay-dpo/pairs"
 
 
+def test_every_stage_key_is_an_option_of_its_verb():
+    """The llf engine's key table and the verbs' own parsers agree (a renamed option cannot go unnoticed)."""
+    import argparse
+
+    from llf_recipes.cli import build_parser
+    from llf_recipes.engines.llf import VERBS
+
+    for name, verb in VERBS.items():
+        sub = next(a for a in build_parser(name)._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[name]
+        flags = {f for a in parser._actions for f in a.option_strings}
+        positional = [a.dest for a in parser._actions if not a.option_strings]
+        for key, option in verb.options.items():
+            assert option.flag in flags if option.flag else len(positional) == 1, (name, key)
+        assert set(verb.outputs) | set(verb.fixed) | {verb.data_dir_flag or "--help"} <= flags, name
+
+
 @pytest.mark.parametrize("setting, message", [
     ("generate.temprature=0.7", "temprature: is not a key of a `generate` stage"),
     ("generate.num_return=many", "num_return: 'many' is not an int"),

@@ -142,7 +142,10 @@ def test_a_stage_trains_under_srun_and_the_manifest_names_the_job(slurm, tiny_mo
     assert f"submitted SLURM job {job_id}" in proc.stdout and "COMPLETED" in proc.stdout
     log = (stage / "llf-sft.node0.log").read_text()
     assert "Training completed" in log  # written by srun's task, on the node
-    assert "[node 0] " in proc.stdout  # followed while it ran
+    # followed while it ran: the progress from rank 0's trainer log, then each node's log; the engine's lines stay there
+    assert "[1/1] sft: step 3/3" in proc.stderr
+    assert f"SLURM job {job_id} COMPLETED; node 0 log {stage / 'llf-sft.node0.log'}" in proc.stdout
+    assert "Running training" not in proc.stdout + proc.stderr and "Training completed" not in proc.stdout + proc.stderr
     script = (stage / "llf-sft.sbatch").read_text()
     assert "#SBATCH --nodes=1" in script and "srun " in script and 'NODE_RANK="$SLURM_NODEID"' in script
     state = json.loads((stage / "trainer_state.json").read_text())
@@ -150,6 +153,24 @@ def test_a_stage_trains_under_srun_and_the_manifest_names_the_job(slurm, tiny_mo
     out = subprocess.run(["scontrol", "show", "job", job_id, "-o"], capture_output=True, text=True, check=False,
                          env={**os.environ, **slurm["env"]}).stdout
     assert "JobState=COMPLETED" in out
+
+
+@pytest.mark.engine
+def test_a_failing_job_ends_with_the_failing_nodes_last_lines(slurm, tiny_model, catalog, tmp_path):
+    data = make_data_dir(tmp_path / "data", catalog, ["huanhuan"])
+    env = {**slurm["env"], "DISABLE_VERSION_CHECK": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # valid for every check before launch; PEFT finds no such module in the model once the job has loaded it
+    argv = [*slurm_argv(tmp_path, data, tiny_model, 3), "--set", "lora_target=no_such_proj"]
+    proc = run_cli_subprocess(*argv, env=env, timeout=900)
+    stage = tmp_path / "saves" / "sft-huanhuan" / "sft"
+    node_log = stage / "llf-sft.node0.log"
+    assert proc.returncode != 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "no_such_proj" in node_log.read_text()
+    assert f"lines of {node_log} ---" in proc.stderr, proc.stderr[-3000:]
+    tail = proc.stderr.split(f"lines of {node_log} ---", 1)[1]
+    assert "no_such_proj" in tail  # the engine's own error, from the node's log
+    assert "Running training" not in proc.stdout + proc.stderr
+    assert json.loads((stage / "llf-run.json").read_text())["status"] == "failed"
 
 
 @pytest.mark.engine

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
-from llf_recipes.cli.common import add_run_target, add_sampling_args, add_verb, run_from, sampling_from
+from llf_recipes.cli.common import (add_run_target, add_sampling_args, add_verb, backend_from, run_from,
+                                    sampling_from)
 from llf_recipes.launchers.local import resolve_program
 from llf_recipes.use import inference_yaml
 
@@ -15,13 +16,14 @@ def add_parser(sub) -> None:
         llf-recipes chat zhihu --max-new-tokens 512
     """)
     add_run_target(p)
-    add_sampling_args(p, max_new_tokens=512, greedy=False)
+    add_sampling_args(p)
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
+    sampling, backend = sampling_from(args), backend_from(args)
     run_dir, data = run_from(args)
-    path = inference_yaml(run_dir, data, "chat", sampling_from(args))
+    path = inference_yaml(run_dir, data, "chat", sampling, backend)
     try:
         return subprocess.call([resolve_program("llamafactory-cli"), "chat", str(path)])
     except KeyboardInterrupt:

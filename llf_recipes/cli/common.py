@@ -76,39 +76,39 @@ def run_from(args: argparse.Namespace):
     return manifest.resolve(args.run, args.output_root)
 
 
-def add_sampling_args(p: argparse.ArgumentParser, max_new_tokens: int, greedy: bool) -> None:
-    """How a model generates, the same for ask, chat and serve (LLaMA-Factory's generating arguments)."""
-    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens, metavar="N",
-                   help=f"longest answer, in tokens (default: {max_new_tokens})")
-    p.add_argument("--temperature", type=float, default=0.0 if greedy else None, metavar="T",
-                   help="sampling temperature; 0 decodes greedily, the same answer every time (default: "
-                        + ("0)" if greedy else "LLaMA-Factory's, 0.95 with top-p 0.7)"))
-    p.add_argument("--top-p", type=float, metavar="P", help="nucleus sampling: keep the smallest set of tokens whose "
-                                                            "probability adds up to P (with --temperature above 0)")
-    p.add_argument("--top-k", type=int, metavar="K", help="sample among the K most likely tokens (with --temperature)")
-    p.add_argument("--repetition-penalty", type=float, metavar="R",
-                   help="above 1.0 discourages repeating tokens (default: the model's generation config)")
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    """How a model generates, the same options and defaults for ask, chat, serve and generate (LLaMA-Factory's
+    generating arguments; checked in llf_recipes.sampling)."""
+    from llf_recipes.sampling import BACKENDS, DEFAULTS
+
+    g = p.add_argument_group("sampling")
+    g.add_argument("--temperature", type=float, default=DEFAULTS["temperature"], metavar="T",
+                   help=f"sampling temperature; 0 decodes greedily, the same answer every time (default: "
+                        f"{DEFAULTS['temperature']})")
+    g.add_argument("--top-p", type=float, default=DEFAULTS["top_p"], metavar="P",
+                   help=f"nucleus sampling: keep the smallest set of tokens whose probability adds up to P, in (0, 1] "
+                        f"(default: {DEFAULTS['top_p']})")
+    g.add_argument("--top-k", type=int, default=DEFAULTS["top_k"], metavar="K",
+                   help=f"sample among the K most likely tokens (default: {DEFAULTS['top_k']})")
+    g.add_argument("--repetition-penalty", type=float, default=DEFAULTS["repetition_penalty"], metavar="R",
+                   help=f"above 1.0 discourages repeating tokens (default: {DEFAULTS['repetition_penalty']})")
+    g.add_argument("--max-new-tokens", type=int, default=DEFAULTS["max_new_tokens"], metavar="N",
+                   help=f"longest answer, in tokens (default: {DEFAULTS['max_new_tokens']})")
+    g.add_argument("--backend", choices=list(BACKENDS), default="hf",
+                   help="inference engine: LLaMA-Factory's Hugging Face one, or vLLM (an NVIDIA GPU and the vllm "
+                        "extra; default: hf)")
 
 
 def sampling_from(args: argparse.Namespace) -> dict:
-    """The generating arguments LLaMA-Factory reads, from add_sampling_args' options (unset ones left out)."""
-    from llf_recipes.errors import LlfError
+    """add_sampling_args' options as LLaMA-Factory's generating arguments; a bad value stops here, naming its option."""
+    from llf_recipes.sampling import generating_args
 
-    if args.max_new_tokens < 1:
-        raise LlfError(f"--max-new-tokens {args.max_new_tokens} must be at least 1", key="--max-new-tokens")
-    if args.temperature is not None and args.temperature < 0:
-        raise LlfError(f"--temperature {args.temperature} is negative", key="--temperature",
-                       fix="0 decodes greedily; 0.7 to 1.0 samples")
-    config: dict = {"max_new_tokens": args.max_new_tokens}
-    if args.temperature == 0:
-        config["do_sample"] = False
-    else:
-        if args.temperature is not None:
-            config.update(do_sample=True, temperature=args.temperature)
-        if args.top_p is not None:
-            config["top_p"] = args.top_p
-        if args.top_k is not None:
-            config["top_k"] = args.top_k
-    if args.repetition_penalty is not None:
-        config["repetition_penalty"] = args.repetition_penalty
-    return config
+    return generating_args(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                           repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens)
+
+
+def backend_from(args: argparse.Namespace) -> str:
+    """LLaMA-Factory's infer_backend for --backend; vLLM without its package or a CUDA device stops here."""
+    from llf_recipes.sampling import infer_backend
+
+    return infer_backend(args.backend)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llf_recipes.cli.common import add_run_target, add_sampling_args, add_verb, sampling_from
+from llf_recipes.cli.common import add_run_target, add_sampling_args, add_verb, backend_from, sampling_from
 
 
 def add_parser(sub) -> None:
@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=42, help="sampling seed; prompt i uses seed + i (default: 42)")
     p.add_argument("--template", metavar="NAME", help="chat template for a plain model directory (a run records its own)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
-    add_sampling_args(p, max_new_tokens=256, greedy=False)
+    add_sampling_args(p)
     p.set_defaults(func=main)
 
 
@@ -37,6 +37,7 @@ def main(args) -> int:
     from llf_recipes.errors import LlfError
     from llf_recipes.generate.batch import Request, generate, plain_model
 
+    sampling, backend = sampling_from(args), backend_from(args)
     target = Path(args.run)
     if (target / "config.json").is_file() and not (target / manifest.MANIFEST).is_file():
         run_dir, data = target, plain_model(target, args.template)
@@ -46,7 +47,8 @@ def main(args) -> int:
         raise LlfError(f"--limit {args.limit} must be at least 1", key="--limit")
     request = Request(run_dir=run_dir, data=data, datasets=[d.strip() for d in args.dataset.split(",") if d.strip()],
                       output=args.output, data_dir=args.data_dir, num_return=args.num_return,
-                      sampling=sampling_from(args), limit=args.limit, seed=args.seed, progress=args.progress)
+                      sampling=sampling, limit=args.limit, seed=args.seed, progress=args.progress,
+                      backend=backend)
     counts = generate(request)
     skipped = f", {counts['skipped']} already there" if counts["skipped"] else ""
     print(f"generated answers to {counts['generated']} of {counts['prompts']} prompts{skipped} -> {args.output}")

@@ -31,7 +31,9 @@ def add_parser(sub) -> None:
     p.add_argument("--cache", type=Path, metavar="FILE",
                    help="judge replies kept across runs (default: ANSWERS.judge-cache.jsonl)")
     p.add_argument("--results", type=Path, metavar="FILE",
-                   help="evaluation results to add the summary to (default: evaluation_results.json beside ANSWERS)")
+                   help="evaluation results to add the summary to (default: the one `eval` and `report` use for "
+                        "the runs directory of the run that generated ANSWERS, e.g. saves/zhihu/evaluation_results.json; "
+                        "beside ANSWERS when no run is known)")
     p.add_argument("--concurrency", type=int, default=4, metavar="N", help="requests in flight at once (default: 4)")
     p.add_argument("--retries", type=int, default=3, metavar="N",
                    help="tries again after HTTP 429/5xx, a timeout or a dropped connection (default: 3)")
@@ -74,7 +76,7 @@ def main(args) -> int:
     stats = judge.stats
     summary.update(judge_model=args.judge_model, judge_calls=stats.calls, cache_hits=stats.cached, retries=stats.retried)
     aside = run.write_outputs(output, judged, malformed)
-    results = args.results or args.answers.parent / "evaluation_results.json"
+    results = args.results or run.default_results(rows, args.answers)
     name = run.record_results(results, rows, label, summary, args.answers.name)
     if summary["mode"] == "single":
         head = f"mean score {summary['mean_score']} over {summary['graded']} of {summary['answers']} answers"

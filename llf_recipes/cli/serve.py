@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from llf_recipes.cli.common import add_run_target, add_sampling_args, add_verb, run_from, sampling_from
+from llf_recipes.cli.common import (add_run_target, add_sampling_args, add_verb, backend_from, run_from,
+                                    sampling_from)
 from llf_recipes.console import EngineEcho, print_tail
 from llf_recipes.errors import LlfError
 from llf_recipes.launchers.local import stream
@@ -18,6 +19,7 @@ def add_parser(sub) -> None:
         llf-recipes serve saves/zhihu/dpo-merged --port 8000
         llf-recipes serve zhihu --host 0.0.0.0 --api-key-file ~/.llf-api-key --model-name zhihu-dpo
         API_KEY=secret llf-recipes serve zhihu --host 0.0.0.0
+        llf-recipes serve saves/zhihu/dpo-merged --backend vllm --temperature 0.7 --top-p 0.9   # requests may override
         curl localhost:8000/v1/chat/completions -H 'Content-Type: application/json' \\
           -d '{"model": "zhihu-dpo", "messages": [{"role": "user", "content": "hi"}]}'
     """)
@@ -30,16 +32,17 @@ def add_parser(sub) -> None:
                                        "or $API_KEY)")
     key.add_argument("--api-key-file", metavar="FILE", help="require the bearer token on the first line of FILE")
     p.add_argument("--model-name", help="the model id clients pass (default: the run's recipe/stage)")
-    add_sampling_args(p, max_new_tokens=512, greedy=False)  # defaults for requests that do not set their own
+    add_sampling_args(p)  # defaults for requests that do not set their own
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
+    sampling, backend = sampling_from(args), backend_from(args)
     run_dir, data = run_from(args)
     if not free_port(args.port, args.host):
         raise LlfError(f"port {args.port} on {args.host} is already in use", key="--port",
                        fix=f"pick another port (--port {args.port + 1}), or stop what listens on it")
-    path = inference_yaml(run_dir, data, "serve", sampling_from(args))
+    path = inference_yaml(run_dir, data, "serve", sampling, backend)
     recipe = (data.get("recipe") or {}).get("name", "model")
     env = {"API_HOST": args.host, "API_PORT": str(args.port),
            "API_MODEL_NAME": args.model_name or f"{recipe}/{data.get('stage', '')}".rstrip("/")}

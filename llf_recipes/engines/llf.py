@@ -58,6 +58,7 @@ _SAMPLING = {
     "top_p": Option("--top-p", "float"),
     "top_k": Option("--top-k", "int"),
     "repetition_penalty": Option("--repetition-penalty", "float"),
+    "backend": Option("--backend", "str"),  # hf | vllm
 }
 
 VERBS: dict[str, Verb] = {v.name: v for v in (

@@ -13,7 +13,9 @@ that stops is resumed by running it again with the same input, model and setting
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +48,10 @@ class IfdOptions:
         return self.output.with_name(self.output.name.removesuffix(".jsonl") + ".ifd.jsonl")
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
+def numbered_rows(path: Path):
+    """(line number, row) for each non-blank line of a JSONL file, read as a stream."""
     if not path.is_file():
         raise LlfError(f"{path} does not exist", key="IN")
-    rows = []
     with path.open("rb") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -60,33 +62,43 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
                 raise LlfError(f"invalid JSON: {exc}", where=f"{path}:{lineno}", fix="one JSON object per line") from None
             if not isinstance(row, dict):
                 raise LlfError("the line is not a JSON object", where=f"{path}:{lineno}")
-            rows.append(row)
-    if not rows:
-        raise LlfError("has no rows", where=str(path))
-    return rows
+            yield lineno, row
 
 
-def texts(rows: list[dict[str, Any]], opts: IfdOptions, where: str) -> list[tuple[str, str]]:
-    """(instruction, answer) per row."""
+def pair_of(opts: IfdOptions, first: dict[str, Any], where: str):
+    """A function of (line number, row) -> (instruction, answer), for the fields named or found in the first row."""
     prompt, response = opts.prompt, opts.response
     if not (prompt and response):
-        first = rows[0]
         found = next(((p, r) for p, r in LAYOUTS if p in first and r in first), None)
         if found is None:
-            raise LlfError(f"no instruction and answer fields among {', '.join(first) or 'none'}", where=f"{where}:1",
+            raise LlfError(f"no instruction and answer fields among {', '.join(first) or 'none'}", where=where,
                            key="--prompt", fix="name them: --prompt FIELD --response FIELD")
         prompt, response = prompt or found[0], response or found[1]
-    out = []
-    for i, row in enumerate(rows, 1):
+
+    def pair(lineno: int, row: dict[str, Any]) -> tuple[str, str]:
         for name, option in ((prompt, "--prompt"), (response, "--response")):
             if not isinstance(row.get(name), str):
-                raise LlfError(f"field {name!r} (named by {option}) is missing or not text", where=f"{where}:{i}",
-                               key=name)
+                raise LlfError(f"field {name!r} (named by {option}) is missing or not text",
+                               where=f"{opts.input}:{lineno}", key=name)
         instruction = row[prompt]
         if prompt == "instruction" and isinstance(row.get("input"), str) and row["input"].strip():
             instruction = f"{instruction}\n{row['input']}"
-        out.append((instruction, row[response]))
-    return out
+        return instruction, row[response]
+
+    return pair
+
+
+def check_rows(opts: IfdOptions):
+    """Read the input once before any model is loaded, so a bad row stops the run at once: -> (pair function, rows)."""
+    pair, count = None, 0
+    for lineno, row in numbered_rows(opts.input):
+        if pair is None:
+            pair = pair_of(opts, row, f"{opts.input}:{lineno}")
+        pair(lineno, row)
+        count += 1
+    if pair is None:
+        raise LlfError("has no rows", where=str(opts.input))
+    return pair, count
 
 
 def encode(tokenizer, instruction: str, answer: str, cutoff: int) -> tuple[list[int], list[int], list[int]]:
@@ -154,35 +166,42 @@ def _settings(opts: IfdOptions, model: dict[str, Any]) -> dict[str, Any]:
             "prompt": opts.prompt, "response": opts.response, "cutoff": opts.cutoff}
 
 
-def _resume(path: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
-    """The scores a previous run with the same settings wrote; none when there is no such run."""
+def _resume(path: Path, settings: dict[str, Any]) -> tuple[array, int]:
+    """The scores a previous run with the same settings wrote, and the byte length of its whole lines: ([], 0) when
+    there is no such run. A line a stop cut short, and anything after it, is not counted."""
+    scores, good = array("d"), 0
     if not path.is_file():
-        return []
-    lines = path.read_bytes().splitlines()
-    head, done = None, []
-    try:
-        head = orjson.loads(lines[0]) if lines else None
-        for line in lines[1:]:
-            done.append(orjson.loads(line))
-    except orjson.JSONDecodeError:
-        pass  # a line cut short by a stop: the whole lines before it count
-    if head != {"settings": settings}:
-        return []
-    return done
+        return scores, 0
+    with path.open("rb") as fh:
+        for i, line in enumerate(fh):
+            try:
+                record = orjson.loads(line) if line.endswith(b"\n") else None
+            except orjson.JSONDecodeError:
+                record = None
+            if i == 0 and record != {"settings": settings}:
+                return array("d"), 0
+            if record is None or (i and record.get("row") != i):
+                break
+            if i:
+                scores.append(math.nan if record["ifd"] is None else record["ifd"])
+            good += len(line)
+    return scores, good
 
 
 def select(opts: IfdOptions, say=print) -> tuple[int, int]:
-    """Score every row of opts.input and write the chosen rows to opts.output; returns (kept, scored)."""
+    """Score every row of opts.input and write the chosen rows to opts.output; returns (kept, scored).
+
+    The input is streamed (read once to check it, once to score the rows not scored yet, once to write the rows
+    kept): memory holds one batch of rows and one float per row, whatever the size of the input."""
     from llf_recipes.atomic import open_atomic
 
-    rows = read_rows(opts.input)
-    pairs = texts(rows, opts, str(opts.input))
+    pair, total = check_rows(opts)
     model = resolve_model(opts.model, opts.output_root)
     settings = _settings(opts, model)
-    done = _resume(opts.scores_path, settings)
-    if done:
-        say(f"{opts.scores_path}: resuming after {len(done)} scored row(s)")
-    if len(done) < len(rows):
+    scores, length = _resume(opts.scores_path, settings)
+    if scores:
+        say(f"{opts.scores_path}: resuming after {len(scores)} scored row(s)")
+    if len(scores) < total:
         from transformers import AutoTokenizer
 
         from llf_recipes.eval.scoring import load_model, pick_device, pick_dtype
@@ -190,21 +209,28 @@ def select(opts: IfdOptions, say=print) -> tuple[int, int]:
         device = pick_device(opts.device)
         net = load_model(model, device, pick_dtype(opts.dtype, device))
         tokenizer = AutoTokenizer.from_pretrained(model["base"], trust_remote_code=True)
-        with opts.scores_path.open("wb") as fh:  # rewritten whole: a line a stop cut short goes
-            fh.write(orjson.dumps({"settings": settings}, option=orjson.OPT_APPEND_NEWLINE))
-            for record in done:
-                fh.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        with opts.scores_path.open("r+b" if length else "wb") as fh:
+            fh.truncate(length)  # a line a stop cut short goes
+            fh.seek(length)
+            if not length:
+                fh.write(orjson.dumps({"settings": settings}, option=orjson.OPT_APPEND_NEWLINE))
             chunk = max(opts.batch_size * 8, 64)
-            for start in range(len(done), len(rows), chunk):
-                scored = score_batch(net, tokenizer, pairs[start:start + chunk], opts.cutoff, opts.batch_size)
-                scored = [{"row": i, **record} for i, record in enumerate(scored, start + 1)]
-                for record in scored:
-                    fh.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+            rows = islice(numbered_rows(opts.input), len(scores), None)
+            while batch := list(islice(rows, chunk)):
+                first = len(scores) + 1
+                scored = score_batch(net, tokenizer, [pair(*numbered) for numbered in batch], opts.cutoff,
+                                     opts.batch_size)
+                for i, record in enumerate(scored, first):
+                    fh.write(orjson.dumps({"row": i, **record}, option=orjson.OPT_APPEND_NEWLINE))
+                    scores.append(math.nan if record["ifd"] is None else record["ifd"])
                 fh.flush()
-                done += scored
-    scores = [d["ifd"] for d in done]
-    kept = choose(scores, opts.top, opts.min, opts.max)
+    values = [None if math.isnan(s) else s for s in scores]
+    chosen = choose(values, opts.top, opts.min, opts.max)
+    kept = iter(chosen)
     with open_atomic(opts.output) as out:
-        for i in kept:
-            out.write(orjson.dumps(rows[i], option=orjson.OPT_APPEND_NEWLINE))
-    return len(kept), sum(s is not None for s in scores)
+        wanted = next(kept, None)
+        for i, (_, row) in enumerate(numbered_rows(opts.input)):
+            if i == wanted:
+                out.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+                wanted = next(kept, None)
+    return len(chosen), sum(v is not None for v in values)

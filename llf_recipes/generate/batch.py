@@ -31,12 +31,13 @@ class Request:
     limit: int | None = None
     seed: int = 42
     progress: bool = True
+    backend: str = "huggingface"  # LLaMA-Factory's infer_backend: huggingface (ChatModel) or vllm (batches)
 
     @property
     def settings(self) -> dict[str, Any]:
         """What decides the answers; kept in every row, and a resumed output must have been written with the same."""
         return {"run": str(self.run_dir.resolve()), "model": model_id(self.run_dir, self.data), "datasets": self.datasets, "num_return": self.num_return,
-                "seed": self.seed, **self.sampling}
+                "seed": self.seed, "backend": self.backend, **self.sampling}
 
 
 def model_id(run_dir: Path, data: dict[str, Any]) -> str:
@@ -58,7 +59,9 @@ def plain_model(path: Path, template: str | None) -> dict[str, Any]:
 def check_sampling(num_return: int, sampling: dict[str, Any]) -> None:
     if num_return < 1:
         raise LlfError(f"--num-return {num_return} must be at least 1", key="--num-return")
-    if num_return > 1 and sampling.get("do_sample") is False:
+    from llf_recipes.sampling import is_greedy
+
+    if num_return > 1 and is_greedy(sampling):
         raise LlfError(f"--num-return {num_return} with --temperature 0 would repeat one greedy answer",
                        key="--num-return", fix="sample with --temperature above 0 (e.g. 0.8), or --num-return 1")
 
@@ -130,16 +133,19 @@ def generate(request: Request) -> dict[str, int]:
     counts = {"prompts": len(rows), "skipped": len(rows) - len(todo), "generated": 0}
     if not todo:
         return counts
-    config = infer_config(request.run_dir, request.data, infer_backend="huggingface", **request.sampling)
+    config = infer_config(request.run_dir, request.data, infer_backend=request.backend, **request.sampling)
     from llf_recipes.stepslog import progress_bar
 
     bar = progress_bar(len(rows), f"generate {request.output.name}", request.progress, "prompt", counts["skipped"])
+    if request.backend == "vllm":
+        from llf_recipes.generate import vllm_batch
+
+        answered = vllm_batch.answers(config, todo, request, quiet=lambda: _engine_quiet(log),
+                                      failed=lambda what, exc: _engine_error(what, exc, log))
+    else:
+        answered = _chat_answers(config, todo, request, log)
     with open(request.output, "a", encoding="utf-8") as out:
-        with _engine_quiet(log):
-            model = _load(config, log)
-        for index, row in todo:
-            with _engine_quiet(log):
-                answers = _answer(model, row, request, index, log)
+        for index, row, answers in answered:
             record = {"index": index, "prompt": row["_prompt"], "system": row.get("_system") or None,
                       "reference": reference_of(row), "answers": answers, "settings": settings}
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -157,6 +163,16 @@ def _engine_quiet(log: Path):
 
     with output_to(log), contextlib.redirect_stdout(sys.stderr):
         yield
+
+
+def _chat_answers(config: dict[str, Any], todo: list, request: Request, log: Path):
+    """(index, row, answers) for every prompt to do, one at a time, from LLaMA-Factory's ChatModel."""
+    with _engine_quiet(log):
+        model = _load(config, log)
+    for index, row in todo:
+        with _engine_quiet(log):
+            answers = _answer(model, row, request, index, log)
+        yield index, row, answers
 
 
 def _load(config: dict[str, Any], log: Path):

@@ -90,7 +90,7 @@ def _execute_ray(plan: LaunchPlan, log: Path, options: LaunchOptions) -> int:
 
         job = NodeJob(0, "ray driver", "[ray] ", watchdog_argv(argv), {**os.environ, **env},
                       log.parent / f"llf-{plan.stage}.ray.log")
-        code, message = run_jobs([job], log)
+        code, message = run_jobs([job], log, plan.stage)
         if code:
             print(f"error: stage {plan.stage}: {message}", file=sys.stderr, flush=True)
         return code

@@ -1,7 +1,11 @@
 """What every launcher shares: node jobs started as processes here (a local watchdog, an ssh client, sbatch's
-follower), their output streamed with a per-node prefix to the terminal, a log per node and one combined log, and
+follower), their output streamed into a log per node and one combined log (lines prefixed with the node), and
 all-or-nothing stop: when one fails, on Ctrl-C or SIGTERM, every other is stopped (stdin closed, so its watchdog ends
 the node's tree; then SIGTERM; then SIGKILL). The exit code is the worst rank's.
+
+The terminal gets what it gets of a single-node run: llf-recipes' own lines and the engines' warnings and errors (each
+once, with the node's prefix), everything with --verbose; a closing line per node, and on failure the tail of the
+failing node's log.
 
 A run may have long-lived service jobs (a Ray node per host) beside its work: `Runner` starts them, waits for a
 readiness check, runs the work, and stops the services when the work ends. A service that ends while the work still
@@ -20,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llf_recipes.console import EngineEcho, print_tail
 from llf_recipes.errors import LlfError
 from llf_recipes.launchers.watchdog import STOP_GRACE_S
 
@@ -37,6 +42,7 @@ class NodeJob:
     code: int | None = None
     stopped: bool = False  # ended by us, not by itself
     reader: threading.Thread | None = field(default=None, repr=False)
+    echo: EngineEcho | None = field(default=None, repr=False)  # what the terminal sees of its output
 
 
 class Terminated(Exception):
@@ -57,12 +63,12 @@ class Runner:
         prefix = job.label.encode()
         with open(job.log_path, "ab") as log:
             assert job.proc is not None and job.proc.stdout is not None
+            echo = job.echo or EngineEcho(prefix=job.label)
             for line in job.proc.stdout:
                 log.write(line)
                 log.flush()
                 with self.lock:
-                    sys.stdout.buffer.write(prefix + line)
-                    sys.stdout.buffer.flush()
+                    echo(line)
                     self.combined.write(prefix + line)
                     self.combined.flush()
 
@@ -172,10 +178,11 @@ class Runner:
 Phase = Callable[[Runner], "list[NodeJob] | None"]
 
 
-def run_phases(combined_log: Path, phases: list[Phase]) -> tuple[int, str]:
+def run_phases(combined_log: Path, phases: list[Phase], stage: str | None = None) -> tuple[int, str]:
     """Run `phases` in order with one Runner; each starts jobs and waits, returning the failed jobs ([] or None =
     go on). Every job is stopped at the end, on the first failure, on Ctrl-C (130) or SIGTERM (143).
-    Returns (exit code, message): 0 and "" when every work job succeeded."""
+    Returns (exit code, message): 0 and "" when every work job succeeded. With `stage`, the terminal gets a closing
+    line per node, and on failure the tail of the first failing node's log."""
     runner = Runner(combined_log)
     old_term = None
     if threading.current_thread() is threading.main_thread():
@@ -195,14 +202,34 @@ def run_phases(combined_log: Path, phases: list[Phase]) -> tuple[int, str]:
             interrupted = 143
         finally:
             runner.stop()
-        return runner.outcome(failed, interrupted)
+        code, message = runner.outcome(failed, interrupted)
+        if stage is not None:
+            closing(stage, runner.jobs, failed, interrupted)
+        return code, message
     finally:
         runner.close()
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
 
 
-def run_jobs(jobs: list[NodeJob], combined_log: Path) -> tuple[int, str]:
+def closing(stage: str, jobs: list[NodeJob], failed: list[NodeJob], interrupted: int) -> None:
+    """One line per node that ran the stage's work (how it ended, its log); the failing node's last lines."""
+    work = [j for j in jobs if not j.service]
+    if not work:
+        return
+    def ended(job: NodeJob) -> str:
+        if job.stopped:
+            return "stopped"
+        return "finished" if job.code == 0 else f"exit code {job.code}"
+    stream = sys.stderr if failed or interrupted else sys.stdout
+    for job in work:
+        print(f"stage {stage}: node {job.node_rank} ({job.host}) {ended(job)}, log {job.log_path}", file=stream, flush=True)
+    if failed and not interrupted:  # a node that failed first may take the others down: each one's last lines
+        for job in failed[:3]:
+            print_tail(job.log_path, f"node {job.node_rank} ({job.host})")
+
+
+def run_jobs(jobs: list[NodeJob], combined_log: Path, stage: str | None = None) -> tuple[int, str]:
     """Start every job, stream its output, stop them all when one fails or on Ctrl-C/SIGTERM."""
 
     def all_at_once(runner: Runner) -> list[NodeJob]:
@@ -210,4 +237,4 @@ def run_jobs(jobs: list[NodeJob], combined_log: Path) -> tuple[int, str]:
             runner.start(job)
         return runner.wait()
 
-    return run_phases(combined_log, [all_at_once])
+    return run_phases(combined_log, [all_at_once], stage)

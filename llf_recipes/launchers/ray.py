@@ -231,7 +231,7 @@ def execute_with_cluster(plan: LaunchPlan, log_dir: Path, ssh_config: str | None
         runner.start(driver)
         return runner.wait()
 
-    code, message = run_phases(log_dir / f"llf-{stage}.log", [start_head, start_workers, run_driver])
+    code, message = run_phases(log_dir / f"llf-{stage}.log", [start_head, start_workers, run_driver], stage)
     if code:
         print(f"error: stage {stage}: {message}", file=sys.stderr, flush=True)
     else:
@@ -266,7 +266,7 @@ def execute_attached(plan: LaunchPlan, log_dir: Path, address: str, python: str,
         runner.start(job)
         return runner.wait()
 
-    code, message = run_phases(log_dir / f"llf-{plan.stage}.log", [run])
+    code, message = run_phases(log_dir / f"llf-{plan.stage}.log", [run], plan.stage)
     if code:
         print(f"error: stage {plan.stage}: {message}", file=sys.stderr, flush=True)
     return code

@@ -143,12 +143,16 @@ def job_state(job_id: str) -> tuple[str, str]:
 
 
 class _Tail:
-    """New lines of every node's log, printed with the node's prefix."""
+    """New lines of every node's log, shown as a local run shows its engine's (warnings and errors once, with the
+    node's prefix; everything with --verbose)."""
 
     def __init__(self, paths: list[tuple[str, Path]]):
+        from llf_recipes.console import EngineEcho
+
         self.paths = paths
         self.offsets = {p: 0 for _, p in paths}
         self.partial = {p: b"" for _, p in paths}
+        self.echo = {p: EngineEcho(prefix=label) for label, p in paths}
 
     def pump(self) -> None:
         for label, path in self.paths:
@@ -163,8 +167,7 @@ class _Tail:
             self.offsets[path] += len(data)
             *lines, self.partial[path] = (self.partial[path] + data).split(b"\n")
             for line in lines:
-                sys.stdout.buffer.write(label.encode() + line + b"\n")
-            sys.stdout.buffer.flush()
+                self.echo[path](line + b"\n")
 
 
 def cancel(job_id: str, timeout: float = 60) -> str:
@@ -225,9 +228,35 @@ def execute(plan: LaunchPlan, log_dir: Path, options) -> int:
             signal.signal(signal.SIGTERM, old_term)
     tail.pump()
     exit_code = int(code.split(":")[0]) if code and code.split(":")[0].isdigit() else (0 if state == "COMPLETED" else 1)
+    _closing(plan.stage, job_id, state, out_path, [node_log(log_dir, plan.stage, r) for r in range(nnodes)])
     if state != "COMPLETED" or exit_code:
         print(f"error: stage {plan.stage}: SLURM job {job_id} ended {state or 'unknown'} (exit {code or '?'}); logs: "
               f"{out_path}, {node_log(log_dir, plan.stage, 0).parent}/llf-{plan.stage}.node*.log", file=sys.stderr,
               flush=True)
         return exit_code or 1
     return 0
+
+
+def failed_tasks(out_path: Path) -> list[int]:
+    """The node ranks srun reported as failed in the job's output (`srun: error: HOST: task N: Exited with ...`)."""
+    try:
+        text = out_path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return sorted({int(m) for m in re.findall(r"srun: error: \S+: tasks? (\d+)(?:-\d+)?: (?:Exited|Killed|Terminated)", text)})
+
+
+def _closing(stage: str, job_id: str, state: str, out_path: Path, logs: list[Path]) -> None:
+    """One line per node's log; when the job failed, the last lines of the failing node's log (else the job's)."""
+    from llf_recipes.console import print_tail
+
+    ok = state == "COMPLETED"
+    print(f"stage {stage}: SLURM job {job_id} {state or 'gone'}; " + "; ".join(f"node {r} log {p}" for r, p in enumerate(logs)),
+          file=sys.stdout if ok else sys.stderr, flush=True)
+    if ok:
+        return
+    ranks = [r for r in failed_tasks(out_path) if r < len(logs)]
+    if ranks:
+        print_tail(logs[ranks[0]], f"node {ranks[0]}")
+    else:
+        print_tail(out_path, f"SLURM job {job_id}")

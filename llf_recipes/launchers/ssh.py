@@ -288,7 +288,7 @@ def execute(plan: LaunchPlan, log_dir: Path, ssh_config: str | None) -> int:
     jobs = node_jobs(plan, log_dir, cfg)
     hosts = ", ".join(f"node {j.node_rank} {j.host} -> {j.log_path}" for j in jobs)
     print(f"stage {plan.stage}: starting {len(jobs)} node(s): {hosts}", flush=True)
-    code, message = run_jobs(jobs, log_dir / f"llf-{plan.stage}.log")
+    code, message = run_jobs(jobs, log_dir / f"llf-{plan.stage}.log", plan.stage)
     if code:
         print(f"error: stage {plan.stage}: {message}", file=sys.stderr, flush=True)
     return code

@@ -1,0 +1,162 @@
+"""Every line of a large JSONL file checked by this process and worker processes at once, merged in file order.
+
+The file is cut at line starts into chunks of about CHUNK_BYTES (each process finds the same cuts) and dealt round
+robin: chunk k to process k % n, this one being process 0. A process reads its chunk with one pread, checks each line
+with the same line_checker as a single process would, and returns one code per line (blank, passed, bad, or why it was
+dropped) with the characters of each row and what the options need: the dedup digest of each row that passed, the
+bytes to write when no sample is taken, line offsets when one is. This process merges the chunks in file order, so
+dedup keeps the first copy, rejects and a stop name the same file:line, the sample draws the same rows and the output
+is byte for byte a single process's. Memory stays a few MB per process whatever the size of the file: a worker is at
+most one chunk ahead (its pipe blocks until that chunk is merged), and a sampled row is held as its offset and read
+back at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from itertools import compress
+from typing import TYPE_CHECKING
+
+from llf_recipes.data.clean_check import CleanOptions, CleanStats
+from llf_recipes.data.clean_lines import (
+    BLANK,
+    DUPLICATE,
+    EMPTY,
+    MAX_CHARS,
+    OPTIONS,
+    PASSED,
+    PASSED_VAL,
+    BadLine,
+    chunks,
+    receive,
+    send,
+)
+from llf_recipes.data.clean_write import reject
+
+if TYPE_CHECKING:
+    from llf_recipes.data.clean_sample import Sample
+    from llf_recipes.data.clean_write import Writer
+
+# Small chunks keep each process's memory small (a chunk and its lines); a worker imports only what checking needs.
+CHUNK_BYTES = 1 << 18
+MIN_BYTES = 64 << 20  # below this, starting a worker costs more than it saves
+_DROPPED = ((EMPTY, "empty"), (MAX_CHARS, "max_chars"), (DUPLICATE, "duplicate"))
+
+
+def _table(*codes: int) -> bytes:
+    """A bytes.translate table: 1 for the given codes, 0 for every other."""
+    return bytes(1 if i in codes else 0 for i in range(256))
+
+
+_ANY_PASSED, _TRAIN, _VAL = _table(PASSED, PASSED_VAL), _table(PASSED), _table(PASSED_VAL)
+
+
+def workers_for(opts: CleanOptions, size: int, is_file: bool) -> int:
+    """Worker processes to start besides this one: none for a small input, for options that need this process's
+    state line by line (near-dedup, a tokenizer), or on one core."""
+    if not is_file or size < MIN_BYTES or opts.near_dedup is not None or opts.max_tokens is not None \
+            or opts.token_stats or not opts.parses_every_line:
+        return 0
+    return 1 if (os.cpu_count() or 1) > 1 else 0
+
+
+class _Worker:
+    def __init__(self, job: tuple):
+        import subprocess
+        import tempfile
+
+        self.err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        code = "from llf_recipes.data.clean_lines import serve; serve()"
+        # A fresh interpreter: a forked one would carry this process's memory. close_fds=False lets subprocess use
+        # posix_spawn, which execs at once (this process's descriptors are not inheritable, so none leaks).
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.err, close_fds=False)
+        send(self.proc.stdin, job)
+        self.proc.stdin.close()
+
+    def result(self) -> tuple:
+        """The next chunk's (offset, scan's result), as scan returns it."""
+        try:
+            lo, n, codes, chars, starts, digests, rows, bad = receive(self.proc.stdout)
+        except EOFError:
+            self.proc.wait()
+            self.err.seek(0)
+            detail = self.err.read().decode(errors="replace").strip().splitlines()
+            raise RuntimeError(f"a clean worker process stopped (exit {self.proc.returncode})"
+                               + (f": {detail[-1]}" if detail else "")) from None
+        starts = memoryview(starts).cast("Q") if starts is not None else None
+        return lo, (n, bytearray(codes), memoryview(chars).cast("I"), starts, digests, rows, bad)
+
+    def close(self, ok: bool) -> None:
+        if not ok:
+            self.proc.kill()
+        self.proc.stdout.close()
+        self.proc.wait()
+        self.err.close()
+
+
+def every_line(fd: int, size: int, where: str, writer: Writer, sample: Sample | None, rejects, stats: CleanStats,
+               opts: CleanOptions, workers: int, advance: Callable | None = None,
+               taken: frozenset = frozenset()) -> int:
+    """As Reader.every_line, over the file `fd` with `workers` worker processes: rows that pass are written, or
+    offered to the sample as (offset, length, characters). Returns how many rows passed."""
+    procs = workers + 1
+    with_sample = sample is not None
+    chunk = CHUNK_BYTES
+    started, ok = [], False
+    try:
+        for index in range(1, procs):
+            options = {name: getattr(opts, name) for name in OPTIONS}
+            started.append(_Worker((str(opts.input), options, size, index, procs, with_sample, chunk)))
+        mine = chunks(fd, size, opts, 0, procs, with_sample, chunk)
+        seen: set[bytes] | None = set() if opts.dedup or opts.dedup_on else None
+        dropped, out, val = stats.dropped, writer.out, writer.val
+        next_line = sample.next_line if with_sample else 0
+        base = kept = parsed = 0
+        for k in range(-(-size // chunk)):
+            lo, (n, codes, chars, starts, digests, rows, bad) = next(mine) if k % procs == 0 else \
+                started[k % procs - 1].result()
+            for i, reason, field, fix, piece in bad:
+                reject(rejects, stats, where, base + i + 1, piece, BadLine(reason, field, fix))
+            if seen is not None:
+                for i, digest in zip(compress(range(n), digests), filter(None, digests)):
+                    if digest in seen:
+                        codes[i] = DUPLICATE
+                    else:
+                        seen.add(digest)
+            parsed += n - codes.count(BLANK) - len(bad)
+            for code, reason in _DROPPED:
+                count = codes.count(code)
+                if count:
+                    dropped[reason] += count
+            passed = codes.translate(_ANY_PASSED)
+            kept += passed.count(1)
+            if rows is not None:
+                train = codes.translate(_TRAIN)
+                out.write(b"".join(compress(rows, train)))
+                stats.written += train.count(1)
+                if val is not None:
+                    to_val = codes.translate(_VAL)
+                    val.write(b"".join(compress(rows, to_val)))
+                    stats.val_written += to_val.count(1)
+                stats.add_many(compress(chars, passed))
+            if with_sample:
+                end = base + n
+                while next_line <= end:
+                    i = next_line - base - 1
+                    item = None
+                    if passed[i] and next_line not in taken:
+                        item = (lo + starts[i], starts[i + 1] - starts[i], chars[i])
+                    sample.offer(next_line, item)
+                    next_line = sample.next_line
+            base += n
+            if advance is not None:
+                advance(lo)
+        ok = True
+    finally:
+        for worker in started:
+            worker.close(ok)
+    stats.lines, stats.parsed = base, parsed
+    return kept

@@ -1,0 +1,94 @@
+"""`clean` with worker processes (a large input) against `clean` in one process, on the same varied input: the same
+rows in every output file byte for byte, the same rejects with the same file:line, the same counts, the same stop."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from llf_recipes.data import clean_parallel
+from llf_recipes.data.clean import CleanOptions, clean
+from llf_recipes.errors import LlfError
+
+BAD = [b'{"q": "\xff\xfe", "a": "x"}', b"[1, 2]", b'"text"', b"null", b'{"q": "cut', b'{"q": NaN, "a": "x"}',
+       b'{"q": "a\x01b", "a": "x"}', b"\xef\xbb\xbf" + b'{"q": "bom", "a": "x"}', b'{"q": ' + b"[" * 1100 + b"]" * 1100 + b"}",
+       b"{'q': 'single'}", b'{"q": "x", "a": "y"},']
+
+
+def varied_lines(n: int, seed: int, bad: bool) -> list[bytes]:
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        kind = rng.random()
+        q = "问" * rng.randint(0, 30) + str(i % 40)  # i % 40: exact duplicates of the text fields, not of the row
+        a = rng.choice(["", " \u3000", "答" * rng.randint(1, 60), "x" * 300, None, ["list"], {}, 7])
+        row = {"id": i, "q": q, "a": a} if kind > 0.05 else {"id": i, "q": q}  # some lack "a"
+        if kind > 0.97:
+            row = {"q": "同一行", "a": "完全相同"}  # whole-row duplicates
+        line = json.dumps(row, ensure_ascii=rng.random() < 0.2).encode()
+        if rng.random() < 0.03:
+            line = b""  # a blank line
+        elif rng.random() < 0.02:
+            line = b"  \t"
+        if bad and rng.random() < 0.03:
+            line = rng.choice(BAD)
+        lines.append(line + (b"\r\n" if rng.random() < 0.1 else b"\n"))
+    return lines
+
+
+def run(tmp_path, name: str, src, workers: int, chunk: int, monkeypatch, **options):
+    out, val = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.val.jsonl"
+    opts = CleanOptions(input=src, output=out, seed=3, **options)
+    if "val_ratio" in options:
+        opts.val_out = val
+    monkeypatch.setattr(clean_parallel, "workers_for", lambda *a: workers)
+    monkeypatch.setattr(clean_parallel, "CHUNK_BYTES", chunk)
+    merged = []
+    every_line = clean_parallel.every_line
+    monkeypatch.setattr(clean_parallel, "every_line", lambda *a, **k: merged.append(1) or every_line(*a, **k))
+    try:
+        stats = clean(opts)
+    except LlfError as exc:
+        return ("stopped", str(exc))
+    finally:
+        assert bool(merged) == (workers > 0)
+    files = [p.read_bytes() if p.exists() else None for p in (out, val, opts.rejects)]
+    counts = (stats.lines, stats.parsed, stats.read, dict(stats.dropped), stats.rejected, stats.written,
+              stats.val_written, stats.chars_min, stats.chars_max, stats.chars_total)
+    return files, counts
+
+
+OPTIONS = [
+    {"fields": ("q", "a"), "drop_empty": True, "stats": True, "skip_bad": True},
+    {"fields": ("q", "a"), "drop_empty": True, "max_chars": 200, "sample": 50, "stats": True, "skip_bad": True},
+    {"drop_empty": True, "dedup": True, "skip_bad": True, "rename": {"q": "prompt"}},
+    {"fields": ("q",), "dedup_on": ("q",), "sample": 300, "skip_bad": True, "max_chars": 25},
+    {"fields": ("q",), "max_chars": 28, "sample": 5, "dedup": True, "skip_bad": True},  # a second pass over the lines
+    {"fields": ("q",), "val_ratio": 0.2, "group_by": "q", "skip_bad": True, "dedup": True},
+    {"fields": ("q", "a"), "drop_empty": True, "stats": True},  # stops at the first bad line
+]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=[str(i) for i in range(len(OPTIONS))])
+def test_workers_write_what_one_process_writes(tmp_path, monkeypatch, options):
+    src = tmp_path / "in.jsonl"
+    lines = varied_lines(1500, seed=len(str(options)), bad=True)
+    lines[-1] = lines[-1].rstrip(b"\r\n")  # the last line without its newline
+    src.write_bytes(b"".join(lines))
+    one = run(tmp_path, "one", src, 0, 1 << 20, monkeypatch, **options)
+    assert one[0] == "stopped" or one[1][5] > 0, one  # something is written (or the run stops)
+    for workers, chunk in ((1, 997), (2, 4096), (1, 1 << 20)):
+        many = run(tmp_path, f"w{workers}-{chunk}", src, workers, chunk, monkeypatch, **options)
+        assert many == one, (workers, chunk)
+
+
+def test_workers_stop_at_the_first_bad_line_with_its_file_and_line(tmp_path, monkeypatch):
+    src = tmp_path / "in.jsonl"
+    lines = varied_lines(3000, seed=5, bad=False)
+    lines[2345] = b'{"q": "\xff", "a": "x"}\n'
+    src.write_bytes(b"".join(lines))
+    stopped = run(tmp_path, "many", src, 1, 2048, monkeypatch, fields=("q",), stats=True)
+    assert stopped[0] == "stopped" and f"{src}:2346: invalid UTF-8 at byte 8" in stopped[1], stopped
+    assert not (tmp_path / "many.jsonl").exists()
