@@ -107,6 +107,7 @@ def test_the_smoke_run_trains_sft_and_dpo_on_the_models_own_scored_answers(pipel
     assert len(rows) == 4 and all(len(r["answers"]) == 4 for r in rows)
     assert rows[0]["settings"]["model"].endswith(str((runs / "sft").resolve()))
     assert data["generate"]["metrics"] == {"prompts": 4, "answers": 16}
+    assert "[3/6] generate: step 4/4" in first.stderr  # its progress, read from the steps log it wrote
     # score: one reward per answer from the rm stage's value head
     scored = [json.loads(x) for x in (runs / "score" / "scored.jsonl").read_text().splitlines()]
     assert [len(r["scores"]) for r in scored] == [4, 4, 4, 4]
