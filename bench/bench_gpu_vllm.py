@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 def cli(*argv: str, timeout: int = 1800) -> tuple[float, subprocess.CompletedProcess]:
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "llf_recipes", *map(str, argv)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, check=False)
     return time.perf_counter() - start, proc
 
 

@@ -38,6 +38,7 @@ def run_cli_subprocess(*argv: str, cwd: Path | None = None, env: dict | None = N
     return subprocess.run(
         [sys.executable, "-m", "llf_recipes", *map(str, argv)],
         cwd=cwd or ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout,
+        check=False,
     )
 
 

@@ -23,6 +23,7 @@ def test_list_hostfiles_and_datasets(cli):
     layouts = {d["name"]: d["layout"] for d in json.loads(out)}
     assert layouts["1gpu"] == "1 node x 1 GPU" and layouts["2node-8gpu"] == "2 nodes x 8 GPUs = 16"
     code, out, _ = cli("list", "--datasets", "--json")
+    assert code == 0
     names = {d["name"] for d in json.loads(out)}
     assert {"huanhuan", "zhihu_rlhf", "zhihu_sft", "belle_0.5m", "belle_2m", "ultrafeedback_prefs", "ultrafeedback_kto"} <= names
 
@@ -44,7 +45,7 @@ def test_unknown_recipe_suggests(cli):
 
 
 def test_cp_refuses_to_overwrite(cli, tmp_path):
-    code, out, _ = cli("cp", "sft-huanhuan", tmp_path)
+    code, _, _ = cli("cp", "sft-huanhuan", tmp_path)
     assert code == 0 and (tmp_path / "sft-huanhuan.yaml").is_file()
     (tmp_path / "sft-huanhuan.yaml").write_text("edited", encoding="utf-8")
     code, _, err = cli("cp", "sft-huanhuan", tmp_path)
@@ -75,7 +76,7 @@ def test_render_stdout_is_plain_llamafactory_yaml(cli):
 
 
 def test_render_to_directory(cli, tmp_path):
-    code, out, _ = cli("render", "zhihu", "--hostfile", "2node-8gpu", "-o", tmp_path)
+    code, _, _ = cli("render", "zhihu", "--hostfile", "2node-8gpu", "-o", tmp_path)
     assert code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dpo.yaml", "ds_z3_config.json", "sft.yaml"]
     dpo = yamlio.load((tmp_path / "dpo.yaml").read_text(encoding="utf-8"))
@@ -84,7 +85,7 @@ def test_render_to_directory(cli, tmp_path):
 
 
 def test_render_refuses_invalid_and_writes_nothing(cli, tmp_path):
-    code, out, err = cli("render", "sft-huanhuan", "--set", "lerning_rate=1e-4", "-o", tmp_path / "o")
+    code, _, err = cli("render", "sft-huanhuan", "--set", "lerning_rate=1e-4", "-o", tmp_path / "o")
     assert code == 1 and "lerning_rate" in err and "learning_rate" in err
     assert not (tmp_path / "o").exists()
 
@@ -152,6 +153,7 @@ def test_dry_run_single_gpu_and_npu(cli):
     code, out, _ = cli("run", "sft-huanhuan", "--gpus", "0,1", "--device", "npu", "--dry-run", "--master-port", "29611")
     assert "ASCEND_RT_VISIBLE_DEVICES=0,1" in out and "MASTER_PORT=29611" in out and "CUDA_VISIBLE_DEVICES" not in out
     code, out, _ = cli("run", "sft-huanhuan-full", "--gpus", "0", "--dry-run")
+    assert code == 0
     assert "FORCE_TORCHRUN=1" in out and "ds_z2_offload_config.json" in out  # DeepSpeed on one GPU needs torchrun
 
 

@@ -38,7 +38,7 @@ def test_convert_drops_and_counts_rows_without_a_number(cli, tmp_path):
 
 
 def test_prepare_gsm8k_sample(cli, tmp_path):
-    code, out, err = cli("prepare", "gsm8k_grpo", "--sample", "--data-dir", tmp_path)
+    code, _, err = cli("prepare", "gsm8k_grpo", "--sample", "--data-dir", tmp_path)
     assert code == 0, err
     info = json.loads((tmp_path / "dataset_info.json").read_text())
     assert info["gsm8k_grpo"]["columns"]["messages"] == "prompt"

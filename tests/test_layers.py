@@ -17,7 +17,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("llf_recipes", "llf_recipes.errors", "llf_recipes.atomic", "llf_recipes.paths",
                     "llf_recipes.yamlio", "llf_recipes.suggest", "llf_recipes.console", "llf_recipes.ownership",
                     "llf_recipes.templating", "llf_recipes.hardware", "llf_recipes.progress", "llf_recipes.manifest",
-                    "llf_recipes.records", "llf_recipes.checkpoints", "llf_recipes.schema")),
+                    "llf_recipes.records", "llf_recipes.checkpoints", "llf_recipes.schema", "llf_recipes.sampling",
+                    "llf_recipes.stepslog")),
     # What engines exist and where they live, and the catalog that names recipes and datasets by their engines.
     ("registry", ("llf_recipes.engines", "llf_recipes.engines.translate", "llf_recipes.engines.env",
                   "llf_recipes.engines.install", "llf_recipes.engines.check", "llf_recipes.engines.handoff",
@@ -27,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("validate and launchers", ("llf_recipes.validation", "llf_recipes.launchers")),
     ("plan", ("llf_recipes.launch",)),
     ("engines' planning", ("llf_recipes.engines.stages", "llf_recipes.engines.grpo_plan", "llf_recipes.engines.grpo_stage",
-                           "llf_recipes.engines.trl", "llf_recipes.engines.easyr1")),
+                           "llf_recipes.engines.trl", "llf_recipes.engines.easyr1", "llf_recipes.engines.llf")),
     ("pipeline and verbs' work", ("llf_recipes.pipeline", "llf_recipes.preflight", "llf_recipes.summary",
                                   "llf_recipes.eval", "llf_recipes.generate", "llf_recipes.judge", "llf_recipes.use",
                                   "llf_recipes.merge", "llf_recipes.report", "llf_recipes.smoke")),
@@ -56,7 +57,7 @@ def imports(mods: dict[str, Path]) -> dict[str, set[str]]:
     graph = {}
     for name, path in mods.items():
         found = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"), str(path))):
             if isinstance(node, ast.Import):
                 found |= {known(a.name) for a in node.names if a.name.split(".")[0] == "llf_recipes"}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "llf_recipes":
@@ -76,11 +77,29 @@ def imports(mods: dict[str, Path]) -> dict[str, set[str]]:
     return graph
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node that can run: all of them but the bodies of `if TYPE_CHECKING:` (annotations only, never imported)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
 def layer_of(module: str) -> int:
     best, rank = "", None
     for i, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best):
+            inside = module == prefix or (prefix != "llf_recipes" and module.startswith(prefix + "."))
+            if inside and len(prefix) > len(best):
                 best, rank = prefix, i
     assert rank is not None, f"{module} is in no layer of tests/test_layers.py: add it where ARCHITECTURE.md puts it"
     return rank
@@ -133,6 +152,13 @@ def test_the_graph_sees_lazy_imports():
     # Imports inside functions count: eval.runner loads eval.session only when it scores a run.
     assert "llf_recipes.eval.session" in graph["llf_recipes.eval.runner"]
     assert "llf_recipes.launchers" in graph["llf_recipes.launch"]  # via launchers.command: the package runs too
+
+
+def test_type_checking_imports_are_not_runtime_imports():
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import llf_recipes.cli\n"
+                     "def f():\n    import llf_recipes.pipeline\n")
+    names = {a.name for n in _runtime_nodes(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert names == {"llf_recipes.pipeline"}
 
 
 def test_the_cycle_finder_finds_a_lazy_loop():

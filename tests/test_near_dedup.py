@@ -88,7 +88,7 @@ def test_dedup_on_a_field(cli, tmp_path):
             {"prompt": "p2", "response": "a", "extra": 1}]
     src = write_jsonl(tmp_path / "raw.jsonl", rows)
     out = tmp_path / "out.jsonl"
-    code, stdout, _ = cli("clean", src, "-o", out, "--dedup-on", "prompt", "--stats")
+    code, _, _ = cli("clean", src, "-o", out, "--dedup-on", "prompt", "--stats")
     assert code == 0
     assert [json.loads(line) for line in out.read_text().splitlines()] == [rows[0], rows[2]]
     assert cli("clean", src, "-o", out, "--dedup-on", "prompt,response")[0] == 0

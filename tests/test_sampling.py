@@ -83,7 +83,7 @@ def test_vllm_without_the_package_stops_before_the_model_loads(verb, run_dir, cl
     pytest.importorskip("llamafactory")
     if __import__("importlib").util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here")
-    code, out, err = cli(*verb_argv(verb, run_dir, tmp_path), "--backend", "vllm")
+    code, _, err = cli(*verb_argv(verb, run_dir, tmp_path), "--backend", "vllm")
     assert code == 2, err
     assert err.splitlines()[0] == "error: --backend vllm needs the vllm package, which is not installed"
     assert "pip install 'llf-recipes[vllm]'" in err and "Traceback" not in err

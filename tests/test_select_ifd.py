@@ -112,8 +112,7 @@ def test_a_large_input_is_streamed_and_an_interrupted_run_resumes_without_rescor
 
     import transformers
 
-    from llf_recipes.eval import ifd
-    from llf_recipes.eval import scoring
+    from llf_recipes.eval import ifd, scoring
 
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")

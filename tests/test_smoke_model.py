@@ -24,7 +24,7 @@ def tokenizer(model_dir):
 
 def test_import_does_not_pull_in_torch():
     code = "import sys, llf_recipes.smoke; sys.exit(int(any(m in sys.modules for m in ('torch', 'transformers'))))"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 def test_build_is_deterministic(model_dir, tmp_path):

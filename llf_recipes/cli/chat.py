@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from llf_recipes.cli.common import (add_run_target, add_sampling_args, add_verb, backend_from, run_from,
-                                    sampling_from)
+from llf_recipes.cli.common import add_run_target, add_sampling_args, add_verb, backend_from, run_from, sampling_from
 from llf_recipes.launchers.local import resolve_program
 from llf_recipes.use import inference_yaml
 

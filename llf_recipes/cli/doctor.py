@@ -164,7 +164,7 @@ def engine_checks() -> list[Check]:
             checks.append(Check("engines", name, "info", f"{env.python} on PATH, not checked",
                                 f"llf-recipes engine check {name}"))
         elif env.source == "not installed" or not env.installed():
-            fix = f"llf-recipes engine install {name}" + (" --source EASYR1_CHECKOUT" if name == "easyr1" else "")
+            fix = f"llf-recipes engine install {name}" + (" --source CHECKOUT" if env.engine.source_repo else "")
             checks.append(Check("engines", name, "info", f"not installed: {where}; its stages stop before they start",
                                 fix))
         else:

@@ -55,9 +55,11 @@ def main(args) -> int:
             print(f"note: engine {env.name} is pointed at {env.python} ({env.source}); that one is used, not the "
                   "environment installed here", file=sys.stderr)
         source = args.source
-        if env.name == "easyr1" and not source:
-            raise LlfError("EasyR1 is not on the package registry: name its checkout", key="--source",
-                           fix="git clone https://github.com/hiyouga/EasyR1 && llf-recipes engine install easyr1 --source EasyR1")
+        repo = env.engine.source_repo
+        if repo and not source:
+            checkout = repo.rstrip("/").rsplit("/", 1)[-1]
+            raise LlfError(f"engine {env.name} is not on the package registry: name its checkout", key="--source",
+                           fix=f"git clone {repo} && llf-recipes engine install {env.name} --source {checkout}")
         install(env.engine, find_links=args.find_links, offline=args.offline, force=args.force, source=source,
                 use_uv=not args.no_uv, echo=lambda line: print(line, file=sys.stderr, flush=True))
         return 0
@@ -90,7 +92,7 @@ def _list(overrides: dict[str, str], as_json: bool) -> int:
     for r in rows:
         print(f"{r['name']:<17} {r['state']:<14} {r['summary']}")
         print(f"{'':<17} {r['python']}  ({r['source']})")
-    missing = [r["name"] for r in rows if r["state"] != "ready" and r["lock"] and r["name"] != "easyr1"]
+    missing = [r["name"] for r in rows if r["state"] != "ready" and r["lock"] and not engines.get(r["name"]).source_repo]
     if missing:
         print(f"install with: llf-recipes engine install {missing[0]}", file=sys.stderr)
     return 0

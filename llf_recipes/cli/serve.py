@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from llf_recipes.cli.common import (add_run_target, add_sampling_args, add_verb, backend_from, run_from,
-                                    sampling_from)
+from llf_recipes.cli.common import add_run_target, add_sampling_args, add_verb, backend_from, run_from, sampling_from
 from llf_recipes.console import EngineEcho, print_tail
 from llf_recipes.errors import LlfError
 from llf_recipes.launchers.local import stream

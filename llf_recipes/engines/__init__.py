@@ -39,6 +39,7 @@ class Engine:
     refuses: dict[str, str] = field(default_factory=dict)  # LLaMA-Factory stage -> why this engine cannot run it
     legacy_env: str | None = None  # an older variable naming the interpreter (still honoured)
     planner: str = "llamafactory"  # how its stages are checked and planned (engines/stages.py)
+    source_repo: str | None = None  # not on a package registry: `engine install NAME --source` a checkout of this
 
     @property
     def lock_path(self) -> Path | None:
@@ -96,7 +97,7 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
         ("verl", "transformers", "torch", "vllm", "ray", "omegaconf", "peft", "flash-attn"),
         ("verl.trainer.config", "transformers", "omegaconf", "ray", "torch", "vllm", "flash_attn"),
         lock="easyr1.txt", program=None, transformers_major=4, gpu_only=("vllm", "flash-attn", "flash_attn"),
-        legacy_env="LLF_EASYR1_PYTHON", planner="grpo",
+        legacy_env="LLF_EASYR1_PYTHON", planner="grpo", source_repo="https://github.com/hiyouga/EasyR1",
     ),
     Engine(
         "trl", "TRL's GRPOTrainer for GRPO on one node, CPU too (the environment llf-recipes runs in)",

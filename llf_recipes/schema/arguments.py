@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from llf_recipes import yamlio
@@ -56,7 +57,7 @@ def check_data(s: Settings, r: Collector) -> None:
 def check_probabilities(probs: list[float], r: Collector) -> None:
     """datasets' interleave_datasets draws each row's source with numpy, which refuses weights that are negative or
     do not sum to 1 (within about 1e-8), only once the data loads."""
-    if any(p < 0 or p != p for p in probs):
+    if any(p < 0 or math.isnan(p) for p in probs):
         r.add("interleave-probs-sum", "interleave_probs", f"{','.join(map(str, probs))} has a negative weight",
               "give each dataset a probability between 0 and 1")
     elif abs(sum(probs) - 1.0) > 1e-8:
