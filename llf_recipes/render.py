@@ -16,6 +16,7 @@ from jinja2 import TemplateSyntaxError, UndefinedError
 
 from llf_recipes import engines, templating, yamlio
 from llf_recipes.catalog import Catalog
+from llf_recipes.data.preference import registered_by
 from llf_recipes.errors import LlfError
 from llf_recipes.hardware import BatchPlan, HostLayout, choose_deepspeed, plan_batch
 from llf_recipes.recipe import Recipe, Stage
@@ -325,10 +326,7 @@ class Renderer:
         )
         result.engine = engines.name_for(stage.verb, config, stage.engine)
         engines.adapt(result)
-        if engines.get(result.engine).planner == "llf":  # a pairs stage registers a dataset a later stage reads
-            from llf_recipes.engines.llf import provides
-
-            result.provides = provides(result)
+        result.provides = registered_by(stage.verb, config)  # a pairs stage registers a dataset a later one reads
         for name in result.needs:
             for directory, entries in self._done[name].provides.items():
                 result.upstream_datasets.setdefault(directory, {}).update(entries)

@@ -4,6 +4,11 @@ engine (manifest, skip, resume, report), run for real on the tiny model through 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -151,23 +156,6 @@ def test_a_rerun_skips_every_stage_and_a_generate_change_reruns_only_what_follow
 
 
 @pytest.mark.engine
-def test_an_interrupted_generate_stage_continues_the_rows_it_wrote(pipeline):
-    root, env, _, runs = pipeline
-    _run(root, env, "--set", "generate.temperature=0.7")  # the state the previous test left (or reaches it)
-    answers = runs / "generate" / "answers.jsonl"
-    kept = b"".join(answers.read_bytes().splitlines(keepends=True)[:2])
-    answers.write_bytes(kept)
-    record = json.loads((runs / "generate" / "llf-run.json").read_text())
-    record["status"] = "interrupted"  # what a Ctrl-C during the stage leaves
-    (runs / "generate" / "llf-run.json").write_text(json.dumps(record))
-    proc = _run(root, env, "--set", "generate.temperature=0.7", "--stage", "generate")
-    assert "continuing the rows it wrote" in proc.stdout
-    assert "generated answers to 2 of 4 prompts, 2 already there" in (runs / "generate" / "llf-generate.log").read_text()
-    assert answers.read_bytes().startswith(kept) and len(answers.read_bytes().splitlines()) == 4
-    assert json.loads((runs / "generate" / "llf-run.json").read_text())["status"] == "completed"
-
-
-@pytest.mark.engine
 def test_the_report_lists_the_middle_stages(pipeline):
     root, env, _, runs = pipeline
     proc = run_cli_subprocess("report", runs, cwd=root, env=env, timeout=300)
@@ -177,3 +165,37 @@ def test_the_report_lists_the_middle_stages(pipeline):
     for stage in STAGES:
         assert f"{RECIPE}/{stage}</td>" in section
     assert "prompts 4, answers 16" in section and "pairs " in section
+
+
+@pytest.mark.engine
+def test_an_interrupted_generate_stage_continues_the_rows_it_wrote(pipeline):
+    """Ctrl-C while the stage generates (SIGINT to `run`'s process group, as a terminal sends it); the rerun with the
+    same settings continues after the last finished prompt."""
+    root, env, _, runs = pipeline
+    answers = runs / "generate" / "answers.jsonl"
+    answers.unlink()  # so that only rows of the run below are watched for
+    args = ["--set", "generate.limit=24", "--stage", "generate"]
+    argv = [sys.executable, "-m", "llf_recipes", "run", RECIPE, "--smoke", "--output-root", str(root / "saves"),
+            "--set", f"dataset_dir={root / 'data'}", *args]
+    proc = subprocess.Popen(argv, cwd=root, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if answers.is_file() and answers.read_bytes().count(b"\n") >= 2:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert json.loads((runs / "generate" / "llf-run.json").read_text())["status"] == "interrupted"
+    kept = answers.read_bytes()[: answers.read_bytes().rfind(b"\n") + 1]
+    done = kept.count(b"\n")
+    assert 2 <= done < 24
+    again = _run(root, env, *args)
+    assert "continuing the rows it wrote" in again.stdout
+    assert f"generated answers to {24 - done} of 24 prompts, {done} already there" in \
+        (runs / "generate" / "llf-generate.log").read_text()
+    assert answers.read_bytes().startswith(kept) and len(answers.read_bytes().splitlines()) == 24
+    rows = [json.loads(x) for x in answers.read_text().splitlines()]
+    assert [r["index"] for r in rows] == list(range(24))
+    assert json.loads((runs / "generate" / "llf-run.json").read_text())["status"] == "completed"

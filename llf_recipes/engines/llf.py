@@ -269,16 +269,6 @@ def plan(rendered: RenderedStage) -> tuple[LlfPlan, list[Finding]]:
     return LlfPlan(rendered, config_path, (config_path,), False, (command,), resolve("llf"), outputs), found
 
 
-def provides(rendered: RenderedStage) -> dict[str, dict[str, Any]]:
-    """The dataset a pairs stage registers in its output directory: {output_dir: {name: entry}}."""
-    config = rendered.config
-    if rendered.verb != "pairs" or not config.get("name") or not config.get("output_dir"):
-        return {}
-    from llf_recipes.generate.pairs import entry
-
-    return {str(config["output_dir"]): {str(config["name"]): entry(f"{config['name']}.json")}}
-
-
 def smoke(rendered: RenderedStage, user_keys: dict[str, Any]) -> None:
     """A smoke run: a few prompts, short answers; what the user --set wins."""
     if rendered.verb == "generate":
