@@ -92,3 +92,15 @@ def test_workers_stop_at_the_first_bad_line_with_its_file_and_line(tmp_path, mon
     stopped = run(tmp_path, "many", src, 1, 2048, monkeypatch, fields=("q",), stats=True)
     assert stopped[0] == "stopped" and f"{src}:2346: invalid UTF-8 at byte 8" in stopped[1], stopped
     assert not (tmp_path / "many.jsonl").exists()
+
+
+def test_dedup_keeps_the_same_rows_with_either_digest(tmp_path, monkeypatch):
+    import sys
+
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"".join(varied_lines(2000, seed=9, bad=False)))
+    options = {"dedup": True, "fields": ("q",), "dedup_on": ()}
+    xxh = run(tmp_path, "xxh", src, 0, 1 << 20, monkeypatch, **options)
+    monkeypatch.setitem(sys.modules, "xxhash", None)  # import xxhash now fails: BLAKE2b stands in
+    blake = run(tmp_path, "blake", src, 0, 1 << 20, monkeypatch, **options)
+    assert xxh == blake and xxh[1][3].get("duplicate", 0) > 50

@@ -156,7 +156,8 @@ def test_engine_list_and_an_unknown_name(cli):
     code, out, _ = cli("engine", "list", "--json")
     assert code == 0
     rows = {r["name"]: r for r in json.loads(out)}
-    assert set(rows) == set(engines.ENGINES) == {"llamafactory", "llamafactory-ppo", "easyr1", "trl"}
+    assert set(rows) == set(engines.ENGINES) == {"llamafactory", "llamafactory-ppo", "easyr1", "trl", "llf"}
+    assert rows["llf"]["state"] == "ready"
     assert rows["llamafactory"]["state"] == "ready" and rows["llamafactory-ppo"]["snapshot"] == "0.9.3"
     code, _, err = cli("engine", "check", "llamafactory-pp")
     assert code == 2 and "did you mean 'llamafactory-ppo'" in err
