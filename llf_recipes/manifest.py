@@ -241,7 +241,8 @@ def resolve(target: str | Path, output_root: str | Path = "saves", completed: bo
         raise LlfError(f"no {'completed ' if completed else ''}run found for {str(target)!r}", fix=hint)
     if len(runs) == 1:
         return runs[0]
-    # A recipe directory: the last stage of the pipeline that completed.
+    # A recipe directory: the last stage of the pipeline that completed and left a model (not generate or pairs).
+    runs = [r for r in runs if (r[1].get("model") or {}).get("base")] or runs
     return max(runs, key=lambda r: (r[1].get("stage_index", -1), r[1].get("finished_at") or ""))
 
 

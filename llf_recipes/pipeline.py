@@ -55,6 +55,8 @@ def dataset_files(config: dict[str, Any], previous: dict[str, Any] | None = None
     out: dict[str, dict[str, Any]] = {}
     for name in _dataset_names(config):
         entry = info.get(name) if isinstance(info, dict) else None
+        if entry is None and Path(name).suffix in (".json", ".jsonl") and Path(name).is_file():
+            entry = {"file_name": str(Path(name).resolve())}  # a file given by path (a generate stage's prompts)
         if not isinstance(entry, dict) or not entry.get("file_name"):
             source = (entry or {}).get("hf_hub_url") or (entry or {}).get("ms_hub_url") if isinstance(entry, dict) else None
             out[name] = {"source": source}
@@ -143,6 +145,9 @@ def decide(plan: StagePlan, previous: dict[str, Any] | None, current: dict[str, 
     if status == "completed" and same:
         return Decision("skip", f"completed {previous.get('finished_at', '')} with the same config and data")
     layout = checkpoint_layout(plan)
+    if status in ("running", "failed", "interrupted", "abandoned") and same and getattr(plan, "continues_output", False):
+        # an engine that appends finished rows (generate) carries on from the last one it wrote
+        return Decision("resume", f"the last attempt stopped ({status}); continuing the rows it wrote")
     if status in ("running", "failed", "interrupted", "abandoned") and same and layout is not None:
         # only a checkpoint this very computation wrote, in the attempt being continued
         where, pattern, marker = layout
@@ -175,11 +180,15 @@ def _dataset_names(config: dict[str, Any]) -> list[str]:
     return [n.strip() for key in ("dataset", "eval_dataset") for n in str(config.get(key) or "").split(",") if n.strip()]
 
 
-def check_registered(plan: StagePlan) -> None:
-    """Every dataset the stage reads is registered where LLaMA-Factory looks, and reads as it will read it."""
+def check_registered(plan: StagePlan, running_now: set[str] | None = None) -> None:
+    """Every dataset the stage reads is registered where LLaMA-Factory looks, and reads as it will read it. Left for
+    later (checked again just before the stage starts) when `running_now` holds a stage that writes its dataset_dir."""
     config = plan.rendered.config
-    if config.get("stage") == "grpo":
+    if config.get("stage") == "grpo" or getattr(plan, "checks_own_data", False):
         return  # GRPO engines read their own converted file (prompt + answer), checked when the plan is written
+    if running_now and any(Path(str(config.get("dataset_dir") or "data")) == _stage_dir(plan, name)
+                           for name in plan.rendered.needs if name in running_now):
+        return  # an earlier stage of this run registers it (pairs): checked when this stage starts
     if remote_dir(config.get("dataset_dir") or "data"):
         return  # LLaMA-Factory reads the names (or dataset_info.json) from the hub: nothing local to check
     dataset_dir = Path(str(config.get("dataset_dir") or "data"))
@@ -284,6 +293,8 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
             plan.resume_from(decision.checkpoint)
         elif decision.checkpoint is not None:
             plan.rendered.config["resume_from_checkpoint"] = str(decision.checkpoint)
+        if hasattr(plan, "start_fresh") and decision.action != "resume":
+            plan.start_fresh()  # what an earlier computation wrote into the output files must not be continued
         # A grpo stage writes what its engine reads (EasyR1's data, prompt, reward module and config; TRL's settings).
         files = plan.write_files() if hasattr(plan, "write_files") else write_stage(plan.rendered, plan.config_path)
         argv = shlex.join(plan.commands[0].argv)

@@ -19,7 +19,9 @@ from llf_recipes.suggest import nearest
 _DOC_SEP = re.compile(r"^---[ \t]*$", re.MULTILINE)
 HEADER_KEYS = {"description", "datasets", "tags", "vars", "stages", "notes"}
 STAGE_KEYS = {"name", "description", "verb", "global_batch_size", "micro_batch_size", "engine"}
-VERBS = ("train", "export", "chat", "grpo")  # grpo: a GRPO stage run by EasyR1 or TRL (llf_recipes/grpo/)
+# grpo: a GRPO stage run by EasyR1 or TRL (llf_recipes/grpo/); generate, score, judge, pairs: llf-recipes' own verbs
+# as stages (llf_recipes/engines/llf.py)
+VERBS = ("train", "export", "chat", "grpo", "generate", "score", "judge", "pairs")
 # Variables every recipe has; a recipe's own `vars` may change their defaults.
 BASE_VARS: dict[str, Any] = {
     "output_root": "saves",

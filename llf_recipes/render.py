@@ -16,6 +16,7 @@ from jinja2 import TemplateSyntaxError, UndefinedError
 
 from llf_recipes import engines, templating, yamlio
 from llf_recipes.catalog import Catalog
+from llf_recipes.data.preference import registered_by
 from llf_recipes.errors import LlfError
 from llf_recipes.hardware import BatchPlan, HostLayout, choose_deepspeed, plan_batch
 from llf_recipes.recipe import Recipe, Stage
@@ -81,6 +82,11 @@ class RenderedStage:
     removed: set[str] = field(default_factory=set)
     engine: str = "llamafactory"  # the engine that runs it (llf_recipes/engines)
     translations: list[str] = field(default_factory=list)  # keys rewritten into that engine's dialect
+    unscoped: set[str] = field(default_factory=set)  # keys an unscoped --set gave every stage (not STAGE.key)
+    # datasets this stage registers when it runs ({dataset_dir: {name: entry}}: a pairs stage), and those the stages
+    # it reads register, so a stage that trains on them validates before they exist
+    provides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    upstream_datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def verb(self) -> str:
@@ -293,6 +299,7 @@ class Renderer:
         for scope in (None, stage.name):
             for key, value in self.overrides.keys.get(scope, {}).items():
                 config[key] = value
+        unscoped = set(self.overrides.keys.get(None, {})) - set(self.overrides.keys.get(stage.name, {}))
         removed = set()
         for scope in (None, stage.name):
             for key in self.overrides.removals.get(scope, []):
@@ -315,9 +322,14 @@ class Renderer:
             needs=sorted(needs),
             variables=dict(self.variables),
             removed=removed,
+            unscoped=unscoped,
         )
         result.engine = engines.name_for(stage.verb, config, stage.engine)
         engines.adapt(result)
+        result.provides = registered_by(stage.verb, config)  # a pairs stage registers a dataset a later one reads
+        for name in result.needs:
+            for directory, entries in self._done[name].provides.items():
+                result.upstream_datasets.setdefault(directory, {}).update(entries)
         return result
 
     @staticmethod

@@ -89,7 +89,8 @@ def collect(paths: list[str | Path], results_path: str | Path | None = None) -> 
              and (name in names or r.get("baseline_for") in names or r.get("method") == "base")}
     compared = compare.rows(shown)
     tasks, bench_rows = compare.benchmark_table(shown)
-    return views, {"results_file": str(results_path) if results else None, "compared": compared,
+    return views, {"stages": stage_table(paths), "results_file": str(results_path) if results else None,
+                   "compared": compared,
                    "reading": compare.reading(shown, compared), "bench_tasks": tasks, "bench_rows": bench_rows,
                    "judge_rows": judge_rows(results)}
 
@@ -114,6 +115,24 @@ def judge_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                          "wins": summary.get("wins"), "losses": summary.get("losses"), "ties": summary.get("ties"),
                          "malformed": summary.get("malformed")})
     return rows
+
+
+STAGE_FIGURES = ("train_loss", "prompts", "answers", "scored", "mean_score", "pairs")
+
+
+def stage_table(paths: list[str | Path]) -> list[dict[str, Any]]:
+    """Every stage under `paths`, in pipeline order: the training stages and those that train nothing (generate,
+    score, judge, pairs), with how each ended and what it produced."""
+    rows = []
+    for run_dir, data in manifest.find(paths):
+        metrics = data.get("metrics") or {}
+        figures = ", ".join(f"{k.replace('_', ' ')} {_num(metrics[k])}" for k in STAGE_FIGURES
+                            if isinstance(metrics.get(k), (int, float)) and not isinstance(metrics.get(k), bool))
+        recipe = data.get("recipe") if isinstance(data.get("recipe"), dict) else {}
+        rows.append({"stage": f"{recipe.get('name') or run_dir.parent.name}/{data.get('stage')}",
+                     "verb": data.get("verb"), "status": data.get("status"), "duration_s": data.get("duration_s"),
+                     "figures": figures, "directory": str(run_dir), "index": data.get("stage_index", 0)})
+    return sorted(rows, key=lambda r: (r["stage"].split("/")[0], r["index"] if isinstance(r["index"], int) else 0))
 
 
 def charts(views: list[RunView]) -> list[Chart]:

@@ -255,6 +255,10 @@ def apply_smoke(rendered_stages, model_path: str | Path, user_keys=None) -> dict
     for rendered in rendered_stages:
         config = rendered.config
         mine = {**user_keys.get(None, {}), **user_keys.get(rendered.stage.name, {})}
+        from llf_recipes import engines
+
+        if engines.get(rendered.engine).planner == "llf":  # llf-recipes' own verbs: sized down when planned
+            continue
         for key in SMOKE_REMOVED:
             config.pop(key, None)
         rendered.deepspeed_source = None

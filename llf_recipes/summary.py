@@ -15,7 +15,9 @@ from llf_recipes.progress import clock
 
 # Final metrics worth a column, by preference; the first two found are shown.
 METRICS = (("train_loss", "loss"), ("eval_loss", "eval loss"), ("eval_accuracy", "eval acc"),
-           ("reward", "reward"), ("rewards/accuracies", "pref acc"))
+           ("reward", "reward"), ("rewards/accuracies", "pref acc"),
+           # what the stages of llf-recipes' own verbs (generate, score, judge, pairs) produced
+           ("answers", "answers"), ("mean_score", "mean score"), ("pairs", "pairs"))
 
 
 def _metrics(data: dict[str, Any]) -> str:
@@ -83,6 +85,9 @@ def render(recipe: str, rows: list[dict[str, Any]], elapsed: float, rerun: str, 
     run_dir = shown_path(last["run_dir"])
     model = (last["data"] or {}).get("model") or {}
     root = shown_path(Path(last["run_dir"]).parent)
+    if not model.get("base"):  # a stage that trains nothing (generate, score, pairs): its files are what it left
+        lines.append(f"output: {run_dir}")
+        return lines
     if model.get("adapters"):
         base = str(model.get("base") or "")
         lines.append(f"model: {run_dir} (LoRA adapter on {shown_path(base) if os.path.isabs(base) else base})")

@@ -40,7 +40,7 @@ def test_every_rendered_stage_parses_with_llamafactory(catalog, lf, monkeypatch)
     count = deepspeed_count = 0
     for label, r in _renders(catalog):
         cfg = dict(r.config)
-        if r.verb == "grpo":  # GRPO settings for EasyR1/TRL, not a LLaMA-Factory config (tests/test_grpo_easyr1.py)
+        if r.verb == "grpo" or r.engine == "llf":  # GRPO settings for EasyR1/TRL (tests/test_grpo_easyr1.py); llf verbs
             continue
         if r.verb != "train":
             infer_parser.parse_dict(cfg, allow_extra_keys=False)

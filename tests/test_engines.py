@@ -156,20 +156,11 @@ def test_engine_list_and_an_unknown_name(cli):
     code, out, _ = cli("engine", "list", "--json")
     assert code == 0
     rows = {r["name"]: r for r in json.loads(out)}
-    assert set(rows) == set(engines.ENGINES) == {"llamafactory", "llamafactory-ppo", "easyr1", "trl"}
+    assert set(rows) == set(engines.ENGINES) == {"llamafactory", "llamafactory-ppo", "easyr1", "trl", "llf"}
+    assert rows["llf"]["state"] == "ready"
     assert rows["llamafactory"]["state"] == "ready" and rows["llamafactory-ppo"]["snapshot"] == "0.9.3"
     code, _, err = cli("engine", "check", "llamafactory-pp")
     assert code == 2 and "did you mean 'llamafactory-ppo'" in err
-
-
-def test_an_engine_off_the_registry_asks_for_its_checkout(cli, tmp_path, monkeypatch):
-    monkeypatch.setenv("LLF_RECIPES_CACHE", str(tmp_path / "cache"))
-    for var in ("LLF_ENGINE_EASYR1", "LLF_EASYR1_PYTHON"):
-        monkeypatch.delenv(var, raising=False)
-    code, _, err = cli("engine", "install", "easyr1")
-    assert code == 2 and "engine easyr1 is not on the package registry" in err and "Traceback" not in err
-    assert "git clone https://github.com/hiyouga/EasyR1 && llf-recipes engine install easyr1 --source EasyR1" in err
-    assert not (tmp_path / "cache" / "engines").exists()  # nothing started
 
 
 def test_the_lock_pins_what_the_ppo_engine_needs():

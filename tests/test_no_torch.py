@@ -23,7 +23,7 @@ def poisoned(tmp_path_factory):
     ["schema", "--verb", "chat"], ["validate", "tests/lf_corpus/lora_sft_ray.yaml", "--gpus", "0,1"],
     ["register", "--file", "tests/data/layouts/sharegpt_sft.json", "--name", "x", "--stage", "sft", "--data-dir", "{tmp}"],
     ["check", "tests/data/layouts/images_sft.json", "--stage", "sft", "--data-dir", "tests/data/layouts", "--preview", "1"],
-    ["engine", "list"], ["run", "rlhf-ultrafeedback", "--smoke", "--dry-run"],
+    ["engine", "list"], ["run", "rlhf-ultrafeedback", "--smoke", "--dry-run"], ["run", "sft-selfplay-dpo", "--dry-run"],
 ])
 def test_quick_verbs_do_not_import_torch(poisoned, argv, tmp_path):
     proc = run_cli_subprocess(*[a.replace("{tmp}", str(tmp_path)) for a in argv], env=poisoned)

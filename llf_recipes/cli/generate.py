@@ -12,10 +12,12 @@ def add_parser(sub) -> None:
         llf-recipes generate saves/zhihu/sft --dataset zhihu_rlhf -o answers.jsonl --num-return 4 --temperature 0.8
         llf-recipes generate zhihu --dataset huanhuan --data-dir data -o greedy.jsonl --temperature 0 --limit 50
         llf-recipes generate ~/models/Qwen2.5-0.5B-Instruct --template qwen --dataset gsm8k -o gsm8k.jsonl
+        llf-recipes generate saves/zhihu/sft --dataset my_prompts.jsonl -o answers.jsonl --num-return 2 --temperature 0.8
     """)
     add_run_target(p)
-    p.add_argument("--dataset", required=True, metavar="NAME[,NAME]",
-                   help="registered dataset(s) whose prompts are answered (in --data-dir, else the run's dataset_dir)")
+    p.add_argument("--dataset", required=True, metavar="NAME[,NAME]|FILE",
+                   help="registered dataset(s) whose prompts are answered (in --data-dir, else the run's dataset_dir), "
+                        "or a JSON/JSON-lines file of prompts in any layout LLaMA-Factory reads (detected)")
     p.add_argument("--data-dir", metavar="DIR", help="where the datasets are registered (its dataset_info.json)")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.jsonl",
                    help="one JSON line per prompt: index, prompt, system, reference, answers, settings; "

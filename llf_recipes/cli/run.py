@@ -150,8 +150,9 @@ def print_plan(plans: list[StagePlan]) -> None:
     print(f"# {plans[0].rendered.recipe.name}: {len(plans)} stage(s) on {layout.describe()} ({layout.source})")
     for i, p in enumerate(plans, 1):
         reads = f", reads {', '.join(p.rendered.needs)}" if p.rendered.needs else ""
-        if hasattr(p, "describe"):  # a grpo stage: every file in full, then Ray per node and the run
-            print(f"\n[{i}/{len(plans)}] stage {p.stage}: grpo with {p.backend} -> {p.rendered.output_dir}{reads}")
+        if hasattr(p, "describe"):  # a grpo stage: every file in full, then Ray per node and the run; an llf stage
+            what = getattr(p, "headline", None) or f"grpo with {p.backend}"
+            print(f"\n[{i}/{len(plans)}] stage {p.stage}: {what} -> {p.rendered.output_dir}{reads}")
             print("\n".join(p.describe()))
             continue
         print(f"\n[{i}/{len(plans)}] stage {p.stage}: llamafactory-cli {p.rendered.verb} -> {p.rendered.output_dir}{reads}")
@@ -198,7 +199,7 @@ def main(args) -> int:
         preflight.raise_if_any(preflight.check_stages(plans, local=local))
     for p in plans:
         check_inputs(p, names)
-        check_registered(p)
+        check_registered(p, names)
         if hasattr(p, "check_nodes") and args.launcher not in ("print", "slurm"):  # the engine on every node
             p.check_nodes(args.ssh_config, local_only=args.launcher == "ray")
         ensure_master_port(p, explicit=args.master_port is not None)
@@ -206,6 +207,7 @@ def main(args) -> int:
     started = time.time()
     code = 0
     for i, p in enumerate(plans, 1):
+        check_registered(p)  # the datasets an earlier stage of this run registered (pairs) are there now
         code = run_stage(p, lambda plan, log: execute(plan, log, args), force=args.force,
                          position=f"[{i}/{len(plans)}]", layout_source=source)
         if code != 0:

@@ -71,6 +71,8 @@ def main(args) -> int:
         after = f"  (reads {', '.join(s['needs'])})" if s["needs"] else ""
         if s["verb"] == "grpo":
             runs = "GRPO through EasyR1 or TRL (--backend)"
+        elif s["engine"] == "llf":
+            runs = f"llf-recipes {s['verb']}, engine llf"
         else:
             runs = f"llamafactory-cli {s['verb']}, stage {s['lf_stage']}, engine {s['engine']}"
         batch = f", global batch {s['global_batch_size']}" if s["global_batch_size"] else ""

@@ -104,10 +104,16 @@ ENGINES: dict[str, Engine] = {e.name: e for e in (
         ("trl", "transformers", "peft", "torch", "accelerate", "datasets"), ("trl", "transformers", "peft", "torch"),
         program=None, planner="grpo",
     ),
+    Engine(
+        "llf", "llf-recipes' own verbs as stages: generate, score, judge, pairs (the environment llf-recipes runs in)",
+        ("llamafactory", "transformers", "torch", "peft"), ("llamafactory",), program=None, planner="llf",
+    ),
 )}
 
 # LLaMA-Factory stages whose default engine is not the main one.
 STAGE_DEFAULTS = {"ppo": "llamafactory-ppo"}
+# Recipe stage verbs that run one of llf-recipes' own verbs (llf_recipes/engines/llf.py).
+LLF_VERBS = ("generate", "score", "judge", "pairs")
 
 
 def get(name: str) -> Engine:
@@ -123,6 +129,8 @@ def name_for(verb: str, config: dict[str, Any], declared: str | None = None) -> 
     """The engine a stage runs on: the one it declares, else its stage's default."""
     if declared:
         return get(declared).name
+    if verb in LLF_VERBS:
+        return "llf"
     if verb == "grpo":
         backend = config.get("backend")
         return backend if backend in ENGINES else "trl"

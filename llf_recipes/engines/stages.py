@@ -2,7 +2,8 @@
 
 A LLaMA-Factory engine's stage is validated against its argument snapshot and rules (validation.py) and planned as
 `llamafactory-cli` per node (launch.plan_stage); a GRPO engine's stage (TRL, EasyR1) is checked and planned by its
-own code (grpo_plan.py), whose findings include its engine's config checks.
+own code (grpo_plan.py), whose findings include its engine's config checks; a stage of llf-recipes' own verbs
+(generate, score, judge, pairs) by the llf engine (llf.py), which checks its keys against the verb's options.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ def _allowed(findings: list[Finding], allow) -> list[Finding]:
 
 def check(rendered: RenderedStage, catalog, allow=frozenset(), backend: str | None = None) -> list[Finding]:
     """What is wrong with the stage, before anything runs: the findings of its engine's planner."""
+    if engines.get(rendered.engine).planner == "llf":
+        from llf_recipes.engines import llf
+
+        return _allowed(llf.findings(rendered), allow)
     if engines.get(rendered.engine).planner == "grpo":
         from llf_recipes.engines.grpo_plan import plan_grpo
 
@@ -33,7 +38,14 @@ def check(rendered: RenderedStage, catalog, allow=frozenset(), backend: str | No
 def plan(rendered: RenderedStage, catalog, *, allow=frozenset(), backend: str | None = None,
          overrides: dict[str, str] | None = None, nccl: str | None = None, smoke: Any = None) -> tuple[Any, list[Finding]]:
     """(the stage's plan, its findings). `overrides`: --engine NAME=PYTHON; `smoke`: the user's --set keys of a
-    `run --smoke`, whose GRPO stages get two TRL steps."""
+    `run --smoke`, whose GRPO stages get two TRL steps and whose llf stages a few short answers."""
+    if engines.get(rendered.engine).planner == "llf":
+        from llf_recipes.engines import llf
+
+        if smoke is not None:
+            llf.smoke(rendered, smoke.get(rendered.stage.name, {}))
+        found_plan, findings = llf.plan(rendered)
+        return found_plan, _allowed(findings, allow)
     if engines.get(rendered.engine).planner == "grpo":
         from llf_recipes.engines.grpo_plan import plan_grpo, smoke_settings
 

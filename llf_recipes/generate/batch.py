@@ -97,10 +97,16 @@ def done_indexes(output: Path, settings: dict[str, Any]) -> set[int]:
 def prompt_rows(request: Request) -> list[dict[str, Any]]:
     """The datasets' rows as LLaMA-Factory aligns them (`_prompt`, `_response`, `_system`, `_tools`)."""
     from llf_recipes.eval.heldout import named_heldout
+    from llf_recipes.generate.sources import prompt_source
 
     config = {"template": (request.data.get("model") or {}).get("template"),
               **{k: v for k, v in (request.data.get("config") or {}).items() if k in ("dataset_dir", "cutoff_len")}}
-    held = named_heldout(request.datasets, config, request.data, request.data_dir, request.limit)
+    with prompt_source(request.datasets, request.data_dir) as (names, data_dir):  # names, or one file by path
+        held = named_heldout(names, config, request.data, data_dir, request.limit)
+    if not held.rows:
+        raise LlfError(f"LLaMA-Factory read no prompt from {', '.join(request.datasets)}", key="--dataset",
+                       fix="a row needs a user turn; sharegpt rows end with an answer turn (it may be empty), "
+                           'prompts alone are written {"instruction": "..."}')
     return held.rows
 
 
@@ -128,10 +134,9 @@ def generate(request: Request) -> dict[str, int]:
     if not todo:
         return counts
     config = infer_config(request.run_dir, request.data, infer_backend=request.backend, **request.sampling)
-    from tqdm import tqdm
+    from llf_recipes.stepslog import progress_bar
 
-    bar = tqdm(total=len(rows), initial=counts["skipped"], desc=f"generate {request.output.name}", unit="prompt",
-               file=sys.stderr, disable=not request.progress, dynamic_ncols=True)
+    bar = progress_bar(len(rows), f"generate {request.output.name}", request.progress, "prompt", counts["skipped"])
     if request.backend == "vllm":
         from llf_recipes.generate import vllm_batch
 

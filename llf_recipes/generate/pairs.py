@@ -14,11 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llf_recipes.data.preference import entry
 from llf_recipes.errors import LlfError
-
-ENTRY_COLUMNS = {"messages": "conversations", "chosen": "chosen", "rejected": "rejected", "system": "system"}
-ENTRY_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
-              "system_tag": "system"}
 
 
 @dataclass
@@ -54,11 +51,6 @@ def build(rows: list[dict[str, Any]], min_margin: float = 0.0) -> Outcome:
                           "rejected": {"role": "assistant", "content": worst[1]}, "system": row.get("system") or "",
                           "index": row["index"], "scores": [best[0], worst[0]]})
     return out
-
-
-def entry(file_name: str) -> dict[str, Any]:
-    return {"file_name": file_name, "formatting": "sharegpt", "ranking": True, "columns": dict(ENTRY_COLUMNS),
-            "tags": dict(ENTRY_TAGS)}
 
 
 def write_and_register(outcome: Outcome, name: str, data_dir: Path, force: bool = False) -> Path:

@@ -4,7 +4,6 @@ over B), and write the judged rows, the set-aside malformed replies and a summar
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +144,6 @@ def record_results(results: Path, rows: list[dict[str, Any]], label: str, summar
 
 
 def progress_bar(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
+    from llf_recipes.stepslog import progress_bar as bar
 
-    return tqdm(total=total, desc=desc, unit="call", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+    return bar(total, desc, enabled)
