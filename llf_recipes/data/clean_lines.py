@@ -253,14 +253,18 @@ def scan(data: bytes, check, render, digest, offsets: bool) -> tuple:
     return n, codes, chars, starts, digests, rows, bad
 
 
-def chunks(fd: int, size: int, opts, index: int, procs: int, with_sample: bool, chunk: int):
-    """(byte offset, scan's result) for chunks index, index + procs, ... of the file."""
+def chunk_scanner(fd: int, size: int, opts, with_sample: bool, chunk: int):
+    """A function of a chunk's number k: (its byte offset, scan's result) for the lines starting in bytes
+    [k * chunk, (k + 1) * chunk) of the file."""
     check = line_checker(opts)
     render = None if with_sample else renderer(opts)
     digest = digester(opts)
-    for k in range(index, -(-size // chunk), procs):
+
+    def scan_chunk(k: int) -> tuple:
         lo, hi = _cut(fd, k * chunk, size), _cut(fd, (k + 1) * chunk, size)
-        yield lo, scan(os.pread(fd, hi - lo, lo) if hi > lo else b"", check, render, digest, with_sample)
+        return lo, scan(os.pread(fd, hi - lo, lo) if hi > lo else b"", check, render, digest, with_sample)
+
+    return scan_chunk
 
 
 def send(out, value) -> None:
@@ -280,12 +284,13 @@ def receive(fh):
 
 
 def serve() -> None:
-    """A worker: the job comes on stdin (see send), one result per chunk goes to stdout."""
-    path, options, size, index, procs, with_sample, chunk = receive(sys.stdin.buffer)
-    opts = SimpleNamespace(**options)
-    out = sys.stdout.buffer
+    """A worker: the job comes on stdin (see send), then the numbers of the chunks to check, 8 bytes each; one result
+    per chunk goes to stdout, in the order asked. It stops when stdin closes."""
+    stdin, out = sys.stdin.buffer, sys.stdout.buffer
+    path, options, size, with_sample, chunk = receive(stdin)
     with open(path, "rb", buffering=0) as fh:
-        for lo, (n, codes, chars, starts, digests, rows, bad) in chunks(fh.fileno(), size, opts, index, procs,
-                                                                        with_sample, chunk):
+        scan_chunk = chunk_scanner(fh.fileno(), size, SimpleNamespace(**options), with_sample, chunk)
+        while len(asked := stdin.read(8)) == 8:
+            lo, (n, codes, chars, starts, digests, rows, bad) = scan_chunk(int.from_bytes(asked, "little"))
             send(out, (lo, n, bytes(codes), chars.tobytes(), starts.tobytes() if starts is not None else None, digests,
                        rows, bad))
