@@ -37,3 +37,13 @@ def test_register_says_when_nothing_changed(cli, tmp_path):
     assert code == 0 and out.endswith(f"{tmp_path}/dataset_info.json: 1 entry written\n")
     code, out, _ = cli("register", "zhihu_sft", "--data-dir", tmp_path)
     assert code == 0 and out.endswith("unchanged, every entry was already registered as given\n")
+
+
+def test_an_engine_off_the_registry_asks_for_its_checkout(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLF_RECIPES_CACHE", str(tmp_path / "cache"))
+    for var in ("LLF_ENGINE_EASYR1", "LLF_EASYR1_PYTHON"):
+        monkeypatch.delenv(var, raising=False)
+    code, _, err = cli("engine", "install", "easyr1")
+    assert code == 2 and "engine easyr1 is not on the package registry" in err and "Traceback" not in err
+    assert "git clone https://github.com/hiyouga/EasyR1 && llf-recipes engine install easyr1 --source EasyR1" in err
+    assert not (tmp_path / "cache" / "engines").exists()  # nothing started

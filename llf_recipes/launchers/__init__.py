@@ -1,8 +1,9 @@
 """Launchers: how a planned stage's per-node commands start. local, ssh (each node under the watchdog), ray (a cluster
 the run owns, or one it attaches to), slurm (an sbatch job) and print share one contract: start every node's command,
-stream its output with a per-node prefix into a log per node, stop every node on failure or Ctrl-C, and return the
-worst exit code (None when nothing ran: print). None of them knows about stages beyond the plan's commands; a plan
-that needs a Ray cluster across its nodes carries it as `plan.ray`.
+write its output to a log per node, show the terminal only warnings, errors and their own lines (everything with
+--verbose), stop every node on failure or Ctrl-C, and return the worst exit code (None when nothing ran: print). None
+of them knows about stages beyond the plan's commands (launchers/command.py), nor imports the planning code above
+them; a plan that needs a Ray cluster across its nodes carries it as `plan.ray`.
 """
 
 from __future__ import annotations

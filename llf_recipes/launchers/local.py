@@ -14,7 +14,8 @@ from llf_recipes.launchers.command import LaunchPlan
 
 
 def execute_local(plan: LaunchPlan, log_path: Path) -> int:
-    """Run a single-node stage: stream output to the terminal and a log file; Ctrl-C stops the whole process group."""
+    """Run a single-node stage: its output to the log file, what the terminal should see of it to the terminal;
+    Ctrl-C stops the whole process group."""
     (command,) = plan.commands
     return stream(command.argv, command.env, log_path)
 
