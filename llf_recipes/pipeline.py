@@ -180,17 +180,18 @@ def _dataset_names(config: dict[str, Any]) -> list[str]:
     return [n.strip() for key in ("dataset", "eval_dataset") for n in str(config.get(key) or "").split(",") if n.strip()]
 
 
-def check_registered(plan: StagePlan, running_now: set[str] | None = None) -> None:
-    """Every dataset the stage reads is registered where LLaMA-Factory looks, and reads as it will read it. Left for
-    later (checked again just before the stage starts) when `running_now` holds a stage that writes its dataset_dir."""
+def check_registered(plan: StagePlan, running_now: set[str] | None = None) -> bool:
+    """Every dataset the stage reads is registered where LLaMA-Factory looks, and reads as it will read it. False
+    when left for later (to be checked just before the stage starts): `running_now` holds a stage that writes its
+    dataset_dir (a pairs stage)."""
     config = plan.rendered.config
     if config.get("stage") == "grpo" or getattr(plan, "checks_own_data", False):
-        return  # GRPO engines read their own converted file (prompt + answer), checked when the plan is written
+        return True  # GRPO engines read their own converted file (prompt + answer), checked when the plan is written
     if running_now and any(Path(str(config.get("dataset_dir") or "data")) == _stage_dir(plan, name)
                            for name in plan.rendered.needs if name in running_now):
-        return  # an earlier stage of this run registers it (pairs): checked when this stage starts
+        return False
     if remote_dir(config.get("dataset_dir") or "data"):
-        return  # LLaMA-Factory reads the names (or dataset_info.json) from the hub: nothing local to check
+        return True  # LLaMA-Factory reads the names (or dataset_info.json) from the hub: nothing local to check
     dataset_dir = Path(str(config.get("dataset_dir") or "data"))
     info_path = dataset_dir / "dataset_info.json"
     try:
@@ -213,6 +214,7 @@ def check_registered(plan: StagePlan, running_now: set[str] | None = None) -> No
             continue  # GRPO's engines read the converted rows themselves (checked when its plan writes them)
         for note in preflight(entry, name, stage, dataset_dir, media_dir=config.get("media_dir")):
             print(f"note: {note}", file=sys.stderr)
+    return True
 
 
 def free_port(port: int, host: str = "127.0.0.1") -> bool:

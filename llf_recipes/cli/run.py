@@ -197,9 +197,11 @@ def main(args) -> int:
     ensure_engines(plans, args.install_engines)
     if args.launcher != "print":
         preflight.raise_if_any(preflight.check_stages(plans, local=local))
+    deferred = set()  # stages whose datasets an earlier stage of this run registers (pairs)
     for p in plans:
         check_inputs(p, names)
-        check_registered(p, names)
+        if not check_registered(p, names):
+            deferred.add(p.stage)
         if hasattr(p, "check_nodes") and args.launcher not in ("print", "slurm"):  # the engine on every node
             p.check_nodes(args.ssh_config, local_only=args.launcher == "ray")
         ensure_master_port(p, explicit=args.master_port is not None)
@@ -207,7 +209,8 @@ def main(args) -> int:
     started = time.time()
     code = 0
     for i, p in enumerate(plans, 1):
-        check_registered(p)  # the datasets an earlier stage of this run registered (pairs) are there now
+        if p.stage in deferred:
+            check_registered(p)  # registered by an earlier stage of this run: there now
         code = run_stage(p, lambda plan, log: execute(plan, log, args), force=args.force,
                          position=f"[{i}/{len(plans)}]", layout_source=source)
         if code != 0:
