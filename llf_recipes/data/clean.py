@@ -15,7 +15,7 @@ picked are the same as when every line is parsed (same seed, same rows), and the
 parsed. --stats, --skip-bad, --dedup, --dedup-on and --near-dedup need every line, so they parse and check them all.
 
 When every line is parsed in a JSONL file of 64 MB or more, on two cores or more, and without --near-dedup or a
-tokenizer, a worker process checks every other chunk of the file at the same time (clean_parallel.py); the merge is in
+tokenizer, a worker process checks chunks of the file at the same time as this one (clean_parallel.py); the merge is in
 file order, so the outputs, the counts and a stop's file:line are those of one process.
 
 The modules: clean_check (options, counts, tokenizer), clean_lines (the per-line checks, a chunk's lines, the worker),
