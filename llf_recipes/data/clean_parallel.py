@@ -1,20 +1,24 @@
 """Every line of a large JSONL file checked by this process and worker processes at once, merged in file order.
 
-The file is cut at line starts into chunks of about CHUNK_BYTES (each process finds the same cuts) and dealt round
-robin: chunk k to process k % n, this one being process 0. A process reads its chunk with one pread, checks each line
-with the same line_checker as a single process would, and returns one code per line (blank, passed, bad, or why it was
-dropped) with the characters of each row and what the options need: the dedup digest of each row that passed, the
-bytes to write when no sample is taken, line offsets when one is. This process merges the chunks in file order, so
-dedup keeps the first copy, rejects and a stop name the same file:line, the sample draws the same rows and the output
-is byte for byte a single process's. Memory stays a few MB per process whatever the size of the file: a worker is at
-most one chunk ahead (its pipe blocks until that chunk is merged), and a sampled row is held as its offset and read
-back at the end.
+The file is cut at line starts into chunks of about CHUNK_BYTES (every process finds the same cuts). Chunks are handed
+out on demand: each worker is kept AHEAD chunks ahead, and whenever the next chunk to merge is a worker's and its
+result has not arrived, this process checks the next unassigned chunk itself (holding at most OWN_MAX such results),
+so a process that the machine's other work holds back does not stall the other. A process reads a chunk with one
+pread, checks each line with the same line_checker as a single process would, and returns one code per line (blank,
+passed, bad, or why it was dropped) with the characters of each row and what the options need: the dedup digest of
+each row that passed, the bytes to write when no sample is taken, line offsets when one is. This process merges the
+chunks in file order, so dedup keeps the first copy, rejects and a stop name the same file:line, the sample draws the
+same rows and the output is byte for byte a single process's. Memory stays a few MB per process whatever the size of
+the file, and a sampled row is held as its offset and read back at the end.
 """
 
 from __future__ import annotations
 
+import marshal
 import os
+import select
 import sys
+from collections import deque
 from collections.abc import Callable
 from itertools import compress
 from typing import TYPE_CHECKING
@@ -29,8 +33,7 @@ from llf_recipes.data.clean_lines import (
     PASSED,
     PASSED_VAL,
     BadLine,
-    chunks,
-    receive,
+    chunk_scanner,
     send,
 )
 from llf_recipes.data.clean_write import reject
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
 # Small chunks keep each process's memory small (a chunk and its lines); a worker imports only what checking needs.
 CHUNK_BYTES = 1 << 18
 MIN_BYTES = 64 << 20  # below this, starting a worker costs more than it saves
+AHEAD, OWN_MAX = 8, 8
 _DROPPED = ((EMPTY, "empty"), (MAX_CHARS, "max_chars"), (DUPLICATE, "duplicate"))
 
 
@@ -63,6 +67,9 @@ def workers_for(opts: CleanOptions, size: int, is_file: bool) -> int:
 
 
 class _Worker:
+    """A worker process: send it chunk numbers (ask), read its results in the same order (result), and see whether the
+    next one has arrived (ready)."""
+
     def __init__(self, job: tuple):
         import subprocess
         import tempfile
@@ -74,24 +81,52 @@ class _Worker:
         self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.err, close_fds=False)
         send(self.proc.stdin, job)
-        self.proc.stdin.close()
+        self.fd = self.proc.stdout.fileno()  # read raw: `ready` must see every byte that has arrived
+        self.buffer = bytearray()
+        self.asked: deque[int] = deque()
 
-    def result(self) -> tuple:
-        """The next chunk's (offset, scan's result), as scan returns it."""
-        try:
-            lo, n, codes, chars, starts, digests, rows, bad = receive(self.proc.stdout)
-        except EOFError:
+    def ask(self, k: int) -> None:
+        self.asked.append(k)
+        self.proc.stdin.write(k.to_bytes(8, "little"))
+        self.proc.stdin.flush()
+
+    def _frame(self) -> int:
+        """The length of the first whole result in the buffer (with its 8-byte head), or 0."""
+        if len(self.buffer) >= 8:
+            end = 8 + int.from_bytes(self.buffer[:8], "little")
+            if len(self.buffer) >= end:
+                return end
+        return 0
+
+    def _read(self) -> None:
+        data = os.read(self.fd, 1 << 20)
+        if not data:
             self.proc.wait()
             self.err.seek(0)
             detail = self.err.read().decode(errors="replace").strip().splitlines()
             raise RuntimeError(f"a clean worker process stopped (exit {self.proc.returncode})"
-                               + (f": {detail[-1]}" if detail else "")) from None
+                               + (f": {detail[-1]}" if detail else ""))
+        self.buffer += data
+
+    def ready(self) -> bool:
+        while not self._frame() and select.select([self.fd], [], [], 0)[0]:
+            self._read()
+        return bool(self._frame())
+
+    def result(self) -> tuple:
+        """The next chunk's (offset, scan's result), as scan returns it."""
+        while not (end := self._frame()):
+            self._read()
+        lo, n, codes, chars, starts, digests, rows, bad = marshal.loads(memoryview(self.buffer)[8:end])
+        del self.buffer[:end]
+        self.asked.popleft()
         starts = memoryview(starts).cast("Q") if starts is not None else None
         return lo, (n, bytearray(codes), memoryview(chars).cast("I"), starts, digests, rows, bad)
 
     def close(self, ok: bool) -> None:
         if not ok:
             self.proc.kill()
+        self.proc.stdin.close()
         self.proc.stdout.close()
         self.proc.wait()
         self.err.close()
@@ -102,22 +137,42 @@ def every_line(fd: int, size: int, where: str, writer: Writer, sample: Sample | 
                taken: frozenset = frozenset()) -> int:
     """As Reader.every_line, over the file `fd` with `workers` worker processes: rows that pass are written, or
     offered to the sample as (offset, length, characters). Returns how many rows passed."""
-    procs = workers + 1
     with_sample = sample is not None
     chunk = CHUNK_BYTES
+    total = -(-size // chunk)
     started, ok = [], False
     try:
-        for index in range(1, procs):
-            options = {name: getattr(opts, name) for name in OPTIONS}
-            started.append(_Worker((str(opts.input), options, size, index, procs, with_sample, chunk)))
-        mine = chunks(fd, size, opts, 0, procs, with_sample, chunk)
+        options = {name: getattr(opts, name) for name in OPTIONS}
+        for _ in range(workers):
+            started.append(_Worker((str(opts.input), options, size, with_sample, chunk)))
+        scan_chunk = chunk_scanner(fd, size, opts, with_sample, chunk)
+        owner: dict[int, _Worker] = {}  # chunk -> the worker asked for it, until merged
+        own: dict[int, tuple] = {}  # chunk -> its result, checked here ahead of its turn
         seen: set[bytes] | None = set() if opts.dedup or opts.dedup_on else None
         dropped, out, val = stats.dropped, writer.out, writer.val
         next_line = sample.next_line if with_sample else 0
-        base = kept = parsed = 0
-        for k in range(-(-size // chunk)):
-            lo, (n, codes, chars, starts, digests, rows, bad) = next(mine) if k % procs == 0 else \
-                started[k % procs - 1].result()
+        base = kept = parsed = unassigned = 0
+        for k in range(total):
+            while True:
+                for worker in started:
+                    while len(worker.asked) < AHEAD and unassigned < total:
+                        worker.ask(unassigned)
+                        owner[unassigned] = worker
+                        unassigned += 1
+                if k in own:
+                    result = own.pop(k)
+                    break
+                worker = owner.get(k)  # the first chunk this worker was asked for and has not answered
+                if worker is None:  # no worker at all
+                    result, unassigned = scan_chunk(k), k + 1
+                    break
+                if worker.ready() or unassigned >= total or len(own) >= OWN_MAX:
+                    result = worker.result()
+                    del owner[k]
+                    break
+                own[unassigned] = scan_chunk(unassigned)  # rather than wait: check the next chunk here
+                unassigned += 1
+            lo, (n, codes, chars, starts, digests, rows, bad) = result
             for i, reason, field, fix, piece in bad:
                 reject(rejects, stats, where, base + i + 1, piece, BadLine(reason, field, fix))
             if seen is not None:
