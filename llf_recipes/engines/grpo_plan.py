@@ -6,9 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llf_recipes.engines.easyr1 import easyr1_engine
 from llf_recipes.engines.easyr1 import plan as easyr1_plan
-from llf_recipes.engines.env import resolve as resolve_engine
 from llf_recipes.engines.grpo_stage import GrpoPlan, dataset_file
 from llf_recipes.engines.trl import plan as trl_plan
 from llf_recipes.errors import LlfError
@@ -16,6 +14,8 @@ from llf_recipes.grpo import settings as grpo_settings
 from llf_recipes.render import RenderedStage
 from llf_recipes.schema.rules import Finding
 
+# Each engine's plan module: engine(settings, overrides) -> its environment, layout_problem(layout) -> (what, fix) or
+# None, plan(...) -> (GrpoPlan, findings), and DRIVER (what it does with a plan).
 PLANNERS = {"trl": trl_plan, "easyr1": easyr1_plan}
 
 
@@ -44,15 +44,13 @@ def plan_grpo(rendered: RenderedStage, catalog, backend: str | None = None,
     rendered.engine = chosen  # the backends are engines of the same name
     data, data_findings = dataset_file(s["dataset"], s["dataset_dir"], catalog, stage)
     findings += data_findings
-    if chosen == "trl" and layout.nnodes > 1:
-        findings.append(Finding("grpo-backend-layout", "backend", f"the TRL backend runs on one node; this layout has "
-                                f"{layout.nnodes}", "use --backend easyr1 for several nodes, or --gpus for one node", stage))
+    planner = PLANNERS[chosen]
+    problem = planner.layout_problem(layout)
+    if problem is not None:
+        findings.append(Finding("grpo-backend-layout", "backend", problem[0], problem[1], stage))
         return _unplanned(rendered, chosen), findings
     batch = grpo_settings.batch_for(s, layout.world_size, where=stage)
-    if chosen == "easyr1":
-        plan, more = easyr1_plan.plan(rendered, s, batch, data, base, stage, easyr1_engine(s, engines))
-    else:
-        plan, more = trl_plan.plan(rendered, s, batch, data, resolve_engine("trl", engines))
+    plan, more = planner.plan(rendered, s, batch, data, base, stage, planner.engine(s, engines))
     return plan, findings + more
 
 

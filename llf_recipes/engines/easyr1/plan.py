@@ -9,13 +9,20 @@ from typing import Any
 
 from llf_recipes import yamlio
 from llf_recipes.engines.easyr1 import config as easyr1
-from llf_recipes.engines.easyr1 import easyr1_dir, ray_program, rules
+from llf_recipes.engines.easyr1 import easyr1_dir, easyr1_engine, ray_program, rules
 from llf_recipes.engines.env import EngineEnv
 from llf_recipes.engines.grpo_stage import GrpoPlan, PlannedFile, device_env, model_path
 from llf_recipes.errors import LlfError
 from llf_recipes.launchers.command import NodeCommand
 from llf_recipes.launchers.ray import RayCluster
 from llf_recipes.schema.rules import Finding
+
+engine = easyr1_engine
+
+
+def layout_problem(layout) -> tuple[str, str] | None:
+    """EasyR1 runs on any layout: Ray across its nodes."""
+    return None
 
 
 def _prompt_text(s: dict[str, Any]) -> str | None:

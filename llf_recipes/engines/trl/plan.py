@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from llf_recipes import yamlio
-from llf_recipes.engines.env import EngineEnv
+from llf_recipes.engines.env import EngineEnv, resolve
 from llf_recipes.engines.grpo_stage import GrpoPlan, PlannedFile, device_env, model_path
 from llf_recipes.engines.trl.args import grpo_config_kwargs, lora_kwargs
 from llf_recipes.errors import LlfError
@@ -18,7 +18,20 @@ from llf_recipes.schema.rules import Finding
 ENTRY = "llf_recipes.engines.trl.backend"
 
 
-def plan(rendered, s, batch, data, engine: EngineEnv) -> tuple[GrpoPlan, list[Finding]]:
+def layout_problem(layout) -> tuple[str, str] | None:
+    """(what, fix) when the layout is not one this engine runs on: TRL runs on one node (torchrun across its devices)."""
+    if layout.nnodes > 1:
+        return (f"the TRL backend runs on one node; this layout has {layout.nnodes}",
+                "use --backend easyr1 for several nodes, or --gpus for one node")
+    return None
+
+
+def engine(settings: dict[str, Any], overrides: dict[str, str] | None = None) -> EngineEnv:
+    """llf-recipes' own interpreter unless --engine trl=PYTHON (or the engines file) points elsewhere."""
+    return resolve("trl", overrides)
+
+
+def plan(rendered, s, batch, data, base: Path, stage: str, engine: EngineEnv) -> tuple[GrpoPlan, list[Finding]]:
     layout = rendered.layout
     config_path = Path(s["output_dir"]) / f"llf-{rendered.stage.name}.yaml"
     model, _ = model_path(s, rendered)
