@@ -3,10 +3,13 @@ run time, torn down after the module), so `--launcher ssh` reaches "another node
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,6 +31,20 @@ def wait_for(predicate, timeout: float, what: str):
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def wait_for_server(proc: subprocess.Popen, base: str, headers: dict | None = None, timeout: float = 240) -> dict:
+    """Wait until an OpenAI-compatible server started as `proc` answers GET {base}/models; return that answer. Fails
+    with the server's own output when it exits first."""
+    deadline = time.time() + timeout
+    while True:
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        assert time.time() < deadline, f"the server at {base} did not come up in {timeout:.0f} s"
+        try:
+            req = urllib.request.Request(f"{base}/models", headers=headers or {})
+            return json.loads(urllib.request.urlopen(req, timeout=5).read())
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.5)
 
 
 def sshd_server(tmp_path_factory):

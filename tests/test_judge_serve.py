@@ -7,25 +7,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 
 from conftest import ROOT, assert_nothing_left
+from loopback import free_port, wait_for_server
 from rewardruns import ENV, reward_run  # noqa: F401 - the session fixture: an rm-stage LoRA run on the tiny model
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_judge_through_our_own_serve(reward_run, tmp_path, cli, monkeypatch):  # noqa: F811
-    port = _free_port()
+    port = free_port()
     argv = [sys.executable, "-m", "llf_recipes", "serve", str(reward_run), "--port", str(port), "--model-name",
             "judge", "--api-key", "sekrit", "--max-new-tokens", "12"]
     proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **ENV}, stdout=subprocess.PIPE,
@@ -37,16 +28,8 @@ def test_judge_through_our_own_serve(reward_run, tmp_path, cli, monkeypatch):  #
     answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
     monkeypatch.setenv("SERVE_KEY", "sekrit")
     try:
-        deadline = time.time() + 240
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            assert time.time() < deadline, "serve did not come up"
-            try:
-                req = urllib.request.Request(f"{base}/models", headers={"Authorization": "Bearer sekrit"})
-                if json.loads(urllib.request.urlopen(req, timeout=5).read())["data"][0]["id"] == "judge":
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.5)
+        models = wait_for_server(proc, base, {"Authorization": "Bearer sekrit"})
+        assert models["data"][0]["id"] == "judge"
         judge = ["judge", answers, "--judge-url", base, "--judge-model", "judge", "--judge-key-env", "SERVE_KEY",
                  "--max-tokens", "12", "--concurrency", "2", "--timeout", "120", "--no-progress"]
         code, out, err = cli(*judge)

@@ -10,14 +10,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_cli_subprocess
-from loopback import free_port
+from loopback import free_port, wait_for_server
 
 from llf_recipes import manifest
 from llf_recipes.cli import build_parser
@@ -195,15 +194,7 @@ def test_serve_takes_a_requests_sampling_fields_and_the_command_line_otherwise(r
         return json.loads(urllib.request.urlopen(req, timeout=120).read())["choices"][0]["message"]["content"]
 
     try:
-        deadline = time.time() + 240
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            assert time.time() < deadline, "serve did not come up"
-            try:
-                urllib.request.urlopen(f"{base}/models", timeout=5)
-                break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.5)
+        wait_for_server(proc, base)
         assert reference(6, 1.5) != reference(10, 1.0) != reference(6, 1.0)  # each setting shows in the answer
         # Nothing set by the request: the command line's greedy decoding, penalty and length.
         assert chat() == chat() == reference(6, 1.5)
