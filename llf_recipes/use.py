@@ -159,12 +159,9 @@ def ask(run_dir: Path, data: dict[str, Any], prompt: str, *, system: str | None 
     log = run_dir / "llf-ask.log"
     try:
         with output_to(log), contextlib.redirect_stdout(sys.stderr):
-            from llamafactory.chat import ChatModel  # heavy: torch and transformers
+            from llf_recipes.engines.lf_templates import chat_model
 
-            from llf_recipes.engines.lf_templates import private_templates
-
-            with private_templates():
-                model = ChatModel(config)
+            model = chat_model(config)
             responses = model.chat([{"role": "user", "content": prompt}], system=system)
     except (KeyboardInterrupt, LlfError):
         raise

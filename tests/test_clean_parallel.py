@@ -104,3 +104,23 @@ def test_dedup_keeps_the_same_rows_with_either_digest(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "xxhash", None)  # import xxhash now fails: BLAKE2b stands in
     blake = run(tmp_path, "blake", src, 0, 1 << 20, monkeypatch, **options)
     assert xxh == blake and xxh[1][3].get("duplicate", 0) > 50
+
+
+def test_a_worker_starts_only_for_a_large_file_whose_every_line_this_process_need_not_see_in_order(tmp_path):
+    """The real rule, not the patched one above: state kept line by line (near-dedup, a tokenizer) stays in one
+    process, a sample that skips lines needs no worker, and a small file or a stream is not worth one."""
+    big, small = clean_parallel.MIN_BYTES, clean_parallel.MIN_BYTES - 1
+    base = {"input": tmp_path / "in.jsonl", "output": tmp_path / "out.jsonl"}
+    multi = (clean_parallel.os.cpu_count() or 1) > 1
+
+    def workers(size=big, is_file=True, **options) -> int:
+        return clean_parallel.workers_for(CleanOptions(**base, **options), size, is_file)
+
+    assert workers(stats=True) == int(multi)
+    assert workers(dedup=True, sample=10) == int(multi)
+    assert workers(stats=True, size=small) == 0
+    assert workers(stats=True, is_file=False) == 0
+    assert workers(near_dedup=0.8) == 0
+    assert workers(stats=True, max_tokens=100) == 0
+    assert workers(stats=True, token_stats=True) == 0
+    assert workers(sample=10) == 0  # the sample path parses only the lines it could pick

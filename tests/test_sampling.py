@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import vllm_standin
 from conftest import ROOT, run_cli_subprocess
 from loopback import free_port, wait_for_server
 
@@ -89,27 +90,17 @@ def test_vllm_without_the_package_stops_before_the_model_loads(verb, run_dir, cl
     assert not any(run_dir.glob(f"llf-{verb}.*")) and not (tmp_path / "out.jsonl").exists()
 
 
-def fake_vllm(where: Path, version: str) -> Path:
-    """An importable `vllm` with package metadata: what the checks read, without vLLM itself."""
-    (where / "vllm").mkdir(parents=True)
-    (where / "vllm" / "__init__.py").write_text(f"__version__ = {version!r}\n")
-    meta = where / f"vllm-{version}.dist-info"
-    meta.mkdir()
-    (meta / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n")
-    return where
-
-
 @pytest.mark.parametrize("verb", ["ask", "generate"])
 def test_vllm_without_a_cuda_device_or_in_another_version_stops_before_the_model_loads(verb, run_dir, cli, tmp_path,
                                                                                         monkeypatch):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device")
-    monkeypatch.syspath_prepend(str(fake_vllm(tmp_path / "good", "0.11.0")))
+    monkeypatch.syspath_prepend(str(vllm_standin.install(tmp_path / "good")))
     code, _, err = cli(*verb_argv(verb, run_dir, tmp_path), "--backend", "vllm")
     assert code == 2 and err.splitlines()[0] == "error: --backend vllm needs a CUDA device, and this machine has none"
     assert not any(run_dir.glob(f"llf-{verb}.*")) and not (tmp_path / "out.jsonl").exists()
-    monkeypatch.syspath_prepend(str(fake_vllm(tmp_path / "new", "0.12.0")))
+    monkeypatch.syspath_prepend(str(vllm_standin.install(tmp_path / "new", "0.12.0")))
     code, _, err = cli(*verb_argv(verb, run_dir, tmp_path), "--backend", "vllm")
     assert code == 2 and err.splitlines()[0] == ("error: --backend vllm: vllm 0.12.0 is installed, LLaMA-Factory 0.9.5 "
                                                  "takes vllm>=0.4.3,<=0.11.0")

@@ -57,16 +57,17 @@ class LLM:
 '''
 
 
-def install(where: Path) -> Path:
-    """Write the stand-in package and its metadata into `where` (to put first on sys.path); returns `where`."""
+def install(where: Path, version: str = VERSION) -> Path:
+    """Write the stand-in package and its metadata (as `version`) into `where` (to put first on sys.path); returns
+    `where`."""
     (where / "vllm" / "lora").mkdir(parents=True)
-    (where / "vllm" / "__init__.py").write_text(f"__version__ = {VERSION!r}\n" + PACKAGE)
+    (where / "vllm" / "__init__.py").write_text(f"__version__ = {version!r}\n" + PACKAGE)
     (where / "vllm" / "lora" / "__init__.py").write_text("")
     (where / "vllm" / "lora" / "request.py").write_text(
         "class LoRARequest:\n"
         "    def __init__(self, name, id, path):\n"
         "        self.lora_name, self.lora_int_id, self.lora_path = name, id, path\n")
-    meta = where / f"vllm-{VERSION}.dist-info"
+    meta = where / f"vllm-{version}.dist-info"
     meta.mkdir()
-    (meta / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {VERSION}\n")
+    (meta / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n")
     return where

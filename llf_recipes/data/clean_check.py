@@ -88,9 +88,9 @@ def load_tokenizer(path: Path | None):
     if path is None:
         raise LlfError("--max-tokens needs --tokenizer", key="--tokenizer", fix="--tokenizer path/to/tokenizer.json")
     try:
-        from tokenizers import Tokenizer  # only --max-tokens pays for this import
+        from tokenizers import Tokenizer  # only --max-tokens and --token-stats pay for this import
     except ImportError:
-        raise LlfError("--max-tokens needs the tokenizers package", key="--max-tokens",
+        raise LlfError("--max-tokens and --token-stats need the tokenizers package", key="--max-tokens",
                        fix="pip install tokenizers") from None
     path = path / "tokenizer.json" if path.is_dir() else path
     if not path.is_file():

@@ -34,3 +34,11 @@ def template_for(tokenizer: Any, data_args: Any) -> Any:
 
     with private_templates():
         return get_template_and_fix_tokenizer(tokenizer, data_args)
+
+
+def chat_model(config: dict[str, Any]) -> Any:
+    """LLaMA-Factory's ChatModel for `config`, with a template private to this load."""
+    from llamafactory.chat import ChatModel  # heavy: torch and transformers
+
+    with private_templates():
+        return ChatModel(config)

@@ -177,12 +177,9 @@ def _chat_answers(config: dict[str, Any], todo: list, request: Request, log: Pat
 
 def _load(config: dict[str, Any], log: Path):
     try:
-        from llamafactory.chat import ChatModel  # heavy: torch and transformers
+        from llf_recipes.engines.lf_templates import chat_model
 
-        from llf_recipes.engines.lf_templates import private_templates
-
-        with private_templates():
-            return ChatModel(config)
+        return chat_model(config)
     except (KeyboardInterrupt, LlfError):
         raise
     except Exception as exc:  # noqa: BLE001 - the engine's failure, reported with its log
