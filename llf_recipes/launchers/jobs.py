@@ -42,7 +42,6 @@ class NodeJob:
     code: int | None = None
     stopped: bool = False  # ended by us, not by itself
     reader: threading.Thread | None = field(default=None, repr=False)
-    echo: EngineEcho | None = field(default=None, repr=False)  # what the terminal sees of its output
 
 
 class Terminated(Exception):
@@ -63,7 +62,7 @@ class Runner:
         prefix = job.label.encode()
         with open(job.log_path, "ab") as log:
             assert job.proc is not None and job.proc.stdout is not None
-            echo = job.echo or EngineEcho(prefix=job.label)
+            echo = EngineEcho(prefix=job.label)
             for line in job.proc.stdout:
                 log.write(line)
                 log.flush()

@@ -3,11 +3,10 @@ and `python -m llf_recipes.engines.trl.backend FILE` on the one node, through to
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
-from llf_recipes import yamlio
+from llf_recipes import checkpoints, yamlio
 from llf_recipes.engines.env import EngineEnv, resolve
 from llf_recipes.engines.grpo_stage import GrpoPlan, PlannedFile, device_env, model_path
 from llf_recipes.engines.trl.args import grpo_config_kwargs, lora_kwargs
@@ -52,8 +51,8 @@ def plan(rendered, s, batch, data, base: Path, stage: str, engine: EngineEnv) ->
 
 
 class TrlDriver:
-    checkpoint_pattern = re.compile(r"^checkpoint-(\d+)$")
-    checkpoint_marker = "trainer_state.json"
+    checkpoint_pattern = checkpoints.HF_PATTERN  # TRL checkpoints as transformers' Trainer does
+    checkpoint_marker = checkpoints.COMPLETE_MARKER
 
     def write_files(self, plan: GrpoPlan) -> list[Path]:
         from llf_recipes.atomic import write_text
