@@ -55,6 +55,13 @@ class HostLayout:
         ids = self.device_ids if self.device_ids is not None else range(self.per_node)
         return ",".join(str(i) for i in ids)
 
+    def device_env(self) -> dict[str, str]:
+        """The variable that shows a node's processes their devices (none at all on CPU)."""
+        if self.device == "cpu":
+            return {"CUDA_VISIBLE_DEVICES": ""}
+        var = "ASCEND_RT_VISIBLE_DEVICES" if self.device == "npu" else "CUDA_VISIBLE_DEVICES"
+        return {var: self.visible_devices()}
+
     def describe(self) -> str:
         unit = {"cuda": "GPU", "npu": "NPU", "cpu": "CPU process"}[self.device]
         plural = unit + ("es" if unit.endswith("s") else "s")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from llf_recipes.engines.env import EngineEnv
 from llf_recipes.errors import LlfError
-from llf_recipes.hardware import HostLayout
 from llf_recipes.launchers.command import NodeCommand
 from llf_recipes.render import RenderedStage, deepspeed_target, needs_torchrun
 
@@ -56,14 +55,6 @@ def config_path_for(rendered: RenderedStage) -> Path:
     return Path(out) / f"llf-{rendered.stage.name}.yaml"
 
 
-def _device_env(layout: HostLayout) -> dict[str, str]:
-    if layout.device == "npu":
-        return {"ASCEND_RT_VISIBLE_DEVICES": layout.visible_devices()}
-    if layout.device == "cpu":
-        return {"CUDA_VISIBLE_DEVICES": ""}
-    return {"CUDA_VISIBLE_DEVICES": layout.visible_devices()}
-
-
 def plan_stage(rendered: RenderedStage, nccl: str | None = None, engine: EngineEnv | None = None) -> StagePlan:
     layout = rendered.layout
     torchrun = needs_torchrun(rendered)
@@ -77,7 +68,7 @@ def plan_stage(rendered: RenderedStage, nccl: str | None = None, engine: EngineE
     preset = nccl_env(nccl) if nccl else {}
     commands = []
     for rank, node in enumerate(nodes):
-        env = _device_env(layout)
+        env = layout.device_env()
         if torchrun:
             env.update(
                 FORCE_TORCHRUN="1",

@@ -142,13 +142,6 @@ def dataset_file(name: str, dataset_dir: str, catalog, stage: str | None) -> tup
     return path, []
 
 
-def device_env(layout) -> dict[str, str]:
-    if layout.device == "cpu":
-        return {"CUDA_VISIBLE_DEVICES": ""}
-    var = "ASCEND_RT_VISIBLE_DEVICES" if layout.device == "npu" else "CUDA_VISIBLE_DEVICES"
-    return {var: layout.visible_devices()}
-
-
 def model_path(s: dict[str, Any], rendered: RenderedStage) -> tuple[str, bool]:
     """(model path for the engine, produced by an earlier stage of this run)."""
     model = str(s["model_name_or_path"])

@@ -160,13 +160,6 @@ def argv_for(verb: Verb, config: dict[str, Any], run_dir: Path) -> list[str]:
     return argv + list(verb.fixed)
 
 
-def _device_env(layout) -> dict[str, str]:
-    if layout.device == "cpu":
-        return {"CUDA_VISIBLE_DEVICES": ""}
-    var = "ASCEND_RT_VISIBLE_DEVICES" if layout.device == "npu" else "CUDA_VISIBLE_DEVICES"
-    return {var: layout.visible_devices()}
-
-
 @dataclass(frozen=True)
 class LlfPlan:
     """A planned llf stage, with the fields of launch.StagePlan so `run` prints, records and executes it alike."""
@@ -263,7 +256,7 @@ def plan(rendered: RenderedStage) -> tuple[LlfPlan, list[Finding]]:
     config_path = run_dir / f"llf-{rendered.stage.name}.yaml"
     argv = argv_for(verb, rendered.config, run_dir)
     layout = rendered.layout
-    env = {**_device_env(layout), PROGRESS_ENV: str(run_dir / PROGRESS_FILE)}
+    env = {**layout.device_env(), PROGRESS_ENV: str(run_dir / PROGRESS_FILE)}
     command = NodeCommand(0, layout.nodes[0].host, tuple(argv), env)
     outputs = tuple(verb.output_files(rendered.config, run_dir))
     return LlfPlan(rendered, config_path, (config_path,), False, (command,), resolve("llf"), outputs), found

@@ -11,7 +11,7 @@ from llf_recipes import yamlio
 from llf_recipes.engines.easyr1 import config as easyr1
 from llf_recipes.engines.easyr1 import easyr1_dir, easyr1_engine, ray_program, rules
 from llf_recipes.engines.env import EngineEnv
-from llf_recipes.engines.grpo_stage import GrpoPlan, PlannedFile, device_env, model_path
+from llf_recipes.engines.grpo_stage import GrpoPlan, PlannedFile, model_path
 from llf_recipes.errors import LlfError
 from llf_recipes.launchers.command import NodeCommand
 from llf_recipes.launchers.ray import RayCluster
@@ -66,14 +66,14 @@ def plan(rendered, s, batch, data, base: Path, stage: str, engine: EngineEnv) ->
         PlannedFile(files.reward_lib, "copy of llf_recipes.grpo.rewards and its helpers for the reward module"),
         PlannedFile(files.config, f"EasyR1 config for {layout.describe()}", yamlio.dump(config)),
     ]
-    env = {**device_env(layout), "PYTHONUNBUFFERED": "1"}
+    env = {**layout.device_env(), "PYTHONUNBUFFERED": "1"}
     head = layout.nodes[0].host
     main = NodeCommand(0, head, (python, "-m", "verl.trainer.main", f"config={files.config}"), env)
     cluster = None
     if layout.nnodes > 1:
         accelerator = "NPU" if layout.device == "npu" else "GPU"
         cluster = RayCluster(tuple(n.host for n in layout.nodes), int(s["ray_port"]), ray_program(python), python,
-                             0 if layout.device == "cpu" else layout.per_node, device_env(layout), accelerator)
+                             0 if layout.device == "cpu" else layout.per_node, layout.device_env(), accelerator)
     result = GrpoPlan(rendered, files.config, tuple(f.path for f in planned_files), False, (main,), "easyr1", s, data,
                       DRIVER, cluster, tuple(planned_files), config, engine)
     return result, findings

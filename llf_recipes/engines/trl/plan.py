@@ -8,7 +8,7 @@ from typing import Any
 
 from llf_recipes import checkpoints, yamlio
 from llf_recipes.engines.env import EngineEnv, resolve
-from llf_recipes.engines.grpo_stage import GrpoPlan, PlannedFile, device_env, model_path
+from llf_recipes.engines.grpo_stage import GrpoPlan, PlannedFile, model_path
 from llf_recipes.engines.trl.args import grpo_config_kwargs, lora_kwargs
 from llf_recipes.errors import LlfError
 from llf_recipes.launchers.command import NodeCommand
@@ -42,7 +42,7 @@ def plan(rendered, s, batch, data, base: Path, stage: str, engine: EngineEnv) ->
     python = engine.python  # llf-recipes' own interpreter unless pointed elsewhere (it imports llf_recipes)
     argv = (python, "-m", "torch.distributed.run", f"--nproc_per_node={layout.per_node}", *module) if torchrun \
         else (python, *module)
-    env = {**device_env(layout), "PYTHONUNBUFFERED": "1"}
+    env = {**layout.device_env(), "PYTHONUNBUFFERED": "1"}
     planned = (PlannedFile(config_path, "GRPO settings and the GRPOConfig/LoRA arguments the TRL backend uses",
                            yamlio.dump(doc)),)
     command = NodeCommand(0, layout.nodes[0].host, argv, env)
