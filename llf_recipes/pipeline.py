@@ -21,7 +21,7 @@ from typing import Any
 
 from llf_recipes import checkpoints, manifest, records
 from llf_recipes.atomic import recover
-from llf_recipes.console import print_tail, verbose
+from llf_recipes.console import verbose
 from llf_recipes.data.check import preflight
 from llf_recipes.data.layouts import remote_dir
 from llf_recipes.errors import LlfError
@@ -339,8 +339,6 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
                 })
         if code not in (None, 0):
             where = "" if len(plan.commands) > 1 else f"; log: {log}"  # the multi-node executor names node and log
-            if len(plan.commands) == 1 and code not in (130, 143):
-                print_tail(log, f"stage {plan.stage}")
             print(f"error: stage {plan.stage} {'was interrupted' if code in (130, 143) else f'failed with exit code {code}'}{where}",
                   file=sys.stderr)
         return code or 0

@@ -55,7 +55,12 @@ def execute(plan: LaunchPlan, log: Path, options: LaunchOptions) -> int | None:
         cmd = plan.commands[0]
         return ray.execute_with_cluster(plan, log.parent, options.ssh_config, cluster, list(cmd.argv), dict(cmd.env))
     if name in ("auto", "local") and is_local(plan):
-        return execute_local(plan, log)
+        code = execute_local(plan, log)
+        if code not in (0, 130, 143):  # the other launchers name the failing node and show its lines themselves
+            from llf_recipes.console import print_tail
+
+            print_tail(log, f"stage {plan.stage}")
+        return code
     if name == "local":
         raise LlfError(f"stage {plan.stage} spans {len(plan.commands)} node(s) or a remote host; --launcher local "
                        "cannot start it", fix="use --launcher ssh, slurm, print or ray")
