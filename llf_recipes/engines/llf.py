@@ -250,8 +250,7 @@ def plan(rendered: RenderedStage) -> tuple[LlfPlan, list[Finding]]:
     from llf_recipes.launch import NodeCommand
 
     found = findings(rendered)
-    run_dir = Path(str(rendered.config.get("output_dir") or
-                       f"{rendered.variables.get('output_root', 'saves')}/{rendered.recipe.name}/{rendered.stage.name}"))
+    run_dir = rendered.run_dir
     verb = VERBS[rendered.verb]
     config_path = run_dir / f"llf-{rendered.stage.name}.yaml"
     argv = argv_for(verb, rendered.config, run_dir)
