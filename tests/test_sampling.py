@@ -93,8 +93,9 @@ def test_vllm_without_the_package_stops_before_the_model_loads(verb, run_dir, cl
 @pytest.mark.parametrize("verb", ["ask", "generate"])
 def test_vllm_without_a_cuda_device_or_in_another_version_stops_before_the_model_loads(verb, run_dir, cli, tmp_path,
                                                                                         monkeypatch):
-    torch = pytest.importorskip("torch")
-    if torch.cuda.is_available():
+    from llf_recipes.preflight import visible_cuda_devices
+
+    if visible_cuda_devices():
         pytest.skip("this machine has a CUDA device")
     monkeypatch.syspath_prepend(str(vllm_standin.install(tmp_path / "good")))
     code, _, err = cli(*verb_argv(verb, run_dir, tmp_path), "--backend", "vllm")
@@ -107,16 +108,58 @@ def test_vllm_without_a_cuda_device_or_in_another_version_stops_before_the_model
 
 
 def test_vllm_takes_one_adapter_so_a_chain_is_merged_first(tmp_path):
+    """The run's chain is refused by the rule `validate` applies to a chat config with infer_backend: vllm."""
     from llf_recipes.errors import LlfError
+    from llf_recipes.schema.rules import validate_config
     from llf_recipes.use import infer_config
 
     adapters = [tmp_path / "sft", tmp_path / "dpo"]
     for adapter in adapters:
         adapter.mkdir()
     data = {"model": {"base": "m", "adapters": [str(a) for a in adapters], "template": "qwen"}}
-    with pytest.raises(LlfError, match="vLLM loads one LoRA adapter, and the run in .* stacks 2") as caught:
+    with pytest.raises(LlfError, match="the run in .*: vLLM loads one LoRA adapter, not a stack of 2") as caught:
         infer_config(tmp_path, data, infer_backend="vllm")
     assert "llf-recipes export" in caught.value.fix
+    chained = infer_config(tmp_path, data, infer_backend="huggingface")
+    (found,) = [f for f in validate_config({**chained, "infer_backend": "vllm"}, "chat", stage="s", datasets={})
+                if f.rule == "vllm-limits"]
+    assert found.key == "adapter_name_or_path" and found.message in caught.value.message
+    data["model"]["adapters"] = data["model"]["adapters"][:1]
+    assert infer_config(tmp_path, data, infer_backend="vllm")["adapter_name_or_path"] == str(adapters[0])
+
+
+def test_the_vllm_range_is_the_one_llamafactorys_parser_checks(tmp_path, monkeypatch):
+    """Read from LLaMA-Factory's own source, without importing it: the range its parser refuses a vLLM outside of."""
+    import importlib.metadata
+
+    from llamafactory.hparams import get_infer_args
+
+    from llf_recipes.sampling import llamafactory_vllm_range
+
+    version, wanted = llamafactory_vllm_range()
+    assert version == importlib.metadata.version("llamafactory")
+    monkeypatch.delenv("DISABLE_VERSION_CHECK", raising=False)
+    monkeypatch.syspath_prepend(str(vllm_standin.install(tmp_path / "new", "0.12.0")))
+    with pytest.raises(ImportError) as refused:
+        get_infer_args({"model_name_or_path": "m", "template": "qwen", "infer_backend": "vllm"})
+    assert str(refused.value).startswith(f"vllm{wanted} is required")
+
+
+def test_a_vllm_refusal_comes_without_importing_torch(run_dir, tmp_path):
+    """The package, version and device checks run before anything heavy: with torch and transformers unimportable,
+    --backend vllm on a machine (or CUDA_VISIBLE_DEVICES) without a CUDA device still ends in its one line."""
+    poison = tmp_path / "poison"
+    for mod in ("torch", "transformers"):
+        (poison / mod).mkdir(parents=True)
+        (poison / mod / "__init__.py").write_text(f"raise ImportError('{mod} imported')\n")
+    standin = vllm_standin.install(tmp_path / "standin")
+    env = {"PYTHONPATH": os.pathsep.join([str(poison), str(standin), os.environ.get("PYTHONPATH", "")]),
+           "CUDA_VISIBLE_DEVICES": ""}
+    for verb in VERBS:
+        proc = run_cli_subprocess(*verb_argv(verb, run_dir, tmp_path), "--backend", "vllm", env=env, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.splitlines()[0] == ("error: --backend vllm needs a CUDA device, and CUDA_VISIBLE_DEVICES='' "
+                                               "leaves none"), proc.stderr
 
 
 def test_the_options_reach_llamafactorys_generating_arguments_for_either_backend(run_dir):
@@ -248,11 +291,16 @@ def test_top_k_0_is_off_as_transformers_reads_it(run_dir, tmp_path, cli):
 
 @pytest.fixture
 def vllm_here(tmp_path, monkeypatch):
-    """vLLM's stand-in importable and a CUDA device reported, in this process only."""
+    """vLLM's stand-in importable and a CUDA device reported (by the driver, and to torch), in this process only."""
     import torch
     import vllm_standin
 
+    from llf_recipes import preflight
+
     monkeypatch.syspath_prepend(str(vllm_standin.install(tmp_path / "standin")))
+    monkeypatch.setattr(preflight, "cuda_inventory",
+                        lambda: preflight.Inventory((preflight.Gpu(0, "stand-in", 9.0),), "test"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     yield
     for name in [n for n in sys.modules if n == "vllm" or n.startswith("vllm.")]:

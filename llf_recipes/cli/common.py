@@ -108,7 +108,9 @@ def sampling_from(args: argparse.Namespace) -> dict:
 
 
 def backend_from(args: argparse.Namespace) -> str:
-    """LLaMA-Factory's infer_backend for --backend; vLLM without its package or a CUDA device stops here."""
+    """LLaMA-Factory's infer_backend for --backend; vLLM without its package or a CUDA device stops here (the devices
+    counted without torch: chat and serve load the model in a child process)."""
+    from llf_recipes.preflight import visible_cuda_devices
     from llf_recipes.sampling import infer_backend
 
-    return infer_backend(args.backend)
+    return infer_backend(args.backend, visible_cuda_devices)
