@@ -51,8 +51,7 @@ class StagePlan:
 
 
 def config_path_for(rendered: RenderedStage) -> Path:
-    out = rendered.output_dir or f"{rendered.variables.get('output_root', 'saves')}/{rendered.recipe.name}/{rendered.stage.name}"
-    return Path(out) / f"llf-{rendered.stage.name}.yaml"
+    return rendered.run_dir / f"llf-{rendered.stage.name}.yaml"
 
 
 def plan_stage(rendered: RenderedStage, nccl: str | None = None, engine: EngineEnv | None = None) -> StagePlan:

@@ -102,8 +102,8 @@ def fingerprint(plan: StagePlan, previous: dict[str, Any] | None) -> dict[str, A
 
 
 def _stage_dir(plan: StagePlan, name: str) -> Path:
-    root = plan.rendered.variables.get("output_root", "saves")
-    return Path(f"{root}/{plan.rendered.recipe.name}/{name}")
+    """The run directory of a stage this one reads, as render placed it (its own output_dir when it sets one)."""
+    return plan.rendered.upstream_dirs[name]
 
 
 def _strip(ds: dict[str, Any]) -> dict[str, Any]:
@@ -187,8 +187,7 @@ def check_registered(plan: StagePlan, running_now: set[str] | None = None) -> bo
     config = plan.rendered.config
     if config.get("stage") == "grpo" or getattr(plan, "checks_own_data", False):
         return True  # GRPO engines read their own converted file (prompt + answer), checked when the plan is written
-    if running_now and any(Path(str(config.get("dataset_dir") or "data")) == _stage_dir(plan, name)
-                           for name in plan.rendered.needs if name in running_now):
+    if running_now and set(plan.rendered.writers_of(str(config.get("dataset_dir") or "data"))) & running_now:
         return False
     if remote_dir(config.get("dataset_dir") or "data"):
         return True  # LLaMA-Factory reads the names (or dataset_info.json) from the hub: nothing local to check

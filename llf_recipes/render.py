@@ -87,6 +87,9 @@ class RenderedStage:
     # it reads register, so a stage that trains on them validates before they exist
     provides: dict[str, dict[str, Any]] = field(default_factory=dict)
     upstream_datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the run directory (where its manifest and outputs are) of each stage this one reads, and what each registers
+    upstream_dirs: dict[str, Path] = field(default_factory=dict)
+    upstream_provides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def verb(self) -> str:
@@ -95,6 +98,17 @@ class RenderedStage:
     @property
     def output_dir(self) -> str | None:
         return self.config.get("output_dir") or self.config.get("export_dir")
+
+    @property
+    def run_dir(self) -> Path:
+        """Where the stage's config, log and manifest go: its output directory, or OUTPUT_ROOT/RECIPE/STAGE."""
+        default = f"{self.variables.get('output_root', 'saves')}/{self.recipe.name}/{self.stage.name}"
+        return Path(self.output_dir or default)
+
+    def writers_of(self, directory: str | Path) -> list[str]:
+        """The stages this one reads that register datasets in `directory` when they run (a pairs stage)."""
+        return [name for name, provides in self.upstream_provides.items()
+                if any(Path(d) == Path(directory) for d in provides)]
 
     def to_yaml(self) -> str:
         order: dict[str, list[str]] = {}
@@ -328,7 +342,10 @@ class Renderer:
         engines.adapt(result)
         result.provides = registered_by(stage.verb, config)  # a pairs stage registers a dataset a later one reads
         for name in result.needs:
-            for directory, entries in self._done[name].provides.items():
+            upstream = self._done[name]
+            result.upstream_dirs[name] = upstream.run_dir
+            result.upstream_provides[name] = upstream.provides
+            for directory, entries in upstream.provides.items():
                 result.upstream_datasets.setdefault(directory, {}).update(entries)
         return result
 

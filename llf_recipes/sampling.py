@@ -35,13 +35,20 @@ def generating_args(*, temperature: float, top_p: float, top_k: int, repetition_
     if not 0 < top_p <= 1:
         raise LlfError(f"--top-p {top_p:g} must be above 0 and at most 1", key="--top-p",
                        fix="1 keeps every token; 0.9 keeps the most likely tokens that make up 90% of the probability")
-    if top_k < 1:
-        raise LlfError(f"--top-k {top_k} must be at least 1", key="--top-k", fix="50 is LLaMA-Factory's default")
+    if top_k < 0:  # 0 is off, as transformers and LLaMA-Factory read it
+        raise LlfError(f"--top-k {top_k} must be 0 or more", key="--top-k",
+                       fix="0 keeps every token (top-k off); 50 is LLaMA-Factory's default")
     if not repetition_penalty > 0:
         raise LlfError(f"--repetition-penalty {repetition_penalty:g} must be above 0", key="--repetition-penalty",
                        fix="1.0 leaves repetitions alone; 1.1 discourages them")
     return {"temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty,
             "max_new_tokens": max_new_tokens}
+
+
+def vllm_top_k(top_k: int) -> int:
+    """vLLM's spelling of a top-k: off is -1 in every version LLaMA-Factory takes (before 0.8 vLLM refuses 0; later
+    ones still take -1), as LLaMA-Factory's own vLLM engine passes it."""
+    return top_k if top_k > 0 else -1
 
 
 def is_greedy(sampling: dict[str, Any]) -> bool:

@@ -57,7 +57,7 @@ def test_one_option_group_with_the_same_names_defaults_and_help_on_every_verb():
 
 @pytest.mark.parametrize("verb", VERBS)
 @pytest.mark.parametrize(("option", "value"), [
-    ("--top-p", "0"), ("--top-p", "1.5"), ("--temperature", "-0.1"), ("--temperature", "nan"), ("--top-k", "0"),
+    ("--top-p", "0"), ("--top-p", "1.5"), ("--temperature", "-0.1"), ("--temperature", "nan"), ("--top-k", "-1"),
     ("--repetition-penalty", "0"), ("--max-new-tokens", "0"),
 ])
 def test_a_bad_value_stops_with_one_line_naming_the_option(verb, option, value, cli, tmp_path):
@@ -218,6 +218,34 @@ def test_greedy_generate_equals_transformers_with_the_same_penalty(run_dir, refe
     assert rows[0]["settings"]["repetition_penalty"] == 1.5 and rows[0]["settings"]["temperature"] == 0
 
 
+def test_top_k_0_is_off_as_transformers_reads_it(run_dir, tmp_path, cli):
+    """--top-k 0 samples among every token: the very answers of a top-k as large as the vocabulary (same seed), where
+    --top-k 1 decodes greedily."""
+    from transformers import AutoConfig
+
+    vocab = AutoConfig.from_pretrained(manifest.read(run_dir)["model"]["base"]).vocab_size
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "asks.json").write_text(json.dumps([{"instruction": p, "output": "-", "system": SYSTEM}
+                                                for p in (PROMPT, "What is a tokenizer?")]))
+    (data / "dataset_info.json").write_text(json.dumps({"asks": {"file_name": "asks.json", "columns": {
+        "prompt": "instruction", "response": "output", "system": "system"}}}))
+
+    def answers(top_k: int) -> list[list[str]]:
+        out = tmp_path / f"top{top_k}.jsonl"
+        code, _, err = cli("generate", run_dir, "--dataset", "asks", "--data-dir", data, "-o", out, "--temperature",
+                           "1.5", "--top-p", "1", "--top-k", top_k, "--max-new-tokens", "8", "--num-return", "2",
+                           "--no-progress")
+        assert code == 0, err
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert all(r["settings"]["top_k"] == top_k for r in rows)
+        return [r["answers"] for r in rows]
+
+    off = answers(0)
+    assert off == answers(vocab)
+    assert off != answers(1)  # a real cut shows in the answers
+
+
 @pytest.fixture
 def vllm_here(tmp_path, monkeypatch):
     """vLLM's stand-in importable and a CUDA device reported, in this process only."""
@@ -274,3 +302,9 @@ def test_generate_through_the_vllm_path_encodes_seeds_and_resumes_as_the_hf_path
     assert code == 0 and "generated answers to 2 of 3 prompts, 1 already there" in out, err
     assert resumed.read_bytes() == whole.read_bytes()
     assert all(len(json.loads(line)["answers"]) == 2 for line in whole.read_text().splitlines())
+
+    # top-k off (0) reaches vLLM as its own spelling of off
+    calls = len(LLM.calls)
+    code, _, err = cli("generate", run_dir, "-o", tmp_path / "all.jsonl", *sampled, "--top-k", "0")
+    assert code == 0, err
+    assert [p.top_k for _, p, _ in LLM.calls[calls:]] == [-1, -1, -1]

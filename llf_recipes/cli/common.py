@@ -89,7 +89,7 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
                    help=f"nucleus sampling: keep the smallest set of tokens whose probability adds up to P, in (0, 1] "
                         f"(default: {DEFAULTS['top_p']})")
     g.add_argument("--top-k", type=int, default=DEFAULTS["top_k"], metavar="K",
-                   help=f"sample among the K most likely tokens (default: {DEFAULTS['top_k']})")
+                   help=f"sample among the K most likely tokens; 0: among all (default: {DEFAULTS['top_k']})")
     g.add_argument("--repetition-penalty", type=float, default=DEFAULTS["repetition_penalty"], metavar="R",
                    help=f"above 1.0 discourages repeating tokens (default: {DEFAULTS['repetition_penalty']})")
     g.add_argument("--max-new-tokens", type=int, default=DEFAULTS["max_new_tokens"], metavar="N",
