@@ -49,6 +49,11 @@ class StagePlan:
     def stage(self) -> str:
         return self.rendered.stage.name
 
+    @property
+    def checks_own_data(self) -> bool:
+        """False: LLaMA-Factory reads the stage's datasets by name, so the pipeline checks they are registered."""
+        return False
+
 
 def config_path_for(rendered: RenderedStage) -> Path:
     return rendered.run_dir / f"llf-{rendered.stage.name}.yaml"

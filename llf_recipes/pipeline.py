@@ -135,7 +135,9 @@ def checkpoint_layout(plan: StagePlan) -> tuple[Path, re.Pattern[str], str] | No
     return None
 
 
-def decide(plan: StagePlan, previous: dict[str, Any] | None, current: dict[str, Any], force: bool) -> Decision:
+def decide(plan: StagePlan, previous: dict[str, Any] | None, current: dict[str, Any], force: bool,
+           layout: tuple[Path, re.Pattern[str], str] | None) -> Decision:
+    """Run, skip or resume; `layout` is the stage's checkpoint_layout."""
     if previous is None:
         return Decision("run", "first run")
     if force:
@@ -144,7 +146,6 @@ def decide(plan: StagePlan, previous: dict[str, Any] | None, current: dict[str, 
     status = previous.get("status")
     if status == "completed" and same:
         return Decision("skip", f"completed {previous.get('finished_at', '')} with the same config and data")
-    layout = checkpoint_layout(plan)
     if status in ("running", "failed", "interrupted", "abandoned") and same and getattr(plan, "continues_output", False):
         # an engine that appends finished rows (generate) carries on from the last one it wrote
         return Decision("resume", f"the last attempt stopped ({status}); continuing the rows it wrote")
@@ -185,8 +186,8 @@ def check_registered(plan: StagePlan, running_now: set[str] | None = None) -> bo
     when left for later (to be checked just before the stage starts): `running_now` holds a stage that writes its
     dataset_dir (a pairs stage)."""
     config = plan.rendered.config
-    if config.get("stage") == "grpo" or getattr(plan, "checks_own_data", False):
-        return True  # GRPO engines read their own converted file (prompt + answer), checked when the plan is written
+    if plan.checks_own_data:
+        return True  # an engine that reads and checks its own input (GRPO's converted rows, an llf verb's prompts)
     if running_now and set(plan.rendered.writers_of(str(config.get("dataset_dir") or "data"))) & running_now:
         return False
     if remote_dir(config.get("dataset_dir") or "data"):
@@ -209,8 +210,6 @@ def check_registered(plan: StagePlan, running_now: set[str] | None = None) -> bo
                     f"llf-recipes prepare --recipe {plan.rendered.recipe.name} --data-dir {dataset_dir}",
             )
         stage = str(config.get("stage") or plan.stage)
-        if plan.rendered.verb == "grpo":
-            continue  # GRPO's engines read the converted rows themselves (checked when its plan writes them)
         for note in preflight(entry, name, stage, dataset_dir, media_dir=config.get("media_dir")):
             print(f"note: {note}", file=sys.stderr)
     return True
@@ -278,7 +277,7 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
         if previous is not None and layout:  # checkpoints an attempt left unstamped (it was killed) belong to it
             checkpoints.claim(layout[0], previous.get("identity"), previous.get("lineage"), layout[1])
         current = fingerprint(plan, previous)
-        decision = decide(plan, previous, current, force)
+        decision = decide(plan, previous, current, force, layout)
         log = run_dir / f"llf-{plan.stage}.log"
         if decision.action == "skip":
             print(f"{position} stage {plan.stage}: skipped, {decision.reason} (--force reruns it)", flush=True)

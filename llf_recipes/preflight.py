@@ -79,6 +79,21 @@ def cuda_inventory() -> Inventory:
     return Inventory((), "no nvidia-smi and no /proc/driver/nvidia")
 
 
+def visible_cuda_devices() -> int:
+    """How many CUDA devices a process started here sees: the driver's, narrowed by CUDA_VISIBLE_DEVICES (CUDA reads
+    its entries up to the first that names no device)."""
+    count = len(cuda_inventory().gpus)
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None or not count:
+        return count
+    seen = 0
+    for entry in (e.strip() for e in listed.split(",")):
+        if not (entry.isdigit() and int(entry) < count) and not entry.startswith(("GPU-", "MIG-")):
+            break
+        seen += 1
+    return min(seen, count)
+
+
 def npu_count() -> int:
     return sum(1 for p in Path("/dev").glob("davinci[0-9]*"))
 

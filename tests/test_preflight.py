@@ -182,3 +182,17 @@ def test_device_auto_is_what_this_machine_has(cli, machine):
     fake_smi(bin_dir, None)  # no driver answers: CPU
     code, out, _ = cli("run", "zhihu", "--device", "auto", "--dry-run")
     assert code == 0 and "CPU process" in out and "    CUDA_VISIBLE_DEVICES=\n" in out
+
+
+@pytest.mark.parametrize(("listed", "seen"), [(None, 2), ("", 0), ("-1", 0), ("1", 1), ("0,1", 2), ("0,5,1", 1),
+                                              ("GPU-8f2c", 1)])
+def test_the_cuda_devices_a_process_sees_follow_cuda_visible_devices(monkeypatch, listed, seen):
+    from llf_recipes import preflight
+
+    two = preflight.Inventory((preflight.Gpu(0, "A", 9.0), preflight.Gpu(1, "B", 9.0)), "test")
+    monkeypatch.setattr(preflight, "cuda_inventory", lambda: two)
+    if listed is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", listed)
+    assert preflight.visible_cuda_devices() == seen

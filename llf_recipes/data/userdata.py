@@ -20,17 +20,25 @@ def _is_text(path: Path) -> bool:
     return path.suffix.lower() == ".txt"
 
 
-def detect_entry(path: str | Path, stage: str, file_name: str, *, formatting: str | None = None,
-                 columns: dict[str, str] | None = None, tags: dict[str, str] | None = None) -> tuple[dict[str, Any], Detected]:
-    """The entry for `path` (written with `file_name`) from its first rows, with the user's overrides applied."""
+def first_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows layout detection reads: the file's first SNIFF_ROWS."""
     path = Path(path)
     if not path.exists():
         raise LlfError(f"{path} does not exist", key="--file")
     try:
-        rows = [row for _, row in islice(iter_rows(path, csv_empty_none=True), SNIFF_ROWS)]
+        return [row for _, row in islice(iter_rows(path, csv_empty_none=True), SNIFF_ROWS)]
     except BadRow as bad:  # the same error without the --skip-bad hint, which registering has no use for
         raise LlfError(bad.message, where=bad.where, key=bad.key, fix="fix the row; LLaMA-Factory cannot read the file "
                                                                       "as it is") from None
+
+
+def detect_entry(path: str | Path, stage: str | None, file_name: str, *, formatting: str | None = None,
+                 columns: dict[str, str] | None = None, tags: dict[str, str] | None = None,
+                 rows: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], Detected]:
+    """The entry for `path` (written with `file_name`) from its first rows (`rows` when already read), with the
+    user's overrides applied."""
+    path = Path(path)
+    rows = first_rows(path) if rows is None else rows
     try:
         found = detect(rows, stage, text_file=_is_text(path), where=str(path))
     except LlfError:
@@ -45,10 +53,12 @@ def detect_entry(path: str | Path, stage: str, file_name: str, *, formatting: st
 
 def verified_entry(path: str | Path, stage: str, file_name: str, data_dir: str | Path, *, name: str,
                    formatting: str | None = None, columns: dict[str, str] | None = None,
-                   tags: dict[str, str] | None = None, show: int = 5) -> tuple[dict[str, Any], Detected, CheckReport]:
+                   tags: dict[str, str] | None = None, show: int = 5, rows: list[dict[str, Any]] | None = None,
+                   outcome: str = "registered") -> tuple[dict[str, Any], Detected, CheckReport]:
     """detect_entry, then every row of the file through that entry as LLaMA-Factory will read it from `data_dir`:
-    any row it would stop on or drop stops registration, with file, line and field named."""
-    entry, found = detect_entry(path, stage, file_name, formatting=formatting, columns=columns, tags=tags)
+    any row it would stop on or drop stops what the file was for (nothing was `outcome`), with file, line and field
+    named."""
+    entry, found = detect_entry(path, stage, file_name, formatting=formatting, columns=columns, tags=tags, rows=rows)
     given = "name the file's fields with --columns COLUMN=FIELD" if columns else "name the fields with --columns"
     report = check_file(path, stage, entry, media_base=data_dir, name=name, fix=given)
     problems = report.errors + report.dropped
@@ -58,8 +68,8 @@ def verified_entry(path: str | Path, stage: str, file_name: str, data_dir: str |
         first = problems[0]
         roles = " (for other role names, pass --tags user_tag=...,assistant_tag=...)" if "role" in first.message else ""
         raise LlfError(f"{len(problems)} of {report.rows} row(s) do not read as {found.layout} for stage {stage}; "
-                       f"nothing was registered\n{lines}{more}", where=first.where, key=first.key,
+                       f"nothing was {outcome}\n{lines}{more}", where=first.where, key=first.key,
                        fix=f"fix those rows{roles}; `llf-recipes check {path} --stage {stage} --show N` lists them all")
     if report.usable == 0:
-        raise LlfError(f"no row is usable for stage {stage}; nothing was registered", where=str(path))
+        raise LlfError(f"no row is usable for stage {stage}; nothing was {outcome}", where=str(path))
     return entry, found, report

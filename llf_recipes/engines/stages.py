@@ -44,7 +44,7 @@ def plan(rendered: RenderedStage, catalog, *, allow=frozenset(), backend: str | 
 
         if smoke is not None:
             llf.smoke(rendered, smoke.get(rendered.stage.name, {}))
-        found_plan, findings = llf.plan(rendered)
+        found_plan, findings = llf.plan(rendered, overrides)
         return found_plan, _allowed(findings, allow)
     if engines.get(rendered.engine).planner == "grpo":
         from llf_recipes.engines.grpo_plan import plan_grpo, smoke_settings
