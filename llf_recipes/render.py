@@ -250,7 +250,7 @@ class Renderer:
         batch = None
         scoped = self.overrides.stage_vars.get(stage.name, {})  # --set STAGE.NAME=VALUE: a variable for this stage
         variables = {**self.variables, **scoped}
-        if stage.verb == "train":
+        if stage.verb == "train" and not self.recipe.plain:  # a plain LLaMA-Factory YAML keeps its own batch sizes
             global_batch = _count(scoped.get("global_batch_size") or stage.global_batch_size
                                   or variables["global_batch_size"], "global_batch_size", self.recipe)
             micro = _count(scoped.get("micro_batch_size") or stage.micro_batch_size or variables["micro_batch_size"],

@@ -10,6 +10,7 @@ from typing import Any
 from llf_recipes import engines
 from llf_recipes.catalog import Catalog
 from llf_recipes.hardware import LOCAL_HOSTS, HostLayout
+from llf_recipes.plain_config import TRAIN_MARKERS, infer_verb  # noqa: F401 - where callers found them
 from llf_recipes.render import RenderedStage, needs_torchrun
 from llf_recipes.schema import SUPPORTED_VERSION
 from llf_recipes.schema.deepspeed import DeepSpeedSource
@@ -72,20 +73,6 @@ def launch_for(layout: HostLayout, torchrun: bool) -> LaunchInfo:
     """The launch a layout gives: its process count, and whether some node is another machine."""
     remote = any(node.host not in LOCAL_HOSTS for node in layout.nodes)
     return LaunchInfo(torchrun=torchrun, world_size=layout.world_size, remote=remote)
-
-
-# Keys that make a plain YAML a training config: `llamafactory-cli chat/export` takes none of them.
-TRAIN_MARKERS = ("stage", "do_train", "do_eval", "do_predict", "output_dir")
-
-
-def infer_verb(config: dict[str, Any]) -> str:
-    """The llamafactory-cli verb a plain YAML is written for: export_dir -> export, a stage or a training switch ->
-    train, otherwise chat (so a stray training key in a chat config is reported, not taken as a training run)."""
-    if "export_dir" in config:
-        return "export"
-    if any(key in config for key in TRAIN_MARKERS):
-        return "train"
-    return "chat"
 
 
 def errors(findings: list[Finding]) -> list[Finding]:
