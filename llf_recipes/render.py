@@ -88,6 +88,7 @@ class RenderedStage:
     engine: str = "llamafactory"  # the engine that runs it (llf_recipes/engines)
     translations: list[str] = field(default_factory=list)  # keys rewritten into that engine's dialect
     unscoped: set[str] = field(default_factory=set)  # keys an unscoped --set gave every stage (not STAGE.key)
+    set_keys: set[str] = field(default_factory=set)  # every config key a --set gave this stage
     # datasets this stage registers when it runs ({dataset_dir: {name: entry}}: a pairs stage), and those the stages
     # it reads register, so a stage that trains on them validates before they exist
     provides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -347,6 +348,7 @@ class Renderer:
             variables=variables,
             removed=removed,
             unscoped=unscoped,
+            set_keys=set(self.overrides.keys.get(None, {})) | set(self.overrides.keys.get(stage.name, {})),
         )
         result.engine = engines.name_for(stage.verb, config, stage.engine)
         engines.adapt(result)
