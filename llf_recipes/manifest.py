@@ -181,6 +181,14 @@ def final_metrics(output_dir: str | Path) -> dict[str, Any]:
     return metrics
 
 
+def figures(data: dict[str, Any], keys: Iterable[str]) -> list[tuple[str, int | float]]:
+    """(key, value) for those of `keys` whose final metric in the manifest `data` is a number, in the order of `keys`
+    (what a summary or a report shows of a stage)."""
+    metrics = data.get("metrics") or {}
+    return [(k, metrics[k]) for k in keys
+            if isinstance(metrics.get(k), (int, float)) and not isinstance(metrics.get(k), bool)]
+
+
 def trainer_state(output_dir: str | Path) -> dict[str, Any] | None:
     """The trainer_state.json of the run, or of its latest checkpoint when the run did not finish."""
     output_dir = Path(output_dir)
