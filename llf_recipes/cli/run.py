@@ -26,6 +26,7 @@ from llf_recipes.launchers import LAUNCHERS, LaunchOptions
 from llf_recipes.launchers import execute as launch
 from llf_recipes.pipeline import check_inputs, check_registered, ensure_master_port, run_stage
 from llf_recipes.render import Overrides, Renderer
+from llf_recipes.stage_dirs import check_output_root
 from llf_recipes.smoke import SMOKE_OUTPUT_ROOT, VERSION_TAG, apply_smoke, default_cache_dir, tiny_model_path
 from llf_recipes.validation import errors
 
@@ -94,15 +95,21 @@ def build_plans(args, catalog) -> tuple[list[StagePlan], list]:
     smoke = getattr(args, "smoke", False)
     layout = cpu_layout() if smoke else layout_from(args, catalog)
     overrides = list(args.overrides)
+    if args.output_root is not None:
+        check_output_root(args.output_root, "--output-root")
     output_root = args.output_root or (SMOKE_OUTPUT_ROOT if smoke else None)
     if output_root:
         overrides.insert(0, f"output_root={output_root}")
     if smoke:
         overrides.insert(0, "deepspeed=none")
     parsed = Overrides.parse(overrides, recipe)
-    renderer = Renderer(recipe, layout, parsed, catalog)
+    # a smoke run writes only under its own root: a stage whose output_dir is set elsewhere is moved there
+    smoke_root = parsed.vars.get("output_root", SMOKE_OUTPUT_ROOT) if smoke else None
+    renderer = Renderer(recipe, layout, parsed, catalog, outputs_under=smoke_root)
     rendered = renderer.render_all(selected_stages(recipe, args.stage, args.from_stage))
     if smoke:
+        for stage, (own, used) in renderer.moved.items():
+            print(f"note: smoke: stage {stage} writes to {used}, not its own output_dir {own}", file=sys.stderr)
         # The model is built on first use; a dry run only names where it will be.
         model = default_cache_dir() / VERSION_TAG if args.dry_run else tiny_model_path()
         for stage, notes in apply_smoke(rendered, model, parsed.keys).items():

@@ -20,6 +20,13 @@ def _is_text(path: Path) -> bool:
     return path.suffix.lower() == ".txt"
 
 
+def looks_like_path(name: str) -> bool:
+    """A NAME|FILE argument that names a file (a data file's suffix, or a folder in it) rather than a dataset entry."""
+    from llf_recipes.data.rows import FORMATS
+
+    return "/" in name or "\\" in name or Path(name).suffix.lower() in FORMATS
+
+
 def first_rows(path: str | Path) -> list[dict[str, Any]]:
     """The rows layout detection reads: the file's first SNIFF_ROWS."""
     path = Path(path)
