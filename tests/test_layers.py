@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                   "llf_recipes.engines.install", "llf_recipes.engines.check", "llf_recipes.engines.handoff",
                   "llf_recipes.engines.lf_templates", "llf_recipes.recipe", "llf_recipes.catalog")),
     ("data", ("llf_recipes.data",)),
-    ("render", ("llf_recipes.render", "llf_recipes.grpo")),
+    ("render", ("llf_recipes.render", "llf_recipes.provenance", "llf_recipes.grpo")),
     ("validate and launchers", ("llf_recipes.validation", "llf_recipes.launchers")),
     ("plan", ("llf_recipes.launch",)),
     ("engines' planning", ("llf_recipes.engines.stages", "llf_recipes.engines.grpo_plan", "llf_recipes.engines.grpo_stage",

@@ -131,3 +131,51 @@ def test_an_entry_that_means_the_same_is_unchanged(cli, tmp_path):
                                                                       "ranking": True}}))
     code, _, err = cli("register", "--file", f, "--name", "chats", "--stage", "sft", "--data-dir", tmp_path)
     assert code == 2 and "different definition" in err
+
+
+def test_register_reads_media_from_media_dir(cli, tmp_path):
+    """Images whose paths are relative to a folder other than the data dir: --media-dir, as `check` and LLaMA-Factory's
+    media_dir take it; without it the error names each missing file once and suggests the option."""
+    import shutil
+
+    layouts = ROOT / "tests" / "data" / "layouts"
+    shutil.copytree(layouts / "media", tmp_path / "shared" / "media")
+    rows = [{"messages": [{"role": "user", "content": "<image><image>Same picture?"},
+                          {"role": "assistant", "content": "Yes."}], "images": ["media/dot.png", "media/dot.png"]},
+            {"messages": [{"role": "user", "content": "<image>Shape?"}, {"role": "assistant", "content": "Square."}],
+             "images": ["media/square.png"]}]
+    src = tmp_path / "shared" / "pics.json"
+    src.write_text(json.dumps(rows), encoding="utf-8")
+    data = tmp_path / "data"
+    data.mkdir()
+    code, _, err = cli("register", "--file", src, "--name", "pics", "--stage", "sft", "--data-dir", data)
+    assert code == 2 and "2 of 2 row(s) do not read" in err and "--media-dir DIR" in err, err
+    first = next(line for line in err.splitlines() if "pics.json:" in line and "(row 1)" in line and "media/dot.png" in line)
+    assert first.count("'media/dot.png' is not there") == 1, first
+    assert not (data / "dataset_info.json").exists()
+    code, out, err = cli("register", "--file", src, "--name", "pics", "--stage", "sft", "--data-dir", data,
+                         "--media-dir", tmp_path / "shared")
+    assert code == 0 and "2 of 2 row(s) usable" in out and f"media_dir: {tmp_path / 'shared'}" in err, out + err
+    assert info(data)["pics"]["columns"]["images"] == "images"
+    code, _, err = cli("register", "--file", src, "--name", "pics", "--stage", "sft", "--data-dir", data,
+                       "--media-dir", tmp_path / "nodir")
+    assert code == 2 and "the media folder" in err and "nodir does not exist" in err
+
+
+@pytest.mark.engine
+def test_llamafactory_finds_the_media_where_register_checked_them(cli, tmp_path):
+    import shutil
+
+    from llf_loader import aligned_rows
+
+    shutil.copytree(ROOT / "tests" / "data" / "layouts" / "media", tmp_path / "shared" / "media")
+    src = tmp_path / "shared" / "pics.json"
+    src.write_text(json.dumps([{"messages": [{"role": "user", "content": "<image>Shape?"},
+                                             {"role": "assistant", "content": "Square."}],
+                                "images": ["media/square.png"]}]), encoding="utf-8")
+    data = tmp_path / "data"
+    data.mkdir()
+    assert cli("register", "--file", src, "--name", "pics", "--stage", "sft", "--data-dir", data,
+               "--media-dir", tmp_path / "shared")[0] == 0
+    got = aligned_rows(data, "pics", "sft", tmp_path / "w", media_dir=str(tmp_path / "shared"))
+    assert [row["_images"] for row in got] == [[str(tmp_path / "shared" / "media" / "square.png")]]

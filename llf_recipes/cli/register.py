@@ -33,6 +33,8 @@ def add_parser(sub) -> None:
     p.add_argument("--tags", metavar="TAG=VALUE,...", help="with --file: sharegpt tags, e.g. role_tag=role,user_tag=user "
                                                            "(overrides detection)")
     p.add_argument("--formatting", choices=FORMATTINGS, help="with --file: override the detected formatting")
+    p.add_argument("--media-dir", metavar="DIR", help="with --file: LLaMA-Factory's media_dir, the folder the rows' image, "
+                                                     "video and audio paths are relative to (default: the data dir)")
     p.add_argument("--force", action="store_true", help="replace a name registered with a different definition")
     p.add_argument("--dry-run", action="store_true", help="print the change; write nothing")
     add_catalog_args(p)
@@ -62,14 +64,17 @@ def entries_from(args) -> dict[str, dict]:
             raise LlfError(f"{file} does not exist", key="--file")
         entry, found, report = verified_entry(file, args.stage, _user_file_path(file, data_dir), data_dir, name=args.name,
                                               formatting=args.formatting, columns=parse_columns(args.columns),
-                                              tags=parse_columns(args.tags, "--tags"))
+                                              tags=parse_columns(args.tags, "--tags"), media_dir=args.media_dir)
         print(f"{file}: {found.layout}; {report.usable} of {report.rows} row(s) usable for stage {args.stage}")
+        if args.media_dir and any(k in entry.get("columns", {}) for k in ("images", "videos", "audios")):
+            print(f"  note: train with media_dir: {args.media_dir} (LLaMA-Factory looks for the media files there; its "
+                  "default is dataset_dir)", file=sys.stderr)
         for warn in report.warnings[:3]:
             print(f"  note: {warn.where}: {warn.message}", file=sys.stderr)
         return {args.name: entry}
-    for option in ("name", "stage", "columns", "tags", "formatting"):
+    for option in ("name", "stage", "columns", "tags", "formatting", "media_dir"):
         if getattr(args, option):
-            raise LlfError(f"--{option} goes with --file", key=f"--{option}")
+            raise LlfError(f"--{option.replace('_', '-')} goes with --file", key=f"--{option.replace('_', '-')}")
     catalog = catalog_from(args)
     names = list(catalog.datasets) if args.all else args.names
     if not names:
@@ -83,6 +88,8 @@ def main(args) -> int:
     paths.directory(args.data_dir)
     if args.file:
         paths.input_file(args.file, "--file")
+    if args.media_dir is not None and not Path(args.media_dir).is_dir():
+        raise LlfError(f"the media folder {args.media_dir} does not exist", key="--media-dir")
     entries = entries_from(args)
     changes = register(args.data_dir, entries, force=args.force, dry_run=args.dry_run)
     target = Path(args.data_dir) / INFO_NAME
