@@ -20,7 +20,8 @@ def test_the_benchmark_counts_are_the_packs(catalog):
     counted = re.search(r"`validate --all --all-hostfiles` \((\d+) recipes, (\d+) stage x layout checks, (\d+) layouts\)",
                         README)
     assert counted, "the benchmark paragraph names the recipes, checks and layouts it validates"
-    assert tuple(map(int, counted.groups())) == (len(recipes), checks, len(layouts))
+    assert tuple(map(int, counted.groups())) == (len(recipes), checks, len(layouts)), \
+        "update the benchmark paragraph of README.md (and re-measure) when the pack changes"
 
 
 def test_the_smoke_model_named_in_examples_is_the_one_built():
