@@ -33,8 +33,11 @@ def test_register_user_file_complete_columns_and_paths(cli, tmp_path):
     inside = data / "in.jsonl"
     data.mkdir()
     inside.write_text('{"instruction": "q", "output": "a", "label": true}\n', encoding="utf-8")
-    assert cli("register", "--file", own, "--name", "qa", "--stage", "sft", "--columns", "prompt=question,response=answer", "--data-dir", data)[0] == 0
-    assert cli("register", "--file", inside, "--name", "k", "--stage", "kto", "--data-dir", data)[0] == 0
+    code, _, err = cli("register", "--file", own, "--name", "qa", "--stage", "sft", "--columns",
+                       "prompt=question,response=answer", "--data-dir", data)
+    assert code == 0 and f"file_name is the absolute path {own.resolve()}" in err, err
+    code, _, err = cli("register", "--file", inside, "--name", "k", "--stage", "kto", "--data-dir", data)
+    assert code == 0 and "absolute" not in err, err
     got = info(data)
     assert got["qa"]["file_name"] == str(own.resolve())  # outside the data dir: absolute
     assert got["qa"]["columns"] == {"prompt": "question", "response": "answer"}  # no input field, so no query

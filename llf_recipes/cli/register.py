@@ -71,6 +71,10 @@ def entries_from(args) -> dict[str, dict]:
                                               tags=parse_columns(args.tags, "--tags"), media_dir=args.media_dir,
                                               skip_dropped=args.skip_bad)
         print(f"{file}: {found.layout}; {report.usable} of {report.rows} row(s) usable for stage {args.stage}")
+        if os.path.isabs(entry["file_name"]):
+            print(f"  note: the file lies outside {data_dir}, so its file_name is the absolute path {entry['file_name']} "
+                  f"(the entry works from any folder but does not move with {data_dir}; copy the file into it for a "
+                  "relative one)", file=sys.stderr)
         if report.usable < report.rows:
             print(f"  note: {report.rows - report.usable} row(s) stay in the file and LLaMA-Factory drops them as it "
                   "loads it, e.g. " + "; ".join(f"{d.where}: {d.message.removeprefix('LLaMA-Factory drops it: ')}"
