@@ -35,6 +35,10 @@ def add_parser(sub) -> None:
     p.add_argument("--formatting", choices=FORMATTINGS, help="with --file: override the detected formatting")
     p.add_argument("--media-dir", metavar="DIR", help="with --file: LLaMA-Factory's media_dir, the folder the rows' image, "
                                                      "video and audio paths are relative to (default: the data dir)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="with --file: register it even when LLaMA-Factory will drop some rows (a wrong turn order, no "
+                        "answer): they are listed and left in the file, and it skips them as it loads; rows it would "
+                        "stop on still refuse the file")
     p.add_argument("--force", action="store_true", help="replace a name registered with a different definition")
     p.add_argument("--dry-run", action="store_true", help="print the change; write nothing")
     add_catalog_args(p)
@@ -64,15 +68,24 @@ def entries_from(args) -> dict[str, dict]:
             raise LlfError(f"{file} does not exist", key="--file")
         entry, found, report = verified_entry(file, args.stage, _user_file_path(file, data_dir), data_dir, name=args.name,
                                               formatting=args.formatting, columns=parse_columns(args.columns),
-                                              tags=parse_columns(args.tags, "--tags"), media_dir=args.media_dir)
+                                              tags=parse_columns(args.tags, "--tags"), media_dir=args.media_dir,
+                                              skip_dropped=args.skip_bad)
         print(f"{file}: {found.layout}; {report.usable} of {report.rows} row(s) usable for stage {args.stage}")
+        if os.path.isabs(entry["file_name"]):
+            print(f"  note: the file lies outside {data_dir}, so its file_name is the absolute path {entry['file_name']} "
+                  f"(the entry works from any folder but does not move with {data_dir}; copy the file into it for a "
+                  "relative one)", file=sys.stderr)
+        if report.usable < report.rows:
+            print(f"  note: {report.rows - report.usable} row(s) stay in the file and LLaMA-Factory drops them as it "
+                  "loads it, e.g. " + "; ".join(f"{d.where}: {d.message.removeprefix('LLaMA-Factory drops it: ')}"
+                                                for d in report.dropped[:3]), file=sys.stderr)
         if args.media_dir and any(k in entry.get("columns", {}) for k in ("images", "videos", "audios")):
             print(f"  note: train with media_dir: {args.media_dir} (LLaMA-Factory looks for the media files there; its "
                   "default is dataset_dir)", file=sys.stderr)
         for warn in report.warnings[:3]:
             print(f"  note: {warn.where}: {warn.message}", file=sys.stderr)
         return {args.name: entry}
-    for option in ("name", "stage", "columns", "tags", "formatting", "media_dir"):
+    for option in ("name", "stage", "columns", "tags", "formatting", "media_dir", "skip_bad"):
         if getattr(args, option):
             raise LlfError(f"--{option.replace('_', '-')} goes with --file", key=f"--{option.replace('_', '-')}")
     catalog = catalog_from(args)
