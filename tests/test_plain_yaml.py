@@ -145,3 +145,16 @@ def test_a_plain_yaml_smoke_run_trains_under_saves_smoke(catalog, tmp_path, tiny
     assert (stage_dir / "adapter_model.safetensors").is_file()
     assert json.loads((stage_dir / "llf-run.json").read_text())["status"] == "completed"
     assert not (tmp_path / "saves" / "qwen2.5-0.5b").exists()
+
+
+def test_a_plain_yaml_in_recipes_is_listed_and_runs_by_name(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "my_lora_sft.yaml").write_text(LORA_SFT, encoding="utf-8")
+    code, out, err = cli("list", "--json")
+    assert code == 0, err
+    (row,) = [r for r in json.loads(out) if r["name"] == "my_lora_sft"]
+    assert row["stages"] == "sft" and row["datasets"] == "huanhuan"
+    code, out, err = cli("run", "my_lora_sft", "--dry-run", "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["output_dir"] == "saves/qwen2.5-0.5b/lora/sft"

@@ -26,7 +26,7 @@ def requirements(configs: list[dict]) -> list[str]:
     needs: list[str] = []
     for cfg in configs:
         if cfg.get("quantization_bit") and cfg.get("quantization_method", "bnb") == "bnb":
-            needs.append("bitsandbytes and a CUDA GPU (4-bit QLoRA)")
+            needs.append("bitsandbytes (4-bit QLoRA: a CUDA GPU for real runs; --smoke keeps it on CPU)")
         if cfg.get("flash_attn") in ("fa2", "fa3"):
             needs.append("flash-attn")
         if cfg.get("use_unsloth"):
