@@ -111,7 +111,7 @@ def test_validate_applies_set_to_a_plain_yaml(cli, lf_file, setting, rule):
 
 def test_validate_set_deepspeed_picks_a_bundled_profile(cli, lf_file):
     lf_file.write_text(LORA_SFT.replace("ddp_timeout", "deepspeed: missing/ds_z3.json\nddp_timeout"), encoding="utf-8")
-    code, out, err = cli("validate", lf_file, "--gpus", "0,1")
+    code, _out, err = cli("validate", lf_file, "--gpus", "0,1")
     assert code == 1 and "(rule deepspeed-missing)" in err and "--set deepspeed=z2" in err
     code, _, err = cli("validate", lf_file, "--gpus", "0,1", "--set", "deepspeed=z2")  # the fix it gives
     assert code == 0, err
@@ -123,7 +123,7 @@ def test_validating_a_rendered_multi_gpu_file_names_its_layout(cli, tmp_path, mo
     monkeypatch.chdir(tmp_path)
     code, _, err = cli("render", "zhihu", "--hostfile", "2node-8gpu", "--output-dir", "out")
     assert code == 0, err
-    code, out, err = cli("validate", "out/sft.yaml")
+    code, _out, err = cli("validate", "out/sft.yaml")
     assert code == 1 and "(rule deepspeed-needs-torchrun)" in err
     assert "rendered for 2 nodes x 8 GPUs = 16: validate it there with --hostfile 2node-8gpu" in err
     code, _, err = cli("validate", "out/sft.yaml", "--hostfile", "2node-8gpu")
