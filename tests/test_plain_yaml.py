@@ -158,3 +158,10 @@ def test_a_plain_yaml_in_recipes_is_listed_and_runs_by_name(cli, tmp_path, monke
     code, out, err = cli("run", "my_lora_sft", "--dry-run", "--json")
     assert code == 0, err
     assert json.loads(out)[0]["output_dir"] == "saves/qwen2.5-0.5b/lora/sft"
+
+
+def test_show_of_a_plain_yaml_gives_its_own_fixes(cli, lf_file):
+    code, out, err = cli("show", lf_file)
+    assert code == 0, err
+    assert "llamafactory-cli train, stage sft" in out
+    assert "--set bf16=false --set fp16=true" in out and "precision=fp16" not in out
