@@ -40,9 +40,9 @@ def input_problems(plans: list[StagePlan], command=None) -> tuple[list[LlfError]
     notes = io.StringIO()
     for p in plans:
         with contextlib.redirect_stderr(notes):
-            for check in (lambda: check_inputs(p, names, command), lambda: check_registered(p, names)):
+            for check, extra in ((check_inputs, (command,)), (check_registered, ())):
                 try:
-                    check()
+                    check(p, names, *extra)
                 except LlfError as exc:
                     problems.append(exc)
     return problems, [line for line in notes.getvalue().splitlines() if line.strip()]

@@ -14,9 +14,9 @@ from llf_recipes.hardware import LOCAL_HOSTS, HostLayout
 from llf_recipes.plain_config import TRAIN_MARKERS, infer_verb  # noqa: F401 - where callers found them
 from llf_recipes.render import RenderedStage, needs_torchrun
 from llf_recipes.schema import SUPPORTED_VERSION, VERB_ARGS, keys_for
-from llf_recipes.suggest import nearest
 from llf_recipes.schema.deepspeed import DeepSpeedSource
 from llf_recipes.schema.rules import Finding, LaunchInfo, validate_config
+from llf_recipes.suggest import nearest
 
 
 @lru_cache(maxsize=16)

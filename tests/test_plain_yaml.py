@@ -94,7 +94,7 @@ def test_run_plans_a_plain_yaml_as_one_stage(cli, lf_file, tmp_path):
 def test_a_two_document_file_without_a_header_says_how_to_write_one(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "two.yaml").write_text(LORA_SFT + "---\n" + LORA_SFT, encoding="utf-8")
-    code, out, err = cli("run", "two.yaml", "--dry-run")
+    code, _, err = cli("run", "two.yaml", "--dry-run")
     assert code != 0 and "Traceback" not in err
     assert "not a recipe header" in err and "stages: [{name: sft}]" in err
 
@@ -113,9 +113,9 @@ def test_validate_set_deepspeed_picks_a_bundled_profile(cli, lf_file):
     lf_file.write_text(LORA_SFT.replace("ddp_timeout", "deepspeed: missing/ds_z3.json\nddp_timeout"), encoding="utf-8")
     code, out, err = cli("validate", lf_file, "--gpus", "0,1")
     assert code == 1 and "(rule deepspeed-missing)" in err and "--set deepspeed=z2" in err
-    code, out, err = cli("validate", lf_file, "--gpus", "0,1", "--set", "deepspeed=z2")  # the fix it gives
+    code, _, err = cli("validate", lf_file, "--gpus", "0,1", "--set", "deepspeed=z2")  # the fix it gives
     assert code == 0, err
-    code, out, err = cli("validate", lf_file, "--gpus", "0,1", "--set", "~deepspeed")
+    code, _, err = cli("validate", lf_file, "--gpus", "0,1", "--set", "~deepspeed")
     assert code == 0, err
 
 
@@ -126,10 +126,10 @@ def test_validating_a_rendered_multi_gpu_file_names_its_layout(cli, tmp_path, mo
     code, out, err = cli("validate", "out/sft.yaml")
     assert code == 1 and "(rule deepspeed-needs-torchrun)" in err
     assert "rendered for 2 nodes x 8 GPUs = 16: validate it there with --hostfile 2node-8gpu" in err
-    code, out, err = cli("validate", "out/sft.yaml", "--hostfile", "2node-8gpu")
+    code, _, err = cli("validate", "out/sft.yaml", "--hostfile", "2node-8gpu")
     assert code == 0, err
     code, _, err = cli("render", "sft-huanhuan", "--gpus", "0,1,2,3", "--output-dir", "four")
-    code, out, err = cli("validate", "four/sft.yaml")
+    code, _, err = cli("validate", "four/sft.yaml")
     assert code == 1 and "validate it there with --gpus 0,1,2,3" in err
 
 

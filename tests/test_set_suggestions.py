@@ -20,11 +20,11 @@ def test_a_misspelt_set_name_gets_the_nearest_variable_or_argument(cli, recipe, 
 
 
 def test_a_name_near_nothing_lists_the_recipes_variables(cli):
-    code, out, err = cli("validate", "zhihu", "--set", "zzzqqq=1")
+    code, _, err = cli("validate", "zhihu", "--set", "zzzqqq=1")
     assert code == 1
     assert "drop --set zzzqqq; the recipe's variables are " in err and "micro_batch_size" in err
 
 
 def test_a_real_argument_set_on_the_command_line_still_validates(cli):
-    code, out, err = cli("validate", "zhihu", "--set", "learning_rate=5e-6", "--set", "dpo.micro_batch_size=1")
+    code, _, err = cli("validate", "zhihu", "--set", "learning_rate=5e-6", "--set", "dpo.micro_batch_size=1")
     assert code == 0, err

@@ -26,8 +26,8 @@ from llf_recipes.launchers import LAUNCHERS, LaunchOptions
 from llf_recipes.launchers import execute as launch
 from llf_recipes.pipeline import check_inputs, check_registered, ensure_master_port, run_stage
 from llf_recipes.render import Overrides, Renderer
-from llf_recipes.stage_dirs import check_output_root
 from llf_recipes.smoke import SMOKE_OUTPUT_ROOT, VERSION_TAG, apply_smoke, default_cache_dir, tiny_model_path
+from llf_recipes.stage_dirs import check_output_root
 from llf_recipes.validation import errors
 
 
