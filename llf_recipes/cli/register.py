@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
         llf-recipes register --file chats.json --name chats --stage sft      # layout detected, whole file checked
         llf-recipes register --file my_qa.jsonl --name my_qa --stage sft --columns prompt=question,response=answer
         llf-recipes register --file prefs.jsonl --name my_prefs --stage dpo --force   # replace a different definition
+        llf-recipes register --file pics.json --name pics --stage sft --media-dir shared   # image paths relative to shared/
     """)
     p.add_argument("names", nargs="*", metavar="NAME", help="dataset entries from dataset_info.d/")
     p.add_argument("--all", action="store_true", help="every entry in dataset_info.d/")
