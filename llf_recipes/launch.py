@@ -49,10 +49,14 @@ class StagePlan:
     def stage(self) -> str:
         return self.rendered.stage.name
 
+    @property
+    def checks_own_data(self) -> bool:
+        """False: LLaMA-Factory reads the stage's datasets by name, so the pipeline checks they are registered."""
+        return False
+
 
 def config_path_for(rendered: RenderedStage) -> Path:
-    out = rendered.output_dir or f"{rendered.variables.get('output_root', 'saves')}/{rendered.recipe.name}/{rendered.stage.name}"
-    return Path(out) / f"llf-{rendered.stage.name}.yaml"
+    return rendered.run_dir / f"llf-{rendered.stage.name}.yaml"
 
 
 def plan_stage(rendered: RenderedStage, nccl: str | None = None, engine: EngineEnv | None = None) -> StagePlan:

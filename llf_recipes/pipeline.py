@@ -102,8 +102,8 @@ def fingerprint(plan: StagePlan, previous: dict[str, Any] | None) -> dict[str, A
 
 
 def _stage_dir(plan: StagePlan, name: str) -> Path:
-    root = plan.rendered.variables.get("output_root", "saves")
-    return Path(f"{root}/{plan.rendered.recipe.name}/{name}")
+    """The run directory of a stage this one reads, as render placed it (its own output_dir when it sets one)."""
+    return plan.rendered.upstream_dirs[name]
 
 
 def _strip(ds: dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +135,9 @@ def checkpoint_layout(plan: StagePlan) -> tuple[Path, re.Pattern[str], str] | No
     return None
 
 
-def decide(plan: StagePlan, previous: dict[str, Any] | None, current: dict[str, Any], force: bool) -> Decision:
+def decide(plan: StagePlan, previous: dict[str, Any] | None, current: dict[str, Any], force: bool,
+           layout: tuple[Path, re.Pattern[str], str] | None) -> Decision:
+    """Run, skip or resume; `layout` is the stage's checkpoint_layout."""
     if previous is None:
         return Decision("run", "first run")
     if force:
@@ -144,7 +146,6 @@ def decide(plan: StagePlan, previous: dict[str, Any] | None, current: dict[str, 
     status = previous.get("status")
     if status == "completed" and same:
         return Decision("skip", f"completed {previous.get('finished_at', '')} with the same config and data")
-    layout = checkpoint_layout(plan)
     if status in ("running", "failed", "interrupted", "abandoned") and same and getattr(plan, "continues_output", False):
         # an engine that appends finished rows (generate) carries on from the last one it wrote
         return Decision("resume", f"the last attempt stopped ({status}); continuing the rows it wrote")
@@ -160,8 +161,9 @@ def decide(plan: StagePlan, previous: dict[str, Any] | None, current: dict[str, 
     return Decision("run", f"the last attempt ended {status}")
 
 
-def check_inputs(plan: StagePlan, running_now: set[str]) -> None:
-    """Every stage this one reads has completed (or runs earlier in this invocation)."""
+def check_inputs(plan: StagePlan, running_now: set[str], command: Callable[[str], str] | None = None) -> None:
+    """Every stage this one reads has completed (or runs earlier in this invocation). `command(STAGE)`: the command
+    that runs that stage with the options of this run (--smoke, --output-root, ...)."""
     for name in plan.rendered.needs:
         if name in running_now:
             continue
@@ -171,7 +173,8 @@ def check_inputs(plan: StagePlan, running_now: set[str]) -> None:
             state = f"its last run {data.get('status')}" if data else "it has no run manifest"
             raise LlfError(
                 f"stage {plan.stage} reads the output of stage {name!r} in {upstream}, but {state}",
-                fix=f"run stage {name} first (llf-recipes run {plan.rendered.recipe.name} --stage {name}), "
+                fix=f"run stage {name} first "
+                    f"({command(name) if command else f'llf-recipes run {plan.rendered.recipe.name} --stage {name}'}), "
                     "or run the recipe without --stage/--from",
             )
 
@@ -185,10 +188,9 @@ def check_registered(plan: StagePlan, running_now: set[str] | None = None) -> bo
     when left for later (to be checked just before the stage starts): `running_now` holds a stage that writes its
     dataset_dir (a pairs stage)."""
     config = plan.rendered.config
-    if config.get("stage") == "grpo" or getattr(plan, "checks_own_data", False):
-        return True  # GRPO engines read their own converted file (prompt + answer), checked when the plan is written
-    if running_now and any(Path(str(config.get("dataset_dir") or "data")) == _stage_dir(plan, name)
-                           for name in plan.rendered.needs if name in running_now):
+    if plan.checks_own_data:
+        return True  # an engine that reads and checks its own input (GRPO's converted rows, an llf verb's prompts)
+    if running_now and set(plan.rendered.writers_of(str(config.get("dataset_dir") or "data"))) & running_now:
         return False
     if remote_dir(config.get("dataset_dir") or "data"):
         return True  # LLaMA-Factory reads the names (or dataset_info.json) from the hub: nothing local to check
@@ -210,8 +212,6 @@ def check_registered(plan: StagePlan, running_now: set[str] | None = None) -> bo
                     f"llf-recipes prepare --recipe {plan.rendered.recipe.name} --data-dir {dataset_dir}",
             )
         stage = str(config.get("stage") or plan.stage)
-        if plan.rendered.verb == "grpo":
-            continue  # GRPO's engines read the converted rows themselves (checked when its plan writes them)
         for note in preflight(entry, name, stage, dataset_dir, media_dir=config.get("media_dir")):
             print(f"note: {note}", file=sys.stderr)
     return True
@@ -279,7 +279,7 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
         if previous is not None and layout:  # checkpoints an attempt left unstamped (it was killed) belong to it
             checkpoints.claim(layout[0], previous.get("identity"), previous.get("lineage"), layout[1])
         current = fingerprint(plan, previous)
-        decision = decide(plan, previous, current, force)
+        decision = decide(plan, previous, current, force, layout)
         log = run_dir / f"llf-{plan.stage}.log"
         if decision.action == "skip":
             print(f"{position} stage {plan.stage}: skipped, {decision.reason} (--force reruns it)", flush=True)

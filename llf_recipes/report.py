@@ -68,7 +68,8 @@ class Chart:
 
 def collect(paths: list[str | Path], results_path: str | Path | None = None) -> tuple[list[RunView], dict[str, Any]]:
     """Every run with a model under `paths` (any status: a failed run's curves are the interesting ones)."""
-    runs, _ = discover(paths, completed=False)
+    found: list[tuple[Path, dict[str, Any]]] = []  # every manifest read on the way, for the stage table
+    runs, _ = discover(paths, completed=False, manifests=found)
     if not runs:
         raise LlfError(f"no run found under {', '.join(map(str, paths))}",
                        fix="pass a directory holding stage outputs with llf-run.json (e.g. saves/)")
@@ -89,7 +90,7 @@ def collect(paths: list[str | Path], results_path: str | Path | None = None) -> 
              and (name in names or r.get("baseline_for") in names or r.get("method") == "base")}
     compared = compare.rows(shown)
     tasks, bench_rows = compare.benchmark_table(shown)
-    return views, {"stages": stage_table(paths), "results_file": str(results_path) if results else None,
+    return views, {"stages": stage_table(found), "results_file": str(results_path) if results else None,
                    "compared": compared,
                    "reading": compare.reading(shown, compared), "bench_tasks": tasks, "bench_rows": bench_rows,
                    "judge_rows": judge_rows(results)}
@@ -120,14 +121,15 @@ def judge_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 STAGE_FIGURES = ("train_loss", "prompts", "answers", "scored", "mean_score", "pairs")
 
 
-def stage_table(paths: list[str | Path]) -> list[dict[str, Any]]:
-    """Every stage under `paths`, in pipeline order: the training stages and those that train nothing (generate,
-    score, judge, pairs), with how each ended and what it produced."""
-    rows = []
-    for run_dir, data in manifest.find(paths):
-        metrics = data.get("metrics") or {}
-        figures = ", ".join(f"{k.replace('_', ' ')} {_num(metrics[k])}" for k in STAGE_FIGURES
-                            if isinstance(metrics.get(k), (int, float)) and not isinstance(metrics.get(k), bool))
+def stage_table(manifests: list[tuple[Path, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every stage of `manifests` (run directory, manifest), in pipeline order: the training stages and those that
+    train nothing (generate, score, judge, pairs), with how each ended and what it produced."""
+    rows, seen = [], set()
+    for run_dir, data in manifests:
+        if run_dir.resolve() in seen:  # under two of the paths given
+            continue
+        seen.add(run_dir.resolve())
+        figures = ", ".join(f"{k.replace('_', ' ')} {_num(v)}" for k, v in manifest.figures(data, STAGE_FIGURES))
         recipe = data.get("recipe") if isinstance(data.get("recipe"), dict) else {}
         rows.append({"stage": f"{recipe.get('name') or run_dir.parent.name}/{data.get('stage')}",
                      "verb": data.get("verb"), "status": data.get("status"), "duration_s": data.get("duration_s"),

@@ -21,10 +21,8 @@ METRICS = (("train_loss", "loss"), ("eval_loss", "eval loss"), ("eval_accuracy",
 
 
 def _metrics(data: dict[str, Any]) -> str:
-    metrics = data.get("metrics") or {}
-    found = [f"{label} {metrics[key]:.4g}" for key, label in METRICS
-             if isinstance(metrics.get(key), (int, float)) and not isinstance(metrics.get(key), bool)]
-    return ", ".join(found[:2])
+    labels = dict(METRICS)
+    return ", ".join(f"{labels[key]} {value:.4g}" for key, value in manifest.figures(data, labels)[:2])
 
 
 def stage_rows(run_dirs: list[tuple[str, Path]], since: float) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from typing import Any
 from llf_recipes import manifest, yamlio
 from llf_recipes.atomic import write_text
 from llf_recipes.errors import LlfError
+from llf_recipes.schema.startup import vllm_adapters
 
 
 def unmerged(run_dir: Path, model: dict[str, Any]) -> None:
@@ -35,9 +36,10 @@ def infer_config(run_dir: Path, data: dict[str, Any], **extra: Any) -> dict[str,
         if not Path(path).is_dir():
             raise LlfError(f"the adapter {path} of the run in {run_dir} is missing", where=str(manifest.path_for(run_dir)),
                            fix="rerun the stage (llf-recipes run ... --force --stage STAGE)")
-    if extra.get("infer_backend") == "vllm" and len(model.get("adapters") or []) > 1:
-        raise LlfError(f"vLLM loads one LoRA adapter, and the run in {run_dir} stacks {len(model['adapters'])}",
-                       key="--backend", fix=f"merge them first (llf-recipes export {run_dir}) and use the merged model")
+    stacked = vllm_adapters(model.get("adapters") or []) if extra.get("infer_backend") == "vllm" else None
+    if stacked:
+        raise LlfError(f"the run in {run_dir}: {stacked}", key="--backend",
+                       fix=f"merge them first (llf-recipes export {run_dir}) and use the merged model")
     config: dict[str, Any] = {"model_name_or_path": model["base"]}
     if model.get("adapters"):
         config["adapter_name_or_path"] = ",".join(model["adapters"])

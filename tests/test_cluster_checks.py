@@ -150,3 +150,29 @@ def test_every_requirement_of_the_engines_lock_is_checked_on_each_node():
         "node 0 (gpu1): codetiming is not installed (the easyr1 engine's lock needs it)",
         "node 0 (gpu1): pyarrow 14.0.1 does not satisfy pyarrow>=15.0.0 (the easyr1 engine's lock)",
     ]
+
+
+def test_check_nodes_asks_for_and_checks_the_locks_packages_reading_the_lock_once(monkeypatch):
+    from llf_recipes.engines import get
+    from llf_recipes.engines.easyr1 import nodes
+    from llf_recipes.errors import LlfError
+
+    engine = get("easyr1")
+    reads, asked = [], []
+    real = nodes.lock_requirements
+
+    def counted(e):
+        reads.append(e.name)
+        return real(e)
+
+    def ask(hosts, python, ssh_config, dists=()):
+        asked.extend(dists)
+        versions = {name: None for name in dists} | {"omegaconf": "2.3.0", "transformers": "4.54.1", "ray": "2.60.0"}
+        return {0: ({"python": python, "verl": "ok", "versions": versions}, "")}
+
+    monkeypatch.setattr(nodes, "lock_requirements", counted)
+    monkeypatch.setattr(nodes, "ask_nodes", ask)
+    with pytest.raises(LlfError) as caught:
+        nodes.check_nodes(["cpu1"], "/e/bin/python", None, False, "grpo", engine)
+    assert reads == ["easyr1"]
+    assert "pyarrow" in asked and "node 0 (cpu1): pyarrow>=15.0.0 is not installed" in caught.value.message

@@ -128,3 +128,79 @@ def test_a_folder_converts_like_one_file(cli, tmp_path):
     (tmp_path / "in" / "c.json").write_text("[]")
     code, _, err = cli("convert", tmp_path / "in", "--kind", "messages_to_alpaca", "-o", tmp_path / "out2.jsonl")
     assert code == 2 and "files of one type" in err and not (tmp_path / "out2.jsonl").exists()
+
+
+def test_messages_to_alpaca_keeps_the_kto_label(cli, tmp_path):
+    """A kto row's true/false label stays with its answer: without it the undesirable answers would become sft targets."""
+    out = tmp_path / "k.jsonl"
+    code, _, err = cli("convert", LAYOUTS / "sharegpt_kto.json", "--kind", "messages_to_alpaca", "-o", out)
+    assert code == 0, err
+    source = json.loads((LAYOUTS / "sharegpt_kto.json").read_text(encoding="utf-8"))
+    assert [r["label"] for r in rows(out)] == [r["label"] for r in source] == [True, False, True, False]
+    code, text, err = cli("register", "--file", out, "--name", "k", "--stage", "kto", "--data-dir", tmp_path)
+    assert code == 0 and "kto (label)" in text and "4 of 4 row(s) usable" in text, text + err
+
+
+@pytest.mark.parametrize("src", ["sharegpt_pairs.json", "chat_pairs.jsonl"])
+def test_sharegpt_preference_rows_convert(cli, tmp_path, src):
+    """LLaMA-Factory's own preference layout (chosen/rejected one message each): earlier turns become history, a
+    leading system turn the system column."""
+    source = [json.loads(x) for x in (LAYOUTS / src).read_text(encoding="utf-8").splitlines()] if src.endswith("l") \
+        else json.loads((LAYOUTS / src).read_text(encoding="utf-8"))
+    for kind, per_row in [("pairs", 1), ("pairs_to_sft", 1), ("pairs_to_kto", 2), ("messages_to_alpaca", 1)]:
+        out = tmp_path / f"{kind}.jsonl"
+        code, text, err = cli("convert", LAYOUTS / src, "--kind", kind, "-o", out)
+        assert code == 0 and f"{len(source)} row(s) read, {per_row * len(source)} written" in text, (kind, err)
+    pairs = rows(tmp_path / "pairs.jsonl")
+    assert rows(tmp_path / "messages_to_alpaca.jsonl") == pairs
+    last = {"chat_pairs.jsonl": "Capital of Peru?", "sharegpt_pairs.json": "And of Italy?"}[src]
+    multi = next(p for p in pairs if p["instruction"] == last)
+    assert multi["history"] == [["Hi", "Hello."]] if src == "chat_pairs.jsonl" else [["Capital of Japan?", "Tokyo."]]
+    assert [p.get("system") for p in pairs][:1] == (["Answer in one word."] if src == "chat_pairs.jsonl" else [None])
+    assert [r["label"] for r in rows(tmp_path / "pairs_to_kto.jsonl")][:2] == [True, False]
+
+
+@pytest.mark.parametrize("row, words", [
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}],
+      "chosen": {"from": "gpt", "value": "g"}, "rejected": {"from": "gpt", "value": "b"}}, "ends with an assistant turn"),
+    ({"conversations": [{"from": "human", "value": "q"}],
+      "chosen": {"from": "human", "value": "g"}, "rejected": {"from": "gpt", "value": "b"}}, "'chosen' must be one assistant message"),
+    ({"chosen": {"from": "gpt", "value": "g"}, "rejected": {"from": "gpt", "value": "b"}}, "no 'messages' or 'conversations' list"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": ""}],
+      "chosen": {"from": "gpt", "value": "g"}, "rejected": {"from": "gpt", "value": "b"}}, "ends with an assistant turn"),
+    ({"conversations": [{"from": "human", "value": "q"}],
+      "chosen": {"from": ["gpt"], "value": "g"}, "rejected": {"from": "gpt", "value": "b"}}, "'chosen' must be one assistant"),
+])
+def test_bad_sharegpt_preference_rows_are_named(cli, tmp_path, row, words):
+    src = tmp_path / "p.jsonl"
+    src.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    code, _, err = cli("convert", src, "--kind", "pairs", "-o", tmp_path / "o.jsonl")
+    assert code == 2 and "p.jsonl:1" in err and words in err, err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.engine
+def test_llamafactory_reads_converted_preference_and_kto_rows_as_the_source(cli, tmp_path):
+    """LLaMA-Factory's converter gives the converted rows the prompt, answers and system of the source rows, read
+    through its own sharegpt preference and kto entries."""
+    from llf_loader import aligned_rows
+
+    def same(x):
+        return x["_prompt"], x["_response"], x["_system"] or ""
+
+    for src, stage, kind in [("sharegpt_pairs.json", "dpo", "pairs"), ("chat_pairs.jsonl", "dpo", "pairs"),
+                             ("chat_pairs.jsonl", "dpo", "messages_to_alpaca"),
+                             ("sharegpt_kto.json", "kto", "messages_to_alpaca")]:
+        d = tmp_path / f"{src}-{kind}"
+        d.mkdir()
+        (d / src).write_bytes((LAYOUTS / src).read_bytes())
+        assert cli("register", "--file", d / src, "--name", "s", "--stage", stage, "--data-dir", d)[0] == 0
+        assert cli("convert", d / src, "--kind", kind, "-o", d / "a.jsonl")[0] == 0
+        assert cli("register", "--file", d / "a.jsonl", "--name", "a", "--stage", stage, "--data-dir", d)[0] == 0
+        s, a = aligned_rows(d, "s", stage, d / "ws"), aligned_rows(d, "a", stage, d / "wa")
+        assert len(s) == len(a) > 0 and [same(x) for x in s] == [same(x) for x in a], (src, kind)
+        if kind == "pairs":  # its sft side trains on the chosen answer of the same prompt
+            assert cli("convert", d / src, "--kind", "pairs_to_sft", "-o", d / "t.jsonl")[0] == 0
+            assert cli("register", "--file", d / "t.jsonl", "--name", "t", "--stage", "sft", "--data-dir", d)[0] == 0
+            t = aligned_rows(d, "t", "sft", d / "wt")
+            assert [(x["_prompt"], x["_response"][:1]) for x in s] == [(y["_prompt"], y["_response"]) for y in t]

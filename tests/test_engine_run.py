@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_nothing_left, processes_with, run_cli_subprocess
+from loopback import free_port, wait_for_server
 
 pytestmark = pytest.mark.engine
 
@@ -270,11 +271,7 @@ def test_ctrl_c_leaves_no_process_and_the_next_run_resumes_from_the_checkpoint(p
 
 def test_serve_answers_openai_requests_and_stops_cleanly(project, tiny_model):
     assert llf(project, tiny_model, "run", "sft-huanhuan", "--smoke").returncode == 0
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     run_dir = stage_dir(project, "sft-huanhuan", "sft")
     argv = [sys.executable, "-m", "llf_recipes", "serve", str(run_dir), "--port", str(port), "--api-key", "sekrit",
             "--max-new-tokens", "8"]
@@ -282,16 +279,7 @@ def test_serve_answers_openai_requests_and_stops_cleanly(project, tiny_model):
                             stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}/v1"
     try:
-        models = None
-        deadline = time.time() + 180
-        while models is None:
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            assert time.time() < deadline
-            try:
-                req = urllib.request.Request(f"{base}/models", headers={"Authorization": "Bearer sekrit"})
-                models = json.loads(urllib.request.urlopen(req, timeout=5).read())
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.5)
+        models = wait_for_server(proc, base, headers={"Authorization": "Bearer sekrit"})
         assert models["data"][0]["id"] == "sft-huanhuan/sft"
         with pytest.raises(urllib.error.HTTPError) as denied:
             urllib.request.urlopen(f"{base}/models", timeout=5)

@@ -71,3 +71,24 @@ def test_a_file_is_not_mixed_with_named_datasets(tiny_model, data_dir, tmp_path,
     code, _, err = cli("generate", tiny_model, "--template", "qwen", "--dataset", f"huanhuan,{path}", "--data-dir",
                        data_dir, "-o", tmp_path / "out.jsonl", *GREEDY)
     assert code == 2 and "a file is read alone" in err
+
+
+def test_a_prompt_file_is_sniffed_once_and_checked_as_pairs_or_prompts(tmp_path, monkeypatch):
+    """Its first rows are read once, both to tell pairs from prompts and to detect the layout for that reading."""
+    from llf_recipes.data import userdata
+    from llf_recipes.generate.sources import prompt_source
+
+    opened = []
+    real = userdata.iter_rows
+
+    def counted(path, **kwargs):
+        opened.append(path)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(userdata, "iter_rows", counted)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"instruction": "q", "chosen": "good", "rejected": "bad"}) + "\n", encoding="utf-8")
+    with prompt_source([str(pairs)], None) as (names, data_dir):
+        entry = json.loads((Path(data_dir) / "dataset_info.json").read_text())[names[0]]
+    assert entry["ranking"] is True and entry["columns"]["chosen"] == "chosen"
+    assert opened == [pairs]

@@ -396,3 +396,59 @@ def test_preflight_compares_slots_with_the_gpus_nvidia_smi_lists(hostfile, tmp_p
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"node 0 (localhost): slots=4 ({hostfile}:1) but 2 GPUs visible there" in proc.stderr
     assert "set slots=2 for localhost" in proc.stderr
+
+
+# ---------------------------------------------------------------- an llf-recipes verb as a stage on a remote node
+
+PAIRS_RECIPE = """\
+description: best vs worst answers as preference pairs, on whichever node the hostfile names
+vars:
+  scored: scored.jsonl
+stages:
+  - name: pairs
+    verb: pairs
+---
+### pairs
+scored: {{ scored }}
+name: node_pairs
+min_margin: 0.0
+
+### output
+output_dir: {{ output_dir }}
+"""
+
+
+def test_an_llf_stage_runs_with_the_nodes_interpreter_over_ssh(sshd, tmp_path):
+    """The stage's command names the llf engine's interpreter (here --engine llf=PYTHON, a wrapper that notes each
+    start), not the one `run` itself runs in; it is started on the remote node through ssh and does its work there."""
+    import json
+
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "node-pairs.yaml").write_text(PAIRS_RECIPE)
+    scored = tmp_path / "scored.jsonl"
+    scored.write_text("".join(json.dumps({"index": i, "prompt": [{"role": "user", "content": f"q{i}"}], "system": None,
+                                          "answers": ["good", "bad"], "scores": [2.0, -1.0]}) + "\n" for i in range(3)))
+    node_python = tmp_path / "node-env" / "bin" / "python"
+    node_python.parent.mkdir(parents=True)
+    starts = tmp_path / "node-python.starts"
+    node_python.write_text(f'#!/bin/sh\necho "$(hostname) $*" >> {starts}\nexec {sys.executable} "$@"\n')
+    node_python.chmod(0o755)
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.2 slots=1\n")
+    logins = accepted_logins(sshd)
+    common = ["run", "node-pairs", "--recipe-dir", tmp_path / "recipes", "--hostfile", hosts, "--device", "cpu",
+              "--output-root", tmp_path / "saves", "--set", f"scored={scored}", "--engine", f"llf={node_python}"]
+    proc = run_cli_subprocess(*common, "--dry-run", "--json", env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    (planned,) = json.loads(proc.stdout)
+    assert planned["nodes"][0]["host"] == "127.0.0.2"
+    assert planned["nodes"][0]["argv"][:4] == [str(node_python), "-m", "llf_recipes", "pairs"]
+    proc = run_cli_subprocess(*common, "--launcher", "ssh", "--ssh-config", sshd["config"], env=ENV)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert accepted_logins(sshd) > logins  # the node was reached through ssh
+    assert "-m llf_recipes pairs" in starts.read_text()  # and ran the stage with the interpreter it was given
+    run_dir = tmp_path / "saves" / "node-pairs" / "pairs"
+    assert len(json.loads((run_dir / "node_pairs.json").read_text())) == 3
+    record = json.loads((run_dir / "llf-run.json").read_text())
+    assert record["status"] == "completed" and record["engine"]["python"] == str(node_python)
+    assert record["nodes"][0]["argv"][0] == str(node_python)

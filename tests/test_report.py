@@ -105,3 +105,33 @@ def test_diagnose_reads_the_curves():
     assert any("spiked at step 4" in f.message for f in spike)
 
     assert diagnose({"loss": curve([2.0, 1.0])}) == []  # two points say nothing
+
+
+def test_the_stage_table_uses_the_manifests_discovery_read_and_the_summarys_figures(tmp_path, monkeypatch):
+    """Every stage is listed, trained or not, each manifest read once for runs and stages together; the figures are
+    the numeric final metrics, as the run summary picks them (a flag or a text is no figure)."""
+    from llf_recipes import manifest, summary
+    from llf_recipes.report import collect
+
+    recipe = {"name": "mine", "path": "recipes/mine.yaml", "hash": "x"}
+    sft, answers = tmp_path / "mine" / "sft", tmp_path / "mine" / "generate"
+    manifest.write(sft, {"recipe": recipe, "stage": "sft", "verb": "train", "stage_index": 0, "status": "completed",
+                         "duration_s": 12.5, "model": {"base": "m", "adapters": [str(sft)], "template": "qwen"},
+                         "metrics": {"train_loss": 1.25, "epoch": 1.0, "is_world_process_zero": True}})
+    manifest.write(answers, {"recipe": recipe, "stage": "generate", "verb": "generate", "stage_index": 1,
+                             "status": "failed", "metrics": {"prompts": 4, "answers": 16, "backend": "hf",
+                                                             "pairs": False}})
+    reads = []
+    real = manifest.read
+
+    def counted(path):
+        reads.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(manifest, "read", counted)
+    views, meta = collect([tmp_path])
+    assert [v.name for v in views] == ["mine/sft"]
+    assert sorted(reads) == sorted({str(manifest.path_for(sft)), str(manifest.path_for(answers))})
+    assert [(r["stage"], r["status"], r["figures"]) for r in meta["stages"]] == [
+        ("mine/sft", "completed", "train loss 1.25"), ("mine/generate", "failed", "prompts 4, answers 16")]
+    assert summary._metrics(real(answers)) == "answers 16"

@@ -57,7 +57,7 @@ def test_one_option_group_with_the_same_names_defaults_and_help_on_every_verb():
 
 @pytest.mark.parametrize("verb", VERBS)
 @pytest.mark.parametrize(("option", "value"), [
-    ("--top-p", "0"), ("--top-p", "1.5"), ("--temperature", "-0.1"), ("--temperature", "nan"), ("--top-k", "0"),
+    ("--top-p", "0"), ("--top-p", "1.5"), ("--temperature", "-0.1"), ("--temperature", "nan"), ("--top-k", "-1"),
     ("--repetition-penalty", "0"), ("--max-new-tokens", "0"),
 ])
 def test_a_bad_value_stops_with_one_line_naming_the_option(verb, option, value, cli, tmp_path):
@@ -93,8 +93,9 @@ def test_vllm_without_the_package_stops_before_the_model_loads(verb, run_dir, cl
 @pytest.mark.parametrize("verb", ["ask", "generate"])
 def test_vllm_without_a_cuda_device_or_in_another_version_stops_before_the_model_loads(verb, run_dir, cli, tmp_path,
                                                                                         monkeypatch):
-    torch = pytest.importorskip("torch")
-    if torch.cuda.is_available():
+    from llf_recipes.preflight import visible_cuda_devices
+
+    if visible_cuda_devices():
         pytest.skip("this machine has a CUDA device")
     monkeypatch.syspath_prepend(str(vllm_standin.install(tmp_path / "good")))
     code, _, err = cli(*verb_argv(verb, run_dir, tmp_path), "--backend", "vllm")
@@ -107,16 +108,58 @@ def test_vllm_without_a_cuda_device_or_in_another_version_stops_before_the_model
 
 
 def test_vllm_takes_one_adapter_so_a_chain_is_merged_first(tmp_path):
+    """The run's chain is refused by the rule `validate` applies to a chat config with infer_backend: vllm."""
     from llf_recipes.errors import LlfError
+    from llf_recipes.schema.rules import validate_config
     from llf_recipes.use import infer_config
 
     adapters = [tmp_path / "sft", tmp_path / "dpo"]
     for adapter in adapters:
         adapter.mkdir()
     data = {"model": {"base": "m", "adapters": [str(a) for a in adapters], "template": "qwen"}}
-    with pytest.raises(LlfError, match="vLLM loads one LoRA adapter, and the run in .* stacks 2") as caught:
+    with pytest.raises(LlfError, match="the run in .*: vLLM loads one LoRA adapter, not a stack of 2") as caught:
         infer_config(tmp_path, data, infer_backend="vllm")
     assert "llf-recipes export" in caught.value.fix
+    chained = infer_config(tmp_path, data, infer_backend="huggingface")
+    (found,) = [f for f in validate_config({**chained, "infer_backend": "vllm"}, "chat", stage="s", datasets={})
+                if f.rule == "vllm-limits"]
+    assert found.key == "adapter_name_or_path" and found.message in caught.value.message
+    data["model"]["adapters"] = data["model"]["adapters"][:1]
+    assert infer_config(tmp_path, data, infer_backend="vllm")["adapter_name_or_path"] == str(adapters[0])
+
+
+def test_the_vllm_range_is_the_one_llamafactorys_parser_checks(tmp_path, monkeypatch):
+    """Read from LLaMA-Factory's own source, without importing it: the range its parser refuses a vLLM outside of."""
+    import importlib.metadata
+
+    from llamafactory.hparams import get_infer_args
+
+    from llf_recipes.sampling import llamafactory_vllm_range
+
+    version, wanted = llamafactory_vllm_range()
+    assert version == importlib.metadata.version("llamafactory")
+    monkeypatch.delenv("DISABLE_VERSION_CHECK", raising=False)
+    monkeypatch.syspath_prepend(str(vllm_standin.install(tmp_path / "new", "0.12.0")))
+    with pytest.raises(ImportError) as refused:
+        get_infer_args({"model_name_or_path": "m", "template": "qwen", "infer_backend": "vllm"})
+    assert str(refused.value).startswith(f"vllm{wanted} is required")
+
+
+def test_a_vllm_refusal_comes_without_importing_torch(run_dir, tmp_path):
+    """The package, version and device checks run before anything heavy: with torch and transformers unimportable,
+    --backend vllm on a machine (or CUDA_VISIBLE_DEVICES) without a CUDA device still ends in its one line."""
+    poison = tmp_path / "poison"
+    for mod in ("torch", "transformers"):
+        (poison / mod).mkdir(parents=True)
+        (poison / mod / "__init__.py").write_text(f"raise ImportError('{mod} imported')\n")
+    standin = vllm_standin.install(tmp_path / "standin")
+    env = {"PYTHONPATH": os.pathsep.join([str(poison), str(standin), os.environ.get("PYTHONPATH", "")]),
+           "CUDA_VISIBLE_DEVICES": ""}
+    for verb in VERBS:
+        proc = run_cli_subprocess(*verb_argv(verb, run_dir, tmp_path), "--backend", "vllm", env=env, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.splitlines()[0] == ("error: --backend vllm needs a CUDA device, and CUDA_VISIBLE_DEVICES='' "
+                                               "leaves none"), proc.stderr
 
 
 def test_the_options_reach_llamafactorys_generating_arguments_for_either_backend(run_dir):
@@ -218,13 +261,46 @@ def test_greedy_generate_equals_transformers_with_the_same_penalty(run_dir, refe
     assert rows[0]["settings"]["repetition_penalty"] == 1.5 and rows[0]["settings"]["temperature"] == 0
 
 
+def test_top_k_0_is_off_as_transformers_reads_it(run_dir, tmp_path, cli):
+    """--top-k 0 samples among every token: the very answers of a top-k as large as the vocabulary (same seed), where
+    --top-k 1 decodes greedily."""
+    from transformers import AutoConfig
+
+    vocab = AutoConfig.from_pretrained(manifest.read(run_dir)["model"]["base"]).vocab_size
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "asks.json").write_text(json.dumps([{"instruction": p, "output": "-", "system": SYSTEM}
+                                                for p in (PROMPT, "What is a tokenizer?")]))
+    (data / "dataset_info.json").write_text(json.dumps({"asks": {"file_name": "asks.json", "columns": {
+        "prompt": "instruction", "response": "output", "system": "system"}}}))
+
+    def answers(top_k: int) -> list[list[str]]:
+        out = tmp_path / f"top{top_k}.jsonl"
+        code, _, err = cli("generate", run_dir, "--dataset", "asks", "--data-dir", data, "-o", out, "--temperature",
+                           "1.5", "--top-p", "1", "--top-k", top_k, "--max-new-tokens", "8", "--num-return", "2",
+                           "--no-progress")
+        assert code == 0, err
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert all(r["settings"]["top_k"] == top_k for r in rows)
+        return [r["answers"] for r in rows]
+
+    off = answers(0)
+    assert off == answers(vocab)
+    assert off != answers(1)  # a real cut shows in the answers
+
+
 @pytest.fixture
 def vllm_here(tmp_path, monkeypatch):
-    """vLLM's stand-in importable and a CUDA device reported, in this process only."""
+    """vLLM's stand-in importable and a CUDA device reported (by the driver, and to torch), in this process only."""
     import torch
     import vllm_standin
 
+    from llf_recipes import preflight
+
     monkeypatch.syspath_prepend(str(vllm_standin.install(tmp_path / "standin")))
+    monkeypatch.setattr(preflight, "cuda_inventory",
+                        lambda: preflight.Inventory((preflight.Gpu(0, "stand-in", 9.0),), "test"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     yield
     for name in [n for n in sys.modules if n == "vllm" or n.startswith("vllm.")]:
@@ -274,3 +350,9 @@ def test_generate_through_the_vllm_path_encodes_seeds_and_resumes_as_the_hf_path
     assert code == 0 and "generated answers to 2 of 3 prompts, 1 already there" in out, err
     assert resumed.read_bytes() == whole.read_bytes()
     assert all(len(json.loads(line)["answers"]) == 2 for line in whole.read_text().splitlines())
+
+    # top-k off (0) reaches vLLM as its own spelling of off
+    calls = len(LLM.calls)
+    code, _, err = cli("generate", run_dir, "-o", tmp_path / "all.jsonl", *sampled, "--top-k", "0")
+    assert code == 0, err
+    assert [p.top_k for _, p, _ in LLM.calls[calls:]] == [-1, -1, -1]

@@ -199,3 +199,32 @@ def test_an_interrupted_generate_stage_continues_the_rows_it_wrote(pipeline):
     rows = [json.loads(x) for x in answers.read_text().splitlines()]
     assert [r["index"] for r in rows] == list(range(24))
     assert json.loads((runs / "generate" / "llf-run.json").read_text())["status"] == "completed"
+
+
+def test_a_pairs_stage_with_its_own_output_dir_is_found_where_it_writes(tmp_path, monkeypatch, catalog):
+    """The stage that trains on the pairs waits for them in the directory the pairs stage really writes (its own
+    output_dir, not OUTPUT_ROOT/RECIPE/pairs), and reads that stage's manifest there."""
+    from llf_recipes import manifest
+    from llf_recipes.engines import stages
+    from llf_recipes.errors import LlfError
+    from llf_recipes.hardware import cpu_layout
+    from llf_recipes.pipeline import check_inputs, check_registered
+    from llf_recipes.render import Overrides, Renderer
+
+    monkeypatch.chdir(tmp_path)
+    recipe = catalog.recipe(RECIPE)
+    mine = tmp_path / "elsewhere" / "my-pairs"
+    overrides = Overrides.parse([f"output_root={tmp_path / 'saves'}", f"pairs.output_dir={mine}"], recipe)
+    renderer = Renderer(recipe, cpu_layout(), overrides, catalog)
+    pairs, _ = stages.plan(renderer.render("pairs"), catalog)
+    dpo, _ = stages.plan(renderer.render("dpo"), catalog)
+    assert pairs.config_path.parent == mine and dpo.rendered.config["dataset_dir"] == str(mine)
+    # run together: the dataset is registered by the pairs stage first, so its check waits
+    assert check_registered(dpo, {"pairs", "dpo"}) is False
+    # run alone: the pairs stage's manifest is read in its own directory
+    with pytest.raises(LlfError, match=f"stage 'pairs' in {mine}, but it has no run manifest"):
+        check_inputs(dpo, {"sft"})
+    manifest.write(mine, {"status": "completed"})
+    check_inputs(dpo, {"sft"})
+    with pytest.raises(LlfError, match="'selfplay_pairs', which is not registered"):
+        check_registered(dpo)

@@ -17,6 +17,8 @@ from types import SimpleNamespace
 class SamplingParams:
     def __init__(self, n=1, temperature=1.0, top_p=1.0, top_k=-1, repetition_penalty=1.0, max_tokens=16,
                  stop_token_ids=None, skip_special_tokens=True, seed=None):
+        if top_k == 0 or top_k < -1:  # as vLLM before 0.8 (LLaMA-Factory takes 0.4.3 on): off is -1
+            raise ValueError(f"top_k must be -1 (disable), or at least 1, got {top_k}.")
         self.__dict__.update(n=n, temperature=temperature, top_p=top_p, top_k=top_k,
                              repetition_penalty=repetition_penalty, max_tokens=max_tokens,
                              stop_token_ids=list(stop_token_ids or []), skip_special_tokens=skip_special_tokens,
@@ -46,7 +48,7 @@ class LLM:
             sample = p.temperature > 0
             if p.seed is not None:
                 torch.manual_seed(p.seed)
-            kwargs = dict(temperature=p.temperature, top_p=p.top_p, top_k=p.top_k) if sample else {}
+            kwargs = dict(temperature=p.temperature, top_p=p.top_p, top_k=max(p.top_k, 0)) if sample else {}
             out = self.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=sample,
                                       max_new_tokens=p.max_tokens, repetition_penalty=p.repetition_penalty,
                                       eos_token_id=p.stop_token_ids, num_return_sequences=p.n,

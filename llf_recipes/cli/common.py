@@ -89,7 +89,7 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
                    help=f"nucleus sampling: keep the smallest set of tokens whose probability adds up to P, in (0, 1] "
                         f"(default: {DEFAULTS['top_p']})")
     g.add_argument("--top-k", type=int, default=DEFAULTS["top_k"], metavar="K",
-                   help=f"sample among the K most likely tokens (default: {DEFAULTS['top_k']})")
+                   help=f"sample among the K most likely tokens; 0: among all (default: {DEFAULTS['top_k']})")
     g.add_argument("--repetition-penalty", type=float, default=DEFAULTS["repetition_penalty"], metavar="R",
                    help=f"above 1.0 discourages repeating tokens (default: {DEFAULTS['repetition_penalty']})")
     g.add_argument("--max-new-tokens", type=int, default=DEFAULTS["max_new_tokens"], metavar="N",
@@ -108,7 +108,9 @@ def sampling_from(args: argparse.Namespace) -> dict:
 
 
 def backend_from(args: argparse.Namespace) -> str:
-    """LLaMA-Factory's infer_backend for --backend; vLLM without its package or a CUDA device stops here."""
+    """LLaMA-Factory's infer_backend for --backend; vLLM without its package or a CUDA device stops here (the devices
+    counted without torch: chat and serve load the model in a child process)."""
+    from llf_recipes.preflight import visible_cuda_devices
     from llf_recipes.sampling import infer_backend
 
-    return infer_backend(args.backend)
+    return infer_backend(args.backend, visible_cuda_devices)

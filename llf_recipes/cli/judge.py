@@ -76,8 +76,9 @@ def main(args) -> int:
     stats = judge.stats
     summary.update(judge_model=args.judge_model, judge_calls=stats.calls, cache_hits=stats.cached, retries=stats.retried)
     aside = run.write_outputs(output, judged, malformed)
-    results = args.results or run.default_results(rows, args.answers)
-    name = run.record_results(results, rows, label, summary, args.answers.name)
+    found = run.generated_by(rows)  # the generating run: where the summary goes, and under which name
+    results = args.results or run.default_results(found, args.answers)
+    name = run.record_results(results, rows, found, label, summary, args.answers.name)
     if summary["mode"] == "single":
         head = f"mean score {summary['mean_score']} over {summary['graded']} of {summary['answers']} answers"
     else:

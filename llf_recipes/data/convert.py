@@ -2,11 +2,13 @@
 
 Kinds, named by each fragment's `convert.kind`:
   alpaca              instruction / input / output (system, history kept when present)
-  pairs               preference pairs -> instruction / input / chosen / rejected
+  pairs               preference pairs -> instruction / input / chosen / rejected (LLaMA-Factory's sharegpt
+                      preference rows too: earlier turns as history, a system turn as system)
   pairs_to_sft        preference pairs -> instruction / input / output (the chosen answer)
   pairs_to_kto        preference pairs -> two rows with output and label true (chosen) / false (rejected)
   messages_to_alpaca  a message list (role/content or from/value) -> instruction / input / output, earlier turns as
-                      history; odd turn orders are bad rows, never reordered
+                      history; odd turn orders are bad rows, never reordered; a kto label and media columns kept,
+                      chosen/rejected messages become an alpaca preference row
   sharegpt_to_alpaca  the same, reading `conversations` first
   alpaca_to_sharegpt  instruction / input / output (history, system, chosen/rejected, label) -> from/value turns
   openai_to_sharegpt  OpenAI chat rows (tool calls and tool results kept) -> from/value turns with function_call and
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from llf_recipes.atomic import open_atomic
-from llf_recipes.data.convert_chat import alpaca_to_sharegpt, openai_to_sharegpt, to_alpaca
+from llf_recipes.data.convert_chat import KEPT_FIELDS, alpaca_to_sharegpt, chat_pair, openai_to_sharegpt, to_alpaca
 from llf_recipes.data.rows import BadRow, dumps, iter_rows, reject_line
 from llf_recipes.errors import LlfError
 
@@ -57,8 +59,9 @@ def _last(messages: Any, role: str, where: str, key: str) -> str:
     raise BadRow(f"field {key!r} has no {role} message", where=where, key=key)
 
 
-def normalize_pair(row: dict[str, Any], where: str) -> dict[str, str]:
-    """-> {prompt, chosen, rejected} from any of the common preference layouts."""
+def normalize_pair(row: dict[str, Any], where: str) -> dict[str, Any]:
+    """-> {prompt, chosen, rejected} from any of the common preference layouts (plus history and system for
+    LLaMA-Factory's own sharegpt preference rows, whose chosen/rejected are one message each)."""
     for good, bad in PAIR_FIELDS:
         if good in row and bad in row:
             break
@@ -70,6 +73,8 @@ def normalize_pair(row: dict[str, Any], where: str) -> dict[str, str]:
                          where=where, key=missing)
         raise BadRow("no preference pair: expected fields 'chosen'/'rejected', 'better_response'/'worse_response' or "
                      "'response_j'/'response_k'", where=where, key="chosen")
+    if isinstance(row[good], dict) and isinstance(row[bad], dict):
+        return chat_pair(row, where, good, bad)
     prompt_key = next((k for k in PROMPT_FIELDS if isinstance(row.get(k), str)), None)
     if isinstance(row[good], list):  # message lists, as in UltraFeedback
         prompt = row[prompt_key] if prompt_key else _last(row[good], "user", where, good)
@@ -80,34 +85,39 @@ def normalize_pair(row: dict[str, Any], where: str) -> dict[str, str]:
         if present is not None:  # there, but not text: name it as every other field error does
             raise BadRow(f"no prompt: field {present!r} must be a string, got {type(row[present]).__name__}",
                          where=where, key=present)
-        raise BadRow(f"no prompt: expected one of the fields {', '.join(map(repr, PROMPT_FIELDS))}", where=where,
-                     key="prompt")
+        raise BadRow(f"no prompt: expected one of the fields {', '.join(map(repr, PROMPT_FIELDS))}, or a "
+                     "'conversations' list with chosen/rejected as messages (LLaMA-Factory's sharegpt preference rows)",
+                     where=where, key="prompt")
     return {"prompt": _text(row, prompt_key, where), "chosen": _text(row, good, where), "rejected": _text(row, bad, where)}
 
 
 def _alpaca(row: dict[str, Any], where: str) -> Iterator[dict[str, Any]]:
     out = {"instruction": _text(row, "instruction", where), "input": _text(row, "input", where, allow_empty=True) if "input" in row else "",
            "output": _text(row, "output", where)}
-    for extra in ("system", "history"):
-        if row.get(extra):
+    for extra in ("system", "history", *KEPT_FIELDS):
+        if row.get(extra) or isinstance(row.get(extra), bool):  # a kto label of false is kept too
             out[extra] = row[extra]
     yield out
 
 
+def _context(p: dict[str, Any]) -> dict[str, Any]:
+    return {k: p[k] for k in ("history", "system") if p.get(k)}
+
+
 def _pairs(row, where):
     p = normalize_pair(row, where)
-    yield {"instruction": p["prompt"], "input": "", "chosen": p["chosen"], "rejected": p["rejected"]}
+    yield {"instruction": p["prompt"], "input": "", "chosen": p["chosen"], "rejected": p["rejected"], **_context(p)}
 
 
 def _pairs_to_sft(row, where):
     p = normalize_pair(row, where)
-    yield {"instruction": p["prompt"], "input": "", "output": p["chosen"]}
+    yield {"instruction": p["prompt"], "input": "", "output": p["chosen"], **_context(p)}
 
 
 def _pairs_to_kto(row, where):
     p = normalize_pair(row, where)
-    yield {"instruction": p["prompt"], "input": "", "output": p["chosen"], "label": True}
-    yield {"instruction": p["prompt"], "input": "", "output": p["rejected"], "label": False}
+    yield {"instruction": p["prompt"], "input": "", "output": p["chosen"], "label": True, **_context(p)}
+    yield {"instruction": p["prompt"], "input": "", "output": p["rejected"], "label": False, **_context(p)}
 
 
 def _gsm8k(row, where, one_shot=True):

@@ -80,16 +80,59 @@ def _pairs(key: str, chat: list[tuple[str, str]], where: str, prompt_only: bool)
     return system, [(chat[i][1], chat[i + 1][1]) for i in range(0, len(chat), 2)]
 
 
+KEPT_FIELDS = ("label", "kto_tag", "tag", "images", "videos", "audios")  # a kto true/false tag, media paths
+
+
 def to_alpaca(row: dict[str, Any], where: str, field: str | None = None, prompt_only: bool = False) -> Iterator[dict]:
-    """A message list (role/content or from/value) -> instruction / input / output, earlier turns as history."""
+    """A message list (role/content or from/value) -> instruction / input / output, earlier turns as history. A kto
+    true/false tag and media columns are kept as they are; a sharegpt preference row (chosen/rejected messages)
+    becomes an alpaca preference row."""
+    if isinstance(row.get("chosen"), dict) and isinstance(row.get("rejected"), dict):
+        pair = chat_pair(row, where, "chosen", "rejected", field)
+        out: dict[str, Any] = {"instruction": pair["prompt"], "input": "", "chosen": pair["chosen"],
+                               "rejected": pair["rejected"]}
+        out.update({k: pair[k] for k in ("history", "system") if k in pair})
+    else:
+        key, chat = turns(row, where, field)
+        system, pairs = _pairs(key, chat, where, prompt_only)
+        out = {"instruction": pairs[-1][0], "input": "", "output": pairs[-1][1]}
+        if len(pairs) > 1:
+            out["history"] = [list(p) for p in pairs[:-1]]
+        if system:
+            out["system"] = system
+    for name in KEPT_FIELDS:
+        value = row.get(name)
+        if isinstance(value, bool) or (name in ("images", "videos", "audios") and value):
+            out[name] = value
+    yield out
+
+
+def chat_pair(row: dict[str, Any], where: str, good: str, bad: str, field: str | None = None) -> dict[str, Any]:
+    """LLaMA-Factory's sharegpt preference row (`ranking: true`: the prompt turns in a message list, `chosen` and
+    `rejected` one assistant message each) -> {prompt, chosen, rejected} plus history and system when present."""
+    if field is None and not any(k in row for k in MESSAGE_FIELDS):
+        raise BadRow(f"{good}/{bad} are single messages (the sharegpt preference layout), but the row has no "
+                     f"{' or '.join(map(repr, MESSAGE_FIELDS))} list holding the prompt", where=where, key="conversations")
     key, chat = turns(row, where, field)
-    system, pairs = _pairs(key, chat, where, prompt_only)
-    out: dict[str, Any] = {"instruction": pairs[-1][0], "input": "", "output": pairs[-1][1]}
+    system, pairs = _pairs(key, chat, where, prompt_only=True)
+    if len(chat) % 2 == (0 if chat[0][0] != "system" else 1):  # it ends with an answer: none left to choose
+        raise BadRow(f"field {key!r} ends with an assistant turn; in a preference row it ends with the user turn "
+                     f"that {good!r} and {bad!r} answer", where=where, key=key)
+    out: dict[str, Any] = {"prompt": pairs[-1][0]}
+    for side, name in (("chosen", good), ("rejected", bad)):
+        message = row[name]
+        role_key, text_key = ("role", "content") if "role" in message else ("from", "value")
+        text = message.get(text_key)
+        role = message.get(role_key)
+        if not isinstance(role, str) or ROLES.get(role) != "assistant" or not isinstance(text, str) or not text.strip():
+            raise BadRow(f"field {name!r} must be one assistant message with text (e.g. {{\"from\": \"gpt\", "
+                         f"\"value\": \"...\"}})", where=where, key=name)
+        out[side] = text
     if len(pairs) > 1:
         out["history"] = [list(p) for p in pairs[:-1]]
     if system:
         out["system"] = system
-    yield out
+    return out
 
 
 def alpaca_to_sharegpt(row: dict[str, Any], where: str) -> Iterator[dict]:

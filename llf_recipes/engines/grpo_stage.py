@@ -63,6 +63,11 @@ class GrpoPlan:
     def stage(self) -> str:
         return self.rendered.stage.name
 
+    @property
+    def checks_own_data(self) -> bool:
+        """The engine reads its own converted rows (prompt + answer), checked when write_files writes them."""
+        return True
+
     def write_files(self) -> list[Path]:
         """Write what the engine reads; raise LlfError (naming the key and the fix) when the result would not run."""
         return self.driver.write_files(self)

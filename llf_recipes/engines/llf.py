@@ -2,7 +2,8 @@
 
 Such a stage is written like any other: a mapping of keys under `### blocks`, with `output_dir` and
 `stage_output('...')` wiring. Its keys are the verb's options (`num_return` is `--num-return`), checked here before
-anything runs; its command is `python -m llf_recipes VERB ...` under the interpreter llf-recipes runs in, started by
+anything runs; its command is `PYTHON -m llf_recipes VERB ...` with the llf engine's interpreter (the one llf-recipes
+runs in unless `--engine llf=PYTHON`, $LLF_ENGINE_LLF or the engines file names the one the node has), started by
 the same launcher, watchdog, lock and manifest as a training stage. The files a verb writes go into the stage's
 output directory under fixed names (answers.jsonl, scored.jsonl, judged.jsonl, NAME.json), so the next stage reads
 `{{ stage_output('generate') }}/answers.jsonl`.
@@ -11,7 +12,6 @@ output directory under fixed names (answers.jsonl, scored.jsonl, judged.jsonl, N
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,9 +139,10 @@ def findings(rendered: RenderedStage) -> list[Finding]:
     return out
 
 
-def argv_for(verb: Verb, config: dict[str, Any], run_dir: Path) -> list[str]:
-    """The verb's command line from the stage's keys (in the verb's option order, so it reads the same every time)."""
-    argv = [sys.executable, "-m", "llf_recipes", verb.name]
+def argv_for(verb: Verb, config: dict[str, Any], run_dir: Path, python: str) -> list[str]:
+    """The verb's command line from the stage's keys (in the verb's option order, so it reads the same every time),
+    run by `python` (the engine's interpreter on the node)."""
+    argv = [python, "-m", "llf_recipes", verb.name]
     for key, option in verb.options.items():
         value = config.get(key)
         if value is None:
@@ -244,22 +245,23 @@ def metrics(verb: str, outputs: tuple[Path, ...]) -> dict[str, Any]:
     return {"pairs": len(rows)}
 
 
-def plan(rendered: RenderedStage) -> tuple[LlfPlan, list[Finding]]:
-    """The stage's plan and what is wrong with its keys (the plan is only run when there is nothing)."""
+def plan(rendered: RenderedStage, overrides: dict[str, str] | None = None) -> tuple[LlfPlan, list[Finding]]:
+    """The stage's plan and what is wrong with its keys (the plan is only run when there is nothing); `overrides`:
+    --engine NAME=PYTHON."""
     from llf_recipes.engines.env import resolve
     from llf_recipes.launch import NodeCommand
 
     found = findings(rendered)
-    run_dir = Path(str(rendered.config.get("output_dir") or
-                       f"{rendered.variables.get('output_root', 'saves')}/{rendered.recipe.name}/{rendered.stage.name}"))
+    run_dir = rendered.run_dir
     verb = VERBS[rendered.verb]
     config_path = run_dir / f"llf-{rendered.stage.name}.yaml"
-    argv = argv_for(verb, rendered.config, run_dir)
+    engine = resolve("llf", overrides)
+    argv = argv_for(verb, rendered.config, run_dir, engine.python)
     layout = rendered.layout
     env = {**layout.device_env(), PROGRESS_ENV: str(run_dir / PROGRESS_FILE)}
     command = NodeCommand(0, layout.nodes[0].host, tuple(argv), env)
     outputs = tuple(verb.output_files(rendered.config, run_dir))
-    return LlfPlan(rendered, config_path, (config_path,), False, (command,), resolve("llf"), outputs), found
+    return LlfPlan(rendered, config_path, (config_path,), False, (command,), engine, outputs), found
 
 
 def smoke(rendered: RenderedStage, user_keys: dict[str, Any]) -> None:

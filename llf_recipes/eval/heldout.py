@@ -2,7 +2,8 @@
 
 A run's own held-out rows are the ones its trainer evaluated on: `eval_dataset` when the config names one, else the
 `val_size` split of `dataset`, reproduced with the run's seed and `max_samples` (LLaMA-Factory samples, then splits).
-Named datasets (`eval --dataset`) are used whole. Rows become token ids through the same dataset processors training
+Named datasets (`eval --dataset`) are used whole: every row once, concatenated, whatever weights the run mixed its
+training data with (its `interleave_probs` fit its own dataset list, not the named one). Rows become token ids through the same dataset processors training
 used (template, cutoff, masks), so a test loss here is the loss the trainer would report.
 """
 
@@ -73,7 +74,7 @@ def named_heldout(names: list[str], config: dict[str, Any], data: dict[str, Any]
     ranking = _ranking(names, directory)
     stage = "dpo" if ranking else "sft"
     rows = _load(names, directory, config, stage, int(config.get("seed", 42)), val_size=0.0,
-                 max_samples=limit or None)
+                 max_samples=limit or None, whole=True)
     return _shape(rows, stage, f"{','.join(names)} (all rows)")
 
 
@@ -106,7 +107,7 @@ def data_args(config: dict[str, Any], directory: str, **changes: Any):
 
 
 def _load(names: list[str], directory: str, config: dict[str, Any], stage: str, seed: int, *, val_size: float,
-          max_samples: int | None) -> list[dict[str, Any]]:
+          max_samples: int | None, whole: bool = False) -> list[dict[str, Any]]:
     from llamafactory.data.data_utils import split_dataset
     from llamafactory.data.loader import _get_merged_dataset  # loading + aligning, exactly as training does it
     from llamafactory.hparams import ModelArguments
@@ -114,7 +115,8 @@ def _load(names: list[str], directory: str, config: dict[str, Any], stage: str, 
     if not Path(directory, "dataset_info.json").is_file():
         raise LlfError(f"no dataset_info.json in {directory}", key="dataset_dir",
                        fix="pass --data-dir DIR (where the run's datasets are registered)")
-    args = data_args(config, directory, dataset=",".join(names), val_size=val_size, max_samples=max_samples)
+    mixing = {"mix_strategy": "concat", "interleave_probs": None} if whole else {}
+    args = data_args(config, directory, dataset=",".join(names), val_size=val_size, max_samples=max_samples, **mixing)
     model_args = ModelArguments(model_name_or_path=str(config.get("model_name_or_path") or "unused"))
     # What the loader reads of the training arguments; the full dataclass would set up devices for nothing.
     training = types.SimpleNamespace(seed=seed, local_process_index=0, dataloader_num_workers=0)

@@ -113,15 +113,19 @@ def is_model_dir(path: Path) -> bool:
 
 
 def discover(paths: list[str | Path], methods: list[str] | None = None, *, completed: bool = True,
-             template: str | None = None) -> tuple[list[Run], list[str]]:
+             template: str | None = None, manifests: list[tuple[Path, dict[str, Any]]] | None = None
+             ) -> tuple[list[Run], list[str]]:
     """Runs with a model under `paths`, named recipe/stage (only completed ones unless `completed` is False), and
-    bare models (a directory with config.json and no manifest, or a hub id); and the ones skipped, with why."""
+    bare models (a directory with config.json and no manifest, or a hub id); and the ones skipped, with why. Every
+    manifest read on the way (any verb, any status) is added to `manifests` when given."""
     found, skipped = [], []
     for path in paths:
         if is_model_dir(Path(path)) or _hub_id(path):
             found.append(bare_run(path, template))
             continue
         for run_dir, data in manifest.find([path]):
+            if manifests is not None:
+                manifests.append((run_dir, data))
             if data.get("verb") not in MODEL_VERBS or not (data.get("model") or {}).get("base"):
                 continue
             if completed and data.get("status") != "completed":

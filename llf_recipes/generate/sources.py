@@ -35,16 +35,14 @@ def prompt_source(datasets: list[str], data_dir: str | None) -> Iterator[tuple[l
     if not path.is_file():
         raise LlfError(f"no such file: {path}", key="--dataset",
                        fix="pass a JSON or JSON-lines file of prompts, or a dataset name registered in --data-dir")
-    from llf_recipes.data.userdata import detect_entry, verified_entry
+    from llf_recipes.data.userdata import detect_entry, first_rows, verified_entry
 
-    entry, _found = detect_entry(path, None, str(path.resolve()))
+    rows = first_rows(path)  # read once: whether the rows are pairs, then their layout for that reading
+    entry, _found = detect_entry(path, None, str(path.resolve()), rows=rows)
     # every row as LLaMA-Factory reads prompts (ppo's reading) or pairs: a row it would stop on is named, with its line
     stage = "dpo" if entry.get("ranking") else "ppo"
-    try:
-        entry, _found, _report = verified_entry(path, stage, str(path.resolve()), path.parent, name=path.name)
-    except LlfError as exc:
-        exc.message = exc.message.replace("nothing was registered", "nothing was generated")
-        raise
+    entry, _found, _report = verified_entry(path, stage, str(path.resolve()), path.parent, name=path.name, rows=rows,
+                                            outcome="generated")
     name = "prompts"
     with tempfile.TemporaryDirectory(prefix="llf-generate-") as tmp:
         Path(tmp, "dataset_info.json").write_text(json.dumps({name: entry}), encoding="utf-8")

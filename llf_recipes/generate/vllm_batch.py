@@ -41,8 +41,10 @@ def engine_args(model_args) -> dict[str, Any]:
 def sampling_params(sampling: dict[str, Any], num_return: int, seed: int, stop_token_ids: list[int]):
     from vllm import SamplingParams
 
+    from llf_recipes.sampling import vllm_top_k
+
     return SamplingParams(n=num_return, temperature=sampling["temperature"], top_p=sampling["top_p"],
-                          top_k=sampling["top_k"], repetition_penalty=sampling["repetition_penalty"],
+                          top_k=vllm_top_k(sampling["top_k"]), repetition_penalty=sampling["repetition_penalty"],
                           max_tokens=sampling["max_new_tokens"], stop_token_ids=stop_token_ids,
                           skip_special_tokens=True, seed=seed)
 

@@ -119,22 +119,22 @@ def generated_by(rows: list[dict[str, Any]]) -> tuple[Path, dict[str, Any]] | No
     return (Path(run), data) if data else None
 
 
-def default_results(rows: list[dict[str, Any]], answers: Path) -> Path:
-    """evaluation_results.json of the runs directory holding the generating run (saves/zhihu for saves/zhihu/sft),
-    the file `eval saves/zhihu` writes and `report saves/zhihu` reads; beside the answers for a model with no run."""
+def default_results(found: tuple[Path, dict[str, Any]] | None, answers: Path) -> Path:
+    """evaluation_results.json of the runs directory holding the generating run `found` (generated_by: saves/zhihu
+    for saves/zhihu/sft), the file `eval saves/zhihu` writes and `report saves/zhihu` reads; beside the answers for a
+    model with no run."""
     from llf_recipes.eval.runs import RESULTS
 
-    found = generated_by(rows)
     return (found[0].parent if found else answers.parent) / RESULTS
 
 
-def record_results(results: Path, rows: list[dict[str, Any]], label: str, summary: dict[str, Any], fallback: str) -> str:
-    """Into evaluation_results.json under the run that generated the answers (`judge` -> label -> summary); answers
-    from no known run are filed under `fallback`."""
+def record_results(results: Path, rows: list[dict[str, Any]], found: tuple[Path, dict[str, Any]] | None, label: str,
+                   summary: dict[str, Any], fallback: str) -> str:
+    """Into evaluation_results.json under the run that generated the answers (`found`, from generated_by: `judge` ->
+    label -> summary); answers from no known run are filed under the path they name, else `fallback`."""
     from llf_recipes.eval.runs import run_name, write_results
 
     run = str((rows[0].get("settings") or {}).get("run") or "") if rows else ""
-    found = generated_by(rows)
     name = run_name(*found) if found else (run or fallback)
     entry: dict[str, Any] = {"judge": {label: summary}}
     if run:

@@ -157,16 +157,22 @@ def check_model(s: Settings, r: Collector) -> None:
               "merge the adapters first (llamafactory-cli export), then name one")
 
 
+def vllm_adapters(adapters: list[str]) -> str | None:
+    """LLaMA-Factory's vLLM engine loads one LoRA adapter (its parser refuses more): what is wrong, or None."""
+    return f"vLLM loads one LoRA adapter, not a stack of {len(adapters)}" if len(adapters) > 1 else None
+
+
 def check_infer(s: Settings, r: Collector) -> None:
     if s["infer_backend"] != "vllm":
         return
     adapters = names(s["adapter_name_or_path"]) if isinstance(s["adapter_name_or_path"], str) else []
+    stacked = vllm_adapters(adapters)
     for key, bad, message, fix in (
         ("stage", s["stage"] != "sft", "vLLM only serves auto-regressive models (stage sft)", "remove stage, or use infer_backend: huggingface"),
         ("quantization_bit", s.set("quantization_bit"), ("vLLM does not support bitsandbytes quantization (GPTQ and AWQ "
          "models work)"), "remove quantization_bit, or use infer_backend: huggingface"),
         ("rope_scaling", s.set("rope_scaling"), "vLLM does not support RoPE scaling", "remove rope_scaling"),
-        ("adapter_name_or_path", len(adapters) > 1, "vLLM takes a single adapter", "merge the adapters first (llamafactory-cli export)"),
+        ("adapter_name_or_path", stacked is not None, stacked, "merge the adapters first (llamafactory-cli export)"),
     ):
         if bad:
             r.add("vllm-limits", key, message, fix)

@@ -129,10 +129,12 @@ def lock_problems(where: str, versions: dict[str, str | None], requirements: lis
 
 
 def node_problems(hosts: list[str], answers: dict[int, tuple[dict | None, str]], python: str,
-                  gpus: bool, engine=None) -> list[str]:
+                  gpus: bool, engine=None, requirements: list[tuple[str, str]] | None = None) -> list[str]:
     """One line per problem, each naming its node; [] when every node can run EasyR1. With `engine` (the engines'
-    model of EasyR1), every requirement of its lock is checked on every node too."""
-    requirements = lock_requirements(engine) if engine is not None else []
+    model of EasyR1), every requirement of its lock (`requirements`, read from it when not given) is checked on
+    every node too."""
+    if requirements is None:
+        requirements = lock_requirements(engine) if engine is not None else []
     gpu_only = tuple(getattr(engine, "gpu_only", ()) or ())
     problems: list[str] = []
     rays: dict[str, list[str]] = {}
@@ -168,8 +170,9 @@ def node_problems(hosts: list[str], answers: dict[int, tuple[dict | None, str]],
 
 def check_nodes(hosts: list[str], python: str, ssh_config: str | None, gpus: bool, stage: str, engine=None) -> None:
     """Raise one LlfError naming every node whose EasyR1 environment cannot run the stage."""
-    dists = [name for name, _ in lock_requirements(engine)] if engine is not None else []
-    problems = node_problems(hosts, ask_nodes(hosts, python, ssh_config, dists), python, gpus, engine)
+    requirements = lock_requirements(engine) if engine is not None else []  # read once: asked for, then checked
+    answers = ask_nodes(hosts, python, ssh_config, [name for name, _ in requirements])
+    problems = node_problems(hosts, answers, python, gpus, engine, requirements)
     if problems:
         raise LlfError(f"stage {stage}: EasyR1's environment ({python}) is not ready on every node; nothing was "
                        "started\n" + "\n".join(f"- {p}" for p in problems),
