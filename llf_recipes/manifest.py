@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Iterable, Iterator
 from importlib import metadata
@@ -227,10 +228,19 @@ def resolve(target: str | Path, output_root: str | Path = "saves", completed: bo
     """A run directory, or a recipe name (its last completed stage under `output_root`), with its manifest."""
     path = Path(target)
     runs: list[tuple[Path, dict[str, Any]]] = []
+    smoke: list[Path] = []
     if path.exists():
         runs = list(find([path]))
     elif (Path(output_root) / str(target)).is_dir():
         runs = list(find([Path(output_root) / str(target)]))
+    elif _looks_like_path(str(target)):
+        raise LlfError(f"{target} does not exist",
+                       fix=f"pass a stage's output directory (it holds {MANIFEST}) or a recipe name run under "
+                           f"{output_root}/")
+    else:
+        runs = _runs_of_recipe(str(target), Path(output_root))
+        smoke = [d for d, m in runs if (m.get("layout") or {}).get("source") == "smoke"]
+        runs = [r for r in runs if r[0] not in smoke]
     if completed:
         done = [(d, m) for d, m in runs if m.get("status") == "completed"]
         if runs and not done:
@@ -244,14 +254,31 @@ def resolve(target: str | Path, output_root: str | Path = "saves", completed: bo
         runs = done
     if not runs:
         elsewhere = _found_elsewhere(str(target), Path(output_root))
-        hint = (f"it was run under another output root: add --output-root {elsewhere[0]}" if elsewhere
-                else f"pass a stage's output directory (it holds {MANIFEST}) or a recipe name run under {output_root}/")
+        if elsewhere:
+            hint = f"it was run under another output root: add --output-root {elsewhere[0]}"
+        elif smoke:
+            hint = f"only a smoke run of it was found, in {smoke[-1]}: pass that directory to use its (random) model"
+        else:
+            hint = f"pass a stage's output directory (it holds {MANIFEST}) or a recipe name run under {output_root}/"
         raise LlfError(f"no {'completed ' if completed else ''}run found for {str(target)!r}", fix=hint)
     if len(runs) == 1:
         return runs[0]
     # A recipe directory: the last stage of the pipeline that completed and left a model (not generate or pairs).
     runs = [r for r in runs if (r[1].get("model") or {}).get("base")] or runs
     return max(runs, key=lambda r: (r[1].get("stage_index", -1), r[1].get("finished_at") or ""))
+
+
+def _looks_like_path(target: str) -> bool:
+    return not target or "/" in target or os.sep in target or target.startswith(".") or target.startswith("~")
+
+
+def _runs_of_recipe(name: str, output_root: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The runs under `output_root` of recipe `name` that a stage's own output_dir put outside the usual
+    ROOT/NAME/STAGE layout (those inside it belong to their root: see _found_elsewhere)."""
+    if not output_root.is_dir():
+        return []
+    return [(d, m) for d, m in find([output_root])
+            if (m.get("recipe") or {}).get("name") == name and d.parent.name != name]
 
 
 def _found_elsewhere(name: str, output_root: Path, depth: int = 3) -> list[str]:

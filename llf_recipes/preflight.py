@@ -245,21 +245,22 @@ def check_stages(plans, *, output_root: Path | None = None, inventory: Inventory
     if local:
         problems += check_devices(layout, configs, inventory)
     by_python: dict[str, set[str]] = {}
-    engines: dict[str, tuple[str, tuple[str, ...]]] = {}  # python -> (engine name, the modules it imports)
+    engines: dict[str, tuple[str, tuple[str, ...], str]] = {}  # python -> (engine name, its imports, how to get it)
     for p in plans:
         env = getattr(p, "engine", None)  # the engine environment the stage runs in names its interpreter
         python = str(env.python) if env is not None else engine_python(p.commands[0].argv[0])
         if env is not None:
-            engines[python] = (env.name, tuple(env.engine.imports))
+            engines[python] = (env.name, tuple(env.engine.imports), env.engine.install_fix(python))
         by_python.setdefault(python, set()).update(needed_packages(p.rendered.config))
     if local:
         for python, modules in by_python.items():
-            name, imports = engines.get(python, ("llamafactory", ("llamafactory",)))
+            name, imports, install = engines.get(python) or (
+                "llamafactory", ("llamafactory",), f'pip install -e ".[train]" for {python}')
             present = installed_in(python, sorted({*modules, *imports}))
             missing = [m for m in imports if not present.get(m)]
             if missing:
                 problems.append(Problem(f"engine {name}: {', '.join(missing)} not installed for {python}",
-                                        f"llf-recipes engine install {name}, or pip install -e \".[train]\" there"))
+                                        install))
             for module in sorted(m for m in modules if not present.get(m)):
                 dist, fix = PACKAGES[module]
                 stages = ", ".join(p.stage for p in plans if module in needed_packages(p.rendered.config))

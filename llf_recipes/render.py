@@ -14,11 +14,11 @@ from typing import Any
 
 from jinja2 import TemplateSyntaxError, UndefinedError
 
-from llf_recipes import engines, templating, yamlio
+from llf_recipes import deepspeed_choice, engines, stage_dirs, templating, yamlio
 from llf_recipes.catalog import Catalog
 from llf_recipes.data.preference import registered_by
 from llf_recipes.errors import LlfError
-from llf_recipes.hardware import BatchPlan, HostLayout, choose_deepspeed, plan_batch
+from llf_recipes.hardware import BatchPlan, HostLayout, plan_batch
 from llf_recipes.recipe import Recipe, Stage
 from llf_recipes.suggest import nearest
 
@@ -29,9 +29,11 @@ OVERRIDE_BLOCK = "overrides (--set)"
 
 @dataclass
 class Overrides:
-    """`--set` values: recipe variables, keys for every stage (stage None) or for one stage, and `~key` removals."""
+    """`--set` values: recipe variables (for every stage, or `STAGE.NAME` for one), keys for every stage (stage
+    None) or for one stage, and `~key` removals."""
 
     vars: dict[str, Any] = field(default_factory=dict)
+    stage_vars: dict[str, dict[str, Any]] = field(default_factory=dict)
     keys: dict[str | None, dict[str, Any]] = field(default_factory=dict)
     removals: dict[str | None, list[str]] = field(default_factory=dict)
 
@@ -60,8 +62,11 @@ class Overrides:
                 raise LlfError(f"--set {item!r} has an empty key")
             if remove:
                 out.removals.setdefault(stage, []).append(key)
-            elif stage is None and key in recipe.vars:
-                out.vars[key] = yamlio.scalar(raw, key)
+            elif key in recipe.vars:
+                if stage is None:
+                    out.vars[key] = yamlio.scalar(raw, key)
+                else:
+                    out.stage_vars.setdefault(stage, {})[key] = yamlio.scalar(raw, key)
             else:
                 out.keys.setdefault(stage, {})[key] = yamlio.scalar(raw, key)
         return out
@@ -83,6 +88,7 @@ class RenderedStage:
     engine: str = "llamafactory"  # the engine that runs it (llf_recipes/engines)
     translations: list[str] = field(default_factory=list)  # keys rewritten into that engine's dialect
     unscoped: set[str] = field(default_factory=set)  # keys an unscoped --set gave every stage (not STAGE.key)
+    set_keys: set[str] = field(default_factory=set)  # every config key a --set gave this stage
     # datasets this stage registers when it runs ({dataset_dir: {name: entry}}: a pairs stage), and those the stages
     # it reads register, so a stage that trains on them validates before they exist
     provides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -166,12 +172,19 @@ def _template_failure(exc: BaseException, recipe: Recipe, stage: Stage) -> LlfEr
 class Renderer:
     """Renders the stages of one recipe for one layout; a stage may read an earlier stage's output by name."""
 
-    def __init__(self, recipe: Recipe, layout: HostLayout, overrides: Overrides | None = None, catalog: Catalog | None = None):
+    def __init__(self, recipe: Recipe, layout: HostLayout, overrides: Overrides | None = None, catalog: Catalog | None = None,
+                 outputs_under: str | None = None):
         self.recipe = recipe
         self.layout = layout
         self.overrides = overrides or Overrides()
         self.catalog = catalog or Catalog.discover()
         self.variables = {**recipe.vars, **self.overrides.vars}
+        for values in [self.variables, *self.overrides.stage_vars.values()]:
+            if "output_root" in values:
+                stage_dirs.check_output_root(values["output_root"], str(recipe.path))
+        # every stage writes under this directory (smoke runs); a stage set elsewhere is moved, see `moved`
+        self.outputs_under = outputs_under
+        self.moved: dict[str, tuple[str, str]] = {}  # stage -> (its own output directory, the one used instead)
         self._done: dict[str, RenderedStage] = {}
         self._active: list[str] = []
 
@@ -204,27 +217,12 @@ class Renderer:
                         key=key,
                         fix=f"did you mean ~{guess}?" if guess else "`llf-recipes render` shows the keys",
                     )
+        stage_dirs.check_distinct(list(self._done.values()), str(self.recipe.path))
         return out
 
     # -------------------------------------------------------------- internals
-    def _deepspeed(self) -> tuple[str | None, Path | None]:
-        request = self.variables.get("deepspeed", "auto")
-        if isinstance(request, str) and request.endswith(".json"):
-            path = Path(request)
-            if not path.is_file():
-                raise LlfError(f"DeepSpeed config {request} does not exist", key="deepspeed")
-            return path.stem, path.resolve()
-        profile = choose_deepspeed(self.layout, request, bool(self.variables.get("offload")))
-        if profile is None:
-            return None, None
-        for _label, d in reversed(self.catalog.search_dirs("recipes")):
-            candidate = d / "deepspeed" / f"ds_{profile}_config.json"
-            if candidate.is_file():
-                return profile, candidate.resolve()
-        raise LlfError(f"DeepSpeed profile ds_{profile}_config.json not found under recipes/deepspeed/", key="deepspeed")
-
-    def _precision(self) -> tuple[bool, bool]:
-        precision = str(self.variables.get("precision", "bf16")).lower()
+    def _precision(self, variables: dict[str, Any]) -> tuple[bool, bool]:
+        precision = str(variables.get("precision", "bf16")).lower()
         if precision not in ("bf16", "fp16", "fp32"):
             raise LlfError(f"precision {precision!r} is unknown", key="precision", fix="use bf16, fp16 or fp32")
         if self.layout.device == "cpu":
@@ -251,27 +249,33 @@ class Renderer:
     def _render(self, stage: Stage) -> RenderedStage:
         needs: set[str] = set()
         batch = None
-        if stage.verb == "train":
-            global_batch = _count(stage.global_batch_size or self.variables["global_batch_size"], "global_batch_size",
-                                  self.recipe)
-            micro = _count(stage.micro_batch_size or self.variables["micro_batch_size"], "micro_batch_size", self.recipe)
+        scoped = self.overrides.stage_vars.get(stage.name, {})  # --set STAGE.NAME=VALUE: a variable for this stage
+        variables = {**self.variables, **scoped}
+        if stage.verb == "train" and not self.recipe.plain:  # a plain LLaMA-Factory YAML keeps its own batch sizes
+            global_batch = _count(scoped.get("global_batch_size") or stage.global_batch_size
+                                  or variables["global_batch_size"], "global_batch_size", self.recipe)
+            micro = _count(scoped.get("micro_batch_size") or stage.micro_batch_size or variables["micro_batch_size"],
+                           "micro_batch_size", self.recipe)
             try:
                 batch = plan_batch(global_batch, micro, self.layout)
             except LlfError as exc:
                 exc.where = f"{self.recipe.name} / {stage.name}"
                 raise
-        profile, ds_path = self._deepspeed() if stage.verb == "train" else (None, None)
-        bf16, fp16 = self._precision()
+        chosen = (deepspeed_choice.profile_file(variables, self.layout, self.catalog.search_dirs("recipes"))
+                  if stage.verb == "train" else (None, None))
+        profile, ds_path = chosen
+        bf16, fp16 = self._precision(variables)
         context = {
-            **self.variables,
+            **variables,
             "recipe": self.recipe.name,
             "stage": stage.name,
-            "output_dir": f"{self.variables['output_root']}/{self.recipe.name}/{stage.name}",
+            "output_dir": f"{variables['output_root']}/{self.recipe.name}/{stage.name}",
             "per_device_train_batch_size": batch.per_device_train_batch_size if batch else 1,
             "gradient_accumulation_steps": batch.gradient_accumulation_steps if batch else 1,
             # A grpo stage splits its batches itself (llf_recipes/grpo/settings.py): it reads the variable as given.
             "global_batch_size": batch.global_batch_size if batch else (
-                stage.global_batch_size or self.variables.get("global_batch_size") if stage.verb == "grpo" else None),
+                scoped.get("global_batch_size") or stage.global_batch_size or variables.get("global_batch_size")
+                if stage.verb == "grpo" else None),
             "world_size": self.layout.world_size,
             "nnodes": self.layout.nnodes,
             "device": self.layout.device,
@@ -320,10 +324,17 @@ class Renderer:
                 if key in config:
                     del config[key]
                     removed.add(key)
-        if profile is None and "deepspeed" in config and isinstance(config["deepspeed"], str):
-            ds_file = Path(config["deepspeed"])
-            ds_path = ds_file.resolve() if ds_file.is_file() else None
-            profile = ds_file.stem if ds_path else None
+        explicit = stage.verb == "train" and any(
+            "deepspeed" in v and v["deepspeed"] != "auto" for v in (self.overrides.vars, scoped))
+        if chosen[1] is not None and any("deepspeed" in self.overrides.removals.get(s, []) for s in (None, stage.name)):
+            removed.add("deepspeed")  # the layout's profile, which the template did not write, is not added
+        profile, ds_path = deepspeed_choice.settle(config, blocks, chosen, explicit=explicit,
+                                                   removed="deepspeed" in removed)
+        stage_dirs.follow_moves(config, self.moved)
+        if self.outputs_under:
+            moved = stage_dirs.confine(config, self.outputs_under, self.recipe.name, stage.name)
+            if moved:
+                self.moved[stage.name] = moved
         result = RenderedStage(
             recipe=self.recipe,
             stage=stage,
@@ -334,9 +345,10 @@ class Renderer:
             deepspeed_profile=profile,
             deepspeed_source=ds_path,
             needs=sorted(needs),
-            variables=dict(self.variables),
+            variables=variables,
             removed=removed,
             unscoped=unscoped,
+            set_keys=set(self.overrides.keys.get(None, {})) | set(self.overrides.keys.get(stage.name, {})),
         )
         result.engine = engines.name_for(stage.verb, config, stage.engine)
         engines.adapt(result)

@@ -88,3 +88,25 @@ def test_a_stage_refused_by_its_launcher_leaves_no_interrupted_record(cli, tmp_p
     log = (run_dir / "llf-sft.log").read_text()
     assert log.startswith("==== llf-recipes attempt 1 · ") and "\nnot started: " in log
     assert list(manifest.find([tmp_path / "saves"])) == []
+
+
+def test_a_recipe_whose_stage_sets_its_own_output_dir_is_found_by_name(cli, tmp_path, monkeypatch):
+    """A recipe wrapping an example with output_dir: saves/qwen3-4b/lora/sft: its name still finds that run; a smoke
+    run there is pointed at, not used; a path that does not exist says so."""
+    monkeypatch.chdir(tmp_path)
+    stage(tmp_path / "saves", "lf-qwen3-sft", "sft").rename(tmp_path / "saves" / "sft")  # its own output_dir
+    (tmp_path / "saves" / "lf-qwen3-sft").rmdir()
+    stage(tmp_path / "saves", "other", "sft")
+    run_dir, data = manifest.resolve("lf-qwen3-sft", "saves")
+    assert (run_dir, data["recipe"]["name"]) == (Path("saves/sft"), "lf-qwen3-sft")
+
+    stage(tmp_path / "elsewhere", "lf-smoke", "sft", layout={"source": "smoke"}).rename(tmp_path / "elsewhere" / "out")
+    (tmp_path / "elsewhere" / "lf-smoke").rmdir()
+    code, _, err = cli("ask", "lf-smoke", "hi", "--output-root", "elsewhere")
+    assert code == 2 and "error: no completed run found for 'lf-smoke'" in err
+    assert "fix: only a smoke run of it was found, in elsewhere/out: pass that directory" in err
+
+    for missing in ("saves/nosuch", "./nosuch"):
+        code, out, err = cli("ask", missing, "hi")
+        assert (code, out) == (2, "")
+        assert f"error: {missing} does not exist\n" in err and "no completed run" not in err

@@ -47,6 +47,11 @@ CASES = [
     (["check", "huanhuan", "--stage", "sft", "--data-dir", "nested"], "nested/dataset_info.json: is nested too deeply"),
     (["register", "huanhuan", "--data-dir", "info_is_dir"], "info_is_dir/dataset_info.json: is a directory"),
     (["register", "huanhuan", "--data-dir", "lock_is_dir"], "lock_is_dir/dataset_info.json.lock: is a directory"),
+    (["convert", "nosuch.json", "--kind", "alpaca"], "nosuch.json does not exist"),
+    (["check", "nosuch.json", "--stage", "sft"], "nosuch.json does not exist"),
+    (["check", "huanhuan", "--stage", "sft", "--data-dir", "nodir"], "the data folder nodir does not exist"),
+    (["check", "nosuch", "--stage", "sft", "--data-dir", "a_dir"],
+     "no dataset entry named 'nosuch' in dataset_info.d/ (a_dir/dataset_info.json does not exist)"),
 ]
 
 

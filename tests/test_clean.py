@@ -467,3 +467,58 @@ def test_clean_does_not_load_the_recipe_catalog(tmp_path):
                           text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+ALPACA_ROWS = [{"instruction": f"Name a colour number {i}.", "input": "" if i % 3 else "in English",
+                "output": f"Colour {i}."} for i in range(30)]
+
+
+@pytest.mark.parametrize("options, option, name", [
+    (("--fields", "instrution,output"), "--fields", "instrution"),
+    (("--rename", "nosuch=prompt"), "--rename", "nosuch"),
+    (("--dedup-on", "promt"), "--dedup-on", "promt"),
+    (("--val-ratio", "0.5", "--val-out", "VAL", "--group-by", "conversation"), "--group-by", "conversation"),
+])
+@pytest.mark.parametrize("skip_bad", [False, True])
+def test_a_field_no_row_has_is_a_usage_error(cli, tmp_path, options, option, name, skip_bad):
+    """Even with --skip-bad (which would set every row aside and write an empty file), and nothing is written."""
+    src = write_jsonl(tmp_path / "in.jsonl", ALPACA_ROWS)
+    options = [str(tmp_path / "val.jsonl") if o == "VAL" else o for o in options]
+    code, _, err = cli("clean", src, "-o", tmp_path / "out.jsonl", *options, *(["--skip-bad"] if skip_bad else []))
+    assert code == 2 and f"{option} names the field {name!r}, but no row of the file has it" in err, err
+    assert "the rows have input, instruction, output" in err
+    assert only_inputs_left(tmp_path, "in.jsonl")
+
+
+def test_a_field_absent_from_the_first_thousand_rows_is_refused(cli, tmp_path):
+    """In a large file only the first 1000 rows are looked at before the pass: a field every row needs that none of
+    them has is refused there, with a suggestion; a field some of them have goes to the pass (rows lacking it are bad)."""
+    rows = [{"prompt": f"p{i}", "answer": f"a{i}"} for i in range(1500)]
+    rows[1200]["response"] = "late"
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    code, _, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--fields", "response", "--skip-bad")
+    assert code == 2 and "none of the first 1000 rows has it" in err, err
+    assert only_inputs_left(tmp_path, "in.jsonl")
+    rows[999]["response"] = "there"
+    write_jsonl(src, rows)
+    code, out, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--fields", "response", "--skip-bad")
+    assert code == 0 and "2 rows (1500 read, 0 dropped, 1498 rejected)" in out, out + err
+
+
+def test_drop_empty_without_fields_names_the_fields_that_emptied_rows(cli, tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", ALPACA_ROWS)
+    code, out, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--drop-empty")
+    assert code == 0 and "10 rows (30 read, 20 dropped" in out, out
+    assert "warning: --drop-empty without --fields dropped 20 row(s)" in err and "'input' (20)" in err, err
+    assert "--fields instruction,output" in err
+    code, out, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--drop-empty", "--fields", "instruction,output")
+    assert code == 0 and "30 rows (30 read, 0 dropped" in out and "warning" not in err, out + err
+
+
+def test_a_line_cut_short_is_named_at_its_end_and_blank_lines_are_counted(cli, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"q": "a", "r": "b"}\n\n{"q": "cut", "r": \n{"q": "c", "r": "d"}\n', encoding="utf-8")
+    code, _, err = cli("clean", src, "-o", tmp_path / "out.jsonl")
+    assert code == 2 and "in.jsonl:3: invalid JSON at the end of the line (column 19; is it cut short?)" in err, err
+    code, out, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--skip-bad")
+    assert code == 0 and "2 rows (3 read, 0 dropped, 1 rejected, 1 blank line(s) of 4)" in out, out + err

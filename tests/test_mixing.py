@@ -55,7 +55,32 @@ def test_validate_refuses_a_mis_sized_mix_naming_the_key(cli):
     text = out + err
     assert code != 0 and "interleave_probs: 3 probabilities for 2 dataset entries" in text
     code, out, err = cli("validate", "sft-huanhuan-mixed", "--set", "interleave_probs=0.9,0.2")
-    assert code != 0 and "interleave_probs: the probabilities sum to 1.1, not 1" in out + err
+    assert code != 0 and "interleave_probs: 0.9,0.2: the probabilities sum to 1.1, not 1" in out + err
+
+
+@pytest.mark.parametrize("verb", [["render"], ["validate"], ["run", "--dry-run"]])
+def test_a_bad_mix_from_a_recipe_variable_names_the_variable(cli, verb):
+    """The recipe renders interleave_probs from general_share: the error says which --set produced the bad weight."""
+    code, out, err = cli(verb[0], "sft-huanhuan-mixed", *verb[1:], "--set", "general_share=1.5")
+    assert code != 0
+    assert ("interleave_probs: -0.5,1.5 has a negative weight (-0.5 for huanhuan) (from --set general_share=1.5)"
+            in out + err)
+    assert "it is rendered from general_share: change that value" in err
+    code, out, err = cli("render", "sft-huanhuan-mixed", "--set", "general_share=0.5", "--set", "interleave_probs=0.9,0.2")
+    assert code != 0 and "sum to 1.1, not 1\n" in err and "from --set general_share" not in err  # set directly
+
+
+def test_one_dataset_with_a_weight_is_what_llamafactory_accepts():
+    """LLaMA-Factory returns a single dataset as it is: its weight is never checked, so no rule refuses it."""
+    from datasets import Dataset
+    from llamafactory.data.data_utils import merge_dataset
+    from llamafactory.hparams import DataArguments
+
+    one = Dataset.from_dict({"x": [1, 2, 3]})
+    args = DataArguments(dataset="a", mix_strategy="interleave_under", interleave_probs="0.5")
+    assert merge_dataset([one], args, seed=0)["x"] == [1, 2, 3]
+    config = {"dataset": "a", "mix_strategy": "interleave_under", "interleave_probs": "0.5"}
+    assert not [f for f in validate_config(config) if "interleave" in f.rule]
 
 
 def test_prepare_prints_the_expected_rows_per_source(tmp_path):

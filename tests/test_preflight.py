@@ -196,3 +196,20 @@ def test_the_cuda_devices_a_process_sees_follow_cuda_visible_devices(monkeypatch
     else:
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", listed)
     assert preflight.visible_cuda_devices() == seen
+
+
+def test_a_missing_engine_gets_the_install_that_gives_its_own_versions(cli, machine):
+    """The PPO engine needs LLaMA-Factory 0.9.3 from its lock: the fix is `engine install`, not the train extra (which
+    installs 0.9.5); the main engine's fix is the train extra."""
+    bin_dir, _ = machine
+    python = system_python_without("llamafactory")
+    fake_smi(bin_dir, "0, NVIDIA H100 80GB HBM3, 9.0\n")
+    code, out, err = cli("run", "rlhf-ultrafeedback", "--gpus", "0", "--dry-run", "--engine", f"llamafactory-ppo={python}")
+    text = out + err
+    ppo = text.split(f"error: engine llamafactory-ppo: llamafactory, transformers, trl, peft, torch not installed for "
+                     f"{python}\n")[1].splitlines()[0]
+    assert "fix: llf-recipes engine install llamafactory-ppo builds its own environment from its lock" in ppo
+    assert "llamafactory 0.9.3" in ppo and "trl 0.9.6" in ppo and "locks/llamafactory-ppo.txt" in ppo
+    assert ".[train]" not in ppo
+    code, out, err = cli("run", "sft-huanhuan", "--gpus", "0", "--dry-run", "--engine", f"llamafactory={python}")
+    assert f'fix: pip install -e ".[train]" for {python}' in out + err

@@ -143,7 +143,28 @@ def test_spaces_under_torchrun():
 def test_undefined_dataset():
     f = one("undefined-dataset", extra={"dataset": "sft_dat"})
     assert f.key == "dataset" and "'sft_data'" in f.fix
-    assert one("undefined-dataset", extra={"dataset": "sft_data,missing"}).message.endswith("'missing'")
+    assert "defines 'missing' in " in one("undefined-dataset", extra={"dataset": "sft_data,missing"}).message
+
+
+def test_undefined_dataset_names_the_dataset_info_read(tmp_path, monkeypatch):
+    """It says which dataset_info.json was read, or that there is none and dataset_dir should point at one."""
+    monkeypatch.chdir(tmp_path)
+    f = one("undefined-dataset", extra={"dataset": "identity"})
+    assert "data/dataset_info.json does not exist" in f.message and "point dataset_dir at the folder" in f.fix, f
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dataset_info.json").write_text("{}")
+    f = one("undefined-dataset", extra={"dataset": "identity"})
+    assert "in data/dataset_info.json or dataset_info.d/" in f.message and "point dataset_dir" not in f.fix, f
+
+
+def test_a_dataset_dir_that_does_not_exist_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    f = one("dataset-dir-missing", extra={"dataset_dir": "../nodir"})
+    assert f.severity == "warning" and f.key == "dataset_dir" and "'../nodir' does not exist" in f.message, f
+    (tmp_path / "mydata").mkdir()
+    assert not [x for x in findings(extra={"dataset_dir": "mydata"}) if x.rule == "dataset-dir-missing"]
+    # the default folder is the one `prepare` creates: not there yet is the usual first step, not a typo
+    assert not [x for x in findings(extra={"dataset_dir": "data"}) if x.rule == "dataset-dir-missing"]
 
 
 def test_every_rule_is_covered_by_a_test():

@@ -58,8 +58,31 @@ def report_for(args):
     if args.source in registered:
         entry = registered[args.source]
     else:
-        entry = catalog_from(args).dataset(args.source).entry
+        entry = _catalog_entry(args, registered)
+    if not Path(data_dir).is_dir():
+        raise LlfError(f"the data folder {data_dir} does not exist", key="--data-dir",
+                       fix="give LLaMA-Factory's dataset_dir, the folder that holds the data files (default: data)")
     return check_entry(entry, args.stage, data_dir, name=args.source, preview=args.preview, media_dir=args.media_dir)
+
+
+def _catalog_entry(args, registered: dict) -> dict:
+    """The entry of NAME in dataset_info.d/; an error naming both places looked in, and what looks like a missing file."""
+    from llf_recipes.data.userdata import looks_like_path
+
+    catalog = catalog_from(args)
+    if args.source in catalog.datasets:
+        return catalog.dataset(args.source).entry
+    info = Path(args.data_dir) / INFO_NAME
+    if looks_like_path(args.source):
+        raise LlfError(f"{args.source} does not exist", key="NAME|FILE",
+                       fix=f"check the path; a NAME is an entry of {info} or dataset_info.d/")
+    from llf_recipes.suggest import nearest
+
+    guess = nearest(args.source, [*registered, *catalog.datasets])
+    looked = f"{info} or dataset_info.d/" if info.is_file() else f"dataset_info.d/ ({info} does not exist)"
+    raise LlfError(f"no dataset entry named {args.source!r} in {looked}", key="NAME|FILE",
+                   fix=(f"did you mean {guess!r}? " if guess else "") + f"register the file: llf-recipes register --file "
+                       f"FILE --name {args.source} --stage {args.stage} --data-dir {args.data_dir}, or check a FILE directly")
 
 
 def main(args) -> int:

@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
 Per row, in order: parse, drop empty, --max-chars, --max-tokens, --dedup/--dedup-on, --near-dedup, --sample; --rename and the split apply to
 the rows written. Field names always refer to the input (before --rename). A bad line (invalid JSON or UTF-8, a BOM,
 not an object, a named field missing) stops the run with its line number and nothing written, unless --skip-bad.
+A field that none of the first 1000 rows has is refused before the pass, even with --skip-bad. --drop-empty without
+--fields drops a row when any string field is empty (alpaca's input often is): name the fields that must hold text.
 
 --sample parses only the lines it could pick (about 1.5 N when most rows pass) unless --dedup, --stats or --skip-bad
 is given: a bad line among the others goes unnoticed. The same seed picks the same rows either way; add --stats to
@@ -158,17 +160,21 @@ def main(args) -> int:
         print(f"note: removed {opts.rejects}, left by an earlier --skip-bad run", file=sys.stderr)
     split = f" + {stats.val_written} in {opts.val_out}" if opts.val_out else ""
     if stats.read is None:
-        print(f"{opts.output}: {stats.written} rows{split} sampled from {stats.lines} lines ({stats.parsed} parsed, "
-              "the others could not be picked; --stats checks every line)")
+        print(f"{opts.output}: {stats.written} rows{split} sampled from {stats.lines} {stats.numbered}s ({stats.parsed} "
+              "parsed, the others could not be picked; --stats checks every line)")
     else:
         dropped = sum(stats.dropped.values())
+        blank = stats.lines - stats.read
+        blank = f", {blank} blank line(s) of {stats.lines}" if blank > 0 else ""
         print(f"{opts.output}: {stats.written} rows{split} ({stats.read} read, {dropped} dropped, "
-              f"{stats.rejected} rejected)")
+              f"{stats.rejected} rejected{blank})")
+    _empty_note(opts, stats)
     near = stats.near
     if near is not None:
         print(f"near-duplicates: {near.removed} row(s) dropped in {len(near.clusters)} cluster(s)"
               + ("; e.g. " if near.examples else "")
-              + ", ".join(f"line {drop} ~ line {kept} ({sim:.2f})" for drop, kept, sim in near.examples[:3]))
+              + ", ".join(f"{stats.numbered} {drop} ~ {stats.numbered} {kept} ({sim:.2f})"
+                          for drop, kept, sim in near.examples[:3]))
     if opts.skip_bad:
         print(f"{opts.rejects}: {stats.rejected} bad line(s) set aside")
     if args.stats:
@@ -176,6 +182,20 @@ def main(args) -> int:
     if stats.tokens is not None:
         print_token_stats(stats.tokens, args.cutoff)
     return 0
+
+
+def _empty_note(opts, stats) -> None:
+    """--drop-empty without --fields drops a row when any string field is empty: say which fields did it (alpaca's
+    `input` is empty in most rows by design)."""
+    dropped = stats.dropped.get("empty", 0)
+    if not (opts.drop_empty and not opts.fields and stats.empty_fields and (dropped or stats.read is None)):
+        return
+    fields = ", ".join(f"{name!r} ({n})" for name, n in stats.empty_fields.most_common(5))
+    count = f"dropped {dropped} row(s)" if stats.read is not None else "dropped rows"
+    print(f"warning: --drop-empty without --fields {count} in which any string field is empty; among the first "
+          f"{stats.first_rows} rows the empty fields were {fields}", file=sys.stderr)
+    print("  fix: name the fields that must hold text, e.g. --fields instruction,output (alpaca's input is often "
+          "empty by design)", file=sys.stderr)
 
 
 def token_summary(tokens, cutoff: int) -> dict:

@@ -19,6 +19,7 @@ def add_parser(sub) -> None:
         llf-recipes convert my_pairs.jsonl --kind pairs -o data/my_pairs.jsonl --skip-bad
         llf-recipes convert chats.jsonl --kind openai_to_sharegpt -o data/chats.jsonl   # tool calls kept
         llf-recipes convert alpaca.json --kind alpaca_to_sharegpt -o data/alpaca_chat.jsonl
+        llf-recipes convert dpo_en_demo.json --kind pairs -o data/pairs.jsonl   # LLaMA-Factory's sharegpt preference rows
     """)
     p.add_argument("source", metavar="NAME|FILE", help="a dataset entry name, or a data file with --kind")
     p.add_argument("--input", metavar="FILE", help="for NAME: the downloaded source file to read")
@@ -45,7 +46,14 @@ def resolve(args) -> tuple[Path, Path, str, dict]:
         if not args.kind:
             raise LlfError("converting a file needs --kind", fix=f"one of {', '.join(KINDS)}")
         return as_file, Path(args.output or Path(args.data_dir) / f"{as_file.stem}.jsonl"), args.kind, options
-    ds = catalog_from(args).dataset(args.source)
+    catalog = catalog_from(args)
+    if args.source not in catalog.datasets:
+        from llf_recipes.data.userdata import looks_like_path
+
+        if looks_like_path(args.source) or args.kind:
+            raise LlfError(f"{args.source} does not exist", key="NAME|FILE",
+                           fix="check the path; a NAME is an entry of dataset_info.d/ (llf-recipes list --datasets)")
+    ds = catalog.dataset(args.source)
     kind = args.kind or ds.convert.get("kind")
     if not kind:
         raise LlfError(f"entry {ds.name!r} declares no conversion", where=str(ds.fragment), fix="pass --kind")

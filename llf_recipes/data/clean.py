@@ -35,7 +35,7 @@ import orjson
 
 from llf_recipes.atomic import open_together
 from llf_recipes.data import clean_parallel
-from llf_recipes.data.clean_check import ONE_OBJECT_PER_LINE, CleanOptions, CleanStats, load_tokenizer
+from llf_recipes.data.clean_check import ONE_OBJECT_PER_LINE, CleanOptions, CleanStats, first_rows, load_tokenizer
 from llf_recipes.data.clean_lines import line_checker
 from llf_recipes.data.clean_read import Reader
 from llf_recipes.data.clean_sample import Sample, first_cap
@@ -62,6 +62,8 @@ def clean(opts: CleanOptions) -> CleanStats:
     with ExitStack() as stack:
         fh, size = open_as_lines(opts.input, size)  # a JSON array file is read as its rows, one per line
         stack.enter_context(fh)
+        stats.numbered = "line" if isinstance(fh.raw, FileIO) else "row"
+        first_rows(fh, opts, stats, str(opts.input))  # a misspelled field stops here, before any output exists
         # train, validation and rejects appear together; a rejects file of an earlier run goes in the same commit
         out, val, rejects = stack.enter_context(open_together(
             [opts.output, opts.val_out, opts.rejects if opts.skip_bad else None],

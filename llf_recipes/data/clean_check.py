@@ -8,6 +8,7 @@ from pathlib import Path
 
 from llf_recipes.errors import LlfError
 
+FIRST_ROWS = 1000  # the rows a named field must appear among, and the rows --drop-empty's note describes
 ONE_OBJECT_PER_LINE = "check the path; a JSONL file has one JSON object per line"
 
 
@@ -62,6 +63,10 @@ class CleanStats:
     chars_max: int = 0
     chars_total: int = 0
     near: object = None  # the NearDuplicates of --near-dedup: clusters and examples
+    numbered: str = "line"  # what the numbers in messages count: "row" for a JSON array file (read as its rows)
+    first_rows: int = 0  # rows among the first FIRST_ROWS lines that first_rows() looked at
+    empty_fields: Counter = field(default_factory=Counter)  # --drop-empty without --fields: among those rows, how
+    # many had each string field empty (what made them "empty")
     tokens: list | None = None  # --token-stats: tokens per row written, in writing order
 
     def add_chars(self, n: int) -> None:
@@ -102,3 +107,64 @@ def load_tokenizer(path: Path | None):
         raise LlfError(f"{path} is not a tokenizer.json the tokenizers library reads: {exc}", key="--tokenizer") from None
 
 
+
+
+def named_fields(opts: CleanOptions) -> dict[str, str]:
+    """{field: the option naming it} for the fields every row must have."""
+    named = {name: "--rename" for name in opts.rename}
+    if opts.group_by and opts.val_ratio:
+        named[opts.group_by] = "--group-by"
+    named.update((name, "--dedup-on") for name in opts.dedup_on)
+    named.update((name, "--fields") for name in opts.fields)
+    return named
+
+
+def first_rows(fh, opts: CleanOptions, stats: CleanStats, where: str) -> None:
+    """Look at the first FIRST_ROWS rows of `fh` (then rewound) before the pass.
+
+    A field named by --fields, --rename, --dedup-on or --group-by that none of them has is a misspelling rather than
+    bad rows: it stops the run before anything is written, --skip-bad or not (which would otherwise set every row
+    aside and write an empty file). In a large file only these first rows count: a field every row needs that is
+    absent from the first thousand would make at least that many rows bad anyway. Lines that are not JSON objects
+    are passed over here; the pass itself reports them.
+    With --drop-empty and no --fields, counts which string fields are empty in those rows (stats.empty_fields).
+    """
+    import orjson
+
+    named = named_fields(opts)
+    census = opts.drop_empty and not opts.fields
+    if not named and not census:
+        return
+    seen: set[str] = set()
+    rows = 0
+    ended = True
+    for line in fh:
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if row.__class__ is not dict:
+            continue
+        rows += 1
+        seen.update(row)
+        if census:
+            stats.empty_fields.update(k for k, v in row.items() if v.__class__ is str and (not v or v.isspace()))
+        if rows >= FIRST_ROWS or (not census and seen.issuperset(named)):
+            ended = rows < FIRST_ROWS or not fh.peek(1)
+            break
+    fh.seek(0)
+    stats.first_rows = rows
+    absent = [name for name in named if name not in seen]
+    if not rows or not absent:
+        return
+    name = absent[0]
+    option = named[name]
+    rows_text = "no row of the file has it" if ended else f"none of the first {rows} rows has it"
+    if name in opts.rename.values():
+        fix = f"{option} names the input's fields, before --rename: use the old name"
+    else:
+        from llf_recipes.suggest import nearest
+
+        guess = nearest(name, sorted(seen))
+        fix = (f"did you mean {guess!r}? " if guess else "") + f"the rows have {', '.join(sorted(seen)[:12])}"
+    raise LlfError(f"{option} names the field {name!r}, but {rows_text}", where=where, key=option, fix=fix)

@@ -50,6 +50,19 @@ class Engine:
         """Runs in llf-recipes' own interpreter unless pointed elsewhere."""
         return self.lock is None and self.legacy_env is None
 
+    def install_fix(self, python: str | Path | None = None) -> str:
+        """How to get this engine's packages: the train extra for llf-recipes' own environment; for an engine with a
+        lock, `engine install` (which builds its environment from the lock: the versions it needs, not the main
+        extra's), or the lock itself for an interpreter named with --engine NAME=PYTHON."""
+        if self.lock is None:
+            where = f" for {python}" if python else ""
+            return f'pip install -e ".[train]"{where} (or pip install "llf-recipes[train]")'
+        source = f" --source CHECKOUT (git clone {self.source_repo})" if self.source_repo else ""
+        pins = self.locked_versions()
+        pinned = ", ".join(f"{p} {pins[p]}" for p in self.packages[:3] if p in pins)
+        return (f"llf-recipes engine install {self.name}{source} builds its own environment from its lock"
+                + (f" ({pinned})" if pinned else "") + f"; for an interpreter of yours: pip install -r {self.lock_path}")
+
     def locked_versions(self) -> dict[str, str]:
         """`name==version` lines of the lock (names normalised), {} for an engine without one."""
         path = self.lock_path

@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from llf_recipes import engines
+from llf_recipes.provenance import name_variables
 from llf_recipes.render import RenderedStage
 from llf_recipes.schema.rules import Finding
 
@@ -21,7 +22,12 @@ def _allowed(findings: list[Finding], allow) -> list[Finding]:
 
 
 def check(rendered: RenderedStage, catalog, allow=frozenset(), backend: str | None = None) -> list[Finding]:
-    """What is wrong with the stage, before anything runs: the findings of its engine's planner."""
+    """What is wrong with the stage, before anything runs: the findings of its engine's planner, each naming the
+    --set recipe variable its value was rendered from."""
+    return name_variables(rendered, _check(rendered, catalog, allow, backend), catalog)
+
+
+def _check(rendered: RenderedStage, catalog, allow, backend: str | None) -> list[Finding]:
     if engines.get(rendered.engine).planner == "llf":
         from llf_recipes.engines import llf
 
@@ -39,6 +45,12 @@ def plan(rendered: RenderedStage, catalog, *, allow=frozenset(), backend: str | 
          overrides: dict[str, str] | None = None, nccl: str | None = None, smoke: Any = None) -> tuple[Any, list[Finding]]:
     """(the stage's plan, its findings). `overrides`: --engine NAME=PYTHON; `smoke`: the user's --set keys of a
     `run --smoke`, whose GRPO stages get two TRL steps and whose llf stages a few short answers."""
+    found_plan, findings = _plan(rendered, catalog, allow=allow, backend=backend, overrides=overrides, nccl=nccl,
+                                 smoke=smoke)
+    return found_plan, name_variables(rendered, findings, catalog)
+
+
+def _plan(rendered: RenderedStage, catalog, *, allow, backend, overrides, nccl, smoke) -> tuple[Any, list[Finding]]:
     if engines.get(rendered.engine).planner == "llf":
         from llf_recipes.engines import llf
 

@@ -39,8 +39,9 @@ def check_data(s: Settings, r: Collector) -> None:
                 if probs is not None and s[key] is not None and len(given) != len(probs):
                     r.add("interleave-probs", "interleave_probs", f"{len(probs)} probabilities for {len(given)} {key} "
                           "entries", f"give exactly one probability per {key} entry")
-            if probs is not None:
-                check_probabilities(probs, r)
+            mixed = datasets if len(datasets) > 1 else eval_datasets
+            if probs is not None and len(mixed) > 1:  # one dataset is returned as it is, its weight unread
+                check_probabilities(probs, r, mixed)
     check_stopping(s, r)
     if s.on("streaming"):
         if 1e-6 < val_size < 1:
@@ -54,15 +55,18 @@ def check_data(s: Settings, r: Collector) -> None:
               "remove one of them")
 
 
-def check_probabilities(probs: list[float], r: Collector) -> None:
+def check_probabilities(probs: list[float], r: Collector, datasets: list[str] = ()) -> None:
     """datasets' interleave_datasets draws each row's source with numpy, which refuses weights that are negative or
     do not sum to 1 (within about 1e-8), only once the data loads."""
-    if any(p < 0 or math.isnan(p) for p in probs):
-        r.add("interleave-probs-sum", "interleave_probs", f"{','.join(map(str, probs))} has a negative weight",
-              "give each dataset a probability between 0 and 1")
+    given = ",".join(f"{p:g}" for p in probs)
+    bad = [i for i, p in enumerate(probs) if p < 0 or math.isnan(p)]
+    if bad:
+        which = ", ".join(f"{probs[i]:g}" + (f" for {datasets[i]}" if len(datasets) == len(probs) else "") for i in bad)
+        r.add("interleave-probs-sum", "interleave_probs", f"{given} has a negative weight ({which})",
+              "give each dataset a probability between 0 and 1; together they sum to 1")
     elif abs(sum(probs) - 1.0) > 1e-8:
         total = sum(probs)
-        r.add("interleave-probs-sum", "interleave_probs", f"the probabilities sum to {total:g}, not 1",
+        r.add("interleave-probs-sum", "interleave_probs", f"{given}: the probabilities sum to {total:g}, not 1",
               "scale them to sum to 1, e.g. " + ",".join(f"{p / total:.4g}" for p in probs) if total > 0
               else "give each dataset a probability; together they sum to 1")
 

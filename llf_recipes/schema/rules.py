@@ -117,14 +117,25 @@ def check_semantics(
     dataset_dir = config.get("dataset_dir")
     from_hub = isinstance(dataset_dir, str) and dataset_dir.startswith(HUB_DATASET_DIRS)
     if verb == "train" and not from_hub:
+        folder = dataset_dir if isinstance(dataset_dir, str) and dataset_dir else "data"
+        info = Path(folder) / "dataset_info.json"  # LLaMA-Factory reads it from its working directory
+        if folder != "data" and not Path(folder).is_dir() and any(_names(config.get(k)) for k in ("dataset", "eval_dataset")):
+            out.append(Finding("dataset-dir-missing", "dataset_dir", f"dataset_dir {folder!r} does not exist: LLaMA-Factory "
+                               f"reads {info} and the data files from it", "create it with the data (llf-recipes prepare "
+                               f"... --data-dir {folder}), or set dataset_dir to the folder that holds dataset_info.json",
+                               stage, "warning"))
         for key in ("dataset", "eval_dataset"):
             for name in _names(config.get(key)):
                 entry = datasets.get(name)
                 if entry is None:
                     guess = nearest(name, datasets)
-                    add("undefined-dataset", key, f"no dataset entry defines {name!r}",
-                        (f"did you mean {guess!r}? " if guess else "") + "add it to dataset_info.d/ or run "
-                        f"`llf-recipes register --file FILE --name {name} --stage {lf_stage}`")
+                    read = f"in {info} or dataset_info.d/" if info.is_file() else \
+                        f"in dataset_info.d/, and {info} does not exist"
+                    where = "" if info.is_file() else ("point dataset_dir at the folder that holds LLaMA-Factory's "
+                                                       "dataset_info.json (e.g. dataset_dir: LLaMA-Factory/data), or ")
+                    add("undefined-dataset", key, f"no dataset entry defines {name!r} {read}",
+                        (f"did you mean {guess!r}? " if guess else "") + where + "add it to dataset_info.d/ or run "
+                        f"`llf-recipes register --file FILE --name {name} --stage {lf_stage} --data-dir {folder}`")
                     continue
                 ranking = bool(entry.get("ranking", False))
                 if lf_stage in RANKING_STAGES and not ranking:
@@ -223,5 +234,5 @@ def validate_config(
 RULES = (
     "unknown-key", "wrong-type", "invalid-choice", "quantization-needs-adapter", "undefined-dataset",
     "ranking-mismatch", "kto-needs-tag", "ppo-needs-reward-model", "deepspeed-needs-torchrun",
-    "neat-packing-sft-only", "pref-loss-fallback", "space-under-torchrun", "ppo-needs-old-trl",
+    "neat-packing-sft-only", "pref-loss-fallback", "space-under-torchrun", "ppo-needs-old-trl", "dataset-dir-missing",
 ) + startup.RULES + arguments.RULES + deepspeed.RULES + packages.RULES
