@@ -28,6 +28,15 @@ def _first_sentence(text: str) -> str:
     return head if len(head) <= 72 else head[:69] + "..."
 
 
+def _cell(column: str, value) -> str:
+    """A table cell: lists (JSON arrays in --json) one item to a line, stages as a chain."""
+    if column == "description":
+        return _first_sentence(str(value))
+    if isinstance(value, list):
+        return " -> ".join(value) if column == "stages" else ",\n".join(value)
+    return str(value)
+
+
 def rows(args) -> tuple[list[str], list[dict]]:
     catalog = catalog_from(args)
     if args.hostfiles:
@@ -36,7 +45,7 @@ def rows(args) -> tuple[list[str], list[dict]]:
         out = []
         for name, path in catalog.hostfile_paths.items():
             layout = parse_hostfile(path)
-            out.append({"name": name, "layout": layout.describe(), "hosts": ", ".join(n.host for n in layout.nodes), "path": str(path)})
+            out.append({"name": name, "layout": layout.describe(), "hosts": [n.host for n in layout.nodes], "path": str(path)})
         return ["name", "layout", "hosts", "path"], out
     if args.datasets:
         out = []
@@ -48,8 +57,8 @@ def rows(args) -> tuple[list[str], list[dict]]:
     for recipe in catalog.recipes():
         out.append({
             "name": recipe.name,
-            "stages": " -> ".join(s.name for s in recipe.stages),
-            "datasets": ", ".join(recipe.datasets),
+            "stages": [s.name for s in recipe.stages],
+            "datasets": list(recipe.datasets),
             "description": recipe.description,
             "origin": recipe.origin,
         })
@@ -74,8 +83,6 @@ def main(args) -> int:
         table.add_column(col.upper(), overflow="fold", no_wrap=col in ("name", "datasets", "ranking", "file"),
                          min_width=20 if col == "description" else None)
     for row in data:
-        table.add_row(*[_first_sentence(str(row[c])) if c == "description"
-                        else str(row[c]).replace(", ", ",\n") if c in ("datasets", "hosts") else str(row[c])
-                        for c in columns])
+        table.add_row(*[_cell(c, row[c]) for c in columns])
     Console(width=max(console.width, 160) if not console.is_terminal else None).print(table)
     return 0
