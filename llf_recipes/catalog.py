@@ -20,6 +20,19 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 SAMPLES_DIR = PACKAGE_DIR / "samples"  # hand-written rows in each source layout, for offline runs
 
 
+def read_recipe(path: Path, origin: str) -> Recipe:
+    """A recipe file, or a plain LLaMA-Factory YAML as a one-stage recipe."""
+    from llf_recipes import plain_config
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        text = ""  # load_recipe names the byte and line
+    if text and plain_config.is_plain(text):
+        return plain_config.plain_recipe(path, text)
+    return load_recipe(path, origin=origin)
+
+
 def bundled_root() -> Path:
     """The pack inside an installed wheel (`_pack/`), or the checkout the package runs from."""
     packed = PACKAGE_DIR / "_pack"
@@ -109,7 +122,7 @@ class Catalog:
     def recipe(self, name_or_path: str) -> Recipe:
         p = Path(name_or_path)
         if p.suffix in (".yaml", ".yml") and p.is_file():
-            return load_recipe(p, origin="file")
+            return read_recipe(p, origin="file")
         if name_or_path not in self.recipe_paths:
             guess = nearest(name_or_path, self.recipe_paths)
             raise LlfError(
@@ -117,7 +130,7 @@ class Catalog:
                 fix=(f"did you mean {guess!r}? " if guess else "") + "`llf-recipes list` shows every recipe",
             )
         label, path = self.recipe_paths[name_or_path]
-        return load_recipe(path, origin=label)
+        return read_recipe(path, origin=label)
 
     def recipes(self) -> list[Recipe]:
         return [self.recipe(n) for n in self.recipe_paths]

@@ -161,8 +161,9 @@ def decide(plan: StagePlan, previous: dict[str, Any] | None, current: dict[str, 
     return Decision("run", f"the last attempt ended {status}")
 
 
-def check_inputs(plan: StagePlan, running_now: set[str]) -> None:
-    """Every stage this one reads has completed (or runs earlier in this invocation)."""
+def check_inputs(plan: StagePlan, running_now: set[str], command: Callable[[str], str] | None = None) -> None:
+    """Every stage this one reads has completed (or runs earlier in this invocation). `command(STAGE)`: the command
+    that runs that stage with the options of this run (--smoke, --output-root, ...)."""
     for name in plan.rendered.needs:
         if name in running_now:
             continue
@@ -172,7 +173,8 @@ def check_inputs(plan: StagePlan, running_now: set[str]) -> None:
             state = f"its last run {data.get('status')}" if data else "it has no run manifest"
             raise LlfError(
                 f"stage {plan.stage} reads the output of stage {name!r} in {upstream}, but {state}",
-                fix=f"run stage {name} first (llf-recipes run {plan.rendered.recipe.name} --stage {name}), "
+                fix=f"run stage {name} first "
+                    f"({command(name) if command else f'llf-recipes run {plan.rendered.recipe.name} --stage {name}'}), "
                     "or run the recipe without --stage/--from",
             )
 

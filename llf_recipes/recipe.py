@@ -16,13 +16,15 @@ from llf_recipes import yamlio
 from llf_recipes.errors import LlfError
 from llf_recipes.suggest import nearest
 
-_DOC_SEP = re.compile(r"^---[ \t]*$", re.MULTILINE)
+DOC_SEP = re.compile(r"^---[ \t]*$", re.MULTILINE)
 HEADER_KEYS = {"description", "datasets", "tags", "vars", "stages", "notes"}
 STAGE_KEYS = {"name", "description", "verb", "global_batch_size", "micro_batch_size", "engine"}
 # grpo: a GRPO stage run by EasyR1 or TRL (llf_recipes/grpo/); generate, score, judge, pairs: llf-recipes' own verbs
 # as stages (llf_recipes/engines/llf.py)
 VERBS = ("train", "export", "chat", "grpo", "generate", "score", "judge", "pairs")
 # Variables every recipe has; a recipe's own `vars` may change their defaults.
+HEADER_FIX = ("start the file with a header (description: ..., stages: [{name: sft}]) and a `---` line before each "
+              "stage's config; a plain LLaMA-Factory YAML (one document, no header) runs as it is")
 BASE_VARS: dict[str, Any] = {
     "output_root": "saves",
     "dataset_dir": "data",
@@ -59,6 +61,7 @@ class Recipe:
     notes: str = ""
     origin: str = "bundled"
     text_hash: str = field(default="", compare=False)
+    plain: bool = False  # a plain LLaMA-Factory YAML run as one stage (plain_config.py): its batch sizes are its own
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
@@ -76,7 +79,7 @@ def _split_documents(text: str) -> list[tuple[str, int]]:
     """Split on `---` lines; return (document text, 1-based line of its first line)."""
     docs: list[tuple[str, int]] = []
     start, line = 0, 1
-    for match in _DOC_SEP.finditer(text):
+    for match in DOC_SEP.finditer(text):
         docs.append((text[start:match.start()], line))
         line += text.count("\n", start, match.end()) + 1
         start = match.end() + 1
@@ -108,11 +111,15 @@ def load_recipe(path: str | Path, origin: str = "bundled") -> Recipe:
     if docs and not docs[0][0].strip():
         docs = docs[1:]  # a file may start with `---`
     if len(docs) < 2:
-        raise LlfError("a recipe needs a header document and at least one stage document separated by `---`", where=str(path))
+        raise LlfError("a recipe needs a header document and at least one stage document separated by `---`",
+                       where=str(path), fix=HEADER_FIX)
     header_text, header_line = docs[0]
     header = yamlio.load(header_text, where=str(path)) or {}
     if not isinstance(header, dict):
         raise LlfError("the header document must be a mapping", where=f"{path}:{header_line}")
+    if "stages" not in header and set(header) - HEADER_KEYS:
+        raise LlfError("the first document is a config, not a recipe header (it has no `stages`)",
+                       where=f"{path}:{header_line}", fix=HEADER_FIX)
     _check_keys(header, HEADER_KEYS, str(path), "recipe header")
     raw_stages = header.get("stages") or []
     if not isinstance(raw_stages, list) or not raw_stages:

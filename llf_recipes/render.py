@@ -88,6 +88,7 @@ class RenderedStage:
     engine: str = "llamafactory"  # the engine that runs it (llf_recipes/engines)
     translations: list[str] = field(default_factory=list)  # keys rewritten into that engine's dialect
     unscoped: set[str] = field(default_factory=set)  # keys an unscoped --set gave every stage (not STAGE.key)
+    set_keys: set[str] = field(default_factory=set)  # every config key a --set gave this stage
     # datasets this stage registers when it runs ({dataset_dir: {name: entry}}: a pairs stage), and those the stages
     # it reads register, so a stage that trains on them validates before they exist
     provides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -250,7 +251,7 @@ class Renderer:
         batch = None
         scoped = self.overrides.stage_vars.get(stage.name, {})  # --set STAGE.NAME=VALUE: a variable for this stage
         variables = {**self.variables, **scoped}
-        if stage.verb == "train":
+        if stage.verb == "train" and not self.recipe.plain:  # a plain LLaMA-Factory YAML keeps its own batch sizes
             global_batch = _count(scoped.get("global_batch_size") or stage.global_batch_size
                                   or variables["global_batch_size"], "global_batch_size", self.recipe)
             micro = _count(scoped.get("micro_batch_size") or stage.micro_batch_size or variables["micro_batch_size"],
@@ -347,6 +348,7 @@ class Renderer:
             variables=variables,
             removed=removed,
             unscoped=unscoped,
+            set_keys=set(self.overrides.keys.get(None, {})) | set(self.overrides.keys.get(stage.name, {})),
         )
         result.engine = engines.name_for(stage.verb, config, stage.engine)
         engines.adapt(result)

@@ -50,8 +50,13 @@ def follow_moves(config: dict[str, Any], moved: dict[str, tuple[str, str]]) -> N
     `moved`: stage -> (its own directory, the new one), as `confine` returns them."""
     targets = {norm_path(old): new for old, new in moved.values()}
     for key, value in list(config.items()):
-        if key not in OUTPUT_KEYS and isinstance(value, str) and value and norm_path(value) in targets:
-            config[key] = targets[norm_path(value)]
+        if key in OUTPUT_KEYS or not isinstance(value, str) or not value:
+            continue
+        for old, new in targets.items():  # the directory itself, or a file in it
+            if is_under(value, old):
+                rest = os.path.relpath(norm_path(value), old)
+                config[key] = new if rest == "." else f"{new}/{rest}"
+                break
 
 
 def check_distinct(rendered: list, where: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,12 @@ from typing import Any
 from llf_recipes import engines
 from llf_recipes.catalog import Catalog
 from llf_recipes.hardware import LOCAL_HOSTS, HostLayout
+from llf_recipes.plain_config import TRAIN_MARKERS, infer_verb  # noqa: F401 - where callers found them
 from llf_recipes.render import RenderedStage, needs_torchrun
-from llf_recipes.schema import SUPPORTED_VERSION
+from llf_recipes.schema import SUPPORTED_VERSION, VERB_ARGS, keys_for
 from llf_recipes.schema.deepspeed import DeepSpeedSource
 from llf_recipes.schema.rules import Finding, LaunchInfo, validate_config
+from llf_recipes.suggest import nearest
 
 
 @lru_cache(maxsize=16)
@@ -43,7 +46,7 @@ def validate_stage(rendered: RenderedStage, catalog: Catalog, allow: set[str] | 
     engine = engines.get(rendered.engine)
     findings = engine_findings(engine, config, rendered.verb, f"{rendered.recipe.name}/{rendered.stage.name}")
     return [Finding(f.rule, f.key, f.message, f.fix, f.stage, "warning") if f.rule in allow else f
-            for f in findings] + validate_config(
+            for f in findings] + explain_set_keys(rendered, engine.snapshot or SUPPORTED_VERSION, validate_config(
         config,
         rendered.verb,
         stage=f"{rendered.recipe.name}/{rendered.stage.name}",
@@ -54,7 +57,33 @@ def validate_stage(rendered: RenderedStage, catalog: Catalog, allow: set[str] | 
         allow=allow,
         version=engine.snapshot or SUPPORTED_VERSION,
         base=Path.cwd(),
-    )
+    ))
+
+
+def explain_set_keys(rendered: RenderedStage, version: str, findings: list[Finding]) -> list[Finding]:
+    """An unknown key that came from `--set` may be a misspelt recipe variable: suggest the nearest name among the
+    recipe's variables and the engine's arguments together."""
+    if not rendered.set_keys:
+        return findings
+    variables = set(rendered.recipe.vars)
+    arguments = set(keys_for(rendered.verb, version)) if rendered.verb in VERB_ARGS else set()
+    out = []
+    for f in findings:
+        if f.rule != "unknown-key" or f.key not in rendered.set_keys or f.key in arguments:
+            out.append(f)
+            continue
+        guess = nearest(f.key, sorted(variables | arguments))
+        scope = "" if f.key in rendered.unscoped else f"{rendered.stage.name}."
+        if guess in variables and guess not in arguments:
+            fix = f"did you mean --set {scope}{guess}=...? (a variable of recipe {rendered.recipe.name})"
+        elif guess:
+            fix = f"did you mean --set {scope}{guess}=...?"
+        else:
+            fix = (f"drop --set {f.key}; the recipe's variables are {', '.join(sorted(variables))} "
+                   f"(`llf-recipes show {rendered.recipe.name}`)")
+        out.append(replace(f, message=f"{f.message}, nor a variable of recipe {rendered.recipe.name} (--set)",
+                           fix=fix))
+    return out
 
 
 def engine_findings(engine, config: dict[str, Any], verb: str, stage: str) -> list[Finding]:
@@ -72,20 +101,6 @@ def launch_for(layout: HostLayout, torchrun: bool) -> LaunchInfo:
     """The launch a layout gives: its process count, and whether some node is another machine."""
     remote = any(node.host not in LOCAL_HOSTS for node in layout.nodes)
     return LaunchInfo(torchrun=torchrun, world_size=layout.world_size, remote=remote)
-
-
-# Keys that make a plain YAML a training config: `llamafactory-cli chat/export` takes none of them.
-TRAIN_MARKERS = ("stage", "do_train", "do_eval", "do_predict", "output_dir")
-
-
-def infer_verb(config: dict[str, Any]) -> str:
-    """The llamafactory-cli verb a plain YAML is written for: export_dir -> export, a stage or a training switch ->
-    train, otherwise chat (so a stray training key in a chat config is reported, not taken as a training run)."""
-    if "export_dir" in config:
-        return "export"
-    if any(key in config for key in TRAIN_MARKERS):
-        return "train"
-    return "chat"
 
 
 def errors(findings: list[Finding]) -> list[Finding]:

@@ -16,6 +16,12 @@ from llf_recipes.cli import main as cli_main
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "llf_recipes" / "samples"
 
+# One torch thread per process, in this process (torch is imported later) and in every trainer, engine and verb the
+# tests start (they inherit it; the ssh launcher forwards OMP_*). The tiny model's tensors are too small for intra-op
+# threads to pay: on a 2-core machine a trainer's second thread only contends with whatever else runs (its own `run`
+# parent, a second rank, a daemon), and a smoke step took 4 s instead of well under one. Set it outside to override.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture
 def cli(capsys):

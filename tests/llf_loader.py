@@ -41,15 +41,18 @@ def loaded_rows(model: Path, data_dir: Path, name: str, stage: str, work: Path, 
     return len(module["train_dataset"])
 
 
-def aligned_rows(data_dir: Path, name: str, stage: str, work: Path) -> list[dict]:
-    """LLaMA-Factory's converter output for `name` (its _prompt, _response, _system, _tools), before tokenizing."""
+def aligned_rows(data_dir: Path, name: str, stage: str, work: Path, **extra) -> list[dict]:
+    """LLaMA-Factory's converter output for `name` (its _prompt, _response, _system, _tools, and _images when the
+    entry has media), before tokenizing; `extra` are more training arguments (e.g. media_dir)."""
     os.environ.setdefault("DISABLE_VERSION_CHECK", "1")
     from llamafactory.data.loader import _get_merged_dataset
     from llamafactory.hparams import get_train_args
 
     args = {"model_name_or_path": "unused", "stage": "rm" if stage == "dpo" else stage, "do_train": True,
             "finetuning_type": "lora", "dataset": name, "dataset_dir": str(data_dir), "template": "qwen",
-            "output_dir": str(work / "out"), "overwrite_cache": True, "report_to": "none", "cache_dir": str(work / "cache")}
+            "output_dir": str(work / "out"), "overwrite_cache": True, "report_to": "none", "cache_dir": str(work / "cache"),
+            **extra}
     model_args, data_args, training_args, _, _ = get_train_args(args)
     dataset = _get_merged_dataset([name], model_args, data_args, training_args, args["stage"])
-    return [{k: row[k] for k in ("_prompt", "_response", "_system", "_tools")} for row in dataset]
+    keys = ("_prompt", "_response", "_system", "_tools", "_images")
+    return [{k: row[k] for k in keys if k in row} for row in dataset]

@@ -513,3 +513,12 @@ def test_drop_empty_without_fields_names_the_fields_that_emptied_rows(cli, tmp_p
     assert "--fields instruction,output" in err
     code, out, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--drop-empty", "--fields", "instruction,output")
     assert code == 0 and "30 rows (30 read, 0 dropped" in out and "warning" not in err, out + err
+
+
+def test_a_line_cut_short_is_named_at_its_end_and_blank_lines_are_counted(cli, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"q": "a", "r": "b"}\n\n{"q": "cut", "r": \n{"q": "c", "r": "d"}\n', encoding="utf-8")
+    code, _, err = cli("clean", src, "-o", tmp_path / "out.jsonl")
+    assert code == 2 and "in.jsonl:3: invalid JSON at the end of the line (column 19; is it cut short?)" in err, err
+    code, out, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--skip-bad")
+    assert code == 0 and "2 rows (3 read, 0 dropped, 1 rejected, 1 blank line(s) of 4)" in out, out + err

@@ -29,3 +29,15 @@ def test_json_array_samples_its_rows(cli, tmp_path):
     assert cli("clean", src, "-o", tmp_path / "out.jsonl", "--sample", "10")[0] == 0
     ids = [json.loads(line)["id"] for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len(ids) == 10 == len(set(ids)) and ids == sorted(ids)
+
+
+def test_json_array_messages_count_rows_not_file_lines(cli, tmp_path):
+    """An indented array spreads each row over several file lines: the numbers clean prints are rows, and say so."""
+    rows = [{"instruction": f"Question number {i} about the weather today?", "output": f"Answer {i}."} for i in range(6)]
+    rows.append(dict(rows[2]))
+    src = tmp_path / "demo.json"
+    src.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    code, out, err = cli("clean", src, "-o", tmp_path / "a.jsonl", "--near-dedup")
+    assert code == 0 and "row 7 ~ row 3 (1.00)" in out and "line" not in out.split("near-duplicates:")[1], out + err
+    code, out, err = cli("clean", src, "-o", tmp_path / "b.jsonl", "--sample", "2")
+    assert code == 0 and "sampled from 7 rows" in out, out + err

@@ -166,6 +166,10 @@ def test_sharegpt_preference_rows_convert(cli, tmp_path, src):
     ({"conversations": [{"from": "human", "value": "q"}],
       "chosen": {"from": "human", "value": "g"}, "rejected": {"from": "gpt", "value": "b"}}, "'chosen' must be one assistant message"),
     ({"chosen": {"from": "gpt", "value": "g"}, "rejected": {"from": "gpt", "value": "b"}}, "no 'messages' or 'conversations' list"),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": ""}],
+      "chosen": {"from": "gpt", "value": "g"}, "rejected": {"from": "gpt", "value": "b"}}, "ends with an assistant turn"),
+    ({"conversations": [{"from": "human", "value": "q"}],
+      "chosen": {"from": ["gpt"], "value": "g"}, "rejected": {"from": "gpt", "value": "b"}}, "'chosen' must be one assistant"),
 ])
 def test_bad_sharegpt_preference_rows_are_named(cli, tmp_path, row, words):
     src = tmp_path / "p.jsonl"

@@ -83,6 +83,36 @@ def test_check_names_the_layout_a_file_is_in(cli, tmp_path):
     assert "llf-recipes register --file" in err and "--stage sft --force" in err
 
 
+def test_the_register_fix_check_suggests_works(cli, tmp_path):
+    """check's hint to re-register a file is given only when that command then succeeds; data no entry can make fit
+    the stage (no kto label for kto, kto labels for sft) gets what to do instead."""
+    (tmp_path / "chats.jsonl").write_text(TURNS * 2)
+    (tmp_path / "qa.jsonl").write_text(SFT * 2)
+    (tmp_path / "labelled.jsonl").write_text(json.dumps({"instruction": "a", "output": "b", "label": True}) + "\n"
+                                             + json.dumps({"instruction": "a", "output": "c", "label": False}) + "\n")
+    (tmp_path / "dataset_info.json").write_text(json.dumps({
+        "chats": {"file_name": "chats.jsonl", "columns": {"prompt": "conversations", "response": "conversations"}},
+        "qa": {"file_name": "qa.jsonl"},
+        "labelled": {"file_name": "labelled.jsonl", "columns": {"prompt": "instruction", "response": "output",
+                                                                "kto_tag": "label"}}}))
+    checked = {}
+    for name, stage in [("chats", "sft"), ("qa", "kto"), ("labelled", "sft")]:
+        code, out, err = cli("check", name, "--stage", stage, "--data-dir", tmp_path)
+        checked[name] = out + err
+        assert code in (1, 2) and "Traceback" not in err, out + err
+    hint = checked["chats"]
+    assert "--force" in hint, hint
+    code, out, err = cli("register", "--file", tmp_path / "chats.jsonl", "--name", "chats", "--stage", "sft",
+                         "--data-dir", tmp_path, "--force")
+    assert code == 0 and "2 of 2 row(s) usable" in out, err
+    assert cli("check", "chats", "--stage", "sft", "--data-dir", tmp_path)[0] == 0
+    assert "--force" not in checked["qa"] and "needs a kto_tag column" in checked["qa"], checked["qa"]
+    code, _, err = cli("register", "--file", tmp_path / "qa.jsonl", "--name", "qa", "--stage", "kto", "--data-dir",
+                       tmp_path, "--force")
+    assert code == 2 and "kto_tag" in err  # what the old hint led to
+    assert "--force" not in checked["labelled"] and "undesirable answers" in checked["labelled"], checked["labelled"]
+
+
 def test_missing_media_resolves_like_llamafactory(cli, tmp_path):
     """Media paths resolve against the data dir (LLaMA-Factory's media_dir), then the working folder."""
     import shutil

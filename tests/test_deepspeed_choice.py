@@ -67,11 +67,11 @@ def planned(cli, *argv) -> tuple[dict, list[str], dict | None]:
 
 def test_the_users_deepspeed_file_wins_in_render_and_run(cli, project):
     assert rendered(cli, "own", "--gpus", "0,1")["deepspeed"] == "ds/my_z3.json"
-    config, files, used = planned(cli, "own", "--gpus", "0,1")
+    _, files, used = planned(cli, "own", "--gpus", "0,1")
     assert used == "saves/lf/sft/my_z3.json" and used in files
     assert not any("ds_z2" in f for f in files)
     # what run writes there is the user's file
-    code, out, err = cli("render", "own", "--gpus", "0,1", "--output-dir", "out")
+    code, _, err = cli("render", "own", "--gpus", "0,1", "--output-dir", "out")
     assert code == 0, err
     assert json.loads((project / "out" / "my_z3.json").read_text())["zero_optimization"]["stage"] == 3
     assert yamlio.load((project / "out" / "sft.yaml").read_text())["deepspeed"] == "out/my_z3.json"
@@ -92,7 +92,7 @@ def test_the_command_line_beats_the_files_deepspeed(cli, project):
     assert Path(rendered(cli, "own", "--gpus", "0,1", "--set", "deepspeed=z2")["deepspeed"]).name == "ds_z2_config.json"
     assert "deepspeed" not in rendered(cli, "own", "--gpus", "0,1", "--set", "deepspeed=none")
     assert "deepspeed" not in rendered(cli, "bare", "--gpus", "0,1", "--set", "~deepspeed")
-    config, files, used = planned(cli, "bare", "--gpus", "0,1", "--set", "~deepspeed")
+    _, files, used = planned(cli, "bare", "--gpus", "0,1", "--set", "~deepspeed")
     assert used is None and len(files) == 1
 
 

@@ -33,8 +33,11 @@ def test_register_user_file_complete_columns_and_paths(cli, tmp_path):
     inside = data / "in.jsonl"
     data.mkdir()
     inside.write_text('{"instruction": "q", "output": "a", "label": true}\n', encoding="utf-8")
-    assert cli("register", "--file", own, "--name", "qa", "--stage", "sft", "--columns", "prompt=question,response=answer", "--data-dir", data)[0] == 0
-    assert cli("register", "--file", inside, "--name", "k", "--stage", "kto", "--data-dir", data)[0] == 0
+    code, _, err = cli("register", "--file", own, "--name", "qa", "--stage", "sft", "--columns",
+                       "prompt=question,response=answer", "--data-dir", data)
+    assert code == 0 and f"file_name is the absolute path {own.resolve()}" in err, err
+    code, _, err = cli("register", "--file", inside, "--name", "k", "--stage", "kto", "--data-dir", data)
+    assert code == 0 and "absolute" not in err, err
     got = info(data)
     assert got["qa"]["file_name"] == str(own.resolve())  # outside the data dir: absolute
     assert got["qa"]["columns"] == {"prompt": "question", "response": "answer"}  # no input field, so no query
@@ -131,3 +134,85 @@ def test_an_entry_that_means_the_same_is_unchanged(cli, tmp_path):
                                                                       "ranking": True}}))
     code, _, err = cli("register", "--file", f, "--name", "chats", "--stage", "sft", "--data-dir", tmp_path)
     assert code == 2 and "different definition" in err
+
+
+def test_register_reads_media_from_media_dir(cli, tmp_path):
+    """Images whose paths are relative to a folder other than the data dir: --media-dir, as `check` and LLaMA-Factory's
+    media_dir take it; without it the error names each missing file once and suggests the option."""
+    import shutil
+
+    layouts = ROOT / "tests" / "data" / "layouts"
+    shutil.copytree(layouts / "media", tmp_path / "shared" / "media")
+    rows = [{"messages": [{"role": "user", "content": "<image><image>Same picture?"},
+                          {"role": "assistant", "content": "Yes."}], "images": ["media/dot.png", "media/dot.png"]},
+            {"messages": [{"role": "user", "content": "<image>Shape?"}, {"role": "assistant", "content": "Square."}],
+             "images": ["media/square.png"]}]
+    src = tmp_path / "shared" / "pics.json"
+    src.write_text(json.dumps(rows), encoding="utf-8")
+    data = tmp_path / "data"
+    data.mkdir()
+    code, _, err = cli("register", "--file", src, "--name", "pics", "--stage", "sft", "--data-dir", data)
+    assert code == 2 and "2 of 2 row(s) do not read" in err and "--media-dir DIR" in err, err
+    first = next(line for line in err.splitlines() if "pics.json:" in line and "(row 1)" in line and "media/dot.png" in line)
+    assert first.count("'media/dot.png' is not there") == 1, first
+    assert not (data / "dataset_info.json").exists()
+    code, out, err = cli("register", "--file", src, "--name", "pics", "--stage", "sft", "--data-dir", data,
+                         "--media-dir", tmp_path / "shared")
+    assert code == 0 and "2 of 2 row(s) usable" in out and f"media_dir: {tmp_path / 'shared'}" in err, out + err
+    assert info(data)["pics"]["columns"]["images"] == "images"
+    code, _, err = cli("register", "--file", src, "--name", "pics", "--stage", "sft", "--data-dir", data,
+                       "--media-dir", tmp_path / "nodir")
+    assert code == 2 and "the media folder" in err and "nodir does not exist" in err
+
+
+@pytest.mark.engine
+def test_llamafactory_finds_the_media_where_register_checked_them(cli, tmp_path):
+    import shutil
+
+    from llf_loader import aligned_rows
+
+    shutil.copytree(ROOT / "tests" / "data" / "layouts" / "media", tmp_path / "shared" / "media")
+    src = tmp_path / "shared" / "pics.json"
+    src.write_text(json.dumps([{"messages": [{"role": "user", "content": "<image>Shape?"},
+                                             {"role": "assistant", "content": "Square."}],
+                                "images": ["media/square.png"]}]), encoding="utf-8")
+    data = tmp_path / "data"
+    data.mkdir()
+    assert cli("register", "--file", src, "--name", "pics", "--stage", "sft", "--data-dir", data,
+               "--media-dir", tmp_path / "shared")[0] == 0
+    got = aligned_rows(data, "pics", "sft", tmp_path / "w", media_dir=str(tmp_path / "shared"))
+    assert [row["_images"] for row in got] == [[str(tmp_path / "shared" / "media" / "square.png")]]
+
+
+@pytest.mark.engine
+def test_skip_bad_registers_a_file_whose_dropped_rows_llamafactory_skips(cli, tmp_path):
+    """Two of five rows in a turn order LLaMA-Factory drops: refused by default (nothing written) with --skip-bad as
+    the way out; with it the entry is written, the rows are named, and LLaMA-Factory's converter keeps the other three."""
+    from llf_loader import aligned_rows
+
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+            for i in range(5)]
+    rows[1]["messages"].reverse()
+    rows[3]["messages"].insert(0, {"role": "user", "content": "again"})
+    data = tmp_path / "data"
+    data.mkdir()
+    src = data / "five.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    code, _, err = cli("register", "--file", src, "--name", "five", "--stage", "sft", "--data-dir", data)
+    assert code == 2 and "2 of 5 row(s) do not read" in err and "--skip-bad" in err, err
+    assert not (data / "dataset_info.json").exists()
+    code, out, err = cli("register", "--file", src, "--name", "five", "--stage", "sft", "--data-dir", data, "--skip-bad")
+    assert code == 0 and "3 of 5 row(s) usable" in out and "added: five" in out, out + err
+    assert "2 row(s) stay in the file" in err and "five.jsonl:2" in err and "five.jsonl:4" in err, err
+    assert info(data)["five"]["file_name"] == "five.jsonl"
+    kept = [r for r in aligned_rows(data, "five", "sft", tmp_path / "w") if r["_prompt"]]
+    assert [r["_prompt"][-1]["content"] for r in kept] == ["q0", "q2", "q4"]
+
+
+def test_skip_bad_never_registers_rows_llamafactory_stops_on(cli, tmp_path):
+    src = tmp_path / "bad.jsonl"
+    src.write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n" + json.dumps({"instruction": 3, "output": "a"})
+                   + "\n", encoding="utf-8")
+    code, _, err = cli("register", "--file", src, "--name", "bad", "--stage", "sft", "--data-dir", tmp_path, "--skip-bad")
+    assert code == 2 and "bad.jsonl:2" in err and "nothing was registered" in err, err
+    assert not (tmp_path / "dataset_info.json").exists()

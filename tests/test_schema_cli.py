@@ -84,3 +84,11 @@ def test_unwritable_output_is_a_one_line_error(cli, tmp_path):
     (tmp_path / "afile").write_text("x")
     code, out, err = cli("schema", "-o", tmp_path / "afile" / "schema.json")
     assert code == 2 and "cannot write the schema" in err and "Traceback" not in err and not out
+
+
+def test_a_missing_output_folder_is_not_created(cli, tmp_path):
+    code, out, err = cli("schema", "-o", tmp_path / "nosuch" / "deeper" / "schema.json")
+    assert code == 2 and f"the folder {tmp_path / 'nosuch' / 'deeper'} does not exist" in err and not out, err
+    assert not (tmp_path / "nosuch").exists()
+    code, out, _ = cli("schema", "-o", tmp_path / "schema.json")
+    assert code == 0 and json.loads((tmp_path / "schema.json").read_text())["properties"]

@@ -51,6 +51,7 @@ TWO_FIXED = FIXED_OUTPUT.replace("  - name: sft\n", "  - name: sft\n  - name: dp
 ### model
 model_name_or_path: Qwen/Qwen2.5-0.5B-Instruct
 adapter_name_or_path: real/qwen/lora/sft
+ref_model: real/qwen/lora/sft/merged
 ### method
 stage: dpo
 do_train: true
@@ -95,6 +96,7 @@ def test_a_smoke_run_moves_a_later_stages_literal_reference_too(cli, tmp_path, m
     sft, dpo = dry_run(cli, "two", "--smoke", "--output-root", "trial")
     assert (sft["output_dir"], dpo["output_dir"]) == ("trial/two/sft", "trial/two/dpo")
     assert dpo["config"]["adapter_name_or_path"] == "trial/two/sft"
+    assert dpo["config"]["ref_model"] == "trial/two/sft/merged"
     assert not (tmp_path / "real").exists()
 
 

@@ -159,18 +159,21 @@ def main(args) -> int:
         print(f"note: removed {opts.rejects}, left by an earlier --skip-bad run", file=sys.stderr)
     split = f" + {stats.val_written} in {opts.val_out}" if opts.val_out else ""
     if stats.read is None:
-        print(f"{opts.output}: {stats.written} rows{split} sampled from {stats.lines} lines ({stats.parsed} parsed, "
-              "the others could not be picked; --stats checks every line)")
+        print(f"{opts.output}: {stats.written} rows{split} sampled from {stats.lines} {stats.numbered}s ({stats.parsed} "
+              "parsed, the others could not be picked; --stats checks every line)")
     else:
         dropped = sum(stats.dropped.values())
+        blank = stats.lines - stats.read
+        blank = f", {blank} blank line(s) of {stats.lines}" if blank > 0 else ""
         print(f"{opts.output}: {stats.written} rows{split} ({stats.read} read, {dropped} dropped, "
-              f"{stats.rejected} rejected)")
+              f"{stats.rejected} rejected{blank})")
     _empty_note(opts, stats)
     near = stats.near
     if near is not None:
         print(f"near-duplicates: {near.removed} row(s) dropped in {len(near.clusters)} cluster(s)"
               + ("; e.g. " if near.examples else "")
-              + ", ".join(f"line {drop} ~ line {kept} ({sim:.2f})" for drop, kept, sim in near.examples[:3]))
+              + ", ".join(f"{stats.numbered} {drop} ~ {stats.numbered} {kept} ({sim:.2f})"
+                          for drop, kept, sim in near.examples[:3]))
     if opts.skip_bad:
         print(f"{opts.rejects}: {stats.rejected} bad line(s) set aside")
     if args.stats:

@@ -19,6 +19,7 @@ def add_parser(sub) -> None:
         llf-recipes convert my_pairs.jsonl --kind pairs -o data/my_pairs.jsonl --skip-bad
         llf-recipes convert chats.jsonl --kind openai_to_sharegpt -o data/chats.jsonl   # tool calls kept
         llf-recipes convert alpaca.json --kind alpaca_to_sharegpt -o data/alpaca_chat.jsonl
+        llf-recipes convert dpo_en_demo.json --kind pairs -o data/pairs.jsonl   # LLaMA-Factory's sharegpt preference rows
     """)
     p.add_argument("source", metavar="NAME|FILE", help="a dataset entry name, or a data file with --kind")
     p.add_argument("--input", metavar="FILE", help="for NAME: the downloaded source file to read")

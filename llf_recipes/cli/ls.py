@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from llf_recipes.cli.common import add_catalog_args, add_verb, catalog_from
+from llf_recipes.errors import LlfError
 
 
 def add_parser(sub) -> None:
@@ -37,14 +39,20 @@ def _cell(column: str, value) -> str:
     return str(value)
 
 
-def rows(args) -> tuple[list[str], list[dict]]:
+def rows(args, broken: list[LlfError] | None = None) -> tuple[list[str], list[dict]]:
+    """The table's columns and rows; a file that cannot be read is left out and its error added to `broken`."""
     catalog = catalog_from(args)
+    broken = [] if broken is None else broken
     if args.hostfiles:
         from llf_recipes.hardware import parse_hostfile
 
         out = []
         for name, path in catalog.hostfile_paths.items():
-            layout = parse_hostfile(path)
+            try:
+                layout = parse_hostfile(path)
+            except LlfError as exc:
+                broken.append(exc)
+                continue
             out.append({"name": name, "layout": layout.describe(), "hosts": [n.host for n in layout.nodes], "path": str(path)})
         return ["name", "layout", "hosts", "path"], out
     if args.datasets:
@@ -54,7 +62,12 @@ def rows(args) -> tuple[list[str], list[dict]]:
             out.append({"name": name, "ranking": ds.ranking, "source": src, "file": ds.entry.get("file_name", "")})
         return ["name", "ranking", "source", "file"], out
     out = []
-    for recipe in catalog.recipes():
+    for name in catalog.recipe_names():
+        try:
+            recipe = catalog.recipe(name)
+        except LlfError as exc:
+            broken.append(exc)
+            continue
         out.append({
             "name": recipe.name,
             "stages": [s.name for s in recipe.stages],
@@ -66,10 +79,12 @@ def rows(args) -> tuple[list[str], list[dict]]:
 
 
 def main(args) -> int:
-    columns, data = rows(args)
+    broken: list[LlfError] = []
+    columns, data = rows(args, broken)
+    code = _report(broken)
     if args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
-        return 0
+        return code
     from rich.console import Console
     from rich.table import Table
 
@@ -85,4 +100,13 @@ def main(args) -> int:
     for row in data:
         table.add_row(*[_cell(c, row[c]) for c in columns])
     Console(width=max(console.width, 160) if not console.is_terminal else None).print(table)
-    return 0
+    if broken:
+        print(f"{len(broken)} file(s) not listed: see the error(s) above", file=sys.stderr)
+    return code
+
+
+def _report(broken: list[LlfError]) -> int:
+    """Each unreadable file, named, on stderr: the others are still listed, and the exit says something is wrong."""
+    for exc in broken:
+        print(f"error: {exc}", file=sys.stderr)
+    return 1 if broken else 0

@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
         llf-recipes register --file chats.json --name chats --stage sft      # layout detected, whole file checked
         llf-recipes register --file my_qa.jsonl --name my_qa --stage sft --columns prompt=question,response=answer
         llf-recipes register --file prefs.jsonl --name my_prefs --stage dpo --force   # replace a different definition
+        llf-recipes register --file pics.json --name pics --stage sft --media-dir shared   # image paths relative to shared/
     """)
     p.add_argument("names", nargs="*", metavar="NAME", help="dataset entries from dataset_info.d/")
     p.add_argument("--all", action="store_true", help="every entry in dataset_info.d/")
@@ -33,6 +34,12 @@ def add_parser(sub) -> None:
     p.add_argument("--tags", metavar="TAG=VALUE,...", help="with --file: sharegpt tags, e.g. role_tag=role,user_tag=user "
                                                            "(overrides detection)")
     p.add_argument("--formatting", choices=FORMATTINGS, help="with --file: override the detected formatting")
+    p.add_argument("--media-dir", metavar="DIR", help="with --file: LLaMA-Factory's media_dir, the folder the rows' image, "
+                                                     "video and audio paths are relative to (default: the data dir)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="with --file: register it even when LLaMA-Factory will drop some rows (a wrong turn order, no "
+                        "answer): they are listed and left in the file, and it skips them as it loads; rows it would "
+                        "stop on still refuse the file")
     p.add_argument("--force", action="store_true", help="replace a name registered with a different definition")
     p.add_argument("--dry-run", action="store_true", help="print the change; write nothing")
     add_catalog_args(p)
@@ -62,14 +69,26 @@ def entries_from(args) -> dict[str, dict]:
             raise LlfError(f"{file} does not exist", key="--file")
         entry, found, report = verified_entry(file, args.stage, _user_file_path(file, data_dir), data_dir, name=args.name,
                                               formatting=args.formatting, columns=parse_columns(args.columns),
-                                              tags=parse_columns(args.tags, "--tags"))
+                                              tags=parse_columns(args.tags, "--tags"), media_dir=args.media_dir,
+                                              skip_dropped=args.skip_bad)
         print(f"{file}: {found.layout}; {report.usable} of {report.rows} row(s) usable for stage {args.stage}")
+        if os.path.isabs(entry["file_name"]):
+            print(f"  note: the file lies outside {data_dir}, so its file_name is the absolute path {entry['file_name']} "
+                  f"(the entry works from any folder but does not move with {data_dir}; copy the file into it for a "
+                  "relative one)", file=sys.stderr)
+        if report.usable < report.rows:
+            print(f"  note: {report.rows - report.usable} row(s) stay in the file and LLaMA-Factory drops them as it "
+                  "loads it, e.g. " + "; ".join(f"{d.where}: {d.message.removeprefix('LLaMA-Factory drops it: ')}"
+                                                for d in report.dropped[:3]), file=sys.stderr)
+        if args.media_dir and any(k in entry.get("columns", {}) for k in ("images", "videos", "audios")):
+            print(f"  note: train with media_dir: {args.media_dir} (LLaMA-Factory looks for the media files there; its "
+                  "default is dataset_dir)", file=sys.stderr)
         for warn in report.warnings[:3]:
             print(f"  note: {warn.where}: {warn.message}", file=sys.stderr)
         return {args.name: entry}
-    for option in ("name", "stage", "columns", "tags", "formatting"):
+    for option in ("name", "stage", "columns", "tags", "formatting", "media_dir", "skip_bad"):
         if getattr(args, option):
-            raise LlfError(f"--{option} goes with --file", key=f"--{option}")
+            raise LlfError(f"--{option.replace('_', '-')} goes with --file", key=f"--{option.replace('_', '-')}")
     catalog = catalog_from(args)
     names = list(catalog.datasets) if args.all else args.names
     if not names:
@@ -83,6 +102,8 @@ def main(args) -> int:
     paths.directory(args.data_dir)
     if args.file:
         paths.input_file(args.file, "--file")
+    if args.media_dir is not None and not Path(args.media_dir).is_dir():
+        raise LlfError(f"the media folder {args.media_dir} does not exist", key="--media-dir")
     entries = entries_from(args)
     changes = register(args.data_dir, entries, force=args.force, dry_run=args.dry_run)
     target = Path(args.data_dir) / INFO_NAME

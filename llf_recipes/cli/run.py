@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from llf_recipes import preflight, summary
+from llf_recipes import dry_run, preflight, summary
 from llf_recipes.cli.common import (
     add_catalog_args,
     add_layout_args,
@@ -26,8 +26,8 @@ from llf_recipes.launchers import LAUNCHERS, LaunchOptions
 from llf_recipes.launchers import execute as launch
 from llf_recipes.pipeline import check_inputs, check_registered, ensure_master_port, run_stage
 from llf_recipes.render import Overrides, Renderer
-from llf_recipes.stage_dirs import check_output_root
 from llf_recipes.smoke import SMOKE_OUTPUT_ROOT, VERSION_TAG, apply_smoke, default_cache_dir, tiny_model_path
+from llf_recipes.stage_dirs import check_output_root
 from llf_recipes.validation import errors
 
 
@@ -52,7 +52,8 @@ def add_parser(sub) -> None:
     p.add_argument("--force", action="store_true", help="rerun stages that already completed with the same config and data")
     p.add_argument("--smoke", action="store_true",
                    help="check the whole recipe on CPU in minutes: the tiny local model, a few steps per stage, 16 rows "
-                        "of each registered dataset, no quantization or DeepSpeed")
+                        "of each registered dataset, no DeepSpeed; 4-bit bitsandbytes stays (it runs on CPU), other "
+                        "quantization is removed with a note; outputs only under saves/smoke/ (or --output-root)")
     p.add_argument("--nccl", metavar=f"{'|'.join(sorted(NCCL_PRESETS))}[:IFACE]",
                    help="NCCL environment preset for multi-node runs; socket:eth0 also pins the network interface")
     p.add_argument("--launcher", choices=LAUNCHERS, default="auto",
@@ -125,10 +126,14 @@ def build_plans(args, catalog) -> tuple[list[StagePlan], list]:
     return plans, findings
 
 
-def plan_json(plans: list[StagePlan]) -> list[dict]:
+def plan_json(plans: list[StagePlan], force: bool = False, command=None) -> list[dict]:
+    problems, _ = dry_run.input_problems(plans, command)
     return [
         {
             "stage": p.stage,
+            "action": (decision := dry_run.outlook(p, force)).action,
+            "reason": decision.reason,
+            "input_problems": [str(e) for e in problems if f"stage {p.stage} " in e.message],
             "verb": p.rendered.verb,
             "output_dir": p.rendered.output_dir,
             "needs": p.rendered.needs,
@@ -152,7 +157,37 @@ def ray_json(cluster) -> dict:
                       for r, h in enumerate(cluster.hosts)]}
 
 
-def print_plan(plans: list[StagePlan]) -> None:
+def stage_command(args):
+    """`llf-recipes run ... --stage STAGE` with this run's other options (--smoke, --output-root, --set, ...)."""
+    typed = list(getattr(args, "argv", None) or ["run", args.name])
+    kept, skip = [], False
+    for item in typed:
+        if skip:
+            skip = False
+            continue
+        if item in ("--stage", "--from"):
+            skip = True
+            continue
+        if item.startswith(("--stage=", "--from=")) or item in ("--dry-run", "--json"):
+            continue
+        kept.append(item)
+    return lambda stage: "llf-recipes " + shlex.join([*kept, "--stage", stage])
+
+
+def print_input_check(plans: list[StagePlan], command=None) -> None:
+    """What `run` checks before its first stage: the stages read have completed, the datasets are registered."""
+    problems, notes = dry_run.input_problems(plans, command)
+    for note in notes:
+        print(f"# {note}")
+    if not problems:
+        print("\n# inputs: earlier stages and datasets are in place")
+        return
+    print(f"\n# inputs: {len(problems)} problem(s) `run` would stop on:")
+    for exc in problems:
+        print("#   error: " + str(exc).replace("\n", "\n#     "))
+
+
+def print_plan(plans: list[StagePlan], force: bool = False) -> None:
     layout = plans[0].rendered.layout
     print(f"# {plans[0].rendered.recipe.name}: {len(plans)} stage(s) on {layout.describe()} ({layout.source})")
     for i, p in enumerate(plans, 1):
@@ -160,9 +195,13 @@ def print_plan(plans: list[StagePlan]) -> None:
         if hasattr(p, "describe"):  # a grpo stage: every file in full, then Ray per node and the run; an llf stage
             what = getattr(p, "headline", None) or f"grpo with {p.backend}"
             print(f"\n[{i}/{len(plans)}] stage {p.stage}: {what} -> {p.rendered.output_dir}{reads}")
+            decision = dry_run.outlook(p, force)
+            print(f"  would {decision.action}: {decision.reason}")
             print("\n".join(p.describe()))
             continue
         print(f"\n[{i}/{len(plans)}] stage {p.stage}: llamafactory-cli {p.rendered.verb} -> {p.rendered.output_dir}{reads}")
+        decision = dry_run.outlook(p, force)
+        print(f"  would {decision.action}: {decision.reason}")
         if p.engine is not None:
             print(f"  engine {p.engine.name}: {p.engine.python} ({p.engine.source})")
         for note in p.rendered.translations:
@@ -195,9 +234,10 @@ def main(args) -> int:
                 print(sbatch_script(p, p.config_path.parent))
             return 0
         if args.json:
-            print(json.dumps(plan_json(plans), indent=2, ensure_ascii=False))
+            print(json.dumps(plan_json(plans, args.force, stage_command(args)), indent=2, ensure_ascii=False))
         else:
-            print_plan(plans)
+            print_plan(plans, args.force)
+            print_input_check(plans, stage_command(args))
             print_machine_check(plans, local)
         return 0
     names = {p.stage for p in plans}
@@ -206,7 +246,7 @@ def main(args) -> int:
         preflight.raise_if_any(preflight.check_stages(plans, local=local))
     deferred = set()  # stages whose datasets an earlier stage of this run registers (pairs)
     for p in plans:
-        check_inputs(p, names)
+        check_inputs(p, names, stage_command(args))
         if not check_registered(p, names):
             deferred.add(p.stage)
         if hasattr(p, "check_nodes") and args.launcher not in ("print", "slurm"):  # the engine on every node

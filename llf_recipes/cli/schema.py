@@ -31,6 +31,12 @@ def main(args) -> int:
     if not args.output:
         sys.stdout.write(text)
         return 0
+    from pathlib import Path
+
+    folder = Path(args.output).parent
+    if not (folder.exists() or folder.is_symlink()):  # a schema goes beside the configs it describes: a missing folder is a mistyped path
+        raise LlfError(f"the folder {folder} does not exist", where=args.output, key="-o",
+                       fix=f"create it first (mkdir -p {folder}), or choose a path in an existing folder")
     try:
         path = write_text(args.output, text)
     except OSError as exc:

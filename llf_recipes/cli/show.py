@@ -21,12 +21,13 @@ def add_parser(sub) -> None:
     p.set_defaults(func=main)
 
 
-def requirements(configs: list[dict]) -> list[str]:
-    """What the rendered stages need beyond llamafactory itself."""
+def requirements(configs: list[dict], precision_var: bool = True) -> list[str]:
+    """What the rendered stages need beyond llamafactory itself (`precision_var`: the recipe has the `precision`
+    variable; a plain LLaMA-Factory YAML sets bf16/fp16 itself)."""
     needs: list[str] = []
     for cfg in configs:
         if cfg.get("quantization_bit") and cfg.get("quantization_method", "bnb") == "bnb":
-            needs.append("bitsandbytes and a CUDA GPU (4-bit QLoRA)")
+            needs.append("bitsandbytes (4-bit QLoRA: a CUDA GPU for real runs; --smoke keeps it on CPU)")
         if cfg.get("flash_attn") in ("fa2", "fa3"):
             needs.append("flash-attn")
         if cfg.get("use_unsloth"):
@@ -34,7 +35,8 @@ def requirements(configs: list[dict]) -> list[str]:
         if cfg.get("plot_loss"):
             needs.append("matplotlib (plot_loss)")
         if cfg.get("bf16"):
-            needs.append("bf16-capable devices (Ampere or newer; set --set precision=fp16 on V100/T4)")
+            needs.append("bf16-capable devices (Ampere or newer; on V100/T4 "
+                         + ("--set precision=fp16)" if precision_var else "--set bf16=false --set fp16=true)"))
     needs.append("deepspeed, when rendered for more than one device or with offload")
     return list(dict.fromkeys(needs))
 
@@ -59,7 +61,7 @@ def main(args) -> int:
         "datasets": {
             name: (catalog.datasets[name].source if name in catalog.datasets else None) for name in recipe.datasets
         },
-        "requires": requirements([r.config for r in rendered]),
+        "requires": requirements([r.config for r in rendered], "precision" in recipe.vars),
     }
     if args.json:
         print(json.dumps(info, indent=2, ensure_ascii=False))

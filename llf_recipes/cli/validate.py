@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from llf_recipes import yamlio
@@ -20,8 +22,10 @@ from llf_recipes.cli.common import (
 from llf_recipes.engines import stages
 from llf_recipes.errors import LlfError
 from llf_recipes.hardware import parse_hostfile
+from llf_recipes.plain_config import plain_recipe
 from llf_recipes.render import Overrides, Renderer
 from llf_recipes.schema.rules import validate_config
+from llf_recipes.suggest import nearest
 from llf_recipes.validation import dataset_entries, errors, infer_verb, launch_for
 
 
@@ -65,6 +69,8 @@ def validate_plain(path: Path, args, catalog) -> int:
         raise LlfError("a LLaMA-Factory config must be a mapping of keys", where=str(path))
     verb = args.verb or infer_verb(config)
     layout = layout_from(args, catalog)
+    if args.overrides:
+        apply_set(config, plain_recipe(path, _read(path), verb), args.overrides, layout, catalog)
     # llamafactory-cli train starts torchrun with FORCE_TORCHRUN=1 or when it sees more than one device.
     torchrun = verb == "train" and (os.environ.get("FORCE_TORCHRUN", "").lower() in ("1", "true", "y")
                                     or layout.world_size > 1)
@@ -72,11 +78,57 @@ def validate_plain(path: Path, args, catalog) -> int:
         config, verb, stage=path.name, datasets=dataset_entries(catalog, str(config.get("dataset_dir") or "data")),
         launch=launch_for(layout, torchrun), allow=set(args.allow), base=Path.cwd(),
     )
+    hint = _rendered_for(path, catalog) if layout.world_size == 1 else None
+    if hint:  # a file `render` wrote for a multi-device layout, validated here as one process
+        findings = [replace(f, fix=f"it was rendered for {hint[0]}: validate it there with {hint[1]} "
+                                   f"(by hand: {f.fix})") if f.rule == "deepspeed-needs-torchrun" else f
+                    for f in findings]
     print_findings(findings)
     if errors(findings):
         return 1
     print(f"ok: {path} ({verb}, {len(config)} keys)")
     return 0
+
+
+_RENDERED = re.compile(r"^# .+ / .+ for (.+?) \(rendered by llf-recipes\)$")
+
+
+def _rendered_for(path: Path, catalog) -> tuple[str, str] | None:
+    """(the layout a rendered YAML's first line names, the option that selects it), when it has more than one device."""
+    match = _RENDERED.match(_read(path).split("\n", 1)[0])
+    if not match or match.group(1).startswith("1 node x 1 "):
+        return None
+    described = match.group(1)
+    for name, hostfile in catalog.hostfile_paths.items():
+        try:
+            if parse_hostfile(hostfile).describe() == described:
+                return described, f"--hostfile {name}"
+        except LlfError:
+            continue
+    single = re.match(r"1 node x (\d+) ", described)
+    option = f"--gpus {','.join(map(str, range(int(single.group(1)))))}" if single else "--hostfile FILE"
+    return described, option
+
+
+def apply_set(config: dict, recipe, items: list[str], layout, catalog) -> None:
+    """`--set` on a plain YAML, as `run FILE` applies it: keys set or removed (`~key`), and `deepspeed=z2|...|none`
+    choosing a bundled profile (or a JSON path) for the layout."""
+    from llf_recipes import deepspeed_choice
+
+    overrides = Overrides.parse(items, recipe)
+    stage = recipe.stages[0].name
+    for scope in (None, stage):
+        config.update(overrides.keys.get(scope, {}))
+        for key in overrides.removals.get(scope, []):
+            if key not in config:
+                guess = nearest(key, config)
+                raise LlfError(f"--set ~{key}: the file has no key {key!r}", key=key, where=str(recipe.path),
+                               fix=f"did you mean ~{guess}?" if guess else "remove the --set")
+            del config[key]
+    variables = {**recipe.vars, **overrides.vars, **overrides.stage_vars.get(stage, {})}
+    if "deepspeed" in {**overrides.vars, **overrides.stage_vars.get(stage, {})}:
+        chosen = deepspeed_choice.profile_file(variables, layout, catalog.search_dirs("recipes"))
+        deepspeed_choice.settle(config, {}, chosen, explicit=True, removed=False)
 
 
 def main(args) -> int:
@@ -93,13 +145,26 @@ def main(args) -> int:
         if not plain:
             raise LlfError("nothing to validate", fix="name recipes, or pass --all")
         return status
+    checked = failed = 0
     if args.all_hostfiles:
-        layouts = [parse_hostfile(p, device=args.device) for p in catalog.hostfile_paths.values()]
+        layouts = []
+        for path in catalog.hostfile_paths.values():
+            try:
+                layouts.append(parse_hostfile(path, device=args.device))
+            except LlfError as exc:  # the other layouts are still checked
+                print(f"FAIL hostfile {path}\nerror: {exc}", file=sys.stderr)
+                failed += 1
     else:
         layouts = [layout_from(args, catalog)]
-    checked = failed = 0
     for name in names:
-        recipe = catalog.recipe(name)
+        try:
+            recipe = catalog.recipe(name)
+        except LlfError as exc:
+            if not args.all:  # a name typed on the command line: the usual one-line error
+                raise
+            print(f"FAIL {name}\nerror: {exc}", file=sys.stderr)  # the other recipes are still checked
+            failed += 1
+            continue
         found: dict[str, list[str]] = {}  # a finding's text -> the layouts it comes up on, to print it once
         for layout in layouts:
             label = f"{recipe.name} @ {layout.source} ({layout.describe()})"

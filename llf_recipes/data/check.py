@@ -155,15 +155,18 @@ def check_file(path: str | Path, stage: str, entry: dict[str, Any] | Layout, *, 
 
         fields = ", ".join(sorted(seen)) or "none"
         names = ", ".join(f"{n} -> {layout.column(n)!r}" for n in missing)
+        refit = _refit(first_rows, path, name, stage)
         raise LlfError(f"entry {name!r} maps {names}, which the file does not have (its fields: {fields}); it looks "
                        f"like {describe(first_rows)}", where=str(path), key=layout.column(missing[0]),
-                       fix=fix or f"llf-recipes register --file {path} --name {name} --stage {stage} --force  (writes "
-                                  "the entry its layout needs), or convert it with `llf-recipes convert`")
+                       fix=fix or refit or f"llf-recipes register --file {path} --name {name} --stage {stage} --force  "
+                                           "(writes the entry its layout needs), or convert it with `llf-recipes convert`")
     if report.usable == 0 and report.rows:
         from llf_recipes.data.detect import describe
 
-        report.hint = (f"the rows look like {describe(first_rows)}; `llf-recipes register --file {path} --name {name} "
-                       f"--stage {stage} --force` writes the entry that layout needs, or `llf-recipes convert` converts it")
+        report.hint = f"the rows look like {describe(first_rows)}; " + (
+            _refit(first_rows, path, name, stage) or f"`llf-recipes register --file {path} --name {name} --stage {stage} "
+                                                      "--force` writes the entry that layout needs, or `llf-recipes "
+                                                      "convert` converts it")
     return report
 
 
@@ -175,6 +178,23 @@ def _placeholders(aligned: Aligned, report: CheckReport, where: str) -> None:
     if found:
         report.placeholder_rows += 1
         report.placeholder_at = report.placeholder_at or where
+
+
+def _refit(rows: list[dict[str, Any]], path: Path, name: str, stage: str) -> str | None:
+    """Why no entry can read these rows for `stage` and what to do instead (None when one can: re-registering the
+    file writes it)."""
+    from llf_recipes.data.detect import detect
+
+    try:
+        detect(rows, stage, text_file=path.suffix.lower() == ".txt", where=str(path))
+        labelled = detect(rows, None, text_file=path.suffix.lower() == ".txt", where=str(path))
+    except LlfError as exc:
+        return f"no entry reads them for stage {stage}: {exc.message}" + (f"; {exc.fix}" if exc.fix else "")
+    tag = labelled.entry.get("columns", {}).get("kto_tag")
+    if tag and stage != "kto":  # an entry without the tag would train on the undesirable answers as well
+        return (f"they carry a kto label ({tag!r}: true/false), and an entry for stage {stage} would train on the "
+                f"undesirable answers too; train them with stage kto, or keep the rows labelled true")
+    return None
 
 
 class _KtoNeighbours:

@@ -60,6 +60,7 @@ def clean(opts: CleanOptions) -> CleanStats:
     with ExitStack() as stack:
         fh, size = open_as_lines(opts.input, size)  # a JSON array file is read as its rows, one per line
         stack.enter_context(fh)
+        stats.numbered = "line" if isinstance(fh.raw, FileIO) else "row"
         first_rows(fh, opts, stats, str(opts.input))  # a misspelled field stops here, before any output exists
         # train, validation and rejects appear together; a rejects file of an earlier run goes in the same commit
         out, val, rejects = stack.enter_context(open_together(

@@ -63,6 +63,7 @@ class CleanStats:
     chars_max: int = 0
     chars_total: int = 0
     near: object = None  # the NearDuplicates of --near-dedup: clusters and examples
+    numbered: str = "line"  # what the numbers in messages count: "row" for a JSON array file (read as its rows)
     first_rows: int = 0  # rows among the first FIRST_ROWS lines that first_rows() looked at
     empty_fields: Counter = field(default_factory=Counter)  # --drop-empty without --fields: among those rows, how
     # many had each string field empty (what made them "empty")

@@ -115,7 +115,7 @@ def chat_pair(row: dict[str, Any], where: str, good: str, bad: str, field: str |
                      f"{' or '.join(map(repr, MESSAGE_FIELDS))} list holding the prompt", where=where, key="conversations")
     key, chat = turns(row, where, field)
     system, pairs = _pairs(key, chat, where, prompt_only=True)
-    if pairs[-1][1]:  # the list ended with an answer: nothing is left for chosen/rejected to answer
+    if len(chat) % 2 == (0 if chat[0][0] != "system" else 1):  # it ends with an answer: none left to choose
         raise BadRow(f"field {key!r} ends with an assistant turn; in a preference row it ends with the user turn "
                      f"that {good!r} and {bad!r} answer", where=where, key=key)
     out: dict[str, Any] = {"prompt": pairs[-1][0]}
@@ -123,7 +123,8 @@ def chat_pair(row: dict[str, Any], where: str, good: str, bad: str, field: str |
         message = row[name]
         role_key, text_key = ("role", "content") if "role" in message else ("from", "value")
         text = message.get(text_key)
-        if ROLES.get(message.get(role_key)) != "assistant" or not isinstance(text, str) or not text.strip():
+        role = message.get(role_key)
+        if not isinstance(role, str) or ROLES.get(role) != "assistant" or not isinstance(text, str) or not text.strip():
             raise BadRow(f"field {name!r} must be one assistant message with text (e.g. {{\"from\": \"gpt\", "
                          f"\"value\": \"...\"}})", where=where, key=name)
         out[side] = text

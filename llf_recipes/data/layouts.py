@@ -341,7 +341,9 @@ def check_media(aligned: Aligned, base: Path, where: str) -> list[str]:
                 if kind == "videos" and isinstance(frame, str) and frame.startswith(("http://", "https://")):
                     continue  # LLaMA-Factory's video reader (PyAV) opens URLs; images and audios must be files
                 if isinstance(frame, str) and not (base / frame).is_file() and not Path(frame).is_file():
-                    problems.append(f"{kind[:-1]} file {frame!r} is not there (looked in {base} and the working folder)")
+                    problem = f"{kind[:-1]} file {frame!r} is not there (looked in {base} and the working folder)"
+                    if problem not in problems:  # a row may show the same file twice
+                        problems.append(problem)
         token, count = MEDIA[kind], len(items or [])
         for answer in aligned.response or [None]:
             messages = aligned.prompt + ([answer] if answer else [])

@@ -46,6 +46,9 @@ def line_problem(raw: bytes, exc: orjson.JSONDecodeError) -> tuple[str, str | No
     except UnicodeDecodeError as bad:
         return (f"invalid UTF-8 at byte {bad.start + 1} of the line",
                 "convert the file to UTF-8, e.g. iconv -f GB18030 -t UTF-8 FILE")
+    text = raw.decode("utf-8").rstrip("\r\n")
+    if exc.lineno > 1 or exc.pos >= len(text):  # past the line's last character: the line stops early
+        return f"invalid JSON at the end of the line (column {len(text) + 1}; is it cut short?): {exc.msg}", None
     return f"invalid JSON at column {exc.colno}: {exc.msg}", None
 
 

@@ -61,22 +61,28 @@ def detect_entry(path: str | Path, stage: str | None, file_name: str, *, formatt
 def verified_entry(path: str | Path, stage: str, file_name: str, data_dir: str | Path, *, name: str,
                    formatting: str | None = None, columns: dict[str, str] | None = None,
                    tags: dict[str, str] | None = None, show: int = 5, rows: list[dict[str, Any]] | None = None,
-                   outcome: str = "registered") -> tuple[dict[str, Any], Detected, CheckReport]:
-    """detect_entry, then every row of the file through that entry as LLaMA-Factory will read it from `data_dir`:
-    any row it would stop on or drop stops what the file was for (nothing was `outcome`), with file, line and field
-    named."""
+                   outcome: str = "registered", media_dir: str | Path | None = None, skip_dropped: bool = False,
+                   ) -> tuple[dict[str, Any], Detected, CheckReport]:
+    """detect_entry, then every row of the file through that entry as LLaMA-Factory will read it from `data_dir`
+    (media paths from `media_dir`, LLaMA-Factory's media_dir, which defaults to the data dir): any row it would stop
+    on or drop stops what the file was for (nothing was `outcome`), with file, line and field named. With
+    `skip_dropped`, rows LLaMA-Factory drops (and warns of) as it loads the file are allowed; rows it stops on never."""
     entry, found = detect_entry(path, stage, file_name, formatting=formatting, columns=columns, tags=tags, rows=rows)
     given = "name the file's fields with --columns COLUMN=FIELD" if columns else "name the fields with --columns"
-    report = check_file(path, stage, entry, media_base=data_dir, name=name, fix=given)
-    problems = report.errors + report.dropped
+    report = check_file(path, stage, entry, media_base=media_dir or data_dir, name=name, fix=given)
+    problems = report.errors + ([] if skip_dropped else report.dropped)
     if problems:
         lines = "\n".join(f"  {p.where}: {p.message}" + (f" (field {p.key!r})" if p.key else "") for p in problems[:show])
         more = f"\n  ... and {len(problems) - show} more" if len(problems) > show else ""
         first = problems[0]
         roles = " (for other role names, pass --tags user_tag=...,assistant_tag=...)" if "role" in first.message else ""
+        if " is not there (looked in " in first.message and media_dir is None:
+            roles = " (media paths relative to another folder: pass --media-dir DIR, and train with media_dir: DIR)"
         raise LlfError(f"{len(problems)} of {report.rows} row(s) do not read as {found.layout} for stage {stage}; "
                        f"nothing was {outcome}\n{lines}{more}", where=first.where, key=first.key,
-                       fix=f"fix those rows{roles}; `llf-recipes check {path} --stage {stage} --show N` lists them all")
+                       fix=f"fix those rows{roles}; `llf-recipes check {path} --stage {stage} --show N` lists them all"
+                           + ("; or pass --skip-bad to register the file as it is (LLaMA-Factory skips those rows)"
+                              if outcome == "registered" and not report.errors else ""))
     if report.usable == 0:
         raise LlfError(f"no row is usable for stage {stage}; nothing was {outcome}", where=str(path))
     return entry, found, report

@@ -1,0 +1,62 @@
+"""`run --dry-run` makes the checks `run` stops on before launch (earlier stages completed, datasets registered) and
+says, per stage, whether it would run, skip or resume; the stage command it suggests keeps the run's options."""
+
+import json
+
+from llf_recipes import manifest
+from llf_recipes.engines import stages
+from llf_recipes.hardware import cpu_layout
+from llf_recipes.pipeline import fingerprint
+from llf_recipes.render import Overrides, Renderer
+
+
+def test_a_dry_run_reports_unregistered_data(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("run", "zhihu", "--smoke", "--dry-run")
+    assert code == 0, err  # a plan is printed; what run would stop on is named in it
+    assert "# inputs: 2 problem(s) `run` would stop on:" in out
+    assert "stage sft reads dataset 'zhihu_sft', which is not registered in data/dataset_info.json" in out
+    assert "inputs: earlier stages and datasets are in place" not in out
+    code, out, err = cli("run", "zhihu", "--smoke", "--dry-run", "--json")
+    sft, dpo = json.loads(out)
+    assert "'zhihu_sft', which is not registered" in sft["input_problems"][0]
+    assert "'zhihu_rlhf', which is not registered" in dpo["input_problems"][0]
+
+
+def test_a_dry_run_says_what_each_stage_would_do(cli, catalog, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli("prepare", "--recipe", "zhihu", "--sample-data")[0] == 0
+    code, out, err = cli("run", "zhihu", "--smoke", "--dry-run")
+    assert code == 0, err
+    assert "# inputs: earlier stages and datasets are in place" in out
+    assert out.count("would run: first run") == 2
+    # sft completed with exactly this config and data: a run would skip it
+    recipe = catalog.recipe("zhihu")
+    overrides = Overrides.parse(["deepspeed=none", "output_root=saves/smoke"], recipe)
+    code, plan_out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json")
+    sft_config = json.loads(plan_out)[0]["config"]
+    rendered = Renderer(recipe, cpu_layout(), overrides, catalog).render("sft")
+    rendered.config = sft_config
+    plan, _ = stages.plan(rendered, catalog)
+    manifest.write(tmp_path / "saves/smoke/zhihu/sft", {"status": "completed", "finished_at": "today",
+                                                        **fingerprint(plan, None)})
+    code, out, err = cli("run", "zhihu", "--smoke", "--dry-run", "--json")
+    sft, dpo = json.loads(out)
+    assert (sft["action"], dpo["action"]) == ("skip", "run"), (sft["reason"], dpo["reason"])
+    assert sft["reason"].startswith("completed today with the same config and data")
+    code, out, err = cli("run", "zhihu", "--smoke", "--dry-run", "--force")
+    assert "would run: --force" in out
+    manifest.update(tmp_path / "saves/smoke/zhihu/sft", status="failed")
+    code, out, err = cli("run", "zhihu", "--smoke", "--dry-run")
+    assert "would run: the last attempt stopped (failed) before its first checkpoint" in out
+
+
+def test_the_stage_a_partial_run_needs_is_suggested_with_the_same_options(cli, catalog, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli("prepare", "--recipe", "zhihu", "--sample-data")[0] == 0
+    code, out, err = cli("run", "zhihu", "--from", "dpo", "--smoke", "--output-root", "my runs")
+    assert code != 0
+    assert "reads the output of stage 'sft' in my runs/zhihu/sft" in err
+    assert "llf-recipes run zhihu --smoke --output-root 'my runs' --stage sft" in err
+    code, out, err = cli("run", "zhihu", "--from=dpo", "--smoke", "--dry-run")
+    assert "(llf-recipes run zhihu --smoke --stage sft)" in out
