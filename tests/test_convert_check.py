@@ -96,3 +96,29 @@ def test_parquet_and_csv_sources(cli, tmp_path):
     (tmp_path / "c.csv").write_text("instruction,input,output\n你好,,您好\n,x,y\n", encoding="utf-8")
     code, _, err = cli("convert", tmp_path / "c.csv", "--kind", "alpaca", "-o", tmp_path / "c.jsonl")
     assert code == 2 and "c.csv:3" in err and "'instruction' is empty" in err
+
+
+def test_check_flags_template_placeholders_left_in_rows(cli, tmp_path):
+    """Identity data in LLaMA-Factory's style keeps {{name}} and {{author}} for the user to fill in: check says so, with
+    a sed command that does it (after which the note is gone)."""
+    import shlex
+    import shutil
+    import subprocess
+
+    rows = [{"instruction": "你是谁？", "input": "", "output": "我是 {{name}}，由 {{ author }} 开发的助手。"},
+            {"instruction": "hi", "input": "", "output": "Hello, I am {{name}}."},
+            {"instruction": "2+2?", "input": "", "output": "4 (a set in math is written {a, b})"}]
+    f = tmp_path / "identity_mine.json"
+    f.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    code, out, _ = cli("check", f, "--stage", "sft")
+    assert code == 0 and "3 row(s), 3 usable for stage sft" in out
+    note = next(line for line in out.splitlines() if "placeholder" in line)
+    assert "2 row(s) hold the placeholder(s) {{author}}, {{name}}, the first at " in note
+    command = shlex.split(note.split("e.g. ", 1)[1])
+    assert command[:2] == ["sed", "-i"] and command[-1] == str(f)
+    if shutil.which("sed"):  # the suggested command fills every placeholder, spaced or not
+        subprocess.run(command, check=True)
+        fixed = json.loads(f.read_text(encoding="utf-8"))
+        assert [r["output"] for r in fixed[:2]] == ["我是 YOUR_NAME，由 YOUR_AUTHOR 开发的助手。", "Hello, I am YOUR_NAME."]
+        code, out, _ = cli("check", f, "--stage", "sft")
+        assert code == 0 and "placeholder" not in out

@@ -104,3 +104,6 @@ def test_the_mixed_recipe_smoke_runs(tmp_path, tiny_model):
     assert data["status"] == "completed"
     assert data["config"]["mix_strategy"] == "interleave_under" and data["config"]["interleave_probs"] == "0.92,0.08"
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
+    # LLaMA-Factory's advice to concat instead is in the log, not on the terminal: the mix interleaves on purpose
+    assert "We recommend using `mix_strategy=concat`" in (out / "llf-sft.log").read_text()
+    assert "mix_strategy=concat" not in proc.stdout + proc.stderr

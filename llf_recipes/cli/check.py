@@ -102,6 +102,12 @@ def main(args) -> int:
         print(f"  {bad.where}: {bad.message}" + (f" (field {bad.key!r})" if bad.key else ""))
     for warn in report.warnings[: args.show]:
         print(f"  note: {warn.where}: {warn.message} (LLaMA-Factory keeps the row)")
+    if report.placeholders:
+        names = sorted(report.placeholders)
+        fill = "; ".join(f"s/{{{{ *{n} *}}}}/YOUR_{n.upper()}/g" for n in names)
+        print(f"  note: {report.placeholder_rows} row(s) hold the placeholder(s) "
+              f"{', '.join('{{' + n + '}}' for n in names)}, the first at {report.placeholder_at}: nothing fills them "
+              f"in, the model learns them as written; replace them first, e.g. sed -i '{fill}' {report.path}")
     if report.sampled:
         print(f"  note: the entry's num_samples makes LLaMA-Factory draw {report.sampled} row(s) from these"
               + (" (with repeats)" if report.sampled > report.usable else ""))
