@@ -145,4 +145,24 @@ def test_the_same_rows_are_dropped_with_any_number_of_worker_processes(tmp_path,
     dropped = set(results[0][1])
     assert len(dropped & planted) >= 0.95 * len(planted) and len(dropped - planted) <= 6, (len(dropped & planted),
                                                                                          dropped - planted)
-    assert not list(tmp_path.glob(".near-dedup-*"))
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_killed_runs_signatures_are_removed_by_the_next_run(cli, tmp_path):
+    """The signatures' directory is named as the output's temporaries are: a run that was killed leaves it, the
+    next run writing that output removes it (and the directory of a run still going is left alone)."""
+    import os
+
+    src = write_jsonl(tmp_path / "raw.jsonl", [{"prompt": "one row of text"}, {"prompt": "one row of text!"}])
+    out = tmp_path / "out.jsonl"
+    dead = 2**22 + 1  # Linux's pid_max is at most 2^22: no process has this pid
+    stale = tmp_path / f".out.jsonl.{dead}.k3x9q.tmp"
+    stale.mkdir()
+    (stale / "band0").write_bytes(b"\0" * 64)
+    alive = tmp_path / f".out.jsonl.{os.getpid()}.a1b2c.tmp"  # this process: still running
+    alive.mkdir()
+    code, _, err = cli("clean", src, "-o", out, "--near-dedup")
+    assert code == 0, err
+    assert not stale.exists() and alive.is_dir()
+    assert "removed 1 temporary file(s)" in err
+    assert len(out.read_text().splitlines()) == 1

@@ -2,7 +2,7 @@
 and a chunk of lines checked at once, in this process or in a worker process (`serve`).
 
 This module imports little (orjson and the standard library's smallest parts): a worker process loads only it, so its
-memory stays close to a bare interpreter's.
+memory stays close to a bare interpreter's (with numpy and neardup.py too in the first pass of --near-dedup).
 """
 
 from __future__ import annotations

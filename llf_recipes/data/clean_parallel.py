@@ -6,10 +6,11 @@ result has not arrived, this process checks the next unassigned chunk itself (ho
 so a process that the machine's other work holds back does not stall the other. A process reads a chunk with one
 pread, checks each line with the same line_checker as a single process would, and returns one code per line (blank,
 passed, bad, or why it was dropped) with the characters of each row and what the options need: the dedup digest of
-each row that passed, the bytes to write when no sample is taken, line offsets when one is. This process merges the
-chunks in file order, so dedup keeps the first copy, rejects and a stop name the same file:line, the sample draws the
-same rows and the output is byte for byte a single process's. Memory stays a few MB per process whatever the size of
-the file, and a sampled row is held as its offset and read back at the end.
+each row that passed, the bytes to write when no sample is taken, line offsets when one is, and in the first pass of
+--near-dedup the MinHash signatures of the rows that passed (neardup_pass.py). This process merges the chunks in file
+order, so dedup keeps the first copy, rejects and a stop name the same file:line, the sample draws the same rows and
+the output is byte for byte a single process's. Memory stays a few MB per process whatever the size of the file, and a
+sampled row is held as its offset and read back at the end.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Collecting (the first pass over the input, neardup_pass.py): each row that passed the other checks, in file order,
 leaves its line number, one 64-bit key per LSH band (datasketch's optimal split of the NUM_PERM values for the
-threshold, weighted against misses) and its signature's low bytes, appended to files in a temporary directory.
+threshold, weighted against misses) and its signature's low bytes, appended to files in a temporary directory beside
+the output (`.OUT.PID.XXXX.tmp`, removed at the end, or by the next run writing OUT if this one was killed).
 
 Resolving: per band, the keys are sorted (a stable argsort of one band at a time), and rows whose band agrees form a
 group. Then, in file order, each row that is in any group of two or more is compared with the first CANDIDATES rows
@@ -25,6 +26,7 @@ estimate of a pair at similarity J by (1 - J) / 256, under 0.1 percentage point 
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import tempfile
 from collections import Counter
@@ -46,7 +48,7 @@ class NearDuplicates:
     """`is_duplicate(lineno, row)` and `chunk` collect signatures until `resolve`, and afterwards say which rows to
     drop. `removed`, `clusters` and `examples` describe what was found."""
 
-    def __init__(self, threshold: float, fields: tuple[str, ...], workdir: Path):
+    def __init__(self, threshold: float, fields: tuple[str, ...], beside: Path):
         try:
             from datasketch.lsh import _optimal_param  # the band split that weighs misses against false candidates
         except ImportError:
@@ -58,7 +60,8 @@ class NearDuplicates:
         self._key_mult = np.array([0x9E3779B97F4A7C15 + 2 * i for i in range(self.rows_per_band)], dtype=np.uint64)
         self.collecting = True
         self.examples: list[tuple[int, int, float]] = []  # (dropped line, kept line, estimated similarity)
-        self._dir = Path(tempfile.mkdtemp(prefix=".near-dedup-", dir=workdir))
+        # named as the output's temporaries are: if this process is killed, the next run writing it removes them
+        self._dir = Path(tempfile.mkdtemp(prefix=f".{beside.name}.{os.getpid()}.", suffix=".tmp", dir=beside.parent))
         self._files = [open(self._dir / name, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in resolve/close
                        for name in ("lines", "low", *(f"band{b}" for b in range(self.bands)))]
         self._count = 0

@@ -31,7 +31,7 @@ def find_near_duplicates(opts: CleanOptions, fh, size: int, is_file: bool, where
     """The NearDuplicates of opts.input, resolved; `fh` is read from its start and left at its start."""
     from llf_recipes.data.neardup_index import NearDuplicates
 
-    near = NearDuplicates(opts.near_dedup, opts.fields, opts.output.parent)
+    near = NearDuplicates(opts.near_dedup, opts.fields, opts.output)
     try:
         stats = CleanStats(near=near)
         rejects = Nowhere() if opts.skip_bad else None  # the second pass writes them
