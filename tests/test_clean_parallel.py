@@ -43,7 +43,7 @@ def run(tmp_path, name: str, src, workers: int, chunk: int, monkeypatch, **optio
     opts = CleanOptions(input=src, output=out, seed=3, **options)
     if "val_ratio" in options:
         opts.val_out = val
-    monkeypatch.setattr(clean_parallel, "workers_for", lambda *a: workers)
+    monkeypatch.setattr(clean_parallel, "workers_for", lambda *a, **k: workers)
     monkeypatch.setattr(clean_parallel, "CHUNK_BYTES", chunk)
     merged = []
     every_line = clean_parallel.every_line
@@ -57,6 +57,8 @@ def run(tmp_path, name: str, src, workers: int, chunk: int, monkeypatch, **optio
     files = [p.read_bytes() if p.exists() else None for p in (out, val, opts.rejects)]
     counts = (stats.lines, stats.parsed, stats.read, dict(stats.dropped), stats.rejected, stats.written,
               stats.val_written, stats.chars_min, stats.chars_max, stats.chars_total)
+    if stats.near is not None:
+        counts += (stats.near.removed, stats.near.clusters, stats.near.examples)
     return files, counts
 
 
@@ -68,6 +70,11 @@ OPTIONS = [
     {"fields": ("q",), "max_chars": 28, "sample": 5, "dedup": True, "skip_bad": True},  # a second pass over the lines
     {"fields": ("q",), "val_ratio": 0.2, "group_by": "q", "skip_bad": True, "dedup": True},
     {"fields": ("q", "a"), "drop_empty": True, "stats": True},  # stops at the first bad line
+    # near-duplicates: found by a first pass with its own worker, dropped by the second
+    {"fields": ("q",), "near_dedup": 0.8, "drop_empty": True, "skip_bad": True},
+    {"fields": ("q", "a"), "near_dedup": 0.7, "dedup": True, "sample": 200, "skip_bad": True, "rename": {"q": "p"}},
+    {"near_dedup": 0.8, "val_ratio": 0.2, "skip_bad": True, "max_chars": 40},
+    {"fields": ("q",), "near_dedup": 0.8},  # the first pass stops at the first bad line, as the second would
 ]
 
 
@@ -79,6 +86,9 @@ def test_workers_write_what_one_process_writes(tmp_path, monkeypatch, options):
     src.write_bytes(b"".join(lines))
     one = run(tmp_path, "one", src, 0, 1 << 20, monkeypatch, **options)
     assert one[0] == "stopped" or one[1][5] > 0, one  # something is written (or the run stops)
+    if "near_dedup" in options and one[0] != "stopped":
+        assert one[1][3]["near_duplicate"] > 100, one[1]
+    assert not list(tmp_path.glob(".near-dedup-*"))  # the signatures' directory is gone
     for workers, chunk in ((1, 997), (2, 4096), (1, 1 << 20)):
         many = run(tmp_path, f"w{workers}-{chunk}", src, workers, chunk, monkeypatch, **options)
         assert many == one, (workers, chunk)
@@ -107,8 +117,8 @@ def test_dedup_keeps_the_same_rows_with_either_digest(tmp_path, monkeypatch):
 
 
 def test_a_worker_starts_only_for_a_large_file_whose_every_line_this_process_need_not_see_in_order(tmp_path):
-    """The real rule, not the patched one above: state kept line by line (near-dedup, a tokenizer) stays in one
-    process, a sample that skips lines needs no worker, and a small file or a stream is not worth one."""
+    """The real rule, not the patched one above: a tokenizer stays in one process, a sample that skips lines needs no
+    worker, and a small file or a stream is not worth one (near-dedup's first pass is worth one from a smaller size)."""
     big, small = clean_parallel.MIN_BYTES, clean_parallel.MIN_BYTES - 1
     base = {"input": tmp_path / "in.jsonl", "output": tmp_path / "out.jsonl"}
     multi = (clean_parallel.os.cpu_count() or 1) > 1
@@ -120,7 +130,9 @@ def test_a_worker_starts_only_for_a_large_file_whose_every_line_this_process_nee
     assert workers(dedup=True, sample=10) == int(multi)
     assert workers(stats=True, size=small) == 0
     assert workers(stats=True, is_file=False) == 0
-    assert workers(near_dedup=0.8) == 0
+    assert workers(near_dedup=0.8) == int(multi)
+    assert workers(near_dedup=0.8, size=8 << 20) == 0
+    assert clean_parallel.workers_for(CleanOptions(**base, near_dedup=0.8), 8 << 20, True, min_bytes=8 << 20) == int(multi)
     assert workers(stats=True, max_tokens=100) == 0
     assert workers(stats=True, token_stats=True) == 0
     assert workers(sample=10) == 0  # the sample path parses only the lines it could pick
