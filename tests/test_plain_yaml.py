@@ -154,7 +154,7 @@ def test_a_plain_yaml_in_recipes_is_listed_and_runs_by_name(cli, tmp_path, monke
     code, out, err = cli("list", "--json")
     assert code == 0, err
     (row,) = [r for r in json.loads(out) if r["name"] == "my_lora_sft"]
-    assert row["stages"] == "sft" and row["datasets"] == "huanhuan"
+    assert row["stages"] == ["sft"] and row["datasets"] == ["huanhuan"]
     code, out, err = cli("run", "my_lora_sft", "--dry-run", "--json")
     assert code == 0, err
     assert json.loads(out)[0]["output_dir"] == "saves/qwen2.5-0.5b/lora/sft"

@@ -181,3 +181,20 @@ def test_the_summary_of_an_interrupted_run_says_the_rerun_resumes(tmp_path, monk
     sft = _stage(tmp_path, "sft", 0, status="interrupted", finished_at=manifest.now(), duration_s=5, exit_code=130)
     lines = summary.render("zhihu", summary.stage_rows([("sft", sft)], time.time() - 30), 5, "llf-recipes run zhihu")
     assert lines[-1] == "next: `llf-recipes run zhihu` resumes it (from its latest checkpoint, if it saved one)"
+
+
+def test_a_verbs_bar_is_drawn_only_on_a_terminal_and_its_steps_are_logged_either_way(tmp_path):
+    """generate, score and judge off a terminal: no redrawn bar in the captured stderr; a stage's steps log still
+    gets the counts the run's display reads."""
+    import os
+
+    steps = tmp_path / "steps.jsonl"
+    script = ("from llf_recipes.stepslog import progress_bar\n"
+              "bar = progress_bar(4, 'generate out.jsonl', True, 'prompt')\n"
+              "for _ in range(4):\n    bar.update(1)\nbar.close()\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False,
+                          env={**os.environ, "LLF_STEPS_LOG": str(steps)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    last = json.loads(steps.read_text().splitlines()[-1])
+    assert (last["current_steps"], last["total_steps"]) == (4, 4)
