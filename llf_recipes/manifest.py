@@ -269,7 +269,7 @@ def resolve(target: str | Path, output_root: str | Path = "saves", completed: bo
 
 
 def _looks_like_path(target: str) -> bool:
-    return not target or "/" in target or os.sep in target or target.startswith(".") or target.startswith("~")
+    return not target or "/" in target or os.sep in target or target.startswith((".", "~"))
 
 
 def _runs_of_recipe(name: str, output_root: Path) -> list[tuple[Path, dict[str, Any]]]:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from llf_recipes.errors import LlfError
-from llf_recipes.render import Overrides, Renderer, RenderedStage
+from llf_recipes.render import Overrides, RenderedStage, Renderer
 from llf_recipes.schema.findings import Finding
 
 _MISSING = object()
@@ -29,11 +29,11 @@ def name_variables(rendered: RenderedStage, findings: list[Finding], catalog) ->
         return findings
     keys = {k for k in keys if base.get(k, _MISSING) == rendered.config.get(k, _MISSING)}  # not set directly
     sources: dict[str, list[str]] = {}
-    for var in changed:
+    for var, value in changed.items():
         without = _config(rendered, {k: v for k, v in changed.items() if k != var}, catalog)
         for key in keys:
             if without is not None and without.get(key, _MISSING) != base.get(key, _MISSING):
-                sources.setdefault(key, []).append(f"{var}={_show(changed[var])}")
+                sources.setdefault(key, []).append(f"{var}={_show(value)}")
     return [replace(f, message=f"{f.message} (from --set {', --set '.join(sources[f.key])})",
                     fix=f"{f.fix}; it is rendered from {', '.join(s.split('=')[0] for s in sources[f.key])}: "
                         f"change that value")

@@ -53,7 +53,7 @@ def evaluated(zhihu_runs) -> dict:
         _check(proc, "eval")
         assert "zhihu/dpo" in proc.stdout and "pref acc" in proc.stdout  # the printed table
         # Not a terminal: no redrawn bar, one line per run scored (on stderr), the engine's output in the log
-        assert "\r" not in proc.stderr and re.search(r"^eval zhihu/dpo: \d+ sequence\(s\) scored in ", proc.stderr, re.M)
+        assert "\r" not in proc.stderr and re.search(r"^eval zhihu/dpo: \d+ sequence\(s\) scored in ", proc.stderr, re.MULTILINE)
         assert (zhihu_runs / "llf-eval.log").is_file()
         marker.write_text("")
     return json.loads(results.read_text(encoding="utf-8"))

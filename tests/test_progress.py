@@ -29,8 +29,8 @@ from llf_recipes.progress import Snapshot, StageProgress, TrainerLog, clock
     ("[2026-11-30 09:00:48,448] [WARNING] [real_accelerator.py:213:get_accelerator] Setting accelerator to CPU.", True),
     ("W1130 09:00:48.123000 1234 torch/distributed/elastic/multiprocessing/redirects.py:29] NOTE: Redirects", True),
     # asked for on purpose by a mixing config (interleave_probs): left in the log
-    ("[WARNING|2026-11-30 15:30:45] llamafactory.data.data_utils:155 >> We recommend using `mix_strategy=concat` in "
-     "non-streaming mode.", False),
+    (("[WARNING|2026-11-30 15:30:45] llamafactory.data.data_utils:155 >> We recommend using `mix_strategy=concat` in "
+     "non-streaming mode."), False),
 ])
 def test_only_warnings_and_errors_of_the_engine_reach_the_terminal(line, shown):
     assert console.is_shown(line) is shown

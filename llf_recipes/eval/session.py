@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llf_recipes.eval import general, grpo_accuracy, heldout, scoring
-from llf_recipes.progress import clock
 from llf_recipes.eval.runs import Options, Run
+from llf_recipes.progress import clock
 
 
 @dataclass
