@@ -284,6 +284,13 @@ def test_empty_input_is_an_error_even_with_skip_bad(cli, tmp_path, content, mess
     assert only_inputs_left(tmp_path, "in.jsonl")
 
 
+def test_a_file_whose_every_line_is_bad_is_an_error_with_skip_bad_and_writes_nothing(cli, tmp_path):
+    (tmp_path / "in.jsonl").write_bytes(b"{bad\n\nnot json\n[1]\n")
+    code, _, err = cli("clean", tmp_path / "in.jsonl", "-o", tmp_path / "out.jsonl", "--skip-bad")
+    assert code == 2 and "in.jsonl" in err and "all 3 of its non-blank lines are bad" in err, err
+    assert only_inputs_left(tmp_path, "in.jsonl")
+
+
 def test_missing_input_and_failed_run_keep_an_existing_output(cli, tmp_path):
     code, _, err = cli("clean", tmp_path / "nope.jsonl", "-o", tmp_path / "out.jsonl")
     assert code == 2 and "nope.jsonl does not exist" in err

@@ -105,6 +105,9 @@ def clean(opts: CleanOptions) -> CleanStats:
         # enough rows pass, and so finds a row if there is any.
         if not stats.parsed and not stats.rejected:
             raise LlfError("has no rows (only blank lines)", where=reader.where, fix=ONE_OBJECT_PER_LINE)
+        if not stats.parsed:  # --skip-bad set every line aside: this is not a file of rows, and nothing is written
+            raise LlfError(f"has no rows: all {stats.rejected} of its non-blank lines are bad", where=reader.where,
+                           fix="check the path; without --skip-bad the run stops at the first bad line and says why")
         # a sample holds lines (or, from worker processes, where they are), not rows: parsed, CJK rows take more
         # memory than their UTF-8 lines
         loads = orjson.loads
