@@ -335,6 +335,7 @@ class Renderer:
             moved = stage_dirs.confine(config, self.outputs_under, self.recipe.name, stage.name)
             if moved:
                 self.moved[stage.name] = moved
+                stage_dirs.follow_moves(config, {stage.name: moved}, stage_dirs.WRITE_KEYS)  # its logs go along
         result = RenderedStage(
             recipe=self.recipe,
             stage=stage,
