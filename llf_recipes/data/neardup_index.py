@@ -62,8 +62,13 @@ class NearDuplicates:
         self.examples: list[tuple[int, int, float]] = []  # (dropped line, kept line, estimated similarity)
         # named as the output's temporaries are: if this process is killed, the next run writing it removes them
         self._dir = Path(tempfile.mkdtemp(prefix=f".{beside.name}.{os.getpid()}.", suffix=".tmp", dir=beside.parent))
-        self._files = [open(self._dir / name, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in resolve/close
-                       for name in ("lines", "low", *(f"band{b}" for b in range(self.bands)))]
+        self._files = []
+        try:
+            for name in ("lines", "low", *(f"band{b}" for b in range(self.bands))):
+                self._files.append(open(self._dir / name, "wb", buffering=1 << 20))  # noqa: SIM115 - closed in close
+        except BaseException:
+            self.close()
+            raise
         self._count = 0
         self._pending: list[tuple[int, str]] = []
         self.dropped = np.zeros(0, dtype=np.int64)  # line numbers, ascending
@@ -117,10 +122,11 @@ class NearDuplicates:
     # resolving
     def resolve(self) -> None:
         """Decide which rows are dropped (see the module's docstring); the files are removed."""
-        self._flush()
         try:
-            for fh in self._files:
-                fh.close()
+            self._flush()
+            error = self._close_files()
+            if error is not None:  # a file's last bytes were not written (a full disk): its rows are incomplete
+                raise error
             n = self._count
             rows, groups = self._grouped(n)
             if len(rows):
@@ -203,10 +209,22 @@ class NearDuplicates:
         self.examples = [(int(d), int(c), a / NUM_PERM) for d, c, a in
                          zip(self.dropped[:EXAMPLES], self.kept_for[:EXAMPLES], agreed[:EXAMPLES])]
 
-    def close(self) -> None:
+    def _close_files(self) -> OSError | None:
+        """Close every file, even when one fails to write its last bytes; -> the first such error."""
+        error = None
         for fh in self._files:
-            fh.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+            try:
+                fh.close()
+            except OSError as exc:
+                error = error or exc
+        return error
+
+    def close(self) -> None:
+        """Remove the files (what they hold is no longer needed, whether or not they could be written)."""
+        try:
+            self._close_files()
+        finally:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     @property
     def removed(self) -> int:
