@@ -1,0 +1,38 @@
+"""MinHash signatures (neardup.py): the same whatever the batch and the row's length, in bounded memory."""
+
+import random
+import tracemalloc
+
+import numpy as np
+
+from llf_recipes.data import neardup
+
+
+def texts(seed, sizes):
+    rng = random.Random(seed)
+    return ["".join(chr(0x4E00 + rng.randrange(3000)) for _ in range(n)) for n in sizes]
+
+
+def test_a_long_rows_signature_is_the_uncapped_one(monkeypatch):
+    batch = texts(3, [300, 0, 2, 120_000, 800, 450, 40_000, 7, 900] + [400] * 40)
+    capped, has_text = neardup.minhashes(batch)
+    monkeypatch.setattr(neardup, "COLUMNS", 1 << 40)  # every row in one buffer, however long
+    whole, _ = neardup.minhashes(batch)
+    monkeypatch.setattr(neardup, "COLUMNS", 997)  # long rows in many stretches, short blocks
+    small, _ = neardup.minhashes(batch)
+    assert np.array_equal(capped, whole) and np.array_equal(small, whole)
+    assert has_text.tolist() == [n > 0 for n in map(len, batch)]
+    alone, _ = neardup.minhashes([batch[3]])  # a text's signature does not depend on the others
+    assert np.array_equal(alone[0], whole[3])
+
+
+def test_one_long_row_takes_bounded_memory():
+    (row,) = texts(4, [200_000])
+    tracemalloc.start()  # numpy reports its arrays to tracemalloc
+    try:
+        neardup.minhashes([row])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # the buffer is at most COLUMNS x NUM_PERM x 4 bytes (16 MB); the rest is a few arrays of 8 bytes per character
+    assert peak < neardup.COLUMNS * neardup.NUM_PERM * 4 + 40 * len(row), peak
