@@ -36,3 +36,23 @@ def test_one_long_row_takes_bounded_memory():
         tracemalloc.stop()
     # the buffer is at most COLUMNS x NUM_PERM x 4 bytes (16 MB); the rest is a few arrays of 8 bytes per character
     assert peak < neardup.COLUMNS * neardup.NUM_PERM * 4 + 40 * len(row), peak
+
+
+def test_signatures_follow_their_definition_on_any_byte_order():
+    """A signature computed value by value in Python integers, as neardup's docstring defines it (code points, not
+    the machine's byte order, go into each n-gram's hash)."""
+    a, b, mult = (x.ravel().tolist() for x in neardup._permutations())
+    mask = (1 << 64) - 1
+
+    def finalise(h):
+        for shift, times in ((33, 0xFF51AFD7ED558CCD), (33, 0xC4CEB9FE1A85EC53), (33, None)):
+            h ^= h >> shift
+            h = h * times & mask if times else h
+        return h
+
+    text = "Ünïcode  TEXT, 中文 and more 🙂!"
+    points = [ord(c) for c in neardup.normal(text)]
+    grams = [finalise(sum(p * m for p, m in zip(points[i:i + neardup.NGRAM], mult)) & mask) >> 32
+             for i in range(len(points) - neardup.NGRAM + 1)]
+    expected = [min((ai * g + bi) & 0xFFFFFFFF for g in grams) for ai, bi in zip(a, b)]
+    assert neardup.minhashes([text])[0][0].tolist() == expected

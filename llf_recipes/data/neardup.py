@@ -113,7 +113,7 @@ def minhashes(texts: list[str]):
     starts = np.zeros(m, dtype=np.int64)
     np.cumsum(lens[:-1] + len(_PAD), out=starts[1:])
     ends = starts + np.maximum(lens - NGRAM + 1, 1)  # the n-grams of text i start in [starts[i], ends[i])
-    points = np.frombuffer((_PAD.join(norm) + _PAD).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    points = np.frombuffer((_PAD.join(norm) + _PAD).encode("utf-32-le"), dtype="<u4").astype(np.uint64)
     width = len(points) - NGRAM + 1
     h = points[:width] * mult[0]
     for k in range(1, NGRAM):
