@@ -56,3 +56,21 @@ def test_signatures_follow_their_definition_on_any_byte_order():
              for i in range(len(points) - neardup.NGRAM + 1)]
     expected = [min((ai * g + bi) & 0xFFFFFFFF for g in grams) for ai, bi in zip(a, b)]
     assert neardup.minhashes([text])[0][0].tolist() == expected
+
+
+def test_the_band_split_is_datasketchs_for_the_threshold(tmp_path):
+    from datasketch import MinHashLSH
+
+    from llf_recipes.data.neardup_index import LSH_WEIGHTS, NearDuplicates, band_split
+
+    assert band_split(0.8) == (14, 9)
+    for threshold in (0.5, 0.7, 0.9):
+        lsh = MinHashLSH(threshold=threshold, num_perm=neardup.NUM_PERM, weights=LSH_WEIGHTS)
+        assert band_split(threshold) == (lsh.b, lsh.r) and lsh.b * lsh.r <= neardup.NUM_PERM
+    near = NearDuplicates(0.8, (), tmp_path / "out.jsonl")
+    try:
+        assert (near.bands, near.rows_per_band) == (14, 9)
+        assert len(list(next(tmp_path.glob(".out.jsonl.*.tmp")).glob("band*"))) == 14
+    finally:
+        near.close()
+    assert not list(tmp_path.iterdir())

@@ -44,18 +44,26 @@ CANDIDATES = 8  # rows kept per group that a later row of the group is compared 
 _BLOCK_ROWS = 1 << 16  # rows of low bytes read at once when resolving (8 MB)
 
 
+def band_split(threshold: float) -> tuple[int, int]:
+    """(bands, values per band): datasketch's split of NUM_PERM values for `threshold`, weighing misses against false
+    candidates as LSH_WEIGHTS does (14 bands of 9 values at 0.8)."""
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
+    return lsh.b, lsh.r
+
+
 class NearDuplicates:
     """`is_duplicate(lineno, row)` and `chunk` collect signatures until `resolve`, and afterwards say which rows to
     drop. `removed`, `clusters` and `examples` describe what was found."""
 
     def __init__(self, threshold: float, fields: tuple[str, ...], beside: Path):
         try:
-            from datasketch.lsh import _optimal_param  # the band split that weighs misses against false candidates
+            self.bands, self.rows_per_band = band_split(threshold)
         except ImportError:
             raise LlfError("--near-dedup needs the datasketch package", key="--near-dedup",
                            fix="pip install 'llf-recipes[data]'") from None
         self.threshold, self.fields = threshold, fields
-        self.bands, self.rows_per_band = _optimal_param(threshold, NUM_PERM, *LSH_WEIGHTS)
         self.need = math.ceil(threshold * NUM_PERM - 1e-9)  # values that must agree
         self._key_mult = np.array([0x9E3779B97F4A7C15 + 2 * i for i in range(self.rows_per_band)], dtype=np.uint64)
         self.collecting = True
@@ -143,6 +151,7 @@ class NearDuplicates:
         """(stored row, group) for every row in a group of two or more in any band, ascending by row (by band for a
         row); such groups are numbered from 0 across all bands."""
         index = np.int32 if n < 2**31 else np.int64
+        numbers = np.int32 if self.bands * n < 2**31 else np.int64  # at most n // 2 groups per band
         rows, groups, offset = [], [], 0
         for b in range(self.bands if n else 0):
             keys = np.fromfile(self._dir / f"band{b}", dtype=np.uint64)
@@ -157,12 +166,12 @@ class NearDuplicates:
             opens[1:] &= ~same
             group = np.cumsum(opens[member], dtype=np.int64) - 1 + offset
             rows.append(order[member].astype(index))
-            groups.append(group.astype(index))
+            groups.append(group.astype(numbers))
             if len(group):
                 offset = int(group[-1]) + 1
             del order, member, opens, group
         if not rows:
-            return np.zeros(0, dtype=index), np.zeros(0, dtype=index)
+            return np.zeros(0, dtype=index), np.zeros(0, dtype=numbers)
         rows, groups = np.concatenate(rows), np.concatenate(groups)
         order = np.argsort(rows, kind="stable")
         return rows[order], groups[order]
