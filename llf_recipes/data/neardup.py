@@ -30,6 +30,7 @@ NGRAM = 5  # characters per shingle
 NUM_PERM = 128
 SEED = b"llf-recipes near-duplicates 1"  # the permutations: the same rows are dropped on every run, on every machine
 BLOCK = 16  # rows whose permuted n-grams are held at once (128 x 16 x ~400 x 4 bytes: about 3 MB, in the caches)
+COLUMNS = 1 << 15  # at most this many n-grams permuted at once (128 x 4 bytes each: 16 MB), however long a row is
 _PAD = "\0" * (NGRAM - 1)  # between two texts: no n-gram spans both, and a text shorter than NGRAM is one n-gram
 # one odd 64-bit multiplier per position in the n-gram
 _MULTIPLIERS = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD)
@@ -112,18 +113,36 @@ def minhashes(texts: list[str]):
     starts = np.zeros(m, dtype=np.int64)
     np.cumsum(lens[:-1] + len(_PAD), out=starts[1:])
     ends = starts + np.maximum(lens - NGRAM + 1, 1)  # the n-grams of text i start in [starts[i], ends[i])
-    points = np.frombuffer((_PAD.join(norm) + _PAD).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    points = np.frombuffer((_PAD.join(norm) + _PAD).encode("utf-32-le"), dtype="<u4").astype(np.uint64)
     width = len(points) - NGRAM + 1
     h = points[:width] * mult[0]
     for k in range(1, NGRAM):
         h += points[k:k + width] * mult[k]
     grams = (_finalise(h) >> np.uint64(32)).astype(np.uint32)
+    # blocks of up to BLOCK rows spanning at most COLUMNS n-grams; a row longer than that is a block of its own,
+    # permuted a stretch of COLUMNS n-grams at a time, keeping the running minima
+    first, last = starts.tolist(), ends.tolist()
+    blocks, s = [], 0
+    while s < m:
+        e = s + 1
+        while e < m and e - s < BLOCK and last[e] - first[s] <= COLUMNS:
+            e += 1
+        blocks.append((s, e))
+        s = e
     # one buffer for every block: a new one each time would cost more in page faults than the arithmetic
-    block_ends = ends[np.minimum(np.arange(BLOCK - 1, m + BLOCK - 1, BLOCK), m - 1)]
-    buffer = np.empty((NUM_PERM, int((block_ends - starts[::BLOCK]).max())), dtype=np.uint32)
-    for s in range(0, m, BLOCK):
-        e = min(s + BLOCK, m)
-        lo, hi = starts[s], ends[e - 1]
+    buffer = np.empty((NUM_PERM, min(COLUMNS, max(last[e - 1] - first[s] for s, e in blocks))), dtype=np.uint32)
+    for s, e in blocks:
+        lo, hi = first[s], last[e - 1]
+        if hi - lo > COLUMNS:  # one long row
+            low = np.full(NUM_PERM, 0xFFFFFFFF, dtype=np.uint32)
+            for p in range(lo, hi, COLUMNS):
+                q = min(p + COLUMNS, hi)
+                permuted = buffer[:, :q - p]
+                np.multiply(a, grams[p:q], out=permuted)
+                permuted += b
+                np.minimum(low, permuted.min(axis=1), out=low)
+            out[s] = low
+            continue
         permuted = buffer[:, :hi - lo]
         np.multiply(a, grams[lo:hi], out=permuted)
         permuted += b

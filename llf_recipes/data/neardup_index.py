@@ -44,26 +44,39 @@ CANDIDATES = 8  # rows kept per group that a later row of the group is compared 
 _BLOCK_ROWS = 1 << 16  # rows of low bytes read at once when resolving (8 MB)
 
 
+def band_split(threshold: float) -> tuple[int, int]:
+    """(bands, values per band): datasketch's split of NUM_PERM values for `threshold`, weighing misses against false
+    candidates as LSH_WEIGHTS does (14 bands of 9 values at 0.8)."""
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
+    return lsh.b, lsh.r
+
+
 class NearDuplicates:
     """`is_duplicate(lineno, row)` and `chunk` collect signatures until `resolve`, and afterwards say which rows to
     drop. `removed`, `clusters` and `examples` describe what was found."""
 
     def __init__(self, threshold: float, fields: tuple[str, ...], beside: Path):
         try:
-            from datasketch.lsh import _optimal_param  # the band split that weighs misses against false candidates
+            self.bands, self.rows_per_band = band_split(threshold)
         except ImportError:
             raise LlfError("--near-dedup needs the datasketch package", key="--near-dedup",
                            fix="pip install 'llf-recipes[data]'") from None
         self.threshold, self.fields = threshold, fields
-        self.bands, self.rows_per_band = _optimal_param(threshold, NUM_PERM, *LSH_WEIGHTS)
         self.need = math.ceil(threshold * NUM_PERM - 1e-9)  # values that must agree
         self._key_mult = np.array([0x9E3779B97F4A7C15 + 2 * i for i in range(self.rows_per_band)], dtype=np.uint64)
         self.collecting = True
         self.examples: list[tuple[int, int, float]] = []  # (dropped line, kept line, estimated similarity)
         # named as the output's temporaries are: if this process is killed, the next run writing it removes them
         self._dir = Path(tempfile.mkdtemp(prefix=f".{beside.name}.{os.getpid()}.", suffix=".tmp", dir=beside.parent))
-        self._files = [open(self._dir / name, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in resolve/close
-                       for name in ("lines", "low", *(f"band{b}" for b in range(self.bands)))]
+        self._files = []
+        try:
+            for name in ("lines", "low", *(f"band{b}" for b in range(self.bands))):
+                self._files.append(open(self._dir / name, "wb", buffering=1 << 20))  # noqa: SIM115 - closed in close
+        except BaseException:
+            self.close()
+            raise
         self._count = 0
         self._pending: list[tuple[int, str]] = []
         self.dropped = np.zeros(0, dtype=np.int64)  # line numbers, ascending
@@ -117,10 +130,11 @@ class NearDuplicates:
     # resolving
     def resolve(self) -> None:
         """Decide which rows are dropped (see the module's docstring); the files are removed."""
-        self._flush()
         try:
-            for fh in self._files:
-                fh.close()
+            self._flush()
+            error = self._close_files()
+            if error is not None:  # a file's last bytes were not written (a full disk): its rows are incomplete
+                raise error
             n = self._count
             rows, groups = self._grouped(n)
             if len(rows):
@@ -137,6 +151,7 @@ class NearDuplicates:
         """(stored row, group) for every row in a group of two or more in any band, ascending by row (by band for a
         row); such groups are numbered from 0 across all bands."""
         index = np.int32 if n < 2**31 else np.int64
+        numbers = np.int32 if self.bands * n < 2**31 else np.int64  # at most n // 2 groups per band
         rows, groups, offset = [], [], 0
         for b in range(self.bands if n else 0):
             keys = np.fromfile(self._dir / f"band{b}", dtype=np.uint64)
@@ -151,12 +166,12 @@ class NearDuplicates:
             opens[1:] &= ~same
             group = np.cumsum(opens[member], dtype=np.int64) - 1 + offset
             rows.append(order[member].astype(index))
-            groups.append(group.astype(index))
+            groups.append(group.astype(numbers))
             if len(group):
                 offset = int(group[-1]) + 1
             del order, member, opens, group
         if not rows:
-            return np.zeros(0, dtype=index), np.zeros(0, dtype=index)
+            return np.zeros(0, dtype=index), np.zeros(0, dtype=numbers)
         rows, groups = np.concatenate(rows), np.concatenate(groups)
         order = np.argsort(rows, kind="stable")
         return rows[order], groups[order]
@@ -203,10 +218,22 @@ class NearDuplicates:
         self.examples = [(int(d), int(c), a / NUM_PERM) for d, c, a in
                          zip(self.dropped[:EXAMPLES], self.kept_for[:EXAMPLES], agreed[:EXAMPLES])]
 
-    def close(self) -> None:
+    def _close_files(self) -> OSError | None:
+        """Close every file, even when one fails to write its last bytes; -> the first such error."""
+        error = None
         for fh in self._files:
-            fh.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
+            try:
+                fh.close()
+            except OSError as exc:
+                error = error or exc
+        return error
+
+    def close(self) -> None:
+        """Remove the files (what they hold is no longer needed, whether or not they could be written)."""
+        try:
+            self._close_files()
+        finally:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     @property
     def removed(self) -> int:
