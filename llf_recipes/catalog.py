@@ -121,7 +121,7 @@ class Catalog:
 
     def recipe(self, name_or_path: str) -> Recipe:
         p = Path(name_or_path)
-        if p.suffix in (".yaml", ".yml") and p.is_file():
+        if p.suffix in (".yaml", ".yml", ".json") and p.is_file():  # llamafactory-cli takes a JSON config too
             return read_recipe(p, origin="file")
         if name_or_path not in self.recipe_paths:
             guess = nearest(name_or_path, self.recipe_paths)

@@ -7,6 +7,7 @@ config as data (llf_recipes/templating.py): a misspelt variable fails with its n
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,8 @@ class RenderedStage:
     # the run directory (where its manifest and outputs are) of each stage this one reads, and what each registers
     upstream_dirs: dict[str, Path] = field(default_factory=dict)
     upstream_provides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # started by `llamafactory-cli` as written (a plain file checked by `validate FILE`), not by `llf-recipes run`
+    as_written: bool = False
 
     @property
     def verb(self) -> str:
@@ -405,4 +408,6 @@ def needs_torchrun(rendered: RenderedStage) -> bool:
     """LLaMA-Factory uses torchrun for `train` only; DeepSpeed always needs it, even on one device."""
     if rendered.verb != "train":
         return False
+    if rendered.as_written:  # llamafactory-cli starts torchrun with FORCE_TORCHRUN=1 or more than one device
+        return rendered.layout.world_size > 1 or os.environ.get("FORCE_TORCHRUN", "").lower() in ("1", "true", "y")
     return rendered.layout.world_size > 1 or bool(rendered.config.get("deepspeed"))
