@@ -92,6 +92,7 @@ def test_workers_write_what_one_process_writes(tmp_path, monkeypatch, options):
     for workers, chunk in ((1, 997), (2, 4096), (1, 1 << 20)):
         many = run(tmp_path, f"w{workers}-{chunk}", src, workers, chunk, monkeypatch, **options)
         assert many == one, (workers, chunk)
+        assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_workers_stop_at_the_first_bad_line_with_its_file_and_line(tmp_path, monkeypatch):
@@ -99,9 +100,30 @@ def test_workers_stop_at_the_first_bad_line_with_its_file_and_line(tmp_path, mon
     lines = varied_lines(3000, seed=5, bad=False)
     lines[2345] = b'{"q": "\xff", "a": "x"}\n'
     src.write_bytes(b"".join(lines))
-    stopped = run(tmp_path, "many", src, 1, 2048, monkeypatch, fields=("q",), stats=True)
-    assert stopped[0] == "stopped" and f"{src}:2346: invalid UTF-8 at byte 8" in stopped[1], stopped
-    assert not (tmp_path / "many.jsonl").exists()
+    for options in ({"stats": True}, {"near_dedup": 0.8}):  # with near-dedup, its first pass stops there
+        stopped = run(tmp_path, "many", src, 1, 2048, monkeypatch, fields=("q",), **options)
+        assert stopped[0] == "stopped" and f"{src}:2346: invalid UTF-8 at byte 8" in stopped[1], stopped
+        assert [p.name for p in tmp_path.iterdir()] == ["in.jsonl"]  # no output, no temporaries, no signatures
+
+
+def test_the_near_dedup_first_pass_sends_back_only_signatures(tmp_path):
+    """Signing writes nothing, so a chunk's result holds no bytes to write; the ordinary pass's holds them."""
+    import os
+
+    from llf_recipes.data.clean_lines import chunk_scanner
+
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"".join(varied_lines(300, seed=4, bad=False)))
+    opts = CleanOptions(input=src, output=tmp_path / "out.jsonl", fields=("q",), near_dedup=0.8)
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        signing = chunk_scanner(fd, size, opts, False, size, sign=True)(0)[1]
+        writing = chunk_scanner(fd, size, opts, False, size)(0)[1]
+    finally:
+        os.close(fd)
+    assert signing[5] is None and len(signing[7][0]) > 4 * 200  # no rows; signatures of the rows that passed
+    assert writing[5] is not None and sum(map(bool, writing[5])) > 200 and writing[7] is None
 
 
 def test_dedup_keeps_the_same_rows_with_either_digest(tmp_path, monkeypatch):

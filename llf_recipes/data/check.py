@@ -25,9 +25,10 @@ from llf_recipes.data.rows import BadRow, iter_rows
 from llf_recipes.errors import LlfError
 
 NEEDS = {stage: () for stage in STAGES}  # the stages `check --stage` accepts
-# `{{name}}` in a row is a blank left to fill in (LLaMA-Factory's identity.json ships with {{name}} and {{author}});
-# nothing fills it at training time, so the model learns the braces.
-PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+# `{{name}}` and `{{author}}` in a row are the blanks LLaMA-Factory's identity.json ships with for the user to fill in;
+# nothing fills them at training time, so the model learns the braces. Other {{...}} are left alone: rows that teach
+# Jinja, Vue or Handlebars hold them on purpose.
+PLACEHOLDER = re.compile(r"\{\{\s*(name|author)\s*\}\}")
 KINDS = {str: "text", bool: "true/false", int: "number", float: "number", list: "list", dict: "object"}
 
 
@@ -43,7 +44,7 @@ class CheckReport:
     note: str | None = None  # why nothing was checked (a hub dataset not in the local cache)
     hint: str | None = None  # when no row is usable: the layout the rows look like, and what to run
     sampled: int | None = None
-    placeholders: dict[str, int] = field(default_factory=dict)  # {{word}} left in usable rows -> rows holding it
+    placeholders: dict[str, int] = field(default_factory=dict)  # {{name}}/{{author}} in usable rows -> rows holding it
     placeholder_at: str | None = None  # the first row holding one
     placeholder_rows: int = 0
 

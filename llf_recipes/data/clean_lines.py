@@ -284,9 +284,10 @@ def scan(data: bytes, check, render, digest, offsets: bool, sign=None) -> tuple:
 
 def chunk_scanner(fd: int, size: int, opts, with_sample: bool, chunk: int, sign: bool = False):
     """A function of a chunk's number k: (its byte offset, scan's result) for the lines starting in bytes
-    [k * chunk, (k + 1) * chunk) of the file. `sign`: with the near-dedup signatures of the rows that passed."""
+    [k * chunk, (k + 1) * chunk) of the file. `sign`: with the near-dedup signatures of the rows that passed, and
+    without the bytes to write (that first pass writes nothing)."""
     check = line_checker(opts)
-    render = None if with_sample else renderer(opts)
+    render = None if with_sample or sign else renderer(opts)
     digest = digester(opts)
     signer = None
     if sign:  # numpy is imported only here: a worker of an ordinary pass stays small
