@@ -28,7 +28,7 @@ def read_recipe(path: Path, origin: str) -> Recipe:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         text = ""  # load_recipe names the byte and line
-    if text and plain_config.is_plain(text):
+    if text and plain_config.is_plain(text, where=str(path)):
         return plain_config.plain_recipe(path, text)
     return load_recipe(path, origin=origin)
 

@@ -75,7 +75,7 @@ class Recipe:
         )
 
 
-def _split_documents(text: str) -> list[tuple[str, int]]:
+def split_documents(text: str) -> list[tuple[str, int]]:
     """Split on `---` lines; return (document text, 1-based line of its first line)."""
     docs: list[tuple[str, int]] = []
     start, line = 0, 1
@@ -107,7 +107,7 @@ def load_recipe(path: str | Path, origin: str = "bundled") -> Recipe:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise LlfError(f"is not UTF-8 text (byte {exc.start})", where=f"{path}:{line}",
                        fix="save the recipe as UTF-8") from None
-    docs = _split_documents(text)
+    docs = split_documents(text)
     if docs and not docs[0][0].strip():
         docs = docs[1:]  # a file may start with `---`
     if len(docs) < 2:

@@ -57,7 +57,7 @@ def _plain_file(name: str) -> Path | None:
     path = Path(name)
     if path.suffix not in (".yaml", ".yml", ".json") or not path.is_file():
         return None
-    return path if is_plain(_read(path)) else None
+    return path if is_plain(_read(path), where=str(path)) else None
 
 
 def validate_plain(path: Path, args, catalog) -> int:
