@@ -232,6 +232,14 @@ class Renderer:
             return False, False
         return precision == "bf16", precision == "fp16"
 
+    def _batch_size(self, key: str, stage: Stage) -> Any:
+        """What the user typed wins: --set STAGE.KEY, then --set KEY, then the stage's header, then the recipe's vars."""
+        for value in (self.overrides.stage_vars.get(stage.name, {}).get(key), self.overrides.vars.get(key),
+                      getattr(stage, key)):
+            if value is not None:
+                return value
+        return self.recipe.vars.get(key)
+
     def _stage_output(self, current: Stage, needs: set[str]):
         def stage_output(name: str) -> str:
             target = self.recipe.stage(name)
@@ -255,10 +263,8 @@ class Renderer:
         scoped = self.overrides.stage_vars.get(stage.name, {})  # --set STAGE.NAME=VALUE: a variable for this stage
         variables = {**self.variables, **scoped}
         if stage.verb == "train" and not self.recipe.plain:  # a plain LLaMA-Factory YAML keeps its own batch sizes
-            global_batch = _count(scoped.get("global_batch_size") or stage.global_batch_size
-                                  or variables["global_batch_size"], "global_batch_size", self.recipe)
-            micro = _count(scoped.get("micro_batch_size") or stage.micro_batch_size or variables["micro_batch_size"],
-                           "micro_batch_size", self.recipe)
+            global_batch = _count(self._batch_size("global_batch_size", stage), "global_batch_size", self.recipe)
+            micro = _count(self._batch_size("micro_batch_size", stage), "micro_batch_size", self.recipe)
             try:
                 batch = plan_batch(global_batch, micro, self.layout)
             except LlfError as exc:
@@ -277,8 +283,7 @@ class Renderer:
             "gradient_accumulation_steps": batch.gradient_accumulation_steps if batch else 1,
             # A grpo stage splits its batches itself (llf_recipes/grpo/settings.py): it reads the variable as given.
             "global_batch_size": batch.global_batch_size if batch else (
-                scoped.get("global_batch_size") or stage.global_batch_size or variables.get("global_batch_size")
-                if stage.verb == "grpo" else None),
+                self._batch_size("global_batch_size", stage) if stage.verb == "grpo" else None),
             "world_size": self.layout.world_size,
             "nnodes": self.layout.nnodes,
             "device": self.layout.device,
