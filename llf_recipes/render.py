@@ -37,6 +37,9 @@ class Overrides:
     stage_vars: dict[str, dict[str, Any]] = field(default_factory=dict)
     keys: dict[str | None, dict[str, Any]] = field(default_factory=dict)
     removals: dict[str | None, list[str]] = field(default_factory=dict)
+    # the command's own values for variables (`run --output-root`, `run --smoke`'s output_root and deepspeed=none),
+    # which `vars` holds unless a --set replaced them
+    implied: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, items: list[str] | None, recipe: Recipe) -> Overrides:
@@ -97,6 +100,8 @@ class RenderedStage:
     # the run directory (where its manifest and outputs are) of each stage this one reads, and what each registers
     upstream_dirs: dict[str, Path] = field(default_factory=dict)
     upstream_provides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    overrides: Overrides = field(default_factory=Overrides)  # what it was rendered with
+    outputs_under: str | None = None  # the root a smoke run confines it to
     # started by `llamafactory-cli` as written (a plain file checked by `validate FILE`), not by `llf-recipes run`
     as_written: bool = False
 
@@ -358,6 +363,8 @@ class Renderer:
             removed=removed,
             unscoped=unscoped,
             set_keys=set(self.overrides.keys.get(None, {})) | set(self.overrides.keys.get(stage.name, {})),
+            overrides=self.overrides,
+            outputs_under=self.outputs_under,
         )
         result.engine = engines.name_for(stage.verb, config, stage.engine)
         engines.adapt(result)

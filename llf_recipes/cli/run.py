@@ -104,6 +104,7 @@ def build_plans(args, catalog) -> tuple[list[StagePlan], list]:
     if smoke:
         overrides.insert(0, "deepspeed=none")
     parsed = Overrides.parse(overrides, recipe)
+    parsed.implied = {**({"output_root": output_root} if output_root else {}), **({"deepspeed": "none"} if smoke else {})}
     # a smoke run writes only under its own root: a stage whose output_dir is set elsewhere is moved there
     smoke_root = parsed.vars.get("output_root", SMOKE_OUTPUT_ROOT) if smoke else None
     renderer = Renderer(recipe, layout, parsed, catalog, outputs_under=smoke_root)
