@@ -129,10 +129,11 @@ def build_plans(args, catalog) -> tuple[list[StagePlan], list]:
 
 def plan_json(plans: list[StagePlan], force: bool = False, command=None) -> list[dict]:
     problems, _ = dry_run.input_problems(plans, command)
+    decisions = dry_run.outlooks(plans, force)
     return [
         {
             "stage": p.stage,
-            "action": (decision := dry_run.outlook(p, force)).action,
+            "action": (decision := decisions[i]).action,
             "reason": decision.reason,
             "input_problems": [str(e) for e in problems if f"stage {p.stage} " in e.message],
             "verb": p.rendered.verb,
@@ -147,7 +148,7 @@ def plan_json(plans: list[StagePlan], force: bool = False, command=None) -> list
             **({"backend": p.backend, "engine_config": p.engine_config} if hasattr(p, "backend") else {}),
             **({"ray": ray_json(p.ray)} if getattr(p, "ray", None) is not None else {}),
         }
-        for p in plans
+        for i, p in enumerate(plans)
     ]
 
 
@@ -191,17 +192,18 @@ def print_input_check(plans: list[StagePlan], command=None) -> None:
 def print_plan(plans: list[StagePlan], force: bool = False) -> None:
     layout = plans[0].rendered.layout
     print(f"# {plans[0].rendered.recipe.name}: {len(plans)} stage(s) on {layout.describe()} ({layout.source})")
+    decisions = dry_run.outlooks(plans, force)
     for i, p in enumerate(plans, 1):
         reads = f", reads {', '.join(p.rendered.needs)}" if p.rendered.needs else ""
         if hasattr(p, "describe"):  # a grpo stage: every file in full, then Ray per node and the run; an llf stage
             what = getattr(p, "headline", None) or f"grpo with {p.backend}"
             print(f"\n[{i}/{len(plans)}] stage {p.stage}: {what} -> {p.rendered.output_dir}{reads}")
-            decision = dry_run.outlook(p, force)
+            decision = decisions[i - 1]
             print(f"  would {decision.action}: {decision.reason}")
             print("\n".join(p.describe()))
             continue
         print(f"\n[{i}/{len(plans)}] stage {p.stage}: llamafactory-cli {p.rendered.verb} -> {p.rendered.output_dir}{reads}")
-        decision = dry_run.outlook(p, force)
+        decision = decisions[i - 1]
         print(f"  would {decision.action}: {decision.reason}")
         if p.engine is not None:
             print(f"  engine {p.engine.name}: {p.engine.python} ({p.engine.source})")
