@@ -87,3 +87,16 @@ def test_a_stage_reading_one_that_reruns_is_predicted_to_rerun(cli, catalog, tmp
     assert code == 0 and "would run: stage sft runs first" in out, err
     code, out, err = cli("run", "zhihu", "--smoke", "--dry-run", "--stage", "dpo", "--json")
     assert code == 0 and json.loads(out)[0]["action"] == "skip", err  # run alone, it reads sft as it is
+
+
+def test_an_unreadable_dataset_info_is_a_problem_of_the_stage_in_json(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dataset_info.json").write_text("{not json", encoding="utf-8")
+    code, out, err = cli("run", "zhihu", "--smoke", "--dry-run", "--json")
+    assert code == 0, err
+    sft, dpo = json.loads(out)
+    for stage in (sft, dpo):
+        assert len(stage["input_problems"]) == 1 and "cannot read data/dataset_info.json" in stage["input_problems"][0]
+    code, out, err = cli("run", "zhihu", "--smoke", "--dry-run")
+    assert "# inputs: 2 problem(s) `run` would stop on:" in out and "cannot read data/dataset_info.json" in out

@@ -135,7 +135,7 @@ def plan_json(plans: list[StagePlan], force: bool = False, command=None) -> list
             "stage": p.stage,
             "action": (decision := decisions[i]).action,
             "reason": decision.reason,
-            "input_problems": [str(e) for e in problems if f"stage {p.stage} " in e.message],
+            "input_problems": [str(e) for stage, e in problems if stage == p.stage],
             "verb": p.rendered.verb,
             "output_dir": p.rendered.output_dir,
             "needs": p.rendered.needs,
@@ -185,7 +185,7 @@ def print_input_check(plans: list[StagePlan], command=None) -> None:
         print("\n# inputs: earlier stages and datasets are in place")
         return
     print(f"\n# inputs: {len(problems)} problem(s) `run` would stop on:")
-    for exc in problems:
+    for _stage, exc in problems:
         print("#   error: " + str(exc).replace("\n", "\n#     "))
 
 
