@@ -337,8 +337,8 @@ class Renderer:
                 if key in config:
                     del config[key]
                     removed.add(key)
-        explicit = stage.verb == "train" and any(
-            "deepspeed" in v and v["deepspeed"] != "auto" for v in (self.overrides.vars, scoped))
+        typed = {**self.overrides.vars, **scoped}  # the stage's --set deepspeed, its own scope first
+        explicit = stage.verb == "train" and "deepspeed" in typed and typed["deepspeed"] != "auto"
         if chosen[1] is not None and any("deepspeed" in self.overrides.removals.get(s, []) for s in (None, stage.name)):
             removed.add("deepspeed")  # the layout's profile, which the template did not write, is not added
         profile, ds_path = deepspeed_choice.settle(config, blocks, chosen, explicit=explicit,
