@@ -87,6 +87,14 @@ def split_documents(text: str) -> list[tuple[str, int]]:
     return docs
 
 
+def _check_stage_name(name: str, where: str) -> None:
+    """A stage name is a directory name (OUTPUT_ROOT/RECIPE/STAGE) and the STAGE of `--set STAGE.KEY=VALUE`."""
+    if not name.strip() or any(c in name for c in "./\\"):
+        raise LlfError(f"stage name {name!r} may not be empty or contain '.', '/' or '\\'", key="stages", where=where,
+                       fix="--set STAGE.KEY=VALUE splits at the first dot and the name is a directory: use letters, "
+                           "digits, '-' and '_' (e.g. v1_5)")
+
+
 def _check_keys(mapping: dict, allowed: set[str], where: str, what: str) -> None:
     for key in mapping:
         if key not in allowed:
@@ -138,6 +146,7 @@ def load_recipe(path: str | Path, origin: str = "bundled") -> Recipe:
         if not isinstance(entry, dict) or "name" not in entry:
             raise LlfError(f"stage {index + 1} needs a name", key="stages", where=str(path))
         _check_keys(entry, STAGE_KEYS, f"{path} (stage {entry['name']})", "stage")
+        _check_stage_name(str(entry["name"]), f"{path}:{header_line}")
         verb = entry.get("verb", "train")
         if verb not in VERBS:
             raise LlfError(f"stage {entry['name']!r}: verb {verb!r} is unknown", key="verb", where=str(path), fix=f"use one of {', '.join(VERBS)}")
