@@ -264,6 +264,12 @@ def test_ctrl_c_leaves_no_process_and_the_next_run_resumes_from_the_checkpoint(p
     second = log.split("==== llf-recipes attempt 2 ")[1]
     assert re.search(rf"Resuming training from checkpoint with epoch \d+ and global step {done_before}\b", second)
     assert "==== llf-recipes attempt 1 " in log and data["attempt"] == 2
+    # the mean loss is over all 150 logged steps, both attempts' (the trainer's own figure covers only the second's)
+    losses = [e["loss"] for e in state["log_history"] if "loss" in e]
+    assert len(losses) == 150 and data["metrics"]["train_loss"] == pytest.approx(sum(losses) / 150)
+    trainers = json.loads((run_dir / "train_results.json").read_text())["train_loss"]
+    assert trainers < sum(losses) / 150 - 1e-3
+    assert f"mean loss {sum(losses) / 150:.4g}" in resumed.stdout
 
 
 # ------------------------------------------------------------------ serve
