@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llf_recipes import checkpoints, manifest, records
+from llf_recipes import changes, checkpoints, manifest, records
 from llf_recipes.atomic import recover
 from llf_recipes.console import verbose
 from llf_recipes.data.check import preflight
@@ -159,7 +159,7 @@ def decide(plan: StagePlan, previous: dict[str, Any] | None, current: dict[str, 
             return Decision("resume", f"the last attempt stopped ({status}); resuming from {checkpoint.name}", checkpoint)
         return Decision("run", f"the last attempt stopped ({status}) before its first checkpoint")
     if not same:
-        return Decision("run", "the config, data or an earlier stage changed since the last run")
+        return Decision("run", changes.reason(previous, current, plan.rendered.config, UNHASHED_KEYS))
     return Decision("run", f"the last attempt ended {status}")
 
 

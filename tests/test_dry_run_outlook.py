@@ -125,3 +125,37 @@ def test_a_dry_run_counts_the_checkpoints_a_killed_attempt_left_unstamped_and_st
     assert code == 0 and "would resume: the last attempt stopped (interrupted); resuming from checkpoint-4" in out, out
     assert not list(run_dir.glob("checkpoint-*/llf-checkpoint.json"))  # a prediction writes nothing
 
+
+def test_a_rerun_names_the_keys_data_and_stages_that_changed(cli, catalog, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli("prepare", "--recipe", "zhihu", "--sample-data")[0] == 0
+    recipe = catalog.recipe("zhihu")
+    overrides = Overrides.parse(["deepspeed=none", "output_root=saves/smoke"], recipe)
+    code, plan_out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json")
+    configs = {p["stage"]: p["config"] for p in json.loads(plan_out)}
+    renderer = Renderer(recipe, cpu_layout(), overrides, catalog)
+    for name in ("sft", "dpo"):
+        rendered = renderer.render(name)
+        rendered.config = configs[name]
+        plan, _ = stages.plan(rendered, catalog)
+        manifest.write(tmp_path / f"saves/smoke/zhihu/{name}", {"status": "completed", "finished_at": f"at {name}",
+                                                                 "config": configs[name], **fingerprint(plan, None)})
+    old_lr = configs["sft"]["learning_rate"]
+    code, out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json", "--stage", "sft",
+                       "--set", "sft.learning_rate=9e-5", "--set", "sft.lora_rank=4")
+    (sft,) = json.loads(out)
+    assert sft["reason"] == (f"changed since the last run: config: learning_rate {json.dumps(old_lr)} -> 9e-05, "
+                             f"lora_rank {json.dumps(configs['sft']['lora_rank'])} -> 4")
+    # the data: named with its file
+    name = configs["sft"]["dataset"].split(",")[0]
+    data = tmp_path / "data" / json.loads((tmp_path / "data" / "dataset_info.json").read_text())[name]["file_name"]
+    with open(data, "a", encoding="utf-8") as f:
+        f.write("\n")
+    code, out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json", "--stage", "sft")
+    (sft,) = json.loads(out)
+    assert sft["reason"] == f"changed since the last run: dataset {name} changed ({data.resolve()})"
+    # an earlier stage that ran again since: named
+    manifest.update(tmp_path / "saves/smoke/zhihu/sft", finished_at="later")
+    code, out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json", "--stage", "dpo")
+    (dpo,) = json.loads(out)
+    assert dpo["reason"] == "changed since the last run: stage sft ran again"
