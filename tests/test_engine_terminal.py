@@ -100,12 +100,9 @@ def test_a_smoke_run_shows_our_lines_progress_and_a_summary_and_logs_everything(
     assert "==== llf-recipes attempt 2 · " in log and log.count("Training completed") == 2
 
 
-def test_a_failing_stage_shows_the_engines_last_lines_and_the_log(tmp_path, tiny_model):
-    env = env_for(tiny_model)
-    assert run_cli_subprocess("prepare", "huanhuan", "--sample-data", cwd=tmp_path, env=env).returncode == 0
+def test_a_failing_stage_shows_the_engines_last_lines_and_the_log(failing_sft_run):
     # a LoRA target the model does not have: every check before launch passes, peft refuses it in the engine
-    proc = run_cli_subprocess("run", "sft-huanhuan", "--smoke", "--set", "lora_target=nosuchmodule", cwd=tmp_path,
-                              env=env)
+    tmp_path, proc = failing_sft_run  # conftest: `run sft-huanhuan --smoke --set lora_target=nosuchmodule`
     assert proc.returncode not in (0, 2, 130)
     log = "saves/smoke/sft-huanhuan/sft/llf-sft.log"
     assert "--- last 20 lines of " + log + " ---" in proc.stderr
