@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -183,7 +184,10 @@ def recover(paths: Sequence[Path | None]) -> tuple[int, int]:
                 continue
             owner = _writer_pid(name)
             if owner is not None and owner != os.getpid() and not _pid_alive(owner):
-                entry.unlink(missing_ok=True)
+                if entry.is_dir():  # a writer's scratch directory (clean --near-dedup's signatures)
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
                 removed += 1
     return finished, removed
 

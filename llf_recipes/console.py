@@ -28,6 +28,12 @@ _SHOWN = re.compile(
     r"|\w*(?:Error|Exception): "
     r"|Traceback \(most recent call last\))"
 )
+# Engine warnings the terminal leaves to the log because the config asked for what they warn about, on purpose.
+_EXPECTED = (
+    # LLaMA-Factory's data_utils, for every interleaved mix of map-style datasets: interleaving is how a mix gets
+    # its ratio (interleave_probs, or one row from each in turn); concat only appends the datasets one after another.
+    re.compile(r"We recommend using `mix_strategy=concat` in non-streaming mode"),
+)
 # A logging record as LLaMA-Factory (`[WARNING|time] name:line >> msg`) and transformers (`[WARNING|file:line] time >> msg`)
 # print it; shown as `engine warning: msg`.
 _RECORD = re.compile(r"^\[(?P<level>[A-Z]+)\|[^\]]*\](?: [\d:, -]+)? (?:\S+:\d+ )?>> (?P<msg>.*)$"
@@ -83,7 +89,7 @@ def verbose() -> bool:
 
 def is_shown(line: str) -> bool:
     """Whether a line of engine output reaches the terminal without --verbose."""
-    return bool(_SHOWN.match(line))
+    return bool(_SHOWN.match(line)) and not any(p.search(line) for p in _EXPECTED)
 
 
 class EngineEcho:

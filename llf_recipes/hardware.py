@@ -70,21 +70,38 @@ class HostLayout:
         return f"{self.nnodes} nodes x {self.per_node} {unit if self.per_node == 1 else plural} = {self.world_size}"
 
 
+MAX_DEVICES = 1024  # more than any one machine has; a longer range is a typo
+
+
+def is_index(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes '²', which int() refuses."""
+    return re.fullmatch(r"[0-9]+", text) is not None
+
+
 def parse_gpus(spec: str, device: str = "cuda") -> HostLayout:
-    """`--gpus 0,1,3` -> one local node with those devices."""
-    items = [s.strip() for s in str(spec).split(",") if s.strip()]
-    if not items:
-        raise LlfError(f"--gpus {spec!r} names no device", fix="give a comma-separated list such as --gpus 0,1")
+    """`--gpus 0,1,3` or `--gpus 0-3` (a range, both ends included) -> one local node with those devices."""
+    example = "give device indices separated by commas, or a range: --gpus 0,1 or --gpus 0-3"
+    items = [s.strip() for s in str(spec).split(",")]
+    if not any(items):
+        raise LlfError(f"--gpus {spec!r} names no device", key="--gpus", fix=example)
     ids: list[int] = []
     for item in items:
-        if not item.isdigit():
-            raise LlfError(
-                f"--gpus {spec!r}: {item!r} is not a device index",
-                fix="device indices are whole numbers, e.g. --gpus 0,1,2,3",
-            )
-        ids.append(int(item))
+        if not item:
+            raise LlfError(f"--gpus {spec!r}: an empty item between commas", key="--gpus", fix=example)
+        first, dash, last = item.partition("-")
+        if not is_index(first.strip()) or (dash and not is_index(last.strip())):
+            raise LlfError(f"--gpus {spec!r}: {item!r} is not a device index or a range", key="--gpus",
+                           fix="device indices are whole numbers, e.g. --gpus 0,1,2,3 or --gpus 0-3")
+        low, high = int(first), int(last) if dash else int(first)
+        if high < low:
+            raise LlfError(f"--gpus {spec!r}: the range {item!r} runs backwards", key="--gpus",
+                           fix=f"write it low to high: --gpus {high}-{low}")
+        if high - low >= MAX_DEVICES:
+            raise LlfError(f"--gpus {spec!r}: the range {item!r} names more than {MAX_DEVICES} devices", key="--gpus",
+                           fix="name the devices of this machine, e.g. --gpus 0-7")
+        ids.extend(range(low, high + 1))
     if len(set(ids)) != len(ids):
-        raise LlfError(f"--gpus {spec!r} lists a device twice", fix="name each device once")
+        raise LlfError(f"--gpus {spec!r} lists a device twice", key="--gpus", fix="name each device once")
     return HostLayout(
         nodes=(Node("localhost", len(ids)),), device=device, device_ids=tuple(ids), source=f"--gpus {spec}"
     )
@@ -110,7 +127,7 @@ def parse_hostfile_text(text: str, source: str = "<hostfile>", device: str = "cu
                 fix="each line reads `HOST slots=N`, e.g. `node1 slots=8`",
             )
         value = parts[1][len("slots="):]
-        if not value.isdigit() or int(value) < 1:
+        if not is_index(value) or int(value) < 1:
             raise LlfError(f"{where}: slots={value!r} is not a positive whole number", fix="use e.g. slots=8")
         if host in seen:
             raise LlfError(f"{where}: host {host!r} already listed on line {seen[host]}", fix="list each host once")

@@ -83,7 +83,8 @@ def collect(paths: list[str | Path], results_path: str | Path | None = None) -> 
         state = manifest.trainer_state(run.run_dir)
         series = curves(state) or easyr1_curves(run.run_dir)
         metrics = {**training_metrics(run.run_dir, run.data), **(by_path.get(str(run.run_dir)) or {})}
-        findings = diagnose_grpo(series) if run.method == "grpo" else diagnose(series)
+        smoke = (run.data.get("layout") or {}).get("source") == "smoke"
+        findings = diagnose_grpo(series) if run.method == "grpo" else diagnose(series, smoke=smoke)
         views.append(RunView(run, COLORS[i % len(COLORS)], series, metrics, findings))
     names = {v.name for v in views}
     shown = {name: r for name, r in results.items() if isinstance(r, dict)
@@ -119,6 +120,8 @@ def judge_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 STAGE_FIGURES = ("train_loss", "prompts", "answers", "scored", "mean_score", "pairs")
+# The trainer's train_loss is the mean over every step, not the last logged step's loss the curves end on.
+FIGURE_LABELS = {"train_loss": "mean train loss (all steps)"}
 
 
 def stage_table(manifests: list[tuple[Path, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -129,7 +132,8 @@ def stage_table(manifests: list[tuple[Path, dict[str, Any]]]) -> list[dict[str, 
         if run_dir.resolve() in seen:  # under two of the paths given
             continue
         seen.add(run_dir.resolve())
-        figures = ", ".join(f"{k.replace('_', ' ')} {_num(v)}" for k, v in manifest.figures(data, STAGE_FIGURES))
+        figures = ", ".join(f"{FIGURE_LABELS.get(k, k.replace('_', ' '))} {_num(v)}"
+                            for k, v in manifest.figures(data, STAGE_FIGURES))
         recipe = data.get("recipe") if isinstance(data.get("recipe"), dict) else {}
         rows.append({"stage": f"{recipe.get('name') or run_dir.parent.name}/{data.get('stage')}",
                      "verb": data.get("verb"), "status": data.get("status"), "duration_s": data.get("duration_s"),
@@ -303,11 +307,24 @@ def details(view: RunView) -> dict[str, Any]:
         "adapters": ", ".join(model.get("adapters") or []) or None,
         "dataset": config.get("dataset"),
         "learning rate": config.get("learning_rate"),
-        "epochs": config.get("num_train_epochs"),
+        "epochs": _epochs(view.run.run_dir, config),
         "batch": _batch(config),
         "finished": data.get("finished_at"),
         "directory": str(view.run.run_dir),
     }
+
+
+def _epochs(run_dir: Path, config: dict[str, Any]) -> str | None:
+    """The epochs that ran (the trainer's count), and what stopped it short of num_train_epochs: max_steps."""
+    planned = config.get("num_train_epochs")
+    state = manifest.trainer_state(run_dir)
+    ran = state.get("epoch") if state else None
+    if not isinstance(ran, (int, float)) or isinstance(ran, bool):
+        return f"{_num(planned)} planned" if planned is not None else None
+    max_steps = config.get("max_steps")
+    if isinstance(max_steps, int) and max_steps > 0 and (not isinstance(planned, (int, float)) or ran < planned):
+        return f"{_num(ran)} (max_steps {max_steps} stopped it; num_train_epochs {_num(planned)})"
+    return _num(ran)
 
 
 def _batch(config: dict[str, Any]) -> str | None:

@@ -244,6 +244,9 @@ def evaluates_before_the_end(config: dict) -> bool:
     return total <= 0 or steps < total
 
 
+SMOKE_BLOCK = "smoke run (--smoke)"  # where the rendered YAML lists the keys smoke added
+
+
 def apply_smoke(rendered_stages, model_path: str | Path, user_keys=None) -> dict[str, list[str]]:
     """Turn rendered stages into a few CPU steps on the tiny model; data, template and wiring stay the recipe's.
 
@@ -270,6 +273,8 @@ def apply_smoke(rendered_stages, model_path: str | Path, user_keys=None) -> dict
                 config["eval_steps"] = SMOKE_STEPS
         if config.get("stage") == "ppo":
             config["max_new_tokens"] = 16
+        for key in set(config) - set(rendered.blocks) - set(mine):  # smoke's own keys, not the user's --set
+            rendered.blocks[key] = SMOKE_BLOCK
         config.update(mine)
         blocker = quantization_blocker(config)
         if not blocker and config.get("quantization_bit") is not None and evaluates_before_the_end(config):

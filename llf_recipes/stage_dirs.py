@@ -45,18 +45,38 @@ def confine(config: dict[str, Any], root: str, recipe: str, stage: str) -> tuple
     return moved
 
 
-def follow_moves(config: dict[str, Any], moved: dict[str, tuple[str, str]]) -> None:
-    """A later stage that names an earlier stage's moved directory literally (not by stage_output) reads the new one.
-    `moved`: stage -> (its own directory, the new one), as `confine` returns them."""
+# LLaMA-Factory's arguments that hold a path a stage reads, and those it writes (besides OUTPUT_KEYS).
+READ_KEYS = ("model_name_or_path", "adapter_name_or_path", "adapter_folder", "ref_model", "ref_model_adapters",
+             "reward_model", "reward_model_adapters", "dataset_dir", "media_dir", "cache_dir", "task_dir",
+             "resume_from_checkpoint", "deepspeed", "kt_weight_path", "kt_expert_checkpoint_path")
+WRITE_KEYS = ("logging_dir", "tokenized_path", "save_dir", "offload_folder", "profiler_output_dir", "swanlab_logdir")
+LIST_KEYS = ("adapter_name_or_path",)  # comma-separated lists of paths
+
+
+def _moved_path(value: str, targets: dict[str, str]) -> str:
+    for old, new in targets.items():  # the directory itself, or a file in it
+        if is_under(value, old):
+            rest = os.path.relpath(norm_path(value), old)
+            return new if rest == "." else f"{new}/{rest}"
+    return value
+
+
+def follow_moves(config: dict[str, Any], moved: dict[str, tuple[str, str]], keys: tuple[str, ...] | None = None) -> None:
+    """Path arguments that name a moved output directory (or a file in it) name the new one instead: a later stage's
+    reference to an earlier stage's directory written literally (not by stage_output), or a stage's own logging or
+    cache directory inside its moved output directory. `moved`: stage -> (its own directory, the new one), as
+    `confine` returns them; `keys`: the arguments to rewrite (every path argument by default). Other values (a
+    `stage: sft` beside an `output_dir: sft`) are never paths and stay as they are."""
     targets = {norm_path(old): new for old, new in moved.values()}
-    for key, value in list(config.items()):
-        if key in OUTPUT_KEYS or not isinstance(value, str) or not value:
+    for key in keys if keys is not None else READ_KEYS + WRITE_KEYS:
+        value = config.get(key)
+        if not isinstance(value, str) or not value.strip():
             continue
-        for old, new in targets.items():  # the directory itself, or a file in it
-            if is_under(value, old):
-                rest = os.path.relpath(norm_path(value), old)
-                config[key] = new if rest == "." else f"{new}/{rest}"
-                break
+        if key in LIST_KEYS:
+            config[key] = ",".join(_moved_path(part.strip(), targets) if part.strip() else part
+                                   for part in value.split(","))
+        else:
+            config[key] = _moved_path(value, targets)
 
 
 def check_distinct(rendered: list, where: str) -> None:

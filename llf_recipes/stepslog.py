@@ -15,7 +15,8 @@ EVERY_S = 1.0
 
 
 def progress_bar(total: int, desc: str, enabled: bool, unit: str = "call", initial: int = 0):
-    """tqdm on stderr (unless disabled); its updates also go to the stage's steps log when there is one."""
+    """tqdm on stderr when enabled and stderr is a terminal (elsewhere a redrawn bar is only noise in a file); its
+    updates also go to the stage's steps log when there is one, drawn or not."""
     from tqdm import tqdm
 
     path = os.environ.get(ENV)
@@ -28,7 +29,8 @@ def progress_bar(total: int, desc: str, enabled: bool, unit: str = "call", initi
                 _log(self, path)
             return shown
 
-    bar = Bar(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, disable=not enabled,
+    drawn = enabled and sys.stderr.isatty()
+    bar = Bar(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, disable=not drawn,
               dynamic_ncols=True)
     bar.llf_started, bar.llf_last, bar.llf_done = time.time(), 0.0, initial
     return bar

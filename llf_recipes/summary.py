@@ -14,7 +14,7 @@ from llf_recipes.console import shown_path
 from llf_recipes.progress import clock
 
 # Final metrics worth a column, by preference; the first two found are shown.
-METRICS = (("train_loss", "loss"), ("eval_loss", "eval loss"), ("eval_accuracy", "eval acc"),
+METRICS = (("train_loss", "mean loss"), ("eval_loss", "eval loss"), ("eval_accuracy", "eval acc"),
            ("reward", "reward"), ("rewards/accuracies", "pref acc"),
            # what the stages of llf-recipes' own verbs (generate, score, judge, pairs) produced
            ("answers", "answers"), ("mean_score", "mean score"), ("pairs", "pairs"))

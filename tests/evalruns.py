@@ -9,6 +9,7 @@ leaves a marker: whichever module asks first builds, the others reuse.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,9 @@ def evaluated(zhihu_runs) -> dict:
                                   env=ENV, timeout=900)
         _check(proc, "eval")
         assert "zhihu/dpo" in proc.stdout and "pref acc" in proc.stdout  # the printed table
-        assert "eval zhihu/dpo: samples: 100%" in proc.stderr  # the progress bar, on stderr
+        # Not a terminal: no redrawn bar, one line per run scored (on stderr), the engine's output in the log
+        assert "\r" not in proc.stderr and re.search(r"^eval zhihu/dpo: \d+ sequence\(s\) scored in ", proc.stderr, re.MULTILINE)
+        assert (zhihu_runs / "llf-eval.log").is_file()
         marker.write_text("")
     return json.loads(results.read_text(encoding="utf-8"))
 

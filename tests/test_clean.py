@@ -284,6 +284,13 @@ def test_empty_input_is_an_error_even_with_skip_bad(cli, tmp_path, content, mess
     assert only_inputs_left(tmp_path, "in.jsonl")
 
 
+def test_a_file_whose_every_line_is_bad_is_an_error_with_skip_bad_and_writes_nothing(cli, tmp_path):
+    (tmp_path / "in.jsonl").write_bytes(b"{bad\n\nnot json\n[1]\n")
+    code, _, err = cli("clean", tmp_path / "in.jsonl", "-o", tmp_path / "out.jsonl", "--skip-bad")
+    assert code == 2 and "in.jsonl" in err and "all 3 of its non-blank lines are bad" in err, err
+    assert only_inputs_left(tmp_path, "in.jsonl")
+
+
 def test_missing_input_and_failed_run_keep_an_existing_output(cli, tmp_path):
     code, _, err = cli("clean", tmp_path / "nope.jsonl", "-o", tmp_path / "out.jsonl")
     assert code == 2 and "nope.jsonl does not exist" in err
@@ -503,6 +510,32 @@ def test_a_field_absent_from_the_first_thousand_rows_is_refused(cli, tmp_path):
     write_jsonl(src, rows)
     code, out, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--fields", "response", "--skip-bad")
     assert code == 0 and "2 rows (1500 read, 0 dropped, 1498 rejected)" in out, out + err
+
+
+def test_a_file_of_no_json_objects_is_looked_at_for_a_bounded_number_of_lines(cli, tmp_path):
+    """Before the pass only the first FIRST_ROWS lines are looked at for the named fields, rows or not: a CSV given
+    to clean is not read to its end before the pass stops at its first line."""
+    import io
+
+    from llf_recipes.data.clean_check import FIRST_ROWS, CleanOptions, CleanStats, first_rows
+
+    src = tmp_path / "in.csv"
+    src.write_text("text,label\n" + "".join(f"row {i},{i % 2}\n" for i in range(50_000)))
+
+    class Counted(io.BufferedReader):
+        lines = 0
+
+        def __next__(self):
+            Counted.lines += 1
+            return super().__next__()
+
+    with Counted(io.FileIO(src)) as fh:
+        first_rows(fh, CleanOptions(input=src, output=tmp_path / "out.jsonl", fields=("text",)), CleanStats(), str(src))
+        assert fh.tell() == 0
+    assert Counted.lines == FIRST_ROWS
+    code, _, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--fields", "text")
+    assert code != 0 and "in.csv:1:" in err, err
+    assert only_inputs_left(tmp_path, "in.csv")
 
 
 def test_drop_empty_without_fields_names_the_fields_that_emptied_rows(cli, tmp_path):

@@ -43,7 +43,7 @@ def run(tmp_path, name: str, src, workers: int, chunk: int, monkeypatch, **optio
     opts = CleanOptions(input=src, output=out, seed=3, **options)
     if "val_ratio" in options:
         opts.val_out = val
-    monkeypatch.setattr(clean_parallel, "workers_for", lambda *a: workers)
+    monkeypatch.setattr(clean_parallel, "workers_for", lambda *a, **k: workers)
     monkeypatch.setattr(clean_parallel, "CHUNK_BYTES", chunk)
     merged = []
     every_line = clean_parallel.every_line
@@ -57,6 +57,8 @@ def run(tmp_path, name: str, src, workers: int, chunk: int, monkeypatch, **optio
     files = [p.read_bytes() if p.exists() else None for p in (out, val, opts.rejects)]
     counts = (stats.lines, stats.parsed, stats.read, dict(stats.dropped), stats.rejected, stats.written,
               stats.val_written, stats.chars_min, stats.chars_max, stats.chars_total)
+    if stats.near is not None:
+        counts += (stats.near.removed, stats.near.clusters, stats.near.examples)
     return files, counts
 
 
@@ -68,6 +70,11 @@ OPTIONS = [
     {"fields": ("q",), "max_chars": 28, "sample": 5, "dedup": True, "skip_bad": True},  # a second pass over the lines
     {"fields": ("q",), "val_ratio": 0.2, "group_by": "q", "skip_bad": True, "dedup": True},
     {"fields": ("q", "a"), "drop_empty": True, "stats": True},  # stops at the first bad line
+    # near-duplicates: found by a first pass with its own worker, dropped by the second
+    {"fields": ("q",), "near_dedup": 0.8, "drop_empty": True, "skip_bad": True},
+    {"fields": ("q", "a"), "near_dedup": 0.7, "dedup": True, "sample": 200, "skip_bad": True, "rename": {"q": "p"}},
+    {"near_dedup": 0.8, "val_ratio": 0.2, "skip_bad": True, "max_chars": 40},
+    {"fields": ("q",), "near_dedup": 0.8},  # the first pass stops at the first bad line, as the second would
 ]
 
 
@@ -79,9 +86,13 @@ def test_workers_write_what_one_process_writes(tmp_path, monkeypatch, options):
     src.write_bytes(b"".join(lines))
     one = run(tmp_path, "one", src, 0, 1 << 20, monkeypatch, **options)
     assert one[0] == "stopped" or one[1][5] > 0, one  # something is written (or the run stops)
+    if "near_dedup" in options and one[0] != "stopped":
+        assert one[1][3]["near_duplicate"] > 100, one[1]
+    assert not list(tmp_path.glob(".*.tmp"))  # the signatures' directory is gone
     for workers, chunk in ((1, 997), (2, 4096), (1, 1 << 20)):
         many = run(tmp_path, f"w{workers}-{chunk}", src, workers, chunk, monkeypatch, **options)
         assert many == one, (workers, chunk)
+        assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_workers_stop_at_the_first_bad_line_with_its_file_and_line(tmp_path, monkeypatch):
@@ -89,9 +100,30 @@ def test_workers_stop_at_the_first_bad_line_with_its_file_and_line(tmp_path, mon
     lines = varied_lines(3000, seed=5, bad=False)
     lines[2345] = b'{"q": "\xff", "a": "x"}\n'
     src.write_bytes(b"".join(lines))
-    stopped = run(tmp_path, "many", src, 1, 2048, monkeypatch, fields=("q",), stats=True)
-    assert stopped[0] == "stopped" and f"{src}:2346: invalid UTF-8 at byte 8" in stopped[1], stopped
-    assert not (tmp_path / "many.jsonl").exists()
+    for options in ({"stats": True}, {"near_dedup": 0.8}):  # with near-dedup, its first pass stops there
+        stopped = run(tmp_path, "many", src, 1, 2048, monkeypatch, fields=("q",), **options)
+        assert stopped[0] == "stopped" and f"{src}:2346: invalid UTF-8 at byte 8" in stopped[1], stopped
+        assert [p.name for p in tmp_path.iterdir()] == ["in.jsonl"]  # no output, no temporaries, no signatures
+
+
+def test_the_near_dedup_first_pass_sends_back_only_signatures(tmp_path):
+    """Signing writes nothing, so a chunk's result holds no bytes to write; the ordinary pass's holds them."""
+    import os
+
+    from llf_recipes.data.clean_lines import chunk_scanner
+
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"".join(varied_lines(300, seed=4, bad=False)))
+    opts = CleanOptions(input=src, output=tmp_path / "out.jsonl", fields=("q",), near_dedup=0.8)
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        signing = chunk_scanner(fd, size, opts, False, size, sign=True)(0)[1]
+        writing = chunk_scanner(fd, size, opts, False, size)(0)[1]
+    finally:
+        os.close(fd)
+    assert signing[5] is None and len(signing[7][0]) > 4 * 200  # no rows; signatures of the rows that passed
+    assert writing[5] is not None and sum(map(bool, writing[5])) > 200 and writing[7] is None
 
 
 def test_dedup_keeps_the_same_rows_with_either_digest(tmp_path, monkeypatch):
@@ -107,8 +139,8 @@ def test_dedup_keeps_the_same_rows_with_either_digest(tmp_path, monkeypatch):
 
 
 def test_a_worker_starts_only_for_a_large_file_whose_every_line_this_process_need_not_see_in_order(tmp_path):
-    """The real rule, not the patched one above: state kept line by line (near-dedup, a tokenizer) stays in one
-    process, a sample that skips lines needs no worker, and a small file or a stream is not worth one."""
+    """The real rule, not the patched one above: a tokenizer stays in one process, a sample that skips lines needs no
+    worker, and a small file or a stream is not worth one (near-dedup's first pass is worth one from a smaller size)."""
     big, small = clean_parallel.MIN_BYTES, clean_parallel.MIN_BYTES - 1
     base = {"input": tmp_path / "in.jsonl", "output": tmp_path / "out.jsonl"}
     multi = (clean_parallel.os.cpu_count() or 1) > 1
@@ -120,7 +152,9 @@ def test_a_worker_starts_only_for_a_large_file_whose_every_line_this_process_nee
     assert workers(dedup=True, sample=10) == int(multi)
     assert workers(stats=True, size=small) == 0
     assert workers(stats=True, is_file=False) == 0
-    assert workers(near_dedup=0.8) == 0
+    assert workers(near_dedup=0.8) == int(multi)
+    assert workers(near_dedup=0.8, size=8 << 20) == 0
+    assert clean_parallel.workers_for(CleanOptions(**base, near_dedup=0.8), 8 << 20, True, min_bytes=8 << 20) == int(multi)
     assert workers(stats=True, max_tokens=100) == 0
     assert workers(stats=True, token_stats=True) == 0
     assert workers(sample=10) == 0  # the sample path parses only the lines it could pick

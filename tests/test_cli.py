@@ -15,12 +15,16 @@ def test_list_table_and_json(cli):
     code, out, _ = cli("list", "--json")
     data = json.loads(out)
     assert {d["name"] for d in data} >= EXPECTED
-    assert next(d for d in data if d["name"] == "rlhf-ultrafeedback")["stages"] == "sft -> rm -> ppo"
+    ultrafeedback = next(d for d in data if d["name"] == "rlhf-ultrafeedback")
+    assert ultrafeedback["stages"] == ["sft", "rm", "ppo"]  # lists as JSON arrays, not joined text
+    assert isinstance(ultrafeedback["datasets"], list) and "ultrafeedback_prefs" in ultrafeedback["datasets"]
+    assert "sft -> rm -> ppo" in cli("list")[1]  # the table shows the chain
 
 
 def test_list_hostfiles_and_datasets(cli):
     code, out, _ = cli("list", "--hostfiles", "--json")
     layouts = {d["name"]: d["layout"] for d in json.loads(out)}
+    assert next(d["hosts"] for d in json.loads(out) if d["name"] == "1gpu") == ["localhost"]
     assert layouts["1gpu"] == "1 node x 1 GPU" and layouts["2node-8gpu"] == "2 nodes x 8 GPUs = 16"
     code, out, _ = cli("list", "--datasets", "--json")
     assert code == 0

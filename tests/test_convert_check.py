@@ -96,3 +96,53 @@ def test_parquet_and_csv_sources(cli, tmp_path):
     (tmp_path / "c.csv").write_text("instruction,input,output\n你好,,您好\n,x,y\n", encoding="utf-8")
     code, _, err = cli("convert", tmp_path / "c.csv", "--kind", "alpaca", "-o", tmp_path / "c.jsonl")
     assert code == 2 and "c.csv:3" in err and "'instruction' is empty" in err
+
+
+def test_check_flags_template_placeholders_left_in_rows(cli, tmp_path):
+    """Identity data in LLaMA-Factory's style keeps {{name}} and {{author}} for the user to fill in: check says so, with
+    rows per placeholder and a sed command that does it (after which the note is gone)."""
+    import shlex
+    import shutil
+    import subprocess
+
+    rows = [{"instruction": "你是谁？", "input": "", "output": "我是 {{name}}，由 {{ author }} 开发的助手。"},
+            {"instruction": "hi", "input": "", "output": "Hello, I am {{name}}."},
+            {"instruction": "2+2?", "input": "", "output": "4 (a set in math is written {a, b})"}]
+    f = tmp_path / "my identity's rows.json"  # a path the shell would split or misread unquoted
+    f.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    code, out, _ = cli("check", f, "--stage", "sft")
+    assert code == 0 and "3 row(s), 3 usable for stage sft" in out
+    note = next(line for line in out.splitlines() if "note:" in line)
+    assert "2 row(s) hold LLaMA-Factory's identity placeholder(s) ({{author}} in 1, {{name}} in 2), the first at " in note
+    command = shlex.split(note.split("e.g. ", 1)[1])
+    assert command[:2] == ["sed", "-i.bak"] and command[-1] == str(f)
+    if shutil.which("sed"):  # the suggested command fills every placeholder, spaced or not
+        subprocess.run(command, check=True)
+        fixed = json.loads(f.read_text(encoding="utf-8"))
+        assert [r["output"] for r in fixed[:2]] == ["我是 YOUR_NAME，由 YOUR_AUTHOR 开发的助手。", "Hello, I am YOUR_NAME."]
+        code, out, _ = cli("check", f, "--stage", "sft")
+        assert code == 0 and "note:" not in out
+
+
+def test_placeholders_in_a_binary_file_get_no_sed_command(cli, tmp_path):
+    pytest.importorskip("pyarrow")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = tmp_path / "identity.parquet"
+    pq.write_table(pa.table({"instruction": ["who are you?"], "input": [""], "output": ["I am {{name}}."]}), f)
+    code, out, _ = cli("check", f, "--stage", "sft")
+    note = next(line for line in out.splitlines() if "note:" in line)
+    assert code == 0 and "({{name}} in 1)" in note and "sed" not in note, out
+
+
+def test_template_syntax_taught_by_rows_is_not_taken_for_a_placeholder(cli, tmp_path):
+    rows = [{"instruction": "How do I print a variable in Jinja?", "input": "", "output": "Write {{ user.title }}."},
+            {"instruction": "And in Vue?", "input": "", "output": "<p>{{ message }}</p>, or {{ count + 1 }}."},
+            {"instruction": "Handlebars?", "input": "", "output": "{{#each items}}{{this}}{{/each}}"}]
+    f = tmp_path / "templates.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    code, out, _ = cli("check", f, "--stage", "sft")
+    assert code == 0 and "3 usable" in out and "note:" not in out, out
+
+

@@ -86,7 +86,7 @@ def test_a_smoke_run_shows_our_lines_progress_and_a_summary_and_logs_everything(
     for i, stage in ((1, "sft"), (2, "dpo")):
         assert re.search(rf"^\[{i}/2\] {stage}: step 3/3, loss [\d.]+, lr [\d.e+-]+, elapsed \d+:\d\d$", proc.stderr, re.MULTILINE)
     assert re.search(r"^zhihu: 2 of 2 stage\(s\) completed in \d+:\d\d \(smoke run\)$", proc.stdout, re.MULTILINE)
-    assert re.search(r"^  dpo  completed +\d+:\d\d  loss [\d.]+$", proc.stdout, re.MULTILINE)
+    assert re.search(r"^  dpo  completed +\d+:\d\d  mean loss [\d.]+$", proc.stdout, re.MULTILINE)
     assert "  llf-recipes export saves/smoke/zhihu/dpo   # merge into a standalone model" in proc.stdout
     assert "  llf-recipes report saves/smoke/zhihu" in proc.stdout
     log = (tmp_path / "saves" / "smoke" / "zhihu" / "sft" / "llf-sft.log").read_text()

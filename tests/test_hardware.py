@@ -53,6 +53,24 @@ def test_gpu_lists():
         parse_gpus("1,1")
 
 
+def test_gpu_ranges():
+    assert parse_gpus("0-3").visible_devices() == "0,1,2,3"
+    assert parse_gpus("0-1,4,6-7").visible_devices() == "0,1,4,6,7"
+    assert parse_gpus("5-5").world_size == 1
+    for spec, words in (("3-1", "runs backwards"), ("0-1,1", "twice"), ("0-", "not a device index or a range"),
+                        ("-2", "not a device index or a range"), ("0-99999999", "more than 1024 devices")):
+        with pytest.raises(LlfError, match=words):
+            parse_gpus(spec)
+
+
+@pytest.mark.parametrize("spec, words", [("", "names no device"), (" ", "names no device"),
+                                         ("0,,1", "an empty item between commas"), ("0,", "an empty item")])
+def test_an_empty_gpu_list_or_item_is_a_usage_error_naming_the_option(cli, spec, words):
+    code, out, err = cli("render", "sft-huanhuan", "--gpus", spec)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"error: --gpus {spec!r}") and words in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("world", [1, 2, 4, 8, 16])
 def test_batch_plan_keeps_the_global_batch(world):
     layout = parse_hostfile_text(f"localhost slots={world}\n") if world <= 8 else parse_hostfile_text("a slots=8\nb slots=8\n")

@@ -51,9 +51,10 @@ def test_probabilities_that_do_not_sum_to_one_are_what_datasets_refuses():
 def test_validate_refuses_a_mis_sized_mix_naming_the_key(cli):
     code, out, err = cli("validate", "sft-huanhuan-mixed")
     assert code == 0, out + err
-    code, out, err = cli("validate", "sft-huanhuan-mixed", "--set", "interleave_probs=0.5,0.3,0.2")
+    code, out, err = cli("validate", "sft-huanhuan-mixed", "--set", "interleave_probs=0.2,0.2,0.1")
     text = out + err
     assert code != 0 and "interleave_probs: 3 probabilities for 2 dataset entries" in text
+    assert "sum to" not in text  # no scaling advice for a list of the wrong length
     code, out, err = cli("validate", "sft-huanhuan-mixed", "--set", "interleave_probs=0.9,0.2")
     assert code != 0 and "interleave_probs: 0.9,0.2: the probabilities sum to 1.1, not 1" in out + err
 
@@ -104,3 +105,6 @@ def test_the_mixed_recipe_smoke_runs(tmp_path, tiny_model):
     assert data["status"] == "completed"
     assert data["config"]["mix_strategy"] == "interleave_under" and data["config"]["interleave_probs"] == "0.92,0.08"
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
+    # LLaMA-Factory's advice to concat instead is in the log, not on the terminal: the mix interleaves on purpose
+    assert "We recommend using `mix_strategy=concat`" in (out / "llf-sft.log").read_text()
+    assert "mix_strategy=concat" not in proc.stdout + proc.stderr

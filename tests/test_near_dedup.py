@@ -123,3 +123,46 @@ def test_token_stats_count_the_rows_written(cli, tmp_path):
     assert "2 row(s) with 10 or more tokens (20.0%)" in out
     code, _, err = cli("clean", src, "-o", tmp_path / "o.jsonl", "--token-stats")
     assert code != 0 and "--tokenizer" in err
+
+
+def test_the_same_rows_are_dropped_with_any_number_of_worker_processes(tmp_path, monkeypatch):
+    """The first pass's signatures come from this process alone, or from it and one or two workers taking chunks
+    of the file: the rows dropped, the clusters and the output are the same."""
+    from llf_recipes.data import clean_parallel
+    from llf_recipes.data.clean import CleanOptions, clean
+
+    rows, planted = planted_set(seed=12, distinct=600, planted=60, hard=20)
+    src = write_jsonl(tmp_path / "raw.jsonl", rows)
+    results = []
+    for workers, chunk in ((0, 1 << 18), (1, 4096), (2, 1500)):
+        monkeypatch.setattr(clean_parallel, "workers_for", lambda *a, n=workers, **k: n)
+        monkeypatch.setattr(clean_parallel, "CHUNK_BYTES", chunk)
+        out = tmp_path / f"out{workers}.jsonl"
+        stats = clean(CleanOptions(input=src, output=out, near_dedup=0.8, fields=("prompt",)))
+        results.append((out.read_bytes(), stats.near.dropped.tolist(), stats.near.kept_for.tolist(),
+                        stats.near.examples, dict(stats.dropped)))
+    assert results[0] == results[1] == results[2]
+    dropped = set(results[0][1])
+    assert len(dropped & planted) >= 0.95 * len(planted) and len(dropped - planted) <= 6, (len(dropped & planted),
+                                                                                         dropped - planted)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_killed_runs_signatures_are_removed_by_the_next_run(cli, tmp_path):
+    """The signatures' directory is named as the output's temporaries are: a run that was killed leaves it, the
+    next run writing that output removes it (and the directory of a run still going is left alone)."""
+    import os
+
+    src = write_jsonl(tmp_path / "raw.jsonl", [{"prompt": "one row of text"}, {"prompt": "one row of text!"}])
+    out = tmp_path / "out.jsonl"
+    dead = 2**22 + 1  # Linux's pid_max is at most 2^22: no process has this pid
+    stale = tmp_path / f".out.jsonl.{dead}.k3x9q.tmp"
+    stale.mkdir()
+    (stale / "band0").write_bytes(b"\0" * 64)
+    alive = tmp_path / f".out.jsonl.{os.getpid()}.a1b2c.tmp"  # this process: still running
+    alive.mkdir()
+    code, _, err = cli("clean", src, "-o", out, "--near-dedup")
+    assert code == 0, err
+    assert not stale.exists() and alive.is_dir()
+    assert "removed 1 temporary file(s)" in err
+    assert len(out.read_text().splitlines()) == 1

@@ -7,48 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import make_data_dir, run_cli_subprocess
+from lf_example import LORA_SFT
 
 from llf_recipes import yamlio
-
-# Written in the layout of LLaMA-Factory's examples/train_lora/*.yaml (our own values).
-LORA_SFT = """\
-### model
-model_name_or_path: Qwen/Qwen2.5-0.5B-Instruct
-trust_remote_code: true
-
-### method
-stage: sft
-do_train: true
-finetuning_type: lora
-lora_rank: 8
-lora_target: all
-
-### dataset
-dataset: huanhuan
-template: qwen
-cutoff_len: 512
-max_samples: 200
-overwrite_cache: true
-preprocessing_num_workers: 2
-
-### output
-output_dir: saves/qwen2.5-0.5b/lora/sft
-logging_steps: 10
-save_steps: 500
-plot_loss: true
-overwrite_output_dir: true
-report_to: none  # choices: [none, wandb, tensorboard]
-
-### train
-per_device_train_batch_size: 2
-gradient_accumulation_steps: 4
-learning_rate: 2.0e-4
-num_train_epochs: 2.0
-lr_scheduler_type: cosine
-warmup_ratio: 0.1
-bf16: true
-ddp_timeout: 180000000
-"""
 
 ZERO3 = {"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
          "zero_optimization": {"stage": 3}, "bf16": {"enabled": "auto"}}
@@ -154,7 +115,7 @@ def test_a_plain_yaml_in_recipes_is_listed_and_runs_by_name(cli, tmp_path, monke
     code, out, err = cli("list", "--json")
     assert code == 0, err
     (row,) = [r for r in json.loads(out) if r["name"] == "my_lora_sft"]
-    assert row["stages"] == "sft" and row["datasets"] == "huanhuan"
+    assert row["stages"] == ["sft"] and row["datasets"] == ["huanhuan"]
     code, out, err = cli("run", "my_lora_sft", "--dry-run", "--json")
     assert code == 0, err
     assert json.loads(out)[0]["output_dir"] == "saves/qwen2.5-0.5b/lora/sft"

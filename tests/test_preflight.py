@@ -204,12 +204,12 @@ def test_a_missing_engine_gets_the_install_that_gives_its_own_versions(cli, mach
     bin_dir, _ = machine
     python = system_python_without("llamafactory")
     fake_smi(bin_dir, "0, NVIDIA H100 80GB HBM3, 9.0\n")
-    code, out, err = cli("run", "rlhf-ultrafeedback", "--gpus", "0", "--dry-run", "--engine", f"llamafactory-ppo={python}")
+    _code, out, err = cli("run", "rlhf-ultrafeedback", "--gpus", "0", "--dry-run", "--engine", f"llamafactory-ppo={python}")
     text = out + err
     ppo = text.split(f"error: engine llamafactory-ppo: llamafactory, transformers, trl, peft, torch not installed for "
                      f"{python}\n")[1].splitlines()[0]
     assert "fix: llf-recipes engine install llamafactory-ppo builds its own environment from its lock" in ppo
     assert "llamafactory 0.9.3" in ppo and "trl 0.9.6" in ppo and "locks/llamafactory-ppo.txt" in ppo
     assert ".[train]" not in ppo
-    code, out, err = cli("run", "sft-huanhuan", "--gpus", "0", "--dry-run", "--engine", f"llamafactory={python}")
+    _code, out, err = cli("run", "sft-huanhuan", "--gpus", "0", "--dry-run", "--engine", f"llamafactory={python}")
     assert f'fix: pip install -e ".[train]" for {python}' in out + err

@@ -28,6 +28,9 @@ from llf_recipes.progress import Snapshot, StageProgress, TrainerLog, clock
     ("ValueError: Cannot find valid samples, check `data/README.md` for the data format.", True),
     ("[2026-11-30 09:00:48,448] [WARNING] [real_accelerator.py:213:get_accelerator] Setting accelerator to CPU.", True),
     ("W1130 09:00:48.123000 1234 torch/distributed/elastic/multiprocessing/redirects.py:29] NOTE: Redirects", True),
+    # asked for on purpose by a mixing config (interleave_probs): left in the log
+    (("[WARNING|2026-11-30 15:30:45] llamafactory.data.data_utils:155 >> We recommend using `mix_strategy=concat` in "
+     "non-streaming mode."), False),
 ])
 def test_only_warnings_and_errors_of_the_engine_reach_the_terminal(line, shown):
     assert console.is_shown(line) is shown
@@ -124,8 +127,8 @@ def test_the_summary_names_the_model_and_the_next_commands(tmp_path, monkeypatch
     lines = summary.render("zhihu", summary.stage_rows([("sft", sft), ("dpo", dpo)], since), 3725, "llf-recipes run zhihu")
     text = "\n".join(lines)
     assert "zhihu: 2 of 2 stage(s) completed in 1:02:05 (run)" in text
-    assert "  sft  done before     1:01  loss 2\n" in text  # skipped now, completed by an earlier run
-    assert "  dpo  completed    1:02:05  loss 0.6931, eval loss 0.7\n" in text
+    assert "  sft  done before     1:01  mean loss 2\n" in text  # skipped now, completed by an earlier run
+    assert "  dpo  completed    1:02:05  mean loss 0.6931, eval loss 0.7\n" in text
     assert "model: saves/zhihu/dpo (LoRA adapter on Qwen/Qwen2.5-0.5B-Instruct)" in text
     assert "  llf-recipes export saves/zhihu/dpo   # merge into a standalone model" in lines
     assert "  llf-recipes eval saves/zhihu" in lines and "  llf-recipes report saves/zhihu" in lines
@@ -178,3 +181,20 @@ def test_the_summary_of_an_interrupted_run_says_the_rerun_resumes(tmp_path, monk
     sft = _stage(tmp_path, "sft", 0, status="interrupted", finished_at=manifest.now(), duration_s=5, exit_code=130)
     lines = summary.render("zhihu", summary.stage_rows([("sft", sft)], time.time() - 30), 5, "llf-recipes run zhihu")
     assert lines[-1] == "next: `llf-recipes run zhihu` resumes it (from its latest checkpoint, if it saved one)"
+
+
+def test_a_verbs_bar_is_drawn_only_on_a_terminal_and_its_steps_are_logged_either_way(tmp_path):
+    """generate, score and judge off a terminal: no redrawn bar in the captured stderr; a stage's steps log still
+    gets the counts the run's display reads."""
+    import os
+
+    steps = tmp_path / "steps.jsonl"
+    script = ("from llf_recipes.stepslog import progress_bar\n"
+              "bar = progress_bar(4, 'generate out.jsonl', True, 'prompt')\n"
+              "for _ in range(4):\n    bar.update(1)\nbar.close()\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False,
+                          env={**os.environ, "LLF_STEPS_LOG": str(steps)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    last = json.loads(steps.read_text().splitlines()[-1])
+    assert (last["current_steps"], last["total_steps"]) == (4, 4)

@@ -133,5 +133,31 @@ def test_the_stage_table_uses_the_manifests_discovery_read_and_the_summarys_figu
     assert [v.name for v in views] == ["mine/sft"]
     assert sorted(reads) == sorted({str(manifest.path_for(sft)), str(manifest.path_for(answers))})
     assert [(r["stage"], r["status"], r["figures"]) for r in meta["stages"]] == [
-        ("mine/sft", "completed", "train loss 1.25"), ("mine/generate", "failed", "prompts 4, answers 16")]
+        ("mine/sft", "completed", "mean train loss (all steps) 1.25"), ("mine/generate", "failed", "prompts 4, answers 16")]
     assert summary._metrics(real(answers)) == "answers 16"
+
+
+@pytest.mark.parametrize("smoke", [True, False])
+def test_a_short_smoke_run_is_read_as_what_it_is(tmp_path, smoke):
+    """Three steps of a random tiny model: no learning-rate advice from its flat loss, the epochs that ran (max_steps
+    stopped it), and the mean train loss named as such beside the per-step losses."""
+    from llf_recipes import manifest
+    from llf_recipes.report import collect, details
+
+    run_dir = tmp_path / "mine" / "sft"
+    config = {"stage": "sft", "num_train_epochs": 3.0, "max_steps": 3, "learning_rate": 1e-4}
+    manifest.write(run_dir, {"recipe": {"name": "mine"}, "stage": "sft", "verb": "train", "stage_index": 0,
+                             "status": "completed", "config": config, "layout": {"source": "smoke" if smoke else "gpus"},
+                             "model": {"base": "m", "adapters": [str(run_dir)], "template": "qwen"},
+                             "metrics": {"train_loss": 7.053, "epoch": 1 / 3}})
+    log = [{"step": i, "epoch": i / 9, "loss": v} for i, v in ((1, 7.034), (2, 7.051), (3, 7.074))]
+    (run_dir / "trainer_state.json").write_text(json.dumps({"global_step": 3, "epoch": 1 / 3, "log_history": log}))
+    views, meta = collect([tmp_path])
+    messages = [f"{f.message} {f.advice}" for f in views[0].findings]
+    if smoke:
+        assert [f.level for f in views[0].findings] == ["ok"] and "smoke run: 3 logged step(s)" in messages[0]
+        assert not any("learning rate" in m for m in messages)
+    else:  # the same curve from a real run is worth the warning
+        assert any("not falling" in m and "raise the learning rate" in m for m in messages)
+    assert details(views[0])["epochs"] == "0.3333 (max_steps 3 stopped it; num_train_epochs 3)"
+    assert meta["stages"][0]["figures"] == "mean train loss (all steps) 7.053"

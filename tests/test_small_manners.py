@@ -47,3 +47,29 @@ def test_an_engine_off_the_registry_asks_for_its_checkout(cli, tmp_path, monkeyp
     assert code == 2 and "engine easyr1 is not on the package registry" in err and "Traceback" not in err
     assert "git clone https://github.com/hiyouga/EasyR1 && llf-recipes engine install easyr1 --source EasyR1" in err
     assert not (tmp_path / "cache" / "engines").exists()  # nothing started
+
+
+def test_a_smoke_run_lists_its_own_keys_under_smoke_not_under_set(catalog):
+    """The written config of a smoke run: what smoke added under its own block, a --set key the recipe lacks under
+    the overrides block, a --set of a recipe key in that key's block; LLaMA-Factory reads the same keys either way."""
+    import yaml
+
+    from llf_recipes.hardware import cpu_layout
+    from llf_recipes.render import Overrides, Renderer
+    from llf_recipes.smoke import apply_smoke
+
+    recipe = catalog.recipe("sft-huanhuan")
+    for sets in ([], ["learning_rate=1e-3", "seed=7"]):
+        overrides = Overrides.parse(sets, recipe)
+        stages = Renderer(recipe, cpu_layout(), overrides, catalog).render_all()
+        apply_smoke(stages, "/models/tiny", overrides.keys)
+        text = stages[0].to_yaml()
+        blocks = {}
+        for part in text.split("\n### ")[1:]:
+            name, _, body = part.partition("\n")
+            blocks[name] = yaml.safe_load(body) or {}
+        assert {"max_steps", "max_samples"} <= set(blocks["smoke run (--smoke)"])
+        assert ("overrides (--set)" in blocks) == bool(sets)
+        if sets:
+            assert blocks["overrides (--set)"] == {"seed": 7} and blocks["train"]["learning_rate"] == 1e-3
+        assert yaml.safe_load(text) == stages[0].config

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from lf_example import LORA_SFT
 
 from llf_recipes import yamlio
 
@@ -14,37 +15,7 @@ description: LoRA SFT with a fixed output folder
 stages:
   - name: sft
 ---
-### model
-model_name_or_path: Qwen/Qwen2.5-0.5B-Instruct
-trust_remote_code: true
-
-### method
-stage: sft
-do_train: true
-finetuning_type: lora
-lora_rank: 8
-lora_target: all
-
-### dataset
-dataset: huanhuan
-template: qwen
-cutoff_len: 1024
-max_samples: 100
-
-### output
-output_dir: real/qwen/lora/sft
-logging_steps: 10
-save_steps: 500
-overwrite_output_dir: true
-report_to: none
-
-### train
-per_device_train_batch_size: 1
-gradient_accumulation_steps: 8
-learning_rate: 1.0e-4
-num_train_epochs: 3.0
-bf16: true
-"""
+""" + LORA_SFT.replace("output_dir: saves/qwen2.5-0.5b/lora/sft", "output_dir: real/qwen/lora/sft")
 
 # The same, then a DPO stage that names the SFT folder literally rather than by stage_output().
 TWO_FIXED = FIXED_OUTPUT.replace("  - name: sft\n", "  - name: sft\n  - name: dpo\n") + """---

@@ -85,6 +85,22 @@ def _catalog_entry(args, registered: dict) -> dict:
                        f"FILE --name {args.source} --stage {args.stage} --data-dir {args.data_dir}, or check a FILE directly")
 
 
+def _placeholder_note(report) -> str:
+    """What to say about rows holding identity.json's {{name}}/{{author}}: rows per placeholder, and how to fill them
+    in (a sed command for a text file; GNU and BSD sed both take -i with an attached suffix)."""
+    import shlex
+
+    names = sorted(report.placeholders)
+    counts = ", ".join(f"{{{{{n}}}}} in {report.placeholders[n]}" for n in names)
+    note = (f"{report.placeholder_rows} row(s) hold LLaMA-Factory's identity placeholder(s) ({counts}), the first at "
+            f"{report.placeholder_at}: nothing fills them in, the model learns them as written; replace them first")
+    path = report.path
+    if path is not None and path.suffix in (".json", ".jsonl", ".txt") and path.is_file():
+        fill = "; ".join(f"s/{{{{ *{n} *}}}}/YOUR_{n.upper()}/g" for n in names)
+        note += f", e.g. sed -i.bak {shlex.quote(fill)} {shlex.quote(str(path))}"
+    return note
+
+
 def main(args) -> int:
     from llf_recipes import paths
 
@@ -102,6 +118,8 @@ def main(args) -> int:
         print(f"  {bad.where}: {bad.message}" + (f" (field {bad.key!r})" if bad.key else ""))
     for warn in report.warnings[: args.show]:
         print(f"  note: {warn.where}: {warn.message} (LLaMA-Factory keeps the row)")
+    if report.placeholders:
+        print(f"  note: {_placeholder_note(report)}")
     if report.sampled:
         print(f"  note: the entry's num_samples makes LLaMA-Factory draw {report.sampled} row(s) from these"
               + (" (with repeats)" if report.sampled > report.usable else ""))

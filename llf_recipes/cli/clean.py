@@ -54,7 +54,8 @@ check every line and count every drop reason."""
                                                      "(exact), e.g. --dedup-on prompt")
     p.add_argument("--near-dedup", action="store_true",
                    help="drop rows whose text (--fields, or every string) is near an earlier row's: MinHash over "
-                        "character 5-grams (works for Chinese), about 1.8 kB of memory per row kept")
+                        "character 5-grams (works for Chinese); reads the input twice, with about 250 bytes per row "
+                        "in a temporary directory beside the output")
     p.add_argument("--threshold", type=float, metavar="S", help="for --near-dedup: the estimated Jaccard similarity "
                                                                "of character 5-grams from which rows are near-duplicates "
                                                                "(default: 0.8)")

@@ -21,7 +21,7 @@ def catalog_from(args: argparse.Namespace) -> Catalog:
 
 def add_layout_args(p: argparse.ArgumentParser, hostfile_help: str = "DeepSpeed-style hostfile (`host slots=N`) or a bundled name") -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--gpus", metavar="LIST", help="devices on this machine, e.g. 0,1 (default: one device)")
+    g.add_argument("--gpus", metavar="LIST", help="devices on this machine, e.g. 0,1 or a range 0-3 (default: one device)")
     g.add_argument("--hostfile", metavar="FILE", help=hostfile_help)
     p.add_argument("--device", type=device_type(with_index=False), default="cuda", metavar="{auto,cuda,npu,cpu}",
                    help="accelerator kind: npu uses ASCEND_RT_VISIBLE_DEVICES; auto: what this machine has "
@@ -36,7 +36,7 @@ def layout_from(args: argparse.Namespace, catalog: Catalog) -> HostLayout:
         args.device = local_device()
     if getattr(args, "hostfile", None):
         layout = parse_hostfile(catalog.hostfile(args.hostfile), device=args.device)
-    elif getattr(args, "gpus", None):
+    elif getattr(args, "gpus", None) is not None:  # --gpus '' is a mistake, not the default layout
         layout = parse_gpus(args.gpus, device=args.device)
     else:
         layout = default_layout(args.device)

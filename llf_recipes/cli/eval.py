@@ -4,6 +4,7 @@ every run (or bare model), each against its base model with --baseline, and the 
 from __future__ import annotations
 
 import json
+import sys
 
 from llf_recipes.cli.common import add_verb
 from llf_recipes.cli.verb import add_alias, device_type
@@ -62,7 +63,8 @@ def add_parser(sub) -> None:
                    help="results file (default: RUNS_DIR/evaluation_results.json, or ./ with several paths); "
                         "entries of runs not evaluated now are kept")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (drawn only on a terminal; elsewhere one line per run scored)")
     p.set_defaults(func=main)
 
 
@@ -89,10 +91,12 @@ def main(args) -> int:
         methods=args.methods, max_samples=args.max_samples, generation_samples=args.max_generation_samples,
         max_new_tokens=args.max_new_tokens, skip_perplexity=args.skip_perplexity,
         datasets=_names(args.dataset), pref_datasets=_names(args.pref_dataset), data_dir=args.data_dir,
-        device=args.device, dtype=args.dtype, batch_size=args.batch_size, progress=not args.no_progress,
+        device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+        progress=not args.no_progress and sys.stderr.isatty(), summary_line=not args.no_progress,
         baseline=args.baseline, general=args.general, max_drop=args.max_drop, template=args.template,
     )
     output = Path(args.output) if args.output else default_output(args.paths)
+    options.log = str(output.parent / "llf-eval.log")
     read_results(output)  # a broken results file fails now, not after the scoring
     results = runner.evaluate(runs, options)
     write_results(output, results)
@@ -100,7 +104,7 @@ def main(args) -> int:
         print(json.dumps(results, indent=2, ensure_ascii=False))
     else:
         print_table(results)
-    log(f"wrote {output} ({len(results)} run(s))")
+    log(f"wrote {output} ({len(results)} run(s)); the engine's output is in {options.log}")
     flagged = [n for n, r in results.items() if (r.get("forgetting") or {}).get("flagged")]
     if flagged:
         log(f"forgetting check failed: {', '.join(flagged)} lost more than {args.max_drop:g} general accuracy")

@@ -30,6 +30,15 @@ def _first_sentence(text: str) -> str:
     return head if len(head) <= 72 else head[:69] + "..."
 
 
+def _cell(column: str, value) -> str:
+    """A table cell: lists (JSON arrays in --json) one item to a line, stages as a chain."""
+    if column == "description":
+        return _first_sentence(str(value))
+    if isinstance(value, list):
+        return " -> ".join(value) if column == "stages" else ",\n".join(value)
+    return str(value)
+
+
 def rows(args, broken: list[LlfError] | None = None) -> tuple[list[str], list[dict]]:
     """The table's columns and rows; a file that cannot be read is left out and its error added to `broken`."""
     catalog = catalog_from(args)
@@ -44,7 +53,7 @@ def rows(args, broken: list[LlfError] | None = None) -> tuple[list[str], list[di
             except LlfError as exc:
                 broken.append(exc)
                 continue
-            out.append({"name": name, "layout": layout.describe(), "hosts": ", ".join(n.host for n in layout.nodes), "path": str(path)})
+            out.append({"name": name, "layout": layout.describe(), "hosts": [n.host for n in layout.nodes], "path": str(path)})
         return ["name", "layout", "hosts", "path"], out
     if args.datasets:
         out = []
@@ -61,8 +70,8 @@ def rows(args, broken: list[LlfError] | None = None) -> tuple[list[str], list[di
             continue
         out.append({
             "name": recipe.name,
-            "stages": " -> ".join(s.name for s in recipe.stages),
-            "datasets": ", ".join(recipe.datasets),
+            "stages": [s.name for s in recipe.stages],
+            "datasets": list(recipe.datasets),
             "description": recipe.description,
             "origin": recipe.origin,
         })
@@ -89,9 +98,7 @@ def main(args) -> int:
         table.add_column(col.upper(), overflow="fold", no_wrap=col in ("name", "datasets", "ranking", "file"),
                          min_width=20 if col == "description" else None)
     for row in data:
-        table.add_row(*[_first_sentence(str(row[c])) if c == "description"
-                        else str(row[c]).replace(", ", ",\n") if c in ("datasets", "hosts") else str(row[c])
-                        for c in columns])
+        table.add_row(*[_cell(c, row[c]) for c in columns])
     Console(width=max(console.width, 160) if not console.is_terminal else None).print(table)
     if broken:
         print(f"{len(broken)} file(s) not listed: see the error(s) above", file=sys.stderr)

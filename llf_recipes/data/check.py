@@ -3,6 +3,7 @@ converter or stage processor would drop listed with line and reason, and the row
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,10 @@ from llf_recipes.data.rows import BadRow, iter_rows
 from llf_recipes.errors import LlfError
 
 NEEDS = {stage: () for stage in STAGES}  # the stages `check --stage` accepts
+# `{{name}}` and `{{author}}` in a row are the blanks LLaMA-Factory's identity.json ships with for the user to fill in;
+# nothing fills them at training time, so the model learns the braces. Other {{...}} are left alone: rows that teach
+# Jinja, Vue or Handlebars hold them on purpose.
+PLACEHOLDER = re.compile(r"\{\{\s*(name|author)\s*\}\}")
 KINDS = {str: "text", bool: "true/false", int: "number", float: "number", list: "list", dict: "object"}
 
 
@@ -39,6 +44,9 @@ class CheckReport:
     note: str | None = None  # why nothing was checked (a hub dataset not in the local cache)
     hint: str | None = None  # when no row is usable: the layout the rows look like, and what to run
     sampled: int | None = None
+    placeholders: dict[str, int] = field(default_factory=dict)  # {{name}}/{{author}} in usable rows -> rows holding it
+    placeholder_at: str | None = None  # the first row holding one
+    placeholder_rows: int = 0
 
     @property
     def bad(self) -> list[LlfError]:
@@ -132,6 +140,7 @@ def check_file(path: str | Path, stage: str, entry: dict[str, Any] | Layout, *, 
             report.errors.append(RowError("; ".join(problems), where=where, key=next(iter(aligned.media))))
             continue
         report.usable += 1
+        _placeholders(aligned, report, where)
         empty = _empty_text(aligned, stage)
         if empty and len(report.warnings) < keep:
             report.warnings.append(BadRow(empty, where=where))
@@ -160,6 +169,16 @@ def check_file(path: str | Path, stage: str, entry: dict[str, Any] | Layout, *, 
                                                       "--force` writes the entry that layout needs, or `llf-recipes "
                                                       "convert` converts it")
     return report
+
+
+def _placeholders(aligned: Aligned, report: CheckReport, where: str) -> None:
+    texts = [str(m.get("content", "")) for m in [*aligned.prompt, *aligned.response]] + [str(aligned.system or "")]
+    found = {name for text in texts for name in PLACEHOLDER.findall(text)}
+    for name in found:
+        report.placeholders[name] = report.placeholders.get(name, 0) + 1
+    if found:
+        report.placeholder_rows += 1
+        report.placeholder_at = report.placeholder_at or where
 
 
 def _refit(rows: list[dict[str, Any]], path: Path, name: str, stage: str) -> str | None:

@@ -14,9 +14,11 @@ fewer than two thirds do); the others are passed over as bytes, so a bad line am
 picked are the same as when every line is parsed (same seed, same rows), and the run's summary says how many lines were
 parsed. --stats, --skip-bad, --dedup, --dedup-on and --near-dedup need every line, so they parse and check them all.
 
-When every line is parsed in a JSONL file of 64 MB or more, on two cores or more, and without --near-dedup or a
-tokenizer, a worker process checks chunks of the file at the same time as this one (clean_parallel.py); the merge is in
-file order, so the outputs, the counts and a stop's file:line are those of one process.
+When every line is parsed in a JSONL file of 64 MB or more, on two cores or more, and without a tokenizer, a worker
+process checks chunks of the file at the same time as this one (clean_parallel.py); the merge is in file order, so the
+outputs, the counts and a stop's file:line are those of one process. --near-dedup reads the input twice: a first pass
+(neardup_pass.py, with a worker from 8 MB) computes the signatures and decides which rows are near-duplicates, the
+second is the ordinary pass, which drops them.
 
 The modules: clean_check (options, counts, tokenizer), clean_lines (the per-line checks, a chunk's lines, the worker),
 clean_sample, clean_read (one pass in this process), clean_parallel (one pass with a worker), clean_write.
@@ -68,6 +70,11 @@ def clean(opts: CleanOptions) -> CleanStats:
             remove=[] if opts.skip_bad else [opts.rejects]))
         writer = Writer(opts, out, val, stats, tokenizer)
         reader = Reader(str(opts.input), line_checker(opts, tokenizer), writer)
+        if opts.near_dedup is not None:  # a first pass finds the near-duplicates the second drops
+            from llf_recipes.data.neardup_pass import find_near_duplicates
+
+            stats.near = find_near_duplicates(opts, fh, size, isinstance(fh.raw, FileIO), reader.where, reader.check,
+                                              show)
         workers = clean_parallel.workers_for(opts, size, isinstance(fh.raw, FileIO))
         sample = Sample(opts.sample, opts.seed, first_cap(fh.peek(1 << 20), size, opts.sample)) if opts.sample else None
         if workers:
@@ -89,7 +96,8 @@ def clean(opts: CleanOptions) -> CleanStats:
             fh.seek(0)
             with progress(fh, size, show, opts.input.name) as lines:
                 if opts.deduplicates:  # whether a row is a duplicate depends on every row before it
-                    reader.every_line(lines, rest, Nowhere() if rejects else None, CleanStats(), opts, taken)
+                    reader.every_line(lines, rest, Nowhere() if rejects else None, CleanStats(near=stats.near), opts,
+                                      taken)
                 else:
                     reader.sampled_lines(lines, rest, CleanStats() if every_line else stats, taken, opts.skip_bad)
             held = held + rest.held
@@ -97,6 +105,9 @@ def clean(opts: CleanOptions) -> CleanStats:
         # enough rows pass, and so finds a row if there is any.
         if not stats.parsed and not stats.rejected:
             raise LlfError("has no rows (only blank lines)", where=reader.where, fix=ONE_OBJECT_PER_LINE)
+        if not stats.parsed:  # --skip-bad set every line aside: this is not a file of rows, and nothing is written
+            raise LlfError(f"has no rows: all {stats.rejected} of its non-blank lines are bad", where=reader.where,
+                           fix="check the path; without --skip-bad the run stops at the first bad line and says why")
         # a sample holds lines (or, from worker processes, where they are), not rows: parsed, CJK rows take more
         # memory than their UTF-8 lines
         loads = orjson.loads

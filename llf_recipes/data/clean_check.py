@@ -8,7 +8,7 @@ from pathlib import Path
 
 from llf_recipes.errors import LlfError
 
-FIRST_ROWS = 1000  # the rows a named field must appear among, and the rows --drop-empty's note describes
+FIRST_ROWS = 1000  # the lines whose rows a named field must appear among, and whose rows --drop-empty's note describes
 ONE_OBJECT_PER_LINE = "check the path; a JSONL file has one JSON object per line"
 
 
@@ -120,13 +120,14 @@ def named_fields(opts: CleanOptions) -> dict[str, str]:
 
 
 def first_rows(fh, opts: CleanOptions, stats: CleanStats, where: str) -> None:
-    """Look at the first FIRST_ROWS rows of `fh` (then rewound) before the pass.
+    """Look at the rows among the first FIRST_ROWS lines of `fh` (then rewound) before the pass.
 
     A field named by --fields, --rename, --dedup-on or --group-by that none of them has is a misspelling rather than
     bad rows: it stops the run before anything is written, --skip-bad or not (which would otherwise set every row
     aside and write an empty file). In a large file only these first rows count: a field every row needs that is
     absent from the first thousand would make at least that many rows bad anyway. Lines that are not JSON objects
-    are passed over here; the pass itself reports them.
+    are passed over here (they count among the FIRST_ROWS lines, so a file that is not JSONL is not read to its end);
+    the pass itself reports them.
     With --drop-empty and no --fields, counts which string fields are empty in those rows (stats.empty_fields).
     """
     import orjson
@@ -138,19 +139,20 @@ def first_rows(fh, opts: CleanOptions, stats: CleanStats, where: str) -> None:
     seen: set[str] = set()
     rows = 0
     ended = True
-    for line in fh:
+    for lines, line in enumerate(fh, 1):
         try:
             row = orjson.loads(line)
         except orjson.JSONDecodeError:
-            continue
-        if row.__class__ is not dict:
-            continue
-        rows += 1
-        seen.update(row)
-        if census:
-            stats.empty_fields.update(k for k, v in row.items() if v.__class__ is str and (not v or v.isspace()))
-        if rows >= FIRST_ROWS or (not census and seen.issuperset(named)):
-            ended = rows < FIRST_ROWS or not fh.peek(1)
+            row = None
+        if row.__class__ is dict:
+            rows += 1
+            seen.update(row)
+            if census:
+                stats.empty_fields.update(k for k, v in row.items() if v.__class__ is str and (not v or v.isspace()))
+            if not census and seen.issuperset(named):
+                break
+        if lines >= FIRST_ROWS:
+            ended = not fh.peek(1)
             break
     fh.seek(0)
     stats.first_rows = rows

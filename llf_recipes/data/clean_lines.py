@@ -2,7 +2,7 @@
 and a chunk of lines checked at once, in this process or in a worker process (`serve`).
 
 This module imports little (orjson and the standard library's smallest parts): a worker process loads only it, so its
-memory stays close to a bare interpreter's.
+memory stays close to a bare interpreter's (with numpy and neardup.py too in the first pass of --near-dedup).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import orjson
 
 _JSON_KIND = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
 # One code per line: what became of it
-BLANK, PASSED, BAD, EMPTY, MAX_CHARS, DUPLICATE, PASSED_VAL = range(7)
+BLANK, PASSED, BAD, EMPTY, MAX_CHARS, DUPLICATE, PASSED_VAL, NEAR_DUPLICATE = range(8)
 _CODES = {None: PASSED, "empty": EMPTY, "max_chars": MAX_CHARS}
 _CUT_STEP = 1 << 13
 _DICT_ONLY, _STR_ONLY = {dict}, frozenset((str,))
@@ -226,10 +226,11 @@ def _ordinary(lines: list[bytes], plan) -> tuple | None:
     return codes, array("I", counted), rows
 
 
-def scan(data: bytes, check, render, digest, offsets: bool) -> tuple:
+def scan(data: bytes, check, render, digest, offsets: bool, sign=None) -> tuple:
     """Check the lines of `data` (whole lines; only the file's last may lack its newline) as `check` would one by one.
 
-    -> (lines, codes, characters, line starts (or None), digests (or None), bytes to write (or None), bad lines).
+    -> (lines, codes, characters, line starts (or None), digests (or None), bytes to write (or None), bad lines,
+    signed (or None)). With `sign` (the first pass of --near-dedup), signed is sign's result for the rows that passed.
     Lines are checked BATCH at a time by _ordinary; a batch with any line that is not an ordinary row goes through
     `check` line by line, so whatever is unusual gets the same verdict and message as in one process.
     """
@@ -240,6 +241,7 @@ def scan(data: bytes, check, render, digest, offsets: bool) -> tuple:
     digests = [None] * n if digest is not None else None
     rows = [None] * n if render is not None else None
     bad = []
+    signed = [] if sign is not None else None
     plan = check.plan
     for start in range(0, n, BATCH):
         batch = lines[start:start + BATCH]
@@ -248,7 +250,7 @@ def scan(data: bytes, check, render, digest, offsets: bool) -> tuple:
             batch_codes, batch_chars, batch_rows = ordinary
             codes[start:start + len(batch)] = batch_codes
             chars[start:start + len(batch)] = batch_chars
-            if digests is None and rows is None:
+            if digests is None and rows is None and signed is None:
                 continue
             passed = [(i, batch_rows[i - start]) for i in range(start, start + len(batch)) if codes[i] == PASSED]
         else:
@@ -274,20 +276,28 @@ def scan(data: bytes, check, render, digest, offsets: bool) -> tuple:
                 rows[i], to_val = render(row, line if line.endswith(b"\n") else line + b"\n")
                 if to_val:
                     codes[i] = PASSED_VAL
+        if signed is not None:
+            signed += passed
     starts = array("Q", accumulate(map(len, lines), initial=0)) if offsets else None
-    return n, codes, chars, starts, digests, rows, bad
+    return n, codes, chars, starts, digests, rows, bad, sign(signed) if signed is not None else None
 
 
-def chunk_scanner(fd: int, size: int, opts, with_sample: bool, chunk: int):
+def chunk_scanner(fd: int, size: int, opts, with_sample: bool, chunk: int, sign: bool = False):
     """A function of a chunk's number k: (its byte offset, scan's result) for the lines starting in bytes
-    [k * chunk, (k + 1) * chunk) of the file."""
+    [k * chunk, (k + 1) * chunk) of the file. `sign`: with the near-dedup signatures of the rows that passed, and
+    without the bytes to write (that first pass writes nothing)."""
     check = line_checker(opts)
-    render = None if with_sample else renderer(opts)
+    render = None if with_sample or sign else renderer(opts)
     digest = digester(opts)
+    signer = None
+    if sign:  # numpy is imported only here: a worker of an ordinary pass stays small
+        from llf_recipes.data.neardup import signed_rows
+
+        signer = partial(signed_rows, fields=opts.fields)
 
     def scan_chunk(k: int) -> tuple:
         lo, hi = _cut(fd, k * chunk, size), _cut(fd, (k + 1) * chunk, size)
-        return lo, scan(os.pread(fd, hi - lo, lo) if hi > lo else b"", check, render, digest, with_sample)
+        return lo, scan(os.pread(fd, hi - lo, lo) if hi > lo else b"", check, render, digest, with_sample, signer)
 
     return scan_chunk
 
@@ -312,10 +322,10 @@ def serve() -> None:
     """A worker: the job comes on stdin (see send), then the numbers of the chunks to check, 8 bytes each; one result
     per chunk goes to stdout, in the order asked. It stops when stdin closes."""
     stdin, out = sys.stdin.buffer, sys.stdout.buffer
-    path, options, size, with_sample, chunk = receive(stdin)
+    path, options, size, with_sample, chunk, sign = receive(stdin)
     with open(path, "rb", buffering=0) as fh:
-        scan_chunk = chunk_scanner(fh.fileno(), size, SimpleNamespace(**options), with_sample, chunk)
+        scan_chunk = chunk_scanner(fh.fileno(), size, SimpleNamespace(**options), with_sample, chunk, sign)
         while len(asked := stdin.read(8)) == 8:
-            lo, (n, codes, chars, starts, digests, rows, bad) = scan_chunk(int.from_bytes(asked, "little"))
+            lo, (n, codes, chars, starts, digests, rows, bad, signed) = scan_chunk(int.from_bytes(asked, "little"))
             send(out, (lo, n, bytes(codes), chars.tobytes(), starts.tobytes() if starts is not None else None, digests,
-                       rows, bad))
+                       rows, bad, signed))

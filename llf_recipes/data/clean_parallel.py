@@ -6,10 +6,11 @@ result has not arrived, this process checks the next unassigned chunk itself (ho
 so a process that the machine's other work holds back does not stall the other. A process reads a chunk with one
 pread, checks each line with the same line_checker as a single process would, and returns one code per line (blank,
 passed, bad, or why it was dropped) with the characters of each row and what the options need: the dedup digest of
-each row that passed, the bytes to write when no sample is taken, line offsets when one is. This process merges the
-chunks in file order, so dedup keeps the first copy, rejects and a stop name the same file:line, the sample draws the
-same rows and the output is byte for byte a single process's. Memory stays a few MB per process whatever the size of
-the file, and a sampled row is held as its offset and read back at the end.
+each row that passed, the bytes to write when no sample is taken, line offsets when one is, and in the first pass of
+--near-dedup the MinHash signatures of the rows that passed (neardup_pass.py). This process merges the chunks in file
+order, so dedup keeps the first copy, rejects and a stop name the same file:line, the sample draws the same rows and
+the output is byte for byte a single process's. Memory stays a few MB per process whatever the size of the file, and a
+sampled row is held as its offset and read back at the end.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from llf_recipes.data.clean_lines import (
     DUPLICATE,
     EMPTY,
     MAX_CHARS,
+    NEAR_DUPLICATE,
     OPTIONS,
     PASSED,
     PASSED_VAL,
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
 CHUNK_BYTES = 1 << 18
 MIN_BYTES = 64 << 20  # below this, starting a worker costs more than it saves
 AHEAD, OWN_MAX = 8, 8
-_DROPPED = ((EMPTY, "empty"), (MAX_CHARS, "max_chars"), (DUPLICATE, "duplicate"))
+_DROPPED = ((EMPTY, "empty"), (MAX_CHARS, "max_chars"), (DUPLICATE, "duplicate"), (NEAR_DUPLICATE, "near_duplicate"))
 
 
 def _table(*codes: int) -> bytes:
@@ -57,10 +59,10 @@ def _table(*codes: int) -> bytes:
 _ANY_PASSED, _TRAIN, _VAL = _table(PASSED, PASSED_VAL), _table(PASSED), _table(PASSED_VAL)
 
 
-def workers_for(opts: CleanOptions, size: int, is_file: bool) -> int:
-    """Worker processes to start besides this one: none for a small input, for options that need this process's
-    state line by line (near-dedup, a tokenizer), or on one core."""
-    if not is_file or size < MIN_BYTES or opts.near_dedup is not None or opts.max_tokens is not None \
+def workers_for(opts: CleanOptions, size: int, is_file: bool, min_bytes: int = MIN_BYTES) -> int:
+    """Worker processes to start besides this one: none for an input under min_bytes, for options that need this
+    process's state line by line (a tokenizer), or on one core."""
+    if not is_file or size < min_bytes or opts.max_tokens is not None \
             or opts.token_stats or not opts.parses_every_line:
         return 0
     return 1 if (os.cpu_count() or 1) > 1 else 0
@@ -117,11 +119,11 @@ class _Worker:
         """The next chunk's (offset, scan's result), as scan returns it."""
         while not (end := self._frame()):
             self._read()
-        lo, n, codes, chars, starts, digests, rows, bad = marshal.loads(memoryview(self.buffer)[8:end])
+        lo, n, codes, chars, starts, digests, rows, bad, signed = marshal.loads(memoryview(self.buffer)[8:end])
         del self.buffer[:end]
         self.asked.popleft()
         starts = memoryview(starts).cast("Q") if starts is not None else None
-        return lo, (n, bytearray(codes), memoryview(chars).cast("I"), starts, digests, rows, bad)
+        return lo, (n, bytearray(codes), memoryview(chars).cast("I"), starts, digests, rows, bad, signed)
 
     def close(self, ok: bool) -> None:
         if not ok:
@@ -138,14 +140,16 @@ def every_line(fd: int, size: int, where: str, writer: Writer, sample: Sample | 
     """As Reader.every_line, over the file `fd` with `workers` worker processes: rows that pass are written, or
     offered to the sample as (offset, length, characters). Returns how many rows passed."""
     with_sample = sample is not None
+    near = stats.near  # --near-dedup: signatures collected in a first pass (signing), rows dropped in the second
+    signing = near is not None and near.collecting
     chunk = CHUNK_BYTES
     total = -(-size // chunk)
     started, ok = [], False
     try:
         options = {name: getattr(opts, name) for name in OPTIONS}
         for _ in range(workers):
-            started.append(_Worker((str(opts.input), options, size, with_sample, chunk)))
-        scan_chunk = chunk_scanner(fd, size, opts, with_sample, chunk)
+            started.append(_Worker((str(opts.input), options, size, with_sample, chunk, signing)))
+        scan_chunk = chunk_scanner(fd, size, opts, with_sample, chunk, signing)
         owner: dict[int, _Worker] = {}  # chunk -> the worker asked for it, until merged
         own: dict[int, tuple] = {}  # chunk -> its result, checked here ahead of its turn
         seen: set[bytes] | None = set() if opts.dedup or opts.dedup_on else None
@@ -172,7 +176,7 @@ def every_line(fd: int, size: int, where: str, writer: Writer, sample: Sample | 
                     break
                 own[unassigned] = scan_chunk(unassigned)  # rather than wait: check the next chunk here
                 unassigned += 1
-            lo, (n, codes, chars, starts, digests, rows, bad) = result
+            lo, (n, codes, chars, starts, digests, rows, bad, signed) = result
             for i, reason, field, fix, piece in bad:
                 reject(rejects, stats, where, base + i + 1, piece, BadLine(reason, field, fix))
             if seen is not None:
@@ -181,6 +185,9 @@ def every_line(fd: int, size: int, where: str, writer: Writer, sample: Sample | 
                         codes[i] = DUPLICATE
                     else:
                         seen.add(digest)
+            if near is not None:
+                for i in near.chunk(base, codes.translate(_ANY_PASSED), signed):
+                    codes[i] = NEAR_DUPLICATE
             parsed += n - codes.count(BLANK) - len(bad)
             for code, reason in _DROPPED:
                 count = codes.count(code)

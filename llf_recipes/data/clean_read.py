@@ -29,11 +29,7 @@ class Reader:
         where, check, write, dropped = self.where, self.check, self.writer.write, stats.dropped
         digest_of = digester(opts)
         seen: set[bytes] | None = set() if digest_of is not None else None
-        near = None
-        if opts.near_dedup is not None:
-            from llf_recipes.data.neardup import NearDuplicates
-
-            near = stats.near = NearDuplicates(opts.near_dedup, opts.fields)
+        near = stats.near  # --near-dedup: collects signatures in a first pass, drops what they found in the second
         next_line = sample.next_line if sample is not None else 0
         lineno = kept = parsed = 0
         for lineno, line in enumerate(lines, 1):

@@ -33,7 +33,9 @@ class Options:
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = 8
-    progress: bool = True
+    progress: bool = True  # the bar (on a terminal)
+    summary_line: bool = True  # without the bar: one line per run when it is scored
+    log: str | None = None  # where the engine's and its libraries' output goes (None: left as it is)
     baseline: bool = False
     general: str | None = None  # a multiple-choice file (or registered dataset) for the forgetting check
     max_drop: float = 0.05  # the forgetting check's allowed accuracy drop from base to run

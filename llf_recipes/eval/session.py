@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from llf_recipes.eval import general, grpo_accuracy, heldout, scoring
 from llf_recipes.eval.runs import Options, Run
+from llf_recipes.progress import clock
 
 
 @dataclass
@@ -64,6 +67,36 @@ def prepare(run: Run, options: Options) -> Plan:
 
 
 def score_run(run: Run, options: Options) -> dict[str, Any]:
+    """The run's scores. What the engine and its libraries print goes to options.log; the progress bar (on a
+    terminal) or one closing line (elsewhere) to the screen."""
+    with _screen(options.log) as screen:
+        started = time.monotonic()
+        out, total = _score(run, options, screen)
+        if total and not options.progress and options.summary_line:
+            print(f"eval {run.name}: {total} sequence(s) scored in {clock(time.monotonic() - started)}", file=screen,
+                  flush=True)
+        return out
+
+
+@contextlib.contextmanager
+def _screen(log: str | None):
+    """The stream our own lines go to, while everything else this process writes goes to `log` (not with
+    --verbose): the stderr the process started with, duplicated before it is redirected."""
+    if not log:
+        yield sys.stderr
+        return
+    from llf_recipes.console import output_to
+
+    sys.stderr.flush()
+    screen = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding or "utf-8", errors="replace")
+    try:
+        with output_to(log):
+            yield screen
+    finally:
+        screen.close()
+
+
+def _score(run: Run, options: Options, screen) -> tuple[dict[str, Any], int]:
     plan = prepare(run, options)
     test, pref = plan.test, plan.pref
     out: dict[str, Any] = {"test_data": test.describe() if test else None,
@@ -75,12 +108,12 @@ def score_run(run: Run, options: Options) -> dict[str, Any]:
     total = (sum(len(ids) for ids, _ in plan.jobs.values()) + len(plan.sample_rows) + len(plan.grpo_rows)
              + (len(plan.general_jobs[0]) if plan.general_jobs else 0))
     if not total:
-        return out
+        return out, 0
     device = scoring.pick_device(options.device)
     dtype = scoring.pick_dtype(options.dtype, device)
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=f"eval {run.name}", unit="seq", file=sys.stderr, disable=not options.progress,
+    bar = tqdm(total=total, desc=f"eval {run.name}", unit="seq", file=screen, disable=not options.progress,
                dynamic_ncols=True)
     try:
         with _quiet():
@@ -118,7 +151,7 @@ def score_run(run: Run, options: Options) -> dict[str, Any]:
         out["device"] = f"{device} ({str(dtype).replace('torch.', '')})"
     finally:
         bar.close()
-    return out
+    return out, total
 
 
 def _tokenizer(config: dict[str, Any], data: dict[str, Any], options: Options):

@@ -102,10 +102,11 @@ class Finding:
     steps: list[int] = field(default_factory=list)
 
 
-def diagnose(series: dict[str, list[tuple[int, float]]], rel: float = 0.02) -> list[Finding]:
+def diagnose(series: dict[str, list[tuple[int, float]]], rel: float = 0.02, smoke: bool = False) -> list[Finding]:
     """Read the loss curves the way one reads a debugger: the pattern, what it usually means, what to try.
 
-    `rel` is the relative change that counts as movement; with fewer than three points nothing is concluded.
+    `rel` is the relative change that counts as movement; with fewer than three points nothing is concluded. A smoke
+    run (a random tiny model for a few steps) checks that the stage runs: only a NaN in it means something.
     """
     train = series.get("loss", [])
     evals = series.get("eval_loss", [])
@@ -116,6 +117,12 @@ def diagnose(series: dict[str, list[tuple[int, float]]], rel: float = 0.02) -> l
                              "exploding gradients, too high a learning rate or a bad row: lower the learning rate, "
                              "check max_grad_norm, look at the batch at that step", bad[:1]))
     clean = [(s, v) for s, v in train if not math.isnan(v)]
+    if smoke:
+        if not bad and clean:
+            found.append(Finding("ok", f"smoke run: {len(clean)} logged step(s) of a random tiny model ran with finite "
+                                       "loss", "its loss says nothing about the recipe's learning: run without "
+                                               "--smoke to read the curves"))
+        return found
     if len(clean) >= 3:
         values = [v for _, v in clean]
         head, tail = _mean(values[: max(1, len(values) // 5)]), _mean(values[-max(1, len(values) // 5):])

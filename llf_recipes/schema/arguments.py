@@ -35,12 +35,15 @@ def check_data(s: Settings, r: Collector) -> None:
                 r.add("interleave-probs", "interleave_probs", f"{s['interleave_probs']!r} is not a list of numbers",
                       "write one probability per dataset, e.g. 0.7,0.3")
                 probs = None
+            miscounted = False
             for key, given in (("dataset", datasets), ("eval_dataset", eval_datasets)):
                 if probs is not None and s[key] is not None and len(given) != len(probs):
+                    miscounted = True
                     r.add("interleave-probs", "interleave_probs", f"{len(probs)} probabilities for {len(given)} {key} "
                           "entries", f"give exactly one probability per {key} entry")
             mixed = datasets if len(datasets) > 1 else eval_datasets
-            if probs is not None and len(mixed) > 1:  # one dataset is returned as it is, its weight unread
+            # one dataset is returned as it is, its weight unread; a miscount is fixed first (then the sum)
+            if probs is not None and len(mixed) > 1 and not miscounted:
                 check_probabilities(probs, r, mixed)
     check_stopping(s, r)
     if s.on("streaming"):
