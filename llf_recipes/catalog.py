@@ -28,7 +28,7 @@ def read_recipe(path: Path, origin: str) -> Recipe:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         text = ""  # load_recipe names the byte and line
-    if text and plain_config.is_plain(text):
+    if text and plain_config.is_plain(text, where=str(path)):
         return plain_config.plain_recipe(path, text)
     return load_recipe(path, origin=origin)
 
@@ -121,7 +121,7 @@ class Catalog:
 
     def recipe(self, name_or_path: str) -> Recipe:
         p = Path(name_or_path)
-        if p.suffix in (".yaml", ".yml") and p.is_file():
+        if p.suffix in (".yaml", ".yml", ".json") and p.is_file():  # llamafactory-cli takes a JSON config too
             return read_recipe(p, origin="file")
         if name_or_path not in self.recipe_paths:
             guess = nearest(name_or_path, self.recipe_paths)

@@ -1,9 +1,10 @@
 """Which DeepSpeed config a training stage gets, so that `render` shows exactly what `run` writes and uses.
 
-In order: `--set deepspeed=...` on the command line (z0..z3_offload, none or a JSON path); else the config's own
-`deepspeed:` (a file written in the recipe or the LLaMA-Factory YAML, or `--set STAGE.deepspeed=...`); else the
-layout's profile (the `deepspeed` variable, `auto`: none on one device, ZeRO-2 on one node, ZeRO-3 across nodes),
-which is added to the config when the template does not write the key itself. `--set ~deepspeed` removes it.
+In order: the command line's choice for the stage, `--set STAGE.deepspeed=...` or else `--set deepspeed=...`
+(z0..z3_offload, none or a JSON path; `auto` is no choice); else the config's own `deepspeed:` (a file written in the
+recipe or the LLaMA-Factory YAML); else the layout's profile (the `deepspeed` variable, `auto`: none on one device,
+ZeRO-2 on one node, ZeRO-3 across nodes), which is added to the config when the template does not write the key
+itself. `--set ~deepspeed` removes it.
 """
 
 from __future__ import annotations

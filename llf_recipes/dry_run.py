@@ -32,11 +32,25 @@ def outlook(plan: StagePlan, force: bool) -> Decision:
     return decide(plan, previous, current, force, checkpoint_layout(plan))
 
 
-def input_problems(plans: list[StagePlan], command=None) -> tuple[list[LlfError], list[str]]:
-    """The errors `run` stops on before the first stage starts: an earlier stage it reads that has not completed, a
-    dataset that is not registered where LLaMA-Factory looks; and the notes those checks print."""
+def outlooks(plans: list[StagePlan], force: bool) -> list[Decision]:
+    """`outlook` for each stage in plan order: a stage that reads one `run` would run or resume first runs too (the
+    earlier stage's new finish is part of what it starts from), whatever its own manifest says."""
+    decisions: dict[str, Decision] = {}
+    for p in plans:
+        decision = outlook(p, force)
+        first = next((n for n in p.rendered.needs if n in decisions and decisions[n].action != "skip"), None)
+        if first is not None and decision.action != "run":
+            decision = Decision("run", f"stage {first} runs first")
+        decisions[p.stage] = decision
+    return [decisions[p.stage] for p in plans]
+
+
+def input_problems(plans: list[StagePlan], command=None) -> tuple[list[tuple[str, LlfError]], list[str]]:
+    """The errors `run` stops on before the first stage starts, each with the stage it stops: an earlier stage it
+    reads that has not completed, a dataset that is not registered (or a dataset_info.json that cannot be read) where
+    LLaMA-Factory looks; and the notes those checks print."""
     names = {p.stage for p in plans}
-    problems: list[LlfError] = []
+    problems: list[tuple[str, LlfError]] = []
     notes = io.StringIO()
     for p in plans:
         with contextlib.redirect_stderr(notes):
@@ -44,5 +58,5 @@ def input_problems(plans: list[StagePlan], command=None) -> tuple[list[LlfError]
                 try:
                     check(p, names, *extra)
                 except LlfError as exc:
-                    problems.append(exc)
+                    problems.append((p.stage, exc))
     return problems, [line for line in notes.getvalue().splitlines() if line.strip()]

@@ -73,6 +73,11 @@ class HostLayout:
 MAX_DEVICES = 1024  # more than any one machine has; a longer range is a typo
 
 
+def is_index(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes '²', which int() refuses."""
+    return re.fullmatch(r"[0-9]+", text) is not None
+
+
 def parse_gpus(spec: str, device: str = "cuda") -> HostLayout:
     """`--gpus 0,1,3` or `--gpus 0-3` (a range, both ends included) -> one local node with those devices."""
     example = "give device indices separated by commas, or a range: --gpus 0,1 or --gpus 0-3"
@@ -84,7 +89,7 @@ def parse_gpus(spec: str, device: str = "cuda") -> HostLayout:
         if not item:
             raise LlfError(f"--gpus {spec!r}: an empty item between commas", key="--gpus", fix=example)
         first, dash, last = item.partition("-")
-        if not first.strip().isdigit() or (dash and not last.strip().isdigit()):
+        if not is_index(first.strip()) or (dash and not is_index(last.strip())):
             raise LlfError(f"--gpus {spec!r}: {item!r} is not a device index or a range", key="--gpus",
                            fix="device indices are whole numbers, e.g. --gpus 0,1,2,3 or --gpus 0-3")
         low, high = int(first), int(last) if dash else int(first)
@@ -122,7 +127,7 @@ def parse_hostfile_text(text: str, source: str = "<hostfile>", device: str = "cu
                 fix="each line reads `HOST slots=N`, e.g. `node1 slots=8`",
             )
         value = parts[1][len("slots="):]
-        if not value.isdigit() or int(value) < 1:
+        if not is_index(value) or int(value) < 1:
             raise LlfError(f"{where}: slots={value!r} is not a positive whole number", fix="use e.g. slots=8")
         if host in seen:
             raise LlfError(f"{where}: host {host!r} already listed on line {seen[host]}", fix="list each host once")

@@ -213,7 +213,7 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
         return None
     for child in output_dir.iterdir():
         name = child.name
-        if child.is_dir() and name.startswith("checkpoint-") and name[11:].isdigit() and (child / "trainer_state.json").is_file():
+        if child.is_dir() and name.startswith("checkpoint-") and name[11:].isascii() and name[11:].isdigit() and (child / "trainer_state.json").is_file():
             step = int(name[11:])
             if best is None or step > best[0]:
                 best = (step, child)

@@ -14,7 +14,7 @@ from typing import Any
 
 from llf_recipes import yamlio
 from llf_recipes.errors import LlfError
-from llf_recipes.recipe import BASE_VARS, DOC_SEP, Recipe, Stage
+from llf_recipes.recipe import BASE_VARS, HEADER_KEYS, Recipe, Stage, split_documents
 
 ORIGIN = "LLaMA-Factory YAML"
 # Keys that make a plain YAML a training config: `llamafactory-cli chat/export` takes none of them.
@@ -31,16 +31,16 @@ def infer_verb(config: dict[str, Any]) -> str:
     return "chat"
 
 
-def is_plain(text: str) -> bool:
-    """One YAML document without a recipe header's `stages:`: a file for llamafactory-cli, not a recipe."""
-    docs = [d for d in DOC_SEP.split(text) if d.strip()]
+def is_plain(text: str, where: str = "<yaml>") -> bool:
+    """One YAML document that is not a recipe header (no `stages:`, and some key a header does not have): a file for
+    llamafactory-cli, not a recipe. A document that is not valid YAML is an error naming `where` and its line, not a
+    recipe with a missing header."""
+    docs = [(doc, line) for doc, line in split_documents(text) if doc.strip()]
     if len(docs) != 1:
         return False
-    try:
-        data = yamlio.load(docs[0])
-    except LlfError:
-        return False
-    return isinstance(data, dict) and "stages" not in data
+    doc, line = docs[0]
+    data = yamlio.load(doc, where=where, first_line=line)
+    return isinstance(data, dict) and "stages" not in data and not set(data) <= HEADER_KEYS
 
 
 def plain_recipe(path: Path, text: str, verb: str | None = None) -> Recipe:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llf_recipes.hardware import is_index
+
 GIB = 1 << 30
 # import name, distribution, what needs it: which stage config keys make a package necessary.
 PACKAGES = {
@@ -88,7 +90,7 @@ def visible_cuda_devices() -> int:
         return count
     seen = 0
     for entry in (e.strip() for e in listed.split(",")):
-        if not (entry.isdigit() and int(entry) < count) and not entry.startswith(("GPU-", "MIG-")):
+        if not (is_index(entry) and int(entry) < count) and not entry.startswith(("GPU-", "MIG-")):
             break
         seen += 1
     return min(seen, count)

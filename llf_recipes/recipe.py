@@ -75,7 +75,7 @@ class Recipe:
         )
 
 
-def _split_documents(text: str) -> list[tuple[str, int]]:
+def split_documents(text: str) -> list[tuple[str, int]]:
     """Split on `---` lines; return (document text, 1-based line of its first line)."""
     docs: list[tuple[str, int]] = []
     start, line = 0, 1
@@ -85,6 +85,14 @@ def _split_documents(text: str) -> list[tuple[str, int]]:
         start = match.end() + 1
     docs.append((text[start:], line))
     return docs
+
+
+def _check_stage_name(name: str, where: str) -> None:
+    """A stage name is a directory name (OUTPUT_ROOT/RECIPE/STAGE) and the STAGE of `--set STAGE.KEY=VALUE`."""
+    if not name.strip() or any(c in name for c in "./\\"):
+        raise LlfError(f"stage name {name!r} may not be empty or contain '.', '/' or '\\'", key="stages", where=where,
+                       fix="--set STAGE.KEY=VALUE splits at the first dot and the name is a directory: use letters, "
+                           "digits, '-' and '_' (e.g. v1_5)")
 
 
 def _check_keys(mapping: dict, allowed: set[str], where: str, what: str) -> None:
@@ -107,7 +115,7 @@ def load_recipe(path: str | Path, origin: str = "bundled") -> Recipe:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise LlfError(f"is not UTF-8 text (byte {exc.start})", where=f"{path}:{line}",
                        fix="save the recipe as UTF-8") from None
-    docs = _split_documents(text)
+    docs = split_documents(text)
     if docs and not docs[0][0].strip():
         docs = docs[1:]  # a file may start with `---`
     if len(docs) < 2:
@@ -138,6 +146,7 @@ def load_recipe(path: str | Path, origin: str = "bundled") -> Recipe:
         if not isinstance(entry, dict) or "name" not in entry:
             raise LlfError(f"stage {index + 1} needs a name", key="stages", where=str(path))
         _check_keys(entry, STAGE_KEYS, f"{path} (stage {entry['name']})", "stage")
+        _check_stage_name(str(entry["name"]), f"{path}:{header_line}")
         verb = entry.get("verb", "train")
         if verb not in VERBS:
             raise LlfError(f"stage {entry['name']!r}: verb {verb!r} is unknown", key="verb", where=str(path), fix=f"use one of {', '.join(VERBS)}")

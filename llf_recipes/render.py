@@ -7,6 +7,7 @@ config as data (llf_recipes/templating.py): a misspelt variable fails with its n
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,9 @@ class Overrides:
     stage_vars: dict[str, dict[str, Any]] = field(default_factory=dict)
     keys: dict[str | None, dict[str, Any]] = field(default_factory=dict)
     removals: dict[str | None, list[str]] = field(default_factory=dict)
+    # the command's own values for variables (`run --output-root`, `run --smoke`'s output_root and deepspeed=none),
+    # which `vars` holds unless a --set replaced them
+    implied: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, items: list[str] | None, recipe: Recipe) -> Overrides:
@@ -96,6 +100,10 @@ class RenderedStage:
     # the run directory (where its manifest and outputs are) of each stage this one reads, and what each registers
     upstream_dirs: dict[str, Path] = field(default_factory=dict)
     upstream_provides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    overrides: Overrides = field(default_factory=Overrides)  # what it was rendered with
+    outputs_under: str | None = None  # the root a smoke run confines it to
+    # started by `llamafactory-cli` as written (a plain file checked by `validate FILE`), not by `llf-recipes run`
+    as_written: bool = False
 
     @property
     def verb(self) -> str:
@@ -229,6 +237,14 @@ class Renderer:
             return False, False
         return precision == "bf16", precision == "fp16"
 
+    def _batch_size(self, key: str, stage: Stage) -> Any:
+        """What the user typed wins: --set STAGE.KEY, then --set KEY, then the stage's header, then the recipe's vars."""
+        for value in (self.overrides.stage_vars.get(stage.name, {}).get(key), self.overrides.vars.get(key),
+                      getattr(stage, key)):
+            if value is not None:
+                return value
+        return self.recipe.vars.get(key)
+
     def _stage_output(self, current: Stage, needs: set[str]):
         def stage_output(name: str) -> str:
             target = self.recipe.stage(name)
@@ -252,10 +268,8 @@ class Renderer:
         scoped = self.overrides.stage_vars.get(stage.name, {})  # --set STAGE.NAME=VALUE: a variable for this stage
         variables = {**self.variables, **scoped}
         if stage.verb == "train" and not self.recipe.plain:  # a plain LLaMA-Factory YAML keeps its own batch sizes
-            global_batch = _count(scoped.get("global_batch_size") or stage.global_batch_size
-                                  or variables["global_batch_size"], "global_batch_size", self.recipe)
-            micro = _count(scoped.get("micro_batch_size") or stage.micro_batch_size or variables["micro_batch_size"],
-                           "micro_batch_size", self.recipe)
+            global_batch = _count(self._batch_size("global_batch_size", stage), "global_batch_size", self.recipe)
+            micro = _count(self._batch_size("micro_batch_size", stage), "micro_batch_size", self.recipe)
             try:
                 batch = plan_batch(global_batch, micro, self.layout)
             except LlfError as exc:
@@ -274,8 +288,7 @@ class Renderer:
             "gradient_accumulation_steps": batch.gradient_accumulation_steps if batch else 1,
             # A grpo stage splits its batches itself (llf_recipes/grpo/settings.py): it reads the variable as given.
             "global_batch_size": batch.global_batch_size if batch else (
-                scoped.get("global_batch_size") or stage.global_batch_size or variables.get("global_batch_size")
-                if stage.verb == "grpo" else None),
+                self._batch_size("global_batch_size", stage) if stage.verb == "grpo" else None),
             "world_size": self.layout.world_size,
             "nnodes": self.layout.nnodes,
             "device": self.layout.device,
@@ -324,8 +337,8 @@ class Renderer:
                 if key in config:
                     del config[key]
                     removed.add(key)
-        explicit = stage.verb == "train" and any(
-            "deepspeed" in v and v["deepspeed"] != "auto" for v in (self.overrides.vars, scoped))
+        typed = {**self.overrides.vars, **scoped}  # the stage's --set deepspeed, its own scope first
+        explicit = stage.verb == "train" and "deepspeed" in typed and typed["deepspeed"] != "auto"
         if chosen[1] is not None and any("deepspeed" in self.overrides.removals.get(s, []) for s in (None, stage.name)):
             removed.add("deepspeed")  # the layout's profile, which the template did not write, is not added
         profile, ds_path = deepspeed_choice.settle(config, blocks, chosen, explicit=explicit,
@@ -350,6 +363,8 @@ class Renderer:
             removed=removed,
             unscoped=unscoped,
             set_keys=set(self.overrides.keys.get(None, {})) | set(self.overrides.keys.get(stage.name, {})),
+            overrides=self.overrides,
+            outputs_under=self.outputs_under,
         )
         result.engine = engines.name_for(stage.verb, config, stage.engine)
         engines.adapt(result)
@@ -405,4 +420,6 @@ def needs_torchrun(rendered: RenderedStage) -> bool:
     """LLaMA-Factory uses torchrun for `train` only; DeepSpeed always needs it, even on one device."""
     if rendered.verb != "train":
         return False
+    if rendered.as_written:  # llamafactory-cli starts torchrun with FORCE_TORCHRUN=1 or more than one device
+        return rendered.layout.world_size > 1 or os.environ.get("FORCE_TORCHRUN", "").lower() in ("1", "true", "y")
     return rendered.layout.world_size > 1 or bool(rendered.config.get("deepspeed"))

@@ -11,7 +11,6 @@ from typing import Any
 from llf_recipes import engines
 from llf_recipes.catalog import Catalog
 from llf_recipes.hardware import LOCAL_HOSTS, HostLayout
-from llf_recipes.plain_config import TRAIN_MARKERS, infer_verb  # noqa: F401 - where callers found them
 from llf_recipes.render import RenderedStage, needs_torchrun
 from llf_recipes.schema import SUPPORTED_VERSION, VERB_ARGS, keys_for
 from llf_recipes.schema.deepspeed import DeepSpeedSource

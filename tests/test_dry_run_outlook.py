@@ -60,3 +60,43 @@ def test_the_stage_a_partial_run_needs_is_suggested_with_the_same_options(cli, c
     assert "llf-recipes run zhihu --smoke --output-root 'my runs' --stage sft" in err
     code, out, err = cli("run", "zhihu", "--from=dpo", "--smoke", "--dry-run")
     assert "(llf-recipes run zhihu --smoke --stage sft)" in out
+
+
+def test_a_stage_reading_one_that_reruns_is_predicted_to_rerun(cli, catalog, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli("prepare", "--recipe", "zhihu", "--sample-data")[0] == 0
+    recipe = catalog.recipe("zhihu")
+    overrides = Overrides.parse(["deepspeed=none", "output_root=saves/smoke"], recipe)
+    code, plan_out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json")
+    configs = {p["stage"]: p["config"] for p in json.loads(plan_out)}
+    renderer = Renderer(recipe, cpu_layout(), overrides, catalog)
+    for name in ("sft", "dpo"):  # both completed with this config and data, sft first
+        rendered = renderer.render(name)
+        rendered.config = configs[name]
+        plan, _ = stages.plan(rendered, catalog)
+        manifest.write(tmp_path / f"saves/smoke/zhihu/{name}", {"status": "completed", "finished_at": f"at {name}",
+                                                                 **fingerprint(plan, None)})
+    code, out, err = cli("run", "zhihu", "--smoke", "--dry-run", "--json")
+    assert [p["action"] for p in json.loads(out)] == ["skip", "skip"], err
+    # sft's config changes: it reruns, and dpo, which starts from sft's new adapter, reruns after it
+    code, out, err = cli("run", "zhihu", "--smoke", "--dry-run", "--json", "--set", "sft.learning_rate=3e-4")
+    sft, dpo = json.loads(out)
+    assert (sft["action"], dpo["action"]) == ("run", "run"), (sft["reason"], dpo["reason"])
+    assert dpo["reason"] == "stage sft runs first"
+    code, out, err = cli("run", "zhihu", "--smoke", "--dry-run", "--set", "sft.learning_rate=3e-4")
+    assert code == 0 and "would run: stage sft runs first" in out, err
+    code, out, err = cli("run", "zhihu", "--smoke", "--dry-run", "--stage", "dpo", "--json")
+    assert code == 0 and json.loads(out)[0]["action"] == "skip", err  # run alone, it reads sft as it is
+
+
+def test_an_unreadable_dataset_info_is_a_problem_of_the_stage_in_json(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dataset_info.json").write_text("{not json", encoding="utf-8")
+    code, out, err = cli("run", "zhihu", "--smoke", "--dry-run", "--json")
+    assert code == 0, err
+    sft, dpo = json.loads(out)
+    for stage in (sft, dpo):
+        assert len(stage["input_problems"]) == 1 and "cannot read data/dataset_info.json" in stage["input_problems"][0]
+    code, out, err = cli("run", "zhihu", "--smoke", "--dry-run")
+    assert "# inputs: 2 problem(s) `run` would stop on:" in out and "cannot read data/dataset_info.json" in out

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from llf_recipes import yamlio
-from llf_recipes.validation import infer_verb
+from llf_recipes.plain_config import infer_verb
 
 CORPUS = Path(__file__).parent / "lf_corpus"
 ORACLE = Path(__file__).parent / "lf_oracle.py"

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from llf_recipes import yamlio
+from llf_recipes.plain_config import infer_verb
 from llf_recipes.schema.deepspeed import DeepSpeedSource
 from llf_recipes.schema.rules import LaunchInfo, validate_config
-from llf_recipes.validation import infer_verb
 
 DATASETS = {"sft_data": {"file_name": "a.jsonl"}, "more": {"file_name": "b.jsonl"},
             "pairs": {"file_name": "c.jsonl", "ranking": True}}

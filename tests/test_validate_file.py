@@ -49,3 +49,15 @@ def test_a_json_config_renders_as_it_validates(cli, project):
     code, out, err = cli("render", path)
     assert code == 0, err
     assert yamlio.load(out) == yaml.safe_load(LORA_SFT)
+
+
+def test_a_stage_s_own_deepspeed_auto_defers_to_the_file_over_an_unscoped_choice(cli, project):
+    path = project / "sft.yaml"
+    path.write_text(LORA_SFT.replace("ddp_timeout", "deepspeed: own.json\nddp_timeout"), encoding="utf-8")
+    (project / "own.json").write_text('{"train_batch_size": "auto", "zero_optimization": {"stage": 1}}',
+                                      encoding="utf-8")
+    code, out, err = cli("render", path, "--gpus", "0,1", "--set", "deepspeed=z3", "--set", "sft.deepspeed=auto")
+    assert code == 0, err
+    assert yamlio.load(out)["deepspeed"] == "own.json"
+    code, out, err = cli("render", path, "--gpus", "0,1", "--set", "deepspeed=z3")
+    assert code == 0 and Path(yamlio.load(out)["deepspeed"]).name == "ds_z3_config.json", err

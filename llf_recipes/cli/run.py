@@ -104,6 +104,7 @@ def build_plans(args, catalog) -> tuple[list[StagePlan], list]:
     if smoke:
         overrides.insert(0, "deepspeed=none")
     parsed = Overrides.parse(overrides, recipe)
+    parsed.implied = {**({"output_root": output_root} if output_root else {}), **({"deepspeed": "none"} if smoke else {})}
     # a smoke run writes only under its own root: a stage whose output_dir is set elsewhere is moved there
     smoke_root = parsed.vars.get("output_root", SMOKE_OUTPUT_ROOT) if smoke else None
     renderer = Renderer(recipe, layout, parsed, catalog, outputs_under=smoke_root)
@@ -128,12 +129,13 @@ def build_plans(args, catalog) -> tuple[list[StagePlan], list]:
 
 def plan_json(plans: list[StagePlan], force: bool = False, command=None) -> list[dict]:
     problems, _ = dry_run.input_problems(plans, command)
+    decisions = dry_run.outlooks(plans, force)
     return [
         {
             "stage": p.stage,
-            "action": (decision := dry_run.outlook(p, force)).action,
+            "action": (decision := decisions[i]).action,
             "reason": decision.reason,
-            "input_problems": [str(e) for e in problems if f"stage {p.stage} " in e.message],
+            "input_problems": [str(e) for stage, e in problems if stage == p.stage],
             "verb": p.rendered.verb,
             "output_dir": p.rendered.output_dir,
             "needs": p.rendered.needs,
@@ -146,7 +148,7 @@ def plan_json(plans: list[StagePlan], force: bool = False, command=None) -> list
             **({"backend": p.backend, "engine_config": p.engine_config} if hasattr(p, "backend") else {}),
             **({"ray": ray_json(p.ray)} if getattr(p, "ray", None) is not None else {}),
         }
-        for p in plans
+        for i, p in enumerate(plans)
     ]
 
 
@@ -183,24 +185,25 @@ def print_input_check(plans: list[StagePlan], command=None) -> None:
         print("\n# inputs: earlier stages and datasets are in place")
         return
     print(f"\n# inputs: {len(problems)} problem(s) `run` would stop on:")
-    for exc in problems:
+    for _stage, exc in problems:
         print("#   error: " + str(exc).replace("\n", "\n#     "))
 
 
 def print_plan(plans: list[StagePlan], force: bool = False) -> None:
     layout = plans[0].rendered.layout
     print(f"# {plans[0].rendered.recipe.name}: {len(plans)} stage(s) on {layout.describe()} ({layout.source})")
+    decisions = dry_run.outlooks(plans, force)
     for i, p in enumerate(plans, 1):
         reads = f", reads {', '.join(p.rendered.needs)}" if p.rendered.needs else ""
         if hasattr(p, "describe"):  # a grpo stage: every file in full, then Ray per node and the run; an llf stage
             what = getattr(p, "headline", None) or f"grpo with {p.backend}"
             print(f"\n[{i}/{len(plans)}] stage {p.stage}: {what} -> {p.rendered.output_dir}{reads}")
-            decision = dry_run.outlook(p, force)
+            decision = decisions[i - 1]
             print(f"  would {decision.action}: {decision.reason}")
             print("\n".join(p.describe()))
             continue
         print(f"\n[{i}/{len(plans)}] stage {p.stage}: llamafactory-cli {p.rendered.verb} -> {p.rendered.output_dir}{reads}")
-        decision = dry_run.outlook(p, force)
+        decision = decisions[i - 1]
         print(f"  would {decision.action}: {decision.reason}")
         if p.engine is not None:
             print(f"  engine {p.engine.name}: {p.engine.python} ({p.engine.source})")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from llf_recipes import yamlio
 from llf_recipes.cli.common import (
     add_catalog_args,
     add_layout_args,
@@ -22,11 +20,9 @@ from llf_recipes.cli.common import (
 from llf_recipes.engines import stages
 from llf_recipes.errors import LlfError
 from llf_recipes.hardware import parse_hostfile
-from llf_recipes.plain_config import plain_recipe
+from llf_recipes.plain_config import is_plain, plain_recipe
 from llf_recipes.render import Overrides, Renderer
-from llf_recipes.schema.rules import validate_config
-from llf_recipes.suggest import nearest
-from llf_recipes.validation import dataset_entries, errors, infer_verb, launch_for
+from llf_recipes.validation import errors
 
 
 def add_parser(sub) -> None:
@@ -56,28 +52,21 @@ def _read(path: Path) -> str:
         raise LlfError(f"cannot read it as UTF-8 text: {exc}", where=str(path)) from None
 
 
-def _is_plain_config(path: Path) -> bool:
+def _plain_file(name: str) -> Path | None:
+    """A plain LLaMA-Factory config named on the command line (what `render FILE` and `run FILE` take as one)."""
+    path = Path(name)
     if path.suffix not in (".yaml", ".yml", ".json") or not path.is_file():
-        return False
-    head = _read(path).split("\n---", 1)[0]
-    return "stages:" not in head
+        return None
+    return path if is_plain(_read(path), where=str(path)) else None
 
 
 def validate_plain(path: Path, args, catalog) -> int:
-    config = yamlio.load(_read(path), where=str(path)) or {}
-    if not isinstance(config, dict):
-        raise LlfError("a LLaMA-Factory config must be a mapping of keys", where=str(path))
-    verb = args.verb or infer_verb(config)
+    """The file as `llamafactory-cli` takes it, rendered and checked as `render FILE` and `run FILE` see it."""
+    recipe = plain_recipe(path, _read(path), args.verb)
     layout = layout_from(args, catalog)
-    if args.overrides:
-        apply_set(config, plain_recipe(path, _read(path), verb), args.overrides, layout, catalog)
-    # llamafactory-cli train starts torchrun with FORCE_TORCHRUN=1 or when it sees more than one device.
-    torchrun = verb == "train" and (os.environ.get("FORCE_TORCHRUN", "").lower() in ("1", "true", "y")
-                                    or layout.world_size > 1)
-    findings = validate_config(
-        config, verb, stage=path.name, datasets=dataset_entries(catalog, str(config.get("dataset_dir") or "data")),
-        launch=launch_for(layout, torchrun), allow=set(args.allow), base=Path.cwd(),
-    )
+    (rendered,) = Renderer(recipe, layout, Overrides.parse(args.overrides, recipe), catalog).render_all()
+    rendered.as_written = True
+    findings = stages.check(rendered, catalog, set(args.allow))
     hint = _rendered_for(path, catalog) if layout.world_size == 1 else None
     if hint:  # a file `render` wrote for a multi-device layout, validated here as one process
         findings = [replace(f, fix=f"it was rendered for {hint[0]}: validate it there with {hint[1]} "
@@ -86,7 +75,7 @@ def validate_plain(path: Path, args, catalog) -> int:
     print_findings(findings)
     if errors(findings):
         return 1
-    print(f"ok: {path} ({verb}, {len(config)} keys)")
+    print(f"ok: {path} ({rendered.verb}, {len(rendered.config)} keys)")
     return 0
 
 
@@ -110,31 +99,10 @@ def _rendered_for(path: Path, catalog) -> tuple[str, str] | None:
     return described, option
 
 
-def apply_set(config: dict, recipe, items: list[str], layout, catalog) -> None:
-    """`--set` on a plain YAML, as `run FILE` applies it: keys set or removed (`~key`), and `deepspeed=z2|...|none`
-    choosing a bundled profile (or a JSON path) for the layout."""
-    from llf_recipes import deepspeed_choice
-
-    overrides = Overrides.parse(items, recipe)
-    stage = recipe.stages[0].name
-    for scope in (None, stage):
-        config.update(overrides.keys.get(scope, {}))
-        for key in overrides.removals.get(scope, []):
-            if key not in config:
-                guess = nearest(key, config)
-                raise LlfError(f"--set ~{key}: the file has no key {key!r}", key=key, where=str(recipe.path),
-                               fix=f"did you mean ~{guess}?" if guess else "remove the --set")
-            del config[key]
-    variables = {**recipe.vars, **overrides.vars, **overrides.stage_vars.get(stage, {})}
-    if "deepspeed" in {**overrides.vars, **overrides.stage_vars.get(stage, {})}:
-        chosen = deepspeed_choice.profile_file(variables, layout, catalog.search_dirs("recipes"))
-        deepspeed_choice.settle(config, {}, chosen, explicit=True, removed=False)
-
-
 def main(args) -> int:
     catalog = catalog_from(args)
     started = time.perf_counter()
-    plain = [Path(n) for n in args.names if _is_plain_config(Path(n))]
+    plain = [p for p in map(_plain_file, args.names) if p is not None]
     names = [n for n in args.names if Path(n) not in plain]
     status = 0
     for path in plain:

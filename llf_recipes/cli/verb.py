@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from llf_recipes.hardware import is_index
+
 
 def formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
@@ -38,7 +40,7 @@ def device_type(with_index: bool):
 
     def parse(value: str) -> str:
         kind, _, index = value.partition(":")
-        if kind in DEVICES and (not index or (with_index and kind in ("cuda", "npu") and index.isdigit())):
+        if kind in DEVICES and (not index or (with_index and kind in ("cuda", "npu") and is_index(index))):
             return value
         allowed = ", ".join(DEVICES) + (", cuda:N, npu:N" if with_index else "")
         raise argparse.ArgumentTypeError(f"{value!r} is not a device (use {allowed})")
