@@ -144,7 +144,7 @@ def test_a_rerun_names_the_keys_data_and_stages_that_changed(cli, catalog, tmp_p
     code, out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json", "--stage", "sft",
                        "--set", "sft.learning_rate=9e-5", "--set", "sft.lora_rank=4")
     (sft,) = json.loads(out)
-    assert sft["reason"] == (f"changed since the last run: config: learning_rate {json.dumps(old_lr)} -> 9e-05, "
+    assert code == 0 and sft["reason"] == (f"changed since the last run: config: learning_rate {json.dumps(old_lr)} -> 9e-05, "
                              f"lora_rank {json.dumps(configs['sft']['lora_rank'])} -> 4")
     # the data: named with its file
     name = configs["sft"]["dataset"].split(",")[0]
@@ -153,9 +153,9 @@ def test_a_rerun_names_the_keys_data_and_stages_that_changed(cli, catalog, tmp_p
         f.write("\n")
     code, out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json", "--stage", "sft")
     (sft,) = json.loads(out)
-    assert sft["reason"] == f"changed since the last run: dataset {name} changed ({data.resolve()})"
+    assert code == 0 and sft["reason"] == f"changed since the last run: dataset {name} changed ({data.resolve()})"
     # an earlier stage that ran again since: named
     manifest.update(tmp_path / "saves/smoke/zhihu/sft", finished_at="later")
     code, out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json", "--stage", "dpo")
     (dpo,) = json.loads(out)
-    assert dpo["reason"] == "changed since the last run: stage sft ran again"
+    assert code == 0 and dpo["reason"] == "changed since the last run: stage sft ran again"
