@@ -166,19 +166,39 @@ def _as_list(value: Any) -> list[str]:
 
 
 def final_metrics(output_dir: str | Path) -> dict[str, Any]:
-    """all_results.json when the trainer wrote it, else the last logged values in trainer_state.json."""
+    """all_results.json when the trainer wrote it, else the last logged values in trainer_state.json; train_loss is
+    the mean over every logged step (`mean_logged_loss`)."""
     output_dir = Path(output_dir)
-    results = output_dir / "all_results.json"
-    if results.is_file():
-        try:
-            return json.loads(results.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            pass
     state = trainer_state(output_dir)
     metrics: dict[str, Any] = {}
-    for entry in (state or {}).get("log_history", []):
-        metrics.update({k: v for k, v in entry.items() if isinstance(v, (int, float))})
+    results = output_dir / "all_results.json"
+    try:
+        loaded = json.loads(results.read_text(encoding="utf-8")) if results.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        loaded = None
+    if isinstance(loaded, dict):
+        metrics = loaded
+    else:
+        for entry in (state or {}).get("log_history", []):
+            metrics.update({k: v for k, v in entry.items() if isinstance(v, (int, float))})
+    mean = mean_logged_loss(state)
+    if "train_loss" in metrics and mean is not None:
+        metrics["train_loss"] = mean
     return metrics
+
+
+def mean_logged_loss(state: dict[str, Any] | None) -> float | None:
+    """The training loss averaged over every step, from trainer_state.json's log: each logged loss is the mean over the
+    steps since the previous one, so it is weighted by them. After a resume the Trainer's own train_loss sums only the
+    last attempt's steps but divides by all of them; the log holds every step of the run (the checkpoint's history
+    continued), so this is right either way."""
+    total, last = 0.0, 0
+    for entry in (state or {}).get("log_history", []) if isinstance(state, dict) else []:
+        loss, step = entry.get("loss"), entry.get("step")
+        if isinstance(loss, (int, float)) and isinstance(step, int) and step > last:
+            total += loss * (step - last)
+            last = step
+    return total / last if last else None
 
 
 def figures(data: dict[str, Any], keys: Iterable[str]) -> list[tuple[str, int | float]]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llf_recipes import checkpoints, manifest, records
+from llf_recipes import changes, checkpoints, manifest, records
 from llf_recipes.atomic import recover
 from llf_recipes.console import verbose
 from llf_recipes.data.check import preflight
@@ -152,12 +152,14 @@ def decide(plan: StagePlan, previous: dict[str, Any] | None, current: dict[str, 
     if status in ("running", "failed", "interrupted", "abandoned") and same and layout is not None:
         # only a checkpoint this very computation wrote, in the attempt being continued
         where, pattern, marker = layout
-        checkpoint = checkpoints.latest(where, identity(current), previous.get("lineage"), pattern, marker)
+        # checkpoints the last attempt left unstamped (killed) are its own, as run_stage claims them
+        claimed = (previous.get("identity"), previous.get("lineage"))
+        checkpoint = checkpoints.latest(where, identity(current), previous.get("lineage"), pattern, marker, claimed)
         if checkpoint is not None:
             return Decision("resume", f"the last attempt stopped ({status}); resuming from {checkpoint.name}", checkpoint)
         return Decision("run", f"the last attempt stopped ({status}) before its first checkpoint")
     if not same:
-        return Decision("run", "the config, data or an earlier stage changed since the last run")
+        return Decision("run", changes.reason(previous, current, plan.rendered.config, UNHASHED_KEYS))
     return Decision("run", f"the last attempt ended {status}")
 
 
@@ -288,8 +290,8 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
         lineage = previous["lineage"] if decision.action == "resume" else checkpoints.new_lineage()
         if layout is not None:  # nothing in the directory that this attempt may not resume from
             aside = checkpoints.set_aside(layout[0], (digest, lineage) if decision.action == "resume" else None,
-                                          layout[1], layout[2])
-            if aside.moved:
+                                          layout[1], layout[2], finals=layout[0] == run_dir)
+            if aside.moved or aside.finals:
                 print(f"note: stage {plan.stage}: {aside.describe(layout[0])}", file=sys.stderr, flush=True)
         if hasattr(plan, "resume_from"):  # an engine with its own resume switch (EasyR1, TRL): told either way
             plan.resume_from(decision.checkpoint)

@@ -6,7 +6,7 @@ import json
 from llf_recipes import manifest
 from llf_recipes.engines import stages
 from llf_recipes.hardware import cpu_layout
-from llf_recipes.pipeline import fingerprint
+from llf_recipes.pipeline import fingerprint, identity
 from llf_recipes.render import Overrides, Renderer
 
 
@@ -100,3 +100,62 @@ def test_an_unreadable_dataset_info_is_a_problem_of_the_stage_in_json(cli, tmp_p
         assert len(stage["input_problems"]) == 1 and "cannot read data/dataset_info.json" in stage["input_problems"][0]
     code, out, err = cli("run", "zhihu", "--smoke", "--dry-run")
     assert "# inputs: 2 problem(s) `run` would stop on:" in out and "cannot read data/dataset_info.json" in out
+
+
+def test_a_dry_run_counts_the_checkpoints_a_killed_attempt_left_unstamped_and_stamps_nothing(cli, catalog, tmp_path,
+                                                                                           monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli("prepare", "--recipe", "zhihu", "--sample-data")[0] == 0
+    recipe = catalog.recipe("zhihu")
+    overrides = Overrides.parse(["deepspeed=none", "output_root=saves/smoke"], recipe)
+    code, plan_out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json")
+    rendered = Renderer(recipe, cpu_layout(), overrides, catalog).render("sft")
+    rendered.config = json.loads(plan_out)[0]["config"]
+    plan, _ = stages.plan(rendered, catalog)
+    current = fingerprint(plan, None)
+    run_dir = tmp_path / "saves/smoke/zhihu/sft"
+    # an attempt killed (SIGKILL) after two checkpoints: run stamps them as its own before deciding
+    manifest.write(run_dir, {"status": "interrupted", "finished_at": "then", "lineage": "L1",
+                             "identity": identity(current), **current})
+    for step in (2, 4):
+        (run_dir / f"checkpoint-{step}").mkdir()
+        (run_dir / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (run_dir / "checkpoint-6").mkdir()  # not complete: never resumed from
+    code, out, _ = cli("run", "zhihu", "--smoke", "--dry-run")
+    assert code == 0 and "would resume: the last attempt stopped (interrupted); resuming from checkpoint-4" in out, out
+    assert not list(run_dir.glob("checkpoint-*/llf-checkpoint.json"))  # a prediction writes nothing
+
+
+def test_a_rerun_names_the_keys_data_and_stages_that_changed(cli, catalog, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli("prepare", "--recipe", "zhihu", "--sample-data")[0] == 0
+    recipe = catalog.recipe("zhihu")
+    overrides = Overrides.parse(["deepspeed=none", "output_root=saves/smoke"], recipe)
+    code, plan_out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json")
+    configs = {p["stage"]: p["config"] for p in json.loads(plan_out)}
+    renderer = Renderer(recipe, cpu_layout(), overrides, catalog)
+    for name in ("sft", "dpo"):
+        rendered = renderer.render(name)
+        rendered.config = configs[name]
+        plan, _ = stages.plan(rendered, catalog)
+        manifest.write(tmp_path / f"saves/smoke/zhihu/{name}", {"status": "completed", "finished_at": f"at {name}",
+                                                                 "config": configs[name], **fingerprint(plan, None)})
+    old_lr = configs["sft"]["learning_rate"]
+    code, out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json", "--stage", "sft",
+                       "--set", "sft.learning_rate=9e-5", "--set", "sft.lora_rank=4")
+    (sft,) = json.loads(out)
+    assert code == 0 and sft["reason"] == (f"changed since the last run: config: learning_rate {json.dumps(old_lr)} -> 9e-05, "
+                             f"lora_rank {json.dumps(configs['sft']['lora_rank'])} -> 4")
+    # the data: named with its file
+    name = configs["sft"]["dataset"].split(",")[0]
+    data = tmp_path / "data" / json.loads((tmp_path / "data" / "dataset_info.json").read_text())[name]["file_name"]
+    with open(data, "a", encoding="utf-8") as f:
+        f.write("\n")
+    code, out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json", "--stage", "sft")
+    (sft,) = json.loads(out)
+    assert code == 0 and sft["reason"] == f"changed since the last run: dataset {name} changed ({data.resolve()})"
+    # an earlier stage that ran again since: named
+    manifest.update(tmp_path / "saves/smoke/zhihu/sft", finished_at="later")
+    code, out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json", "--stage", "dpo")
+    (dpo,) = json.loads(out)
+    assert code == 0 and dpo["reason"] == "changed since the last run: stage sft ran again"

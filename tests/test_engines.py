@@ -316,13 +316,13 @@ def test_smoke_drops_4bit_when_the_stage_evaluates_before_its_last_step(catalog)
     assert removed == {} and config["quantization_bit"] == 4
 
 @pytest_engine
-def test_qlora_recipe_smoke_trains_in_4bit_through_bitsandbytes_on_cpu(tmp_path, tiny_model):
+def test_qlora_recipe_smoke_trains_in_4bit_through_bitsandbytes_on_cpu(smoke_project, tiny_model):
+    # the shared project's `run sft-huanhuan --smoke` (tests/test_engine_run.py runs it too): trained once per session
     env = {"LLF_RECIPES_CACHE": str(tiny_model.parent), "TOKENIZERS_PARALLELISM": "false"}
-    assert run_cli_subprocess("prepare", "--recipe", "sft-huanhuan", "--sample", cwd=tmp_path, env=env).returncode == 0
-    proc = run_cli_subprocess("run", "sft-huanhuan", "--smoke", cwd=tmp_path, env=env, timeout=900)
+    proc = run_cli_subprocess("run", "sft-huanhuan", "--smoke", cwd=smoke_project, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "runs without" not in proc.stderr
-    out = tmp_path / "saves" / "smoke" / "sft-huanhuan" / "sft"
+    out = smoke_project / "saves" / "smoke" / "sft-huanhuan" / "sft"
     data = json.loads((out / "llf-run.json").read_text())
     assert (data["config"]["quantization_bit"], data["config"]["quantization_type"]) == (4, "nf4")
     assert data["config"]["double_quantization"] is True and data["versions"]["bitsandbytes"]

@@ -63,7 +63,7 @@ def test_the_band_split_is_datasketchs_for_the_threshold(tmp_path):
 
     from llf_recipes.data.neardup_index import LSH_WEIGHTS, NearDuplicates, band_split
 
-    assert band_split(0.8) == (14, 9)
+    assert band_split(0.8) == (14, 9) and band_split(1.0) == (1, neardup.NUM_PERM)
     for threshold in (0.5, 0.7, 0.9):
         lsh = MinHashLSH(threshold=threshold, num_perm=neardup.NUM_PERM, weights=LSH_WEIGHTS)
         assert band_split(threshold) == (lsh.b, lsh.r) and lsh.b * lsh.r <= neardup.NUM_PERM
@@ -74,3 +74,11 @@ def test_the_band_split_is_datasketchs_for_the_threshold(tmp_path):
     finally:
         near.close()
     assert not list(tmp_path.iterdir())
+
+
+def test_threshold_one_drops_rows_with_the_same_normalised_text(cli, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"t": "same text here"}\n{"t": "same text here!"}\n{"t": "Same  text here"}\n')
+    code, out, err = cli("clean", src, "-o", tmp_path / "out.jsonl", "--near-dedup", "--threshold", "1")
+    assert code == 0 and "line 3 ~ line 1 (1.00)" in out, out + err
+    assert (tmp_path / "out.jsonl").read_text().count("\n") == 2

@@ -38,6 +38,16 @@ def test_the_dry_run_plans_the_middle_stages_as_llf_recipes_commands(cli, tmp_pa
     assert plans["dpo"]["config"]["dataset_dir"] == "saves/smoke/sft-selfplay-dpo/pairs"
 
 
+def test_validate_takes_the_pairs_folder_an_earlier_stage_writes_as_a_dataset_dir(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("validate", RECIPE, "--hostfile", "1gpu")
+    assert code == 0 and "dataset-dir-missing" not in err and "valid" in out, err
+    # a folder nothing in the recipe writes is still named
+    code, out, err = cli("validate", RECIPE, "--hostfile", "1gpu", "--set", "dataset_dir=nowhere")
+    assert "[sft-selfplay-dpo/sft] dataset_dir: dataset_dir 'nowhere' does not exist" in err, err
+    assert "[sft-selfplay-dpo/dpo] dataset_dir" not in err
+
+
 def test_every_stage_key_is_an_option_of_its_verb():
     """The llf engine's key table and the verbs' own parsers agree (a renamed option cannot go unnoticed)."""
     import argparse

@@ -49,7 +49,10 @@ def band_split(threshold: float) -> tuple[int, int]:
     candidates as LSH_WEIGHTS does (14 bands of 9 values at 0.8)."""
     from datasketch import MinHashLSH
 
-    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
+    try:
+        lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
+    except ValueError:  # at threshold 1 the best split is one band of every value, which MinHashLSH does not index
+        return 1, NUM_PERM
     return lsh.b, lsh.r
 
 
