@@ -1,7 +1,9 @@
 """Clean a JSONL file in one streaming pass: drop empty rows, rename fields, limit length, dedup, sample, split.
 
-Memory stays flat whatever the input size: each line is parsed at most once per pass and dropped, dedup keeps 16-byte
-digests rather than rows, and sampling holds only the N sampled rows as (line number, line bytes). Outputs are
+Memory stays flat whatever the input size, except for two things: each line is parsed at most once per pass and
+dropped, but --dedup and --dedup-on keep a 16-byte digest per distinct row (about 100 bytes each in a Python set), and
+--near-dedup's step between its passes holds per-row arrays (neardup_index.py); sampling holds only the N sampled rows
+as (line number, line bytes). Outputs are
 temporary siblings renamed into place after the last line, so a bad line stops the run with nothing half-written.
 
 Per row, in order: parse, check the named fields exist, drop empty, character limit, token limit, dedup (whole row
