@@ -13,7 +13,7 @@ from llf_recipes.render import Overrides, Renderer
 def test_a_dry_run_reports_unregistered_data(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = cli("run", "zhihu", "--smoke", "--dry-run")
-    assert code == 0, err  # a plan is printed; what run would stop on is named in it
+    assert code == 1, err  # a plan is printed, what run would stop on is named in it, and it exits 1
     assert "# inputs: 2 problem(s) `run` would stop on:" in out
     assert "stage sft reads dataset 'zhihu_sft', which is not registered in data/dataset_info.json" in out
     assert "inputs: earlier stages and datasets are in place" not in out
@@ -94,7 +94,7 @@ def test_an_unreadable_dataset_info_is_a_problem_of_the_stage_in_json(cli, tmp_p
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "dataset_info.json").write_text("{not json", encoding="utf-8")
     code, out, err = cli("run", "zhihu", "--smoke", "--dry-run", "--json")
-    assert code == 0, err
+    assert code == 1, err
     sft, dpo = json.loads(out)
     for stage in (sft, dpo):
         assert len(stage["input_problems"]) == 1 and "cannot read data/dataset_info.json" in stage["input_problems"][0]

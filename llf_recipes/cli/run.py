@@ -176,17 +176,19 @@ def stage_command(args):
     return lambda stage: "llf-recipes " + shlex.join([*kept, "--stage", stage])
 
 
-def print_input_check(plans: list[StagePlan], command=None) -> None:
-    """What `run` checks before its first stage: the stages read have completed, the datasets are registered."""
+def print_input_check(plans: list[StagePlan], command=None) -> int:
+    """What `run` checks before its first stage: the stages read have completed, the datasets are registered.
+    Returns how many problems it printed."""
     problems, notes = dry_run.input_problems(plans, command)
     for note in notes:
         print(f"# {note}")
     if not problems:
         print("\n# inputs: earlier stages and datasets are in place")
-        return
+        return 0
     print(f"\n# inputs: {len(problems)} problem(s) `run` would stop on:")
     for _stage, exc in problems:
         print("#   error: " + str(exc).replace("\n", "\n#     "))
+    return len(problems)
 
 
 def print_plan(plans: list[StagePlan], force: bool = False) -> None:
@@ -237,12 +239,13 @@ def main(args) -> int:
                 print(sbatch_script(p, p.config_path.parent))
             return 0
         if args.json:
-            print(json.dumps(plan_json(plans, args.force, stage_command(args)), indent=2, ensure_ascii=False))
+            planned = plan_json(plans, args.force, stage_command(args))
+            print(json.dumps(planned, indent=2, ensure_ascii=False))
+            found = sum(len(p["input_problems"]) for p in planned)
         else:
             print_plan(plans, args.force)
-            print_input_check(plans, stage_command(args))
-            print_machine_check(plans, local)
-        return 0
+            found = print_input_check(plans, stage_command(args)) + print_machine_check(plans, local)
+        return 1 if found else 0  # a script can gate on it: `run` would stop on what was listed
     names = {p.stage for p in plans}
     ensure_engines(plans, args.install_engines)
     if args.launcher != "print":
@@ -273,18 +276,20 @@ def main(args) -> int:
     return code
 
 
-def print_machine_check(plans: list[StagePlan], local: bool) -> None:
-    """The dry run's last part: what `run` would refuse on this machine (or that the hosts are checked elsewhere)."""
+def print_machine_check(plans: list[StagePlan], local: bool) -> int:
+    """The dry run's last part: what `run` would refuse on this machine (or that the hosts are checked elsewhere).
+    Returns how many problems it printed."""
     if not local:
         print("\n# machine: the stages run on other hosts; `llf-recipes doctor --hostfile FILE` checks them")
-        return
+        return 0
     problems = preflight.check_stages(plans, local=True)
     if not problems:
         print("\n# machine: devices, packages and disk are ready for these stages")
-        return
+        return 0
     print(f"\n# machine: {len(problems)} problem(s) `run` would stop on:")
     for p in problems:
         print("#   " + p.format().replace("\n", "\n#   "))
+    return len(problems)
 
 
 def execute(plan: StagePlan, log: Path, args) -> int | None:
