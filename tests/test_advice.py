@@ -72,6 +72,31 @@ def test_serve_on_a_busy_port_stops_before_loading_anything(cli, tmp_path, monke
     assert out == "" and not (run_dir / "llf-serve.yaml").exists() and not (run_dir / "llf-serve.log").exists()
 
 
+@pytest.mark.parametrize("port", ["99999", "0", "-1"])
+def test_serve_refuses_a_port_outside_1_to_65535_as_a_usage_error(capsys, tmp_path, monkeypatch, port):
+    from llf_recipes.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = stage(tmp_path / "saves", "sft-huanhuan", "sft")
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", str(run_dir), f"--port={port}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"llf-recipes serve: error: argument --port: {port} is not a TCP port (1-65535)"
+    assert "Traceback" not in err and not (run_dir / "llf-serve.yaml").exists()
+
+
+def test_serve_on_an_address_not_of_this_machine_says_so_not_port_in_use(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = stage(tmp_path / "saves", "sft-huanhuan", "sft")
+    code, out, err = cli("serve", str(run_dir), "--host", "192.0.2.1", "--port", "8123")  # TEST-NET-1, never local
+    assert code == 2
+    assert "error: 192.0.2.1 is not an address of this machine, so nothing can listen on it" in err
+    assert "already in use" not in err and out == "" and not (run_dir / "llf-serve.log").exists()
+    code, _, err = cli("serve", str(run_dir), "--host", "no-such-host.invalid")
+    assert code == 2 and "error: cannot resolve host 'no-such-host.invalid'" in err
+
+
 def test_a_stage_refused_by_its_launcher_leaves_no_interrupted_record(cli, tmp_path, monkeypatch):
     """The ssh launcher's own checks refuse a host that does not resolve: nothing started, so nothing is recorded
     as interrupted (and the report, which lists manifests, has nothing to list)."""
