@@ -159,3 +159,16 @@ def test_a_rerun_names_the_keys_data_and_stages_that_changed(cli, catalog, tmp_p
     code, out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json", "--stage", "dpo")
     (dpo,) = json.loads(out)
     assert code == 0 and dpo["reason"] == "changed since the last run: stage sft ran again"
+
+
+def test_a_smoke_run_says_it_leaves_the_layout_options_aside(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my.hosts").write_text("localhost slots=2\n", encoding="utf-8")
+    _, out, err = cli("run", "zhihu", "--smoke", "--hostfile", "my.hosts", "--dry-run")
+    assert "on 1 node x 1 CPU process" in out
+    assert ("note: smoke: every stage runs as 1 CPU process on this machine; --hostfile my.hosts is not used "
+            "(without --smoke the run uses it)") in err
+    _, _, err = cli("run", "zhihu", "--smoke", "--gpus", "0,1", "--device", "npu", "--dry-run")
+    assert "; --gpus 0,1 and --device npu are not used" in err
+    _, _, err = cli("run", "zhihu", "--smoke", "--dry-run")
+    assert "not used" not in err

@@ -91,10 +91,24 @@ def selected_stages(recipe, stage: str | None, from_stage: str | None) -> list[s
     return names
 
 
+def smoke_ignores(args) -> str:
+    """The layout options a smoke run leaves aside, as typed ('' when none)."""
+    given = [f"--hostfile {args.hostfile}" if getattr(args, "hostfile", None) else "",
+             f"--gpus {args.gpus}" if getattr(args, "gpus", None) is not None else "",
+             f"--device {args.device}" if getattr(args, "device", "cuda") not in ("cuda", "cpu") else ""]
+    given = [g for g in given if g]
+    return " and ".join(given) + (" is" if len(given) == 1 else " are") if given else ""
+
+
 def build_plans(args, catalog) -> tuple[list[StagePlan], list]:
     recipe = catalog.recipe(args.name)
     smoke = getattr(args, "smoke", False)
     layout = cpu_layout() if smoke else layout_from(args, catalog)
+    if smoke:
+        ignored = smoke_ignores(args)
+        if ignored:
+            print(f"note: smoke: every stage runs as 1 CPU process on this machine; {ignored} not used (without "
+                  "--smoke the run uses it)", file=sys.stderr)
     overrides = list(args.overrides)
     if args.output_root is not None:
         check_output_root(args.output_root, "--output-root")
