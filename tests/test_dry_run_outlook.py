@@ -172,3 +172,16 @@ def test_a_smoke_run_says_it_leaves_the_layout_options_aside(cli, tmp_path, monk
     assert "; --gpus 0,1 and --device npu are not used" in err
     _, _, err = cli("run", "zhihu", "--smoke", "--dry-run")
     assert "not used" not in err
+
+
+def test_a_set_for_a_stage_the_run_leaves_out_is_noted(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _, _, err = cli("run", "zhihu", "--from", "dpo", "--set", "sft.learning_rate=9e-5", "--set", "dpo.beta=0.2",
+                    "--dry-run")
+    assert ("note: --set sft.learning_rate=9e-5 changes nothing: stage sft does not run here (--from dpo); a stage "
+            "that reads it uses its output as it is") in err
+    assert "dpo.beta" not in err
+    _, _, err = cli("run", "zhihu", "--stage", "sft", "--set", "~dpo.beta", "--dry-run")
+    assert "note: --set ~dpo.beta changes nothing: stage dpo does not run here (--stage sft)" in err
+    _, _, err = cli("run", "zhihu", "--set", "sft.learning_rate=9e-5", "--dry-run")
+    assert "changes nothing" not in err

@@ -91,6 +91,18 @@ def selected_stages(recipe, stage: str | None, from_stage: str | None) -> list[s
     return names
 
 
+def unused_stage_sets(args, stages: list[str], selected: list[str]) -> list[str]:
+    """A note per `--set STAGE.KEY` whose stage this run leaves out (--stage, --from): it changes nothing."""
+    chosen = f"--stage {args.stage}" if args.stage else f"--from {args.from_stage}"
+    notes = []
+    for item in args.overrides:
+        stage = item.lstrip("~").partition("=")[0].partition(".")[0] if "." in item.partition("=")[0] else None
+        if stage in stages and stage not in selected:
+            notes.append(f"note: --set {item} changes nothing: stage {stage} does not run here ({chosen}); a stage "
+                         f"that reads it uses its output as it is")
+    return notes
+
+
 def smoke_ignores(args) -> str:
     """The layout options a smoke run leaves aside, as typed ('' when none)."""
     given = [f"--hostfile {args.hostfile}" if getattr(args, "hostfile", None) else "",
@@ -122,7 +134,10 @@ def build_plans(args, catalog) -> tuple[list[StagePlan], list]:
     # a smoke run writes only under its own root: a stage whose output_dir is set elsewhere is moved there
     smoke_root = parsed.vars.get("output_root", SMOKE_OUTPUT_ROOT) if smoke else None
     renderer = Renderer(recipe, layout, parsed, catalog, outputs_under=smoke_root)
-    rendered = renderer.render_all(selected_stages(recipe, args.stage, args.from_stage))
+    selected = selected_stages(recipe, args.stage, args.from_stage)
+    for note in unused_stage_sets(args, [s.name for s in recipe.stages], selected):
+        print(note, file=sys.stderr)
+    rendered = renderer.render_all(selected)
     if smoke:
         for stage, (own, used) in renderer.moved.items():
             print(f"note: smoke: stage {stage} writes to {used}, not its own output_dir {own}", file=sys.stderr)
