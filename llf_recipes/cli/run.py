@@ -290,16 +290,16 @@ def main(args) -> int:
     source = args.hostfile or (f"--gpus {args.gpus}" if args.gpus else ("smoke" if args.smoke else "default"))
     started = time.time()
     code = 0
+    rerun = "llf-recipes " + shlex.join(getattr(args, "argv", None) or ["run", args.name])  # skips completed stages
     for i, p in enumerate(plans, 1):
         if p.stage in deferred:
             check_registered(p)  # registered by an earlier stage of this run: there now
         code = run_stage(p, lambda plan, log: execute(plan, log, args), force=args.force,
-                         position=f"[{i}/{len(plans)}]", layout_source=source)
+                         position=f"[{i}/{len(plans)}]", layout_source=source, rerun=rerun)
         if code != 0:
             break
     if args.launcher != "print":
         rows = summary.stage_rows([(p.stage, p.config_path.parent) for p in plans], started)
-        rerun = "llf-recipes " + shlex.join(getattr(args, "argv", None) or ["run", args.name])
         print("\n".join(summary.render(plans[0].rendered.recipe.name, rows, time.time() - started, rerun,
                                        smoke=args.smoke)), flush=True)
     return code
