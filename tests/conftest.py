@@ -108,3 +108,38 @@ def ppo_engine(tiny_model) -> Path:
         path = run_cli_subprocess("engine", "path", "llamafactory-ppo", env=env)
     assert path.returncode == 0, path.stderr
     return Path(path.stdout.strip())
+
+
+# ------------------------------------------------------------------ smoke runs shared across modules
+# Tests in several modules run the very same command on the tiny model; these fixtures run it once per session.
+
+SMOKE_RECIPES = ["pt-belle", "sft-huanhuan", "sft-huanhuan-full", "sft-belle", "rlhf-ultrafeedback", "dpo-ultrafeedback",
+                 "orpo-ultrafeedback", "simpo-ultrafeedback", "kto-ultrafeedback", "zhihu"]
+
+
+def smoke_env(tiny_model: Path) -> dict[str, str]:
+    return {"LLF_RECIPES_CACHE": str(tiny_model.parent), "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="session")
+def smoke_project(tmp_path_factory, tiny_model) -> Path:
+    """A project directory with every bundled sample of SMOKE_RECIPES prepared into data/, as `prepare --sample`
+    leaves it. A `run RECIPE --smoke` there trains once and is skipped, completed, for whichever test asks next; a test
+    that changes a data file puts it back or owns that recipe, and anything else it runs writes under its own
+    --output-root."""
+    root = tmp_path_factory.mktemp("project")
+    for recipe in SMOKE_RECIPES:
+        proc = run_cli_subprocess("prepare", "--recipe", recipe, "--sample", cwd=root, env=smoke_env(tiny_model))
+        assert proc.returncode == 0, proc.stderr
+    return root
+
+
+@pytest.fixture(scope="session")
+def failing_sft_run(tmp_path_factory, tiny_model) -> tuple[Path, subprocess.CompletedProcess]:
+    """`run sft-huanhuan --smoke` in a fresh directory with a LoRA target the model does not have: every check before
+    launch passes, peft refuses it in the engine. Returns (directory, the run's process)."""
+    root = tmp_path_factory.mktemp("failing")
+    env = smoke_env(tiny_model)
+    assert run_cli_subprocess("prepare", "huanhuan", "--sample-data", cwd=root, env=env).returncode == 0
+    proc = run_cli_subprocess("run", "sft-huanhuan", "--smoke", "--set", "lora_target=nosuchmodule", cwd=root, env=env)
+    return root, proc

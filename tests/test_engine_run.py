@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,19 +21,11 @@ from loopback import free_port, wait_for_server
 
 pytestmark = pytest.mark.engine
 
-RECIPES = ["pt-belle", "sft-huanhuan", "sft-huanhuan-full", "sft-belle", "rlhf-ultrafeedback", "dpo-ultrafeedback",
-           "orpo-ultrafeedback", "simpo-ultrafeedback", "kto-ultrafeedback", "zhihu"]
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny_model):
-    """A project directory with every bundled sample prepared into data/, as `prepare --sample` leaves it."""
-    root = tmp_path_factory.mktemp("project")
-    env = env_for(tiny_model)
-    for recipe in RECIPES:
-        proc = run_cli_subprocess("prepare", "--recipe", recipe, "--sample", cwd=root, env=env)
-        assert proc.returncode == 0, proc.stderr
-    return root
+def project(smoke_project):
+    """Every bundled sample prepared into data/, as `prepare --sample` leaves it (conftest.smoke_project, shared with
+    the other modules that run the same smoke commands)."""
+    return smoke_project
 
 
 def env_for(tiny_model: Path) -> dict[str, str]:
@@ -198,13 +191,12 @@ def test_export_then_ask_the_merged_model(project, tiny_model):
     assert len(tokens) <= 12
 
 
-def test_a_failing_stage_names_its_log_and_is_recorded(project, tiny_model):
+def test_a_failing_stage_names_its_log_and_is_recorded(failing_sft_run):
     # a LoRA target the model does not have: every check before launch passes, peft refuses it in the engine
-    proc = llf(project, tiny_model, "run", "sft-huanhuan", "--smoke", "--output-root", "saves/failing",
-               "--set", "lora_target=nosuchmodule")
-    out = project / "saves" / "failing" / "sft-huanhuan" / "sft"
+    root, proc = failing_sft_run
+    out = root / "saves" / "smoke" / "sft-huanhuan" / "sft"
     assert proc.returncode not in (0, 2, 130), proc.stderr[-2000:]
-    assert f"stage sft failed with exit code {proc.returncode}; log: saves/failing/sft-huanhuan/sft/llf-sft.log" in proc.stderr
+    assert f"stage sft failed with exit code {proc.returncode}; log: saves/smoke/sft-huanhuan/sft/llf-sft.log" in proc.stderr
     data = manifest(out)
     assert data["status"] == "failed" and data["exit_code"] == proc.returncode and data["metrics"] == {}
 
@@ -248,6 +240,10 @@ def test_ctrl_c_leaves_no_process_and_the_next_run_resumes_from_the_checkpoint(p
     assert_nothing_left(str(out_root))
     interrupted = manifest(run_dir)
     assert interrupted["status"] == "interrupted"
+    # the command that ran it, kept for the verbs that suggest running it again (--smoke, --output-root, --set)
+    assert interrupted["rerun"] == "llf-recipes " + shlex.join(argv[3:])
+    refused = llf(project, tiny_model, "export", str(out_root / "sft-huanhuan"))
+    assert f"fix: `llf-recipes {shlex.join(argv[3:])}` resumes it" in refused.stderr, refused.stderr
     done_before = max(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
     assert done_before < 150
 
@@ -264,6 +260,12 @@ def test_ctrl_c_leaves_no_process_and_the_next_run_resumes_from_the_checkpoint(p
     second = log.split("==== llf-recipes attempt 2 ")[1]
     assert re.search(rf"Resuming training from checkpoint with epoch \d+ and global step {done_before}\b", second)
     assert "==== llf-recipes attempt 1 " in log and data["attempt"] == 2
+    # the mean loss is over all 150 logged steps, both attempts' (the trainer's own figure covers only the second's)
+    losses = [e["loss"] for e in state["log_history"] if "loss" in e]
+    assert len(losses) == 150 and data["metrics"]["train_loss"] == pytest.approx(sum(losses) / 150)
+    trainers = json.loads((run_dir / "train_results.json").read_text())["train_loss"]
+    assert trainers < sum(losses) / 150 - 1e-3
+    assert f"mean loss {sum(losses) / 150:.4g}" in resumed.stdout
 
 
 # ------------------------------------------------------------------ serve

@@ -31,33 +31,52 @@ def readme_first_command() -> list[list[str]]:
     return commands
 
 
-def test_the_readmes_first_command_runs_twice_in_a_fresh_directory(tmp_path, tiny_model):
+@pytest.fixture(scope="module")
+def readme_runs(tmp_path_factory, tiny_model):
+    """The README's first command, twice, in a fresh directory: (directory, [(attempt, argv, process)]). The quiet
+    two-stage run below reads the first attempt's `run`; the commands stop at the first failure."""
+    root = tmp_path_factory.mktemp("readme")
+    done = []
+    for attempt in (1, 2):
+        for argv in readme_first_command():
+            proc = run_cli_subprocess(*argv, cwd=root, env=env_for(tiny_model))
+            done.append((attempt, argv, proc))
+            if proc.returncode != 0:
+                return root, done
+    return root, done
+
+
+def test_the_readmes_first_command_runs_twice_in_a_fresh_directory(readme_runs):
     commands = readme_first_command()
     assert [c[0] for c in commands] == ["prepare", "run", "export", "ask"]
+    root, done = readme_runs
+    assert [(attempt, argv) for attempt, argv, _ in done] == [(a, c) for a in (1, 2) for c in commands]
     answers = []
-    for attempt in (1, 2):
-        for argv in commands:
-            proc = run_cli_subprocess(*argv, cwd=tmp_path, env=env_for(tiny_model))
-            assert proc.returncode == 0, f"attempt {attempt}: {argv}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
-            if argv[0] == "export":
-                assert "merged model: " in proc.stdout and "dpo-merged" in proc.stdout
-                if attempt == 2:
-                    assert "already exported from" in proc.stdout and "llamafactory-cli export" not in proc.stdout
-            if argv[0] == "run" and attempt == 2:
-                assert "stage sft: skipped" in proc.stdout and "stage dpo: skipped" in proc.stdout
-        assert proc.stdout.strip(), "ask printed no answer"
-        assert proc.stderr == ""  # the answer alone: the engine's output is in the log
-        answers.append(proc.stdout)
-    assert (tmp_path / "saves" / "smoke" / "zhihu" / "dpo-merged" / "llf-ask.log").stat().st_size > 0
+    for attempt, argv, proc in done:
+        assert proc.returncode == 0, f"attempt {attempt}: {argv}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        if argv[0] == "export":
+            assert "merged model: " in proc.stdout and "dpo-merged" in proc.stdout
+            if attempt == 2:
+                assert "already exported from" in proc.stdout and "llamafactory-cli export" not in proc.stdout
+        if argv[0] == "run" and attempt == 2:
+            assert "stage sft: skipped" in proc.stdout and "stage dpo: skipped" in proc.stdout
+        if argv[0] == "ask":
+            assert proc.stdout.strip(), "ask printed no answer"
+            assert proc.stderr == ""  # the answer alone: the engine's output is in the log
+            answers.append(proc.stdout)
+    assert len(answers) == 2
+    assert (root / "saves" / "smoke" / "zhihu" / "dpo-merged" / "llf-ask.log").stat().st_size > 0
 
 
 OURS = re.compile(r"^(\[\d/\d\] |engine (warning|error): |zhihu: |model: |next:|  |log: |building the tiny |$)")
 
 
-def test_a_smoke_run_shows_our_lines_progress_and_a_summary_and_logs_everything(tmp_path, tiny_model):
+def test_a_smoke_run_shows_our_lines_progress_and_a_summary_and_logs_everything(readme_runs, tiny_model):
+    """The first `run zhihu --smoke` in a fresh directory (the README's, after its `prepare --recipe zhihu`)."""
+    tmp_path, done = readme_runs
     env = env_for(tiny_model)
-    assert run_cli_subprocess("prepare", "--recipe", "zhihu", "--sample", cwd=tmp_path, env=env).returncode == 0
-    proc = run_cli_subprocess("run", "zhihu", "--smoke", cwd=tmp_path, env=env)
+    prepare, (argv, proc) = done[0][1], next((a, p) for _, a, p in done if a[0] == "run")
+    assert prepare[:3] == ["prepare", "--recipe", "zhihu"] and argv == ["run", "zhihu", "--smoke"]
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = (proc.stdout + proc.stderr).splitlines()
     assert len(lines) <= 40, "\n".join(lines)
@@ -81,12 +100,9 @@ def test_a_smoke_run_shows_our_lines_progress_and_a_summary_and_logs_everything(
     assert "==== llf-recipes attempt 2 · " in log and log.count("Training completed") == 2
 
 
-def test_a_failing_stage_shows_the_engines_last_lines_and_the_log(tmp_path, tiny_model):
-    env = env_for(tiny_model)
-    assert run_cli_subprocess("prepare", "huanhuan", "--sample-data", cwd=tmp_path, env=env).returncode == 0
+def test_a_failing_stage_shows_the_engines_last_lines_and_the_log(failing_sft_run):
     # a LoRA target the model does not have: every check before launch passes, peft refuses it in the engine
-    proc = run_cli_subprocess("run", "sft-huanhuan", "--smoke", "--set", "lora_target=nosuchmodule", cwd=tmp_path,
-                              env=env)
+    tmp_path, proc = failing_sft_run  # conftest: `run sft-huanhuan --smoke --set lora_target=nosuchmodule`
     assert proc.returncode not in (0, 2, 130)
     log = "saves/smoke/sft-huanhuan/sft/llf-sft.log"
     assert "--- last 20 lines of " + log + " ---" in proc.stderr

@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("llf_recipes", "llf_recipes.errors", "llf_recipes.atomic", "llf_recipes.paths",
                     "llf_recipes.yamlio", "llf_recipes.suggest", "llf_recipes.console", "llf_recipes.ownership",
                     "llf_recipes.templating", "llf_recipes.hardware", "llf_recipes.progress", "llf_recipes.manifest",
-                    "llf_recipes.records", "llf_recipes.checkpoints", "llf_recipes.schema", "llf_recipes.sampling",
+                    "llf_recipes.records", "llf_recipes.checkpoints", "llf_recipes.changes", "llf_recipes.schema", "llf_recipes.sampling",
                     "llf_recipes.stepslog")),
     # What engines exist and where they live, and the catalog that names recipes and datasets by their engines.
     ("registry", ("llf_recipes.engines", "llf_recipes.engines.translate", "llf_recipes.engines.env",
