@@ -123,12 +123,19 @@ def clean(opts: CleanOptions) -> CleanStats:
 
 
 def _input_size(path: Path) -> int:
+    import stat
+
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except FileNotFoundError:
         raise LlfError(f"{path} does not exist", key="IN") from None
-    if path.is_dir():
+    if stat.S_ISDIR(info.st_mode):
         raise LlfError(f"{path} is a directory", key="IN", fix="give one JSONL file")
+    if not stat.S_ISREG(info.st_mode):  # a pipe, a terminal, a device: it cannot be read from its start again
+        raise LlfError(f"{path} is not a regular file: clean measures its input and reads it again from the start, "
+                       "which a pipe does not allow", key="IN", fix="save the rows to a file first, e.g. `cmd > rows.jsonl`, "
+                       "and clean that")
+    size = info.st_size
     if size == 0:
         raise LlfError("the file is empty", where=str(path), fix=ONE_OBJECT_PER_LINE)
     return size
