@@ -268,8 +268,10 @@ def stage_display(plan: StagePlan, position: str, log: Path):
         yield
 
 
-def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str, layout_source: str) -> int:
-    """Run one stage under its lock; the manifest is written before launch and completed after."""
+def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str, layout_source: str,
+              rerun: str | None = None) -> int:
+    """Run one stage under its lock; the manifest is written before launch and completed after. `rerun`: the `run`
+    command line that runs it again with the same options, recorded for the verbs that suggest it."""
     run_dir = run_dir_of(plan)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = StageLock(run_dir, plan.stage, watch=plan.config_path)
@@ -306,7 +308,8 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
         # Quietly, the command is left to the log's attempt header; --verbose shows it here too.
         print(f"{position} stage {plan.stage}: " + (f"{argv}  ({why})" if verbose() else why), flush=True)
         started = time.time()
-        record = {**_record(plan, current, files, log, layout_source, decision), "identity": digest, "lineage": lineage}
+        record = {**_record(plan, current, files, log, layout_source, decision), "identity": digest, "lineage": lineage,
+                  **({"rerun": rerun} if rerun else {})}
         record["attempt"] = records.attempt_number(previous)
         records.write_header(log, record["attempt"], plan.commands[0].shell_line(), current, decision.reason)
         code: int | None = 130

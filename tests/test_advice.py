@@ -37,10 +37,35 @@ def test_a_failed_run_is_named_as_failed_with_its_log(cli, tmp_path, monkeypatch
     for target in ("sft-huanhuan", "saves/sft-huanhuan/sft"):
         code, _, err = cli("ask", target, "hi")
         assert code == 2
-        assert f"error: {run_dir}/llf-sft.log: the run in saves/sft-huanhuan/sft failed (exit code 1): it has no model" \
-               f" to use" in err
-        assert "fix: see its log, fix what it says, then run `llf-recipes run sft-huanhuan --stage sft` again" in err
+        assert "error: saves/sft-huanhuan/sft/llf-sft.log: the run in saves/sft-huanhuan/sft failed (exit code 1): it " \
+               "has no model to use" in err
+        assert ("fix: see its log, fix what it says, then `llf-recipes run sft-huanhuan` (completed stages are "
+                "skipped)") in err
         assert "pass a stage's output directory" not in err
+    assert run_dir.is_dir()
+
+
+def test_an_interrupted_run_is_resumed_by_the_command_that_ran_it(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # a smoke run under another root, with --set values, interrupted; the log named relative to where it ran
+    stage(tmp_path / "runs", "zhihu", "sft", status="interrupted", exit_code=130, cwd=str(tmp_path),
+          log="runs/zhihu/sft/llf-sft.log", rerun="llf-recipes run zhihu --smoke --output-root runs --set max_steps=40", layout={"source": "smoke"})
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for verb in (["ask", "../runs/zhihu", "hi"], ["export", "../runs/zhihu"],
+                 ["ask", "zhihu", "hi", "--output-root", "../runs"]):
+        code, _, err = cli(*verb)
+        assert code == 2
+        assert f"error: {tmp_path.resolve()}/runs/zhihu/sft/llf-sft.log: the run in" in err  # found from here
+        assert ("fix: `llf-recipes run zhihu --smoke --output-root runs --set max_steps=40` resumes it (from its latest "
+                "checkpoint, if it saved one; completed stages are skipped)") in err, err
+    # a manifest without the command: rebuilt with --smoke and the output root, never a real run's command
+    monkeypatch.chdir(tmp_path)
+    data = manifest.read(tmp_path / "runs/zhihu/sft")
+    del data["rerun"]
+    manifest.write(tmp_path / "runs/zhihu/sft", data)
+    code, _, err = cli("export", "runs/zhihu")
+    assert "fix: `llf-recipes run zhihu --smoke --output-root runs` resumes it" in err, err
 
 
 def test_prepare_given_a_recipe_name_suggests_prepare_recipe(cli, tmp_path, monkeypatch):

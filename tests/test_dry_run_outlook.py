@@ -13,7 +13,7 @@ from llf_recipes.render import Overrides, Renderer
 def test_a_dry_run_reports_unregistered_data(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = cli("run", "zhihu", "--smoke", "--dry-run")
-    assert code == 0, err  # a plan is printed; what run would stop on is named in it
+    assert code == 1, err  # a plan is printed, what run would stop on is named in it, and it exits 1
     assert "# inputs: 2 problem(s) `run` would stop on:" in out
     assert "stage sft reads dataset 'zhihu_sft', which is not registered in data/dataset_info.json" in out
     assert "inputs: earlier stages and datasets are in place" not in out
@@ -94,7 +94,7 @@ def test_an_unreadable_dataset_info_is_a_problem_of_the_stage_in_json(cli, tmp_p
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "dataset_info.json").write_text("{not json", encoding="utf-8")
     code, out, err = cli("run", "zhihu", "--smoke", "--dry-run", "--json")
-    assert code == 0, err
+    assert code == 1, err
     sft, dpo = json.loads(out)
     for stage in (sft, dpo):
         assert len(stage["input_problems"]) == 1 and "cannot read data/dataset_info.json" in stage["input_problems"][0]
@@ -159,3 +159,29 @@ def test_a_rerun_names_the_keys_data_and_stages_that_changed(cli, catalog, tmp_p
     code, out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json", "--stage", "dpo")
     (dpo,) = json.loads(out)
     assert code == 0 and dpo["reason"] == "changed since the last run: stage sft ran again"
+
+
+def test_a_smoke_run_says_it_leaves_the_layout_options_aside(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my.hosts").write_text("localhost slots=2\n", encoding="utf-8")
+    _, out, err = cli("run", "zhihu", "--smoke", "--hostfile", "my.hosts", "--dry-run")
+    assert "on 1 node x 1 CPU process" in out
+    assert ("note: smoke: every stage runs as 1 CPU process on this machine; --hostfile my.hosts is not used "
+            "(without --smoke the run uses it)") in err
+    _, _, err = cli("run", "zhihu", "--smoke", "--gpus", "0,1", "--device", "npu", "--dry-run")
+    assert "; --gpus 0,1 and --device npu are not used" in err
+    _, _, err = cli("run", "zhihu", "--smoke", "--dry-run")
+    assert "not used" not in err
+
+
+def test_a_set_for_a_stage_the_run_leaves_out_is_noted(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _, _, err = cli("run", "zhihu", "--from", "dpo", "--set", "sft.learning_rate=9e-5", "--set", "dpo.beta=0.2",
+                    "--dry-run")
+    assert ("note: --set sft.learning_rate=9e-5 changes nothing: stage sft does not run here (--from dpo); a stage "
+            "that reads it uses its output as it is") in err
+    assert "dpo.beta" not in err
+    _, _, err = cli("run", "zhihu", "--stage", "sft", "--set", "~dpo.beta", "--dry-run")
+    assert "note: --set ~dpo.beta changes nothing: stage dpo does not run here (--stage sft)" in err
+    _, _, err = cli("run", "zhihu", "--set", "sft.learning_rate=9e-5", "--dry-run")
+    assert "changes nothing" not in err

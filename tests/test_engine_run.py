@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -239,6 +240,10 @@ def test_ctrl_c_leaves_no_process_and_the_next_run_resumes_from_the_checkpoint(p
     assert_nothing_left(str(out_root))
     interrupted = manifest(run_dir)
     assert interrupted["status"] == "interrupted"
+    # the command that ran it, kept for the verbs that suggest running it again (--smoke, --output-root, --set)
+    assert interrupted["rerun"] == "llf-recipes " + shlex.join(argv[3:])
+    refused = llf(project, tiny_model, "export", str(out_root / "sft-huanhuan"))
+    assert f"fix: `llf-recipes {shlex.join(argv[3:])}` resumes it" in refused.stderr, refused.stderr
     done_before = max(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
     assert done_before < 150
 
