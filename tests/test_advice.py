@@ -160,3 +160,17 @@ def test_a_recipe_whose_stage_sets_its_own_output_dir_is_found_by_name(cli, tmp_
         code, out, err = cli("ask", missing, "hi")
         assert (code, out) == (2, "")
         assert f"error: {missing} does not exist\n" in err and "no completed run" not in err
+
+
+def test_an_export_stopped_by_ctrl_c_says_interrupted_and_exits_130(cli, tmp_path, monkeypatch):
+    """The engine's exit code 130 (Ctrl-C reached its process group) is an interruption, as for eval and serve."""
+    from llf_recipes.launchers import local
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = stage(tmp_path / "saves", "sft-huanhuan", "sft",
+                    model={"base": "Qwen/Qwen2.5-0.5B-Instruct", "adapters": ["saves/sft-huanhuan/sft"]})
+    monkeypatch.setattr(local, "stream", lambda argv, env, log: 130)
+    code, _, err = cli("export", str(run_dir))
+    assert (code, err.strip().splitlines()[-1]) == (130, "interrupted")
+    assert "failed" not in err
+    assert manifest.read(tmp_path / "saves" / "sft-huanhuan" / "sft-merged")["status"] == "interrupted"
