@@ -23,6 +23,28 @@ def output_file(path: str | Path, key: str = "-o") -> Path:
     return path
 
 
+def writable_dir(path: str | Path, key: str = "-o") -> Path:
+    """A directory the verb will create (parents included) or write into: its nearest existing ancestor must be a
+    directory this process can create entries in. Probed with a temporary directory that is removed at once, since
+    permission bits do not tell (root, /proc, /sys, a read-only mount)."""
+    import tempfile
+
+    path = Path(path)
+    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    if existing is None:
+        return path
+    if not existing.is_dir():
+        what = f"{path} is a file" if existing == path else f"{existing} is a file, so {path} cannot be created under it"
+        raise LlfError(what, key=key, fix="give a directory path")
+    try:
+        tempfile.TemporaryDirectory(dir=existing, prefix=".llf-probe-").cleanup()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise LlfError(f"{path} is not writable ({existing}: {why})", key=key,
+                       fix="give a directory you can write to") from None
+    return path
+
+
 def directory(path: str | Path, key: str = "--data-dir") -> Path:
     """A directory the verb reads from or writes into (created later if missing): not a file."""
     path = Path(path)

@@ -198,6 +198,18 @@ def disk_needed(config: dict[str, Any]) -> int:
     return size * (1 + 5 * keep) + 256 * 1024 * 1024
 
 
+def writable_problem(root: Path) -> Problem | None:
+    """The output root must be creatable and writable before a stage starts (no space to judge otherwise)."""
+    from llf_recipes.errors import LlfError
+    from llf_recipes.paths import writable_dir
+
+    try:
+        writable_dir(root, "--output-root")
+    except LlfError as exc:
+        return Problem(f"output root {exc.message}", exc.fix or "give --output-root a directory you can write to")
+    return None
+
+
 def free_bytes(path: Path) -> int:
     for candidate in (path, *path.absolute().parents):
         if candidate.exists():
@@ -270,8 +282,11 @@ def check_stages(plans, *, output_root: Path | None = None, inventory: Inventory
                                         fix))
         root = output_root or Path(str(plans[0].rendered.variables.get("output_root", "saves")))
         need = sum(disk_needed(c) for c in configs)
-        free = free_bytes(root)
-        if free < need:
+        unwritable = writable_problem(root)
+        if unwritable is not None:
+            problems.append(unwritable)
+        elif free_bytes(root) < need:
+            free = free_bytes(root)
             problems.append(Problem(f"{root}: {free / GIB:.1f} GiB free, the stages need about {need / GIB:.1f} GiB",
                                     "free some space, or --output-root DIR on a larger disk"))
     return problems

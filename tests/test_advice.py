@@ -174,3 +174,21 @@ def test_an_export_stopped_by_ctrl_c_says_interrupted_and_exits_130(cli, tmp_pat
     assert (code, err.strip().splitlines()[-1]) == (130, "interrupted")
     assert "failed" not in err
     assert manifest.read(tmp_path / "saves" / "sft-huanhuan" / "sft-merged")["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("target", ["/proc/llf-x", "/sys/llf-x/y"])
+def test_an_unwritable_export_dir_or_output_root_is_named_not_writable_before_anything_starts(cli, tmp_path,
+                                                                                           monkeypatch, target):
+    """Permission bits do not tell for root or pseudo file systems: the check tries, and names the path."""
+    monkeypatch.chdir(tmp_path)
+    run_dir = stage(tmp_path / "saves", "sft-huanhuan", "sft",
+                    model={"base": "Qwen/Qwen2.5-0.5B-Instruct", "adapters": ["saves/sft-huanhuan/sft"]})
+    code, out, err = cli("export", str(run_dir), "-o", target)
+    assert code == 2 and err.startswith(f"error: {target} is not writable (")
+    assert "does not exist" not in err and not (run_dir.parent / "sft-merged").exists() and out == ""
+    assert cli("prepare", "huanhuan", "--sample")[0] == 0
+    code, out, err = cli("run", "sft-huanhuan", "--smoke", "--output-root", target)
+    assert code == 2 and f"error: output root {target} is not writable (" in err
+    assert "GiB free" not in err and not Path(target).exists()
+    code, out, _ = cli("run", "sft-huanhuan", "--smoke", "--output-root", target, "--dry-run")
+    assert f"output root {target} is not writable (" in out

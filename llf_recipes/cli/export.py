@@ -30,6 +30,10 @@ def add_parser(sub) -> None:
 
 
 def main(args) -> int:
+    if args.export_dir is not None:
+        from llf_recipes.paths import writable_dir
+
+        writable_dir(args.export_dir, "-o")
     run_dir, data = run_from(args)
     source = exported_from(run_dir, data)
     if source is not None:  # the run root's latest result is already an export: export its source run (a no-op when
