@@ -13,6 +13,7 @@ next start stamps them with the identity its manifest recorded (`claim`). Traine
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import re
@@ -83,34 +84,72 @@ def is_complete(checkpoint: Path, marker: str = COMPLETE_MARKER) -> bool:
 
 
 def latest(run_dir: str | Path, identity: str, lineage: str | None, pattern: re.Pattern[str] = HF_PATTERN,
-           marker: str = COMPLETE_MARKER) -> Path | None:
-    """The newest complete checkpoint that `identity` and lineage `lineage` wrote, if any."""
+           marker: str = COMPLETE_MARKER, unstamped: tuple[str | None, str | None] | None = None) -> Path | None:
+    """The newest complete checkpoint that `identity` and lineage `lineage` wrote, if any. `unstamped`: the (identity,
+    lineage) an unstamped checkpoint is taken to have, as `claim` would stamp it (a prediction that writes nothing)."""
     if not lineage:
         return None
     best = None
     for _, checkpoint in found(run_dir, pattern):
-        s = stamp_of(checkpoint) or {}
+        s = stamp_of(checkpoint)
+        if s is None and unstamped is not None:
+            s = {"identity": unstamped[0], "lineage": unstamped[1]}
+        s = s or {}
         if s.get("identity") == identity and s.get("lineage") == lineage and is_complete(checkpoint, marker):
             best = checkpoint
     return best
+
+
+# What the Trainer (and LLaMA-Factory after it) writes into the output directory when a run ends: the model or adapter,
+# its tokenizer, the figures and plots. A new attempt moves an earlier run's aside, or loading the directory would get
+# the old model next to the new attempt's checkpoints.
+FINAL_FILES = ("adapter_model.safetensors", "adapter_model.bin", "adapter_config.json", "model.safetensors",
+               "model-*-of-*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
+               "pytorch_model.bin.index.json", "value_head.safetensors", "value_head.bin", "config.json",
+               "generation_config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model",
+               "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja",
+               "chat_template.json", "processor_config.json", "preprocessor_config.json", "README.md",
+               "training_args.bin", "train_results.json", "eval_results.json", "all_results.json",
+               "trainer_state.json", "training_*.png")
+
+
+def final_files(run_dir: str | Path) -> list[Path]:
+    """The files a finished run left directly in `run_dir` (FINAL_FILES), the model first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    order = {}
+    for path in run_dir.iterdir():
+        rank = next((i for i, f in enumerate(FINAL_FILES) if fnmatch.fnmatch(path.name, f)), None)
+        if rank is not None and path.is_file():
+            order[path] = (rank, path.name)
+    return sorted(order, key=order.__getitem__)
 
 
 @dataclass
 class SetAside:
     moved: list[Path] = field(default_factory=list)
     to: Path | None = None
+    finals: list[Path] = field(default_factory=list)
 
     def describe(self, run_dir: Path) -> str:
-        if not self.moved:
+        if not self.moved and not self.finals:
             return ""
-        names = ", ".join(p.name for p in self.moved[:4]) + (" ..." if len(self.moved) > 4 else "")
-        return (f"{len(self.moved)} checkpoint(s) of an earlier attempt with another config, data or start ({names}) "
-                f"moved aside to {self.to}; delete it when you no longer need them")
+        what = []
+        if self.moved:
+            names = ", ".join(p.name for p in self.moved[:4]) + (" ..." if len(self.moved) > 4 else "")
+            what.append(f"{len(self.moved)} checkpoint(s) of an earlier attempt with another config, data or start "
+                        f"({names})")
+        if self.finals:
+            names = ", ".join(p.name for p in self.finals[:3]) + (" ..." if len(self.finals) > 3 else "")
+            what.append(f"the model and figures an earlier run finished with ({names})")
+        return f"{' and '.join(what)} moved aside to {self.to}; delete it when you no longer need them"
 
 
 def set_aside(run_dir: str | Path, keep: tuple[str, str] | None, pattern: re.Pattern[str] = HF_PATTERN,
-              marker: str = COMPLETE_MARKER) -> SetAside:
-    """Move every checkpoint that is not a complete one of `keep` (identity, lineage) into `superseded-<time>/`."""
+              marker: str = COMPLETE_MARKER, finals: bool = False) -> SetAside:
+    """Move every checkpoint that is not a complete one of `keep` (identity, lineage) into `superseded-<time>/`, and
+    with `finals` the files an earlier run finished with (`final_files`): the attempt starting now writes its own."""
     run_dir = Path(run_dir)
     stale = []
     for _, checkpoint in found(run_dir, pattern):
@@ -119,7 +158,8 @@ def set_aside(run_dir: str | Path, keep: tuple[str, str] | None, pattern: re.Pat
         if not mine:
             stale.append(checkpoint)
     result = SetAside()
-    if not stale:
+    old_finals = final_files(run_dir) if finals else []
+    if not stale and not old_finals:
         return result
     base = run_dir / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}"
     dest, n = base, 1
@@ -130,5 +170,8 @@ def set_aside(run_dir: str | Path, keep: tuple[str, str] | None, pattern: re.Pat
     for checkpoint in stale:
         shutil.move(str(checkpoint), str(dest / checkpoint.name))
         result.moved.append(checkpoint)
+    for path in old_finals:
+        shutil.move(str(path), str(dest / path.name))
+        result.finals.append(path)
     result.to = dest
     return result

@@ -18,6 +18,7 @@ Schema (version 1):
     status                         planned | running | completed | failed | interrupted
                                    (read back as `abandoned` when it says running and its owner no longer runs)
     owner: {pid, start, host}      while running: the `llf-recipes run` process that holds the stage
+    rerun                          the `llf-recipes run ...` command line that ran it (what to type to run it again)
     identity, lineage              the digest of the fingerprint and the lineage its checkpoints carry (llf_recipes/checkpoints.py)
     exit_code, started_at, finished_at, duration_s
     metrics                        final metrics (all_results.json, else the last trainer_state entries)
@@ -28,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import time
 from collections.abc import Iterable, Iterator
 from importlib import metadata
@@ -166,19 +168,39 @@ def _as_list(value: Any) -> list[str]:
 
 
 def final_metrics(output_dir: str | Path) -> dict[str, Any]:
-    """all_results.json when the trainer wrote it, else the last logged values in trainer_state.json."""
+    """all_results.json when the trainer wrote it, else the last logged values in trainer_state.json; train_loss is
+    the mean over every logged step (`mean_logged_loss`)."""
     output_dir = Path(output_dir)
-    results = output_dir / "all_results.json"
-    if results.is_file():
-        try:
-            return json.loads(results.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            pass
     state = trainer_state(output_dir)
     metrics: dict[str, Any] = {}
-    for entry in (state or {}).get("log_history", []):
-        metrics.update({k: v for k, v in entry.items() if isinstance(v, (int, float))})
+    results = output_dir / "all_results.json"
+    try:
+        loaded = json.loads(results.read_text(encoding="utf-8")) if results.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        loaded = None
+    if isinstance(loaded, dict):
+        metrics = loaded
+    else:
+        for entry in (state or {}).get("log_history", []):
+            metrics.update({k: v for k, v in entry.items() if isinstance(v, (int, float))})
+    mean = mean_logged_loss(state)
+    if "train_loss" in metrics and mean is not None:
+        metrics["train_loss"] = mean
     return metrics
+
+
+def mean_logged_loss(state: dict[str, Any] | None) -> float | None:
+    """The training loss averaged over every step, from trainer_state.json's log: each logged loss is the mean over the
+    steps since the previous one, so it is weighted by them. After a resume the Trainer's own train_loss sums only the
+    last attempt's steps but divides by all of them; the log holds every step of the run (the checkpoint's history
+    continued), so this is right either way."""
+    total, last = 0.0, 0
+    for entry in (state or {}).get("log_history", []) if isinstance(state, dict) else []:
+        loss, step = entry.get("loss"), entry.get("step")
+        if isinstance(loss, (int, float)) and isinstance(step, int) and step > last:
+            total += loss * (step - last)
+            last = step
+    return total / last if last else None
 
 
 def figures(data: dict[str, Any], keys: Iterable[str]) -> list[tuple[str, int | float]]:
@@ -247,10 +269,15 @@ def resolve(target: str | Path, output_root: str | Path = "saves", completed: bo
             run_dir, data = max(runs, key=lambda r: (r[1].get("finished_at") or r[1].get("started_at") or ""))
             status = data.get("status")
             code = f" (exit code {data['exit_code']})" if data.get("exit_code") not in (None, 0) else ""
-            recipe = (data.get("recipe") or {}).get("name")
-            again = f"`llf-recipes run {recipe} --stage {data.get('stage')}` again" if recipe else "the stage again"
-            raise LlfError(f"the run in {run_dir} {status}{code}: it has no model to use",
-                           where=data.get("log"), fix=f"see its log, fix what it says, then run {again}")
+            again = rerun_command(run_dir, data)
+            log = _log_of(data)
+            if status in ("interrupted", "abandoned"):
+                fix = f"{again or 'run it again, which'} resumes it (from its latest checkpoint, if it saved one; " \
+                      "completed stages are skipped)"
+            else:
+                fix = f"see its log, fix what it says, then {again or 'run it again'} (completed stages are " \
+                      "skipped)"
+            raise LlfError(f"the run in {run_dir} {status}{code}: it has no model to use", where=log, fix=fix)
         runs = done
     if not runs:
         elsewhere = _found_elsewhere(str(target), Path(output_root))
@@ -266,6 +293,40 @@ def resolve(target: str | Path, output_root: str | Path = "saves", completed: bo
     # A recipe directory: the last stage of the pipeline that completed and left a model (not generate or pairs).
     runs = [r for r in runs if (r[1].get("model") or {}).get("base")] or runs
     return max(runs, key=lambda r: (r[1].get("stage_index", -1), r[1].get("finished_at") or ""))
+
+
+def rerun_command(run_dir: Path, data: dict[str, Any]) -> str | None:
+    """The `llf-recipes run ...` that ran this stage, with its options (--smoke, --output-root, --set): as `run`
+    recorded it, else rebuilt from the manifest (without --set values, which it does not keep)."""
+    if isinstance(data.get("rerun"), str) and data["rerun"]:
+        return f"`{data['rerun']}`"
+    recipe = (data.get("recipe") or {}).get("name")
+    if not recipe:
+        return None
+    argv = ["run", str(recipe)]
+    smoke = (data.get("layout") or {}).get("source") == "smoke"
+    if smoke:
+        argv.append("--smoke")
+    root = Path(run_dir).resolve().parent.parent
+    if Path(run_dir).resolve().parent.name == recipe and root != (Path.cwd() / ("saves/smoke" if smoke else "saves")).resolve():
+        argv += ["--output-root", _shown(root)]
+    return "`llf-recipes " + shlex.join(argv) + "`"
+
+
+def _log_of(data: dict[str, Any]) -> str | None:
+    """The stage's log as the user would type it from here (the manifest names it relative to where `run` ran)."""
+    log = data.get("log")
+    if not isinstance(log, str) or not log:
+        return None
+    path = Path(log) if os.path.isabs(log) else Path(str(data.get("cwd") or ".")) / log
+    return _shown(path)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
 
 
 def _looks_like_path(target: str) -> bool:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llf_recipes import checkpoints, manifest, records
+from llf_recipes import changes, checkpoints, manifest, records
 from llf_recipes.atomic import recover
 from llf_recipes.console import verbose
 from llf_recipes.data.check import preflight
@@ -152,12 +152,14 @@ def decide(plan: StagePlan, previous: dict[str, Any] | None, current: dict[str, 
     if status in ("running", "failed", "interrupted", "abandoned") and same and layout is not None:
         # only a checkpoint this very computation wrote, in the attempt being continued
         where, pattern, marker = layout
-        checkpoint = checkpoints.latest(where, identity(current), previous.get("lineage"), pattern, marker)
+        # checkpoints the last attempt left unstamped (killed) are its own, as run_stage claims them
+        claimed = (previous.get("identity"), previous.get("lineage"))
+        checkpoint = checkpoints.latest(where, identity(current), previous.get("lineage"), pattern, marker, claimed)
         if checkpoint is not None:
             return Decision("resume", f"the last attempt stopped ({status}); resuming from {checkpoint.name}", checkpoint)
         return Decision("run", f"the last attempt stopped ({status}) before its first checkpoint")
     if not same:
-        return Decision("run", "the config, data or an earlier stage changed since the last run")
+        return Decision("run", changes.reason(previous, current, plan.rendered.config, UNHASHED_KEYS))
     return Decision("run", f"the last attempt ended {status}")
 
 
@@ -266,8 +268,10 @@ def stage_display(plan: StagePlan, position: str, log: Path):
         yield
 
 
-def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str, layout_source: str) -> int:
-    """Run one stage under its lock; the manifest is written before launch and completed after."""
+def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str, layout_source: str,
+              rerun: str | None = None) -> int:
+    """Run one stage under its lock; the manifest is written before launch and completed after. `rerun`: the `run`
+    command line that runs it again with the same options, recorded for the verbs that suggest it."""
     run_dir = run_dir_of(plan)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = StageLock(run_dir, plan.stage, watch=plan.config_path)
@@ -288,8 +292,8 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
         lineage = previous["lineage"] if decision.action == "resume" else checkpoints.new_lineage()
         if layout is not None:  # nothing in the directory that this attempt may not resume from
             aside = checkpoints.set_aside(layout[0], (digest, lineage) if decision.action == "resume" else None,
-                                          layout[1], layout[2])
-            if aside.moved:
+                                          layout[1], layout[2], finals=layout[0] == run_dir)
+            if aside.moved or aside.finals:
                 print(f"note: stage {plan.stage}: {aside.describe(layout[0])}", file=sys.stderr, flush=True)
         if hasattr(plan, "resume_from"):  # an engine with its own resume switch (EasyR1, TRL): told either way
             plan.resume_from(decision.checkpoint)
@@ -304,7 +308,8 @@ def run_stage(plan: StagePlan, execute: Executor, *, force: bool, position: str,
         # Quietly, the command is left to the log's attempt header; --verbose shows it here too.
         print(f"{position} stage {plan.stage}: " + (f"{argv}  ({why})" if verbose() else why), flush=True)
         started = time.time()
-        record = {**_record(plan, current, files, log, layout_source, decision), "identity": digest, "lineage": lineage}
+        record = {**_record(plan, current, files, log, layout_source, decision), "identity": digest, "lineage": lineage,
+                  **({"rerun": rerun} if rerun else {})}
         record["attempt"] = records.attempt_number(previous)
         records.write_header(log, record["attempt"], plan.commands[0].shell_line(), current, decision.reason)
         code: int | None = 130

@@ -120,7 +120,7 @@ def judge_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 STAGE_FIGURES = ("train_loss", "prompts", "answers", "scored", "mean_score", "pairs")
-# The trainer's train_loss is the mean over every step, not the last logged step's loss the curves end on.
+# The mean over every logged step of the run (manifest.final_metrics), not the last step's loss the curves end on.
 FIGURE_LABELS = {"train_loss": "mean train loss (all steps)"}
 
 

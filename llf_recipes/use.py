@@ -141,6 +141,8 @@ def export(run_dir: Path, data: dict[str, Any], export_dir: Path | None, *, expo
         status = {0: "completed", 130: "interrupted"}.get(code, "failed")
         manifest.write(export_dir, {**record, "status": status, "exit_code": code, "started_at": started_at,
                                     "finished_at": manifest.now(), "duration_s": round(time.time() - started, 3)})
+    if code == 130:  # Ctrl-C reached the engine too: the export is interrupted, not failed
+        raise KeyboardInterrupt
     if code != 0:
         from llf_recipes.console import print_tail
 

@@ -44,8 +44,9 @@ def validate_stage(rendered: RenderedStage, catalog: Catalog, allow: set[str] | 
     config = rendered.config
     engine = engines.get(rendered.engine)
     findings = engine_findings(engine, config, rendered.verb, f"{rendered.recipe.name}/{rendered.stage.name}")
+    made_earlier = str(config.get("dataset_dir", "data")) in rendered.upstream_datasets  # a pairs stage writes it
     return [Finding(f.rule, f.key, f.message, f.fix, f.stage, "warning") if f.rule in allow else f
-            for f in findings] + explain_set_keys(rendered, engine.snapshot or SUPPORTED_VERSION, validate_config(
+            for f in findings] + [f for f in explain_set_keys(rendered, engine.snapshot or SUPPORTED_VERSION, validate_config(
         config,
         rendered.verb,
         stage=f"{rendered.recipe.name}/{rendered.stage.name}",
@@ -56,7 +57,7 @@ def validate_stage(rendered: RenderedStage, catalog: Catalog, allow: set[str] | 
         allow=allow,
         version=engine.snapshot or SUPPORTED_VERSION,
         base=Path.cwd(),
-    ))
+    )) if not (made_earlier and f.rule == "dataset-dir-missing")]
 
 
 def explain_set_keys(rendered: RenderedStage, version: str, findings: list[Finding]) -> list[Finding]:

@@ -37,10 +37,35 @@ def test_a_failed_run_is_named_as_failed_with_its_log(cli, tmp_path, monkeypatch
     for target in ("sft-huanhuan", "saves/sft-huanhuan/sft"):
         code, _, err = cli("ask", target, "hi")
         assert code == 2
-        assert f"error: {run_dir}/llf-sft.log: the run in saves/sft-huanhuan/sft failed (exit code 1): it has no model" \
-               f" to use" in err
-        assert "fix: see its log, fix what it says, then run `llf-recipes run sft-huanhuan --stage sft` again" in err
+        assert "error: saves/sft-huanhuan/sft/llf-sft.log: the run in saves/sft-huanhuan/sft failed (exit code 1): it " \
+               "has no model to use" in err
+        assert ("fix: see its log, fix what it says, then `llf-recipes run sft-huanhuan` (completed stages are "
+                "skipped)") in err
         assert "pass a stage's output directory" not in err
+    assert run_dir.is_dir()
+
+
+def test_an_interrupted_run_is_resumed_by_the_command_that_ran_it(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # a smoke run under another root, with --set values, interrupted; the log named relative to where it ran
+    stage(tmp_path / "runs", "zhihu", "sft", status="interrupted", exit_code=130, cwd=str(tmp_path),
+          log="runs/zhihu/sft/llf-sft.log", rerun="llf-recipes run zhihu --smoke --output-root runs --set max_steps=40", layout={"source": "smoke"})
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for verb in (["ask", "../runs/zhihu", "hi"], ["export", "../runs/zhihu"],
+                 ["ask", "zhihu", "hi", "--output-root", "../runs"]):
+        code, _, err = cli(*verb)
+        assert code == 2
+        assert f"error: {tmp_path.resolve()}/runs/zhihu/sft/llf-sft.log: the run in" in err  # found from here
+        assert ("fix: `llf-recipes run zhihu --smoke --output-root runs --set max_steps=40` resumes it (from its latest "
+                "checkpoint, if it saved one; completed stages are skipped)") in err, err
+    # a manifest without the command: rebuilt with --smoke and the output root, never a real run's command
+    monkeypatch.chdir(tmp_path)
+    data = manifest.read(tmp_path / "runs/zhihu/sft")
+    del data["rerun"]
+    manifest.write(tmp_path / "runs/zhihu/sft", data)
+    code, _, err = cli("export", "runs/zhihu")
+    assert "fix: `llf-recipes run zhihu --smoke --output-root runs` resumes it" in err, err
 
 
 def test_prepare_given_a_recipe_name_suggests_prepare_recipe(cli, tmp_path, monkeypatch):
@@ -70,6 +95,31 @@ def test_serve_on_a_busy_port_stops_before_loading_anything(cli, tmp_path, monke
     assert code == 2
     assert f"error: port {port} on 127.0.0.1 is already in use\n  fix: pick another port (--port {port + 1})" in err
     assert out == "" and not (run_dir / "llf-serve.yaml").exists() and not (run_dir / "llf-serve.log").exists()
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-1"])
+def test_serve_refuses_a_port_outside_1_to_65535_as_a_usage_error(capsys, tmp_path, monkeypatch, port):
+    from llf_recipes.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = stage(tmp_path / "saves", "sft-huanhuan", "sft")
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", str(run_dir), f"--port={port}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"llf-recipes serve: error: argument --port: {port} is not a TCP port (1-65535)"
+    assert "Traceback" not in err and not (run_dir / "llf-serve.yaml").exists()
+
+
+def test_serve_on_an_address_not_of_this_machine_says_so_not_port_in_use(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = stage(tmp_path / "saves", "sft-huanhuan", "sft")
+    code, out, err = cli("serve", str(run_dir), "--host", "192.0.2.1", "--port", "8123")  # TEST-NET-1, never local
+    assert code == 2
+    assert "error: 192.0.2.1 is not an address of this machine, so nothing can listen on it" in err
+    assert "already in use" not in err and out == "" and not (run_dir / "llf-serve.log").exists()
+    code, _, err = cli("serve", str(run_dir), "--host", "no-such-host.invalid")
+    assert code == 2 and "error: cannot resolve host 'no-such-host.invalid'" in err
 
 
 def test_a_stage_refused_by_its_launcher_leaves_no_interrupted_record(cli, tmp_path, monkeypatch):
@@ -110,3 +160,17 @@ def test_a_recipe_whose_stage_sets_its_own_output_dir_is_found_by_name(cli, tmp_
         code, out, err = cli("ask", missing, "hi")
         assert (code, out) == (2, "")
         assert f"error: {missing} does not exist\n" in err and "no completed run" not in err
+
+
+def test_an_export_stopped_by_ctrl_c_says_interrupted_and_exits_130(cli, tmp_path, monkeypatch):
+    """The engine's exit code 130 (Ctrl-C reached its process group) is an interruption, as for eval and serve."""
+    from llf_recipes.launchers import local
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = stage(tmp_path / "saves", "sft-huanhuan", "sft",
+                    model={"base": "Qwen/Qwen2.5-0.5B-Instruct", "adapters": ["saves/sft-huanhuan/sft"]})
+    monkeypatch.setattr(local, "stream", lambda argv, env, log: 130)
+    code, _, err = cli("export", str(run_dir))
+    assert (code, err.strip().splitlines()[-1]) == (130, "interrupted")
+    assert "failed" not in err
+    assert manifest.read(tmp_path / "saves" / "sft-huanhuan" / "sft-merged")["status"] == "interrupted"

@@ -316,6 +316,15 @@ def test_skip_bad_sets_lines_aside_with_reasons(cli, tmp_path):
     assert rejects[1]["text"] == '{"q": "\\xff"}' and rejects[4]["text"] == "{nope"
 
 
+def test_a_pipe_is_refused_as_a_pipe_not_as_an_empty_file(cli, tmp_path):
+    fifo = tmp_path / "rows.pipe"
+    os.mkfifo(fifo)  # never opened: a writer would be needed, and clean stops before reading
+    code, _, err = cli("clean", fifo, "-o", tmp_path / "out.jsonl")
+    assert code == 2 and f"{fifo} is not a regular file" in err and "pipe" in err and "empty" not in err, err
+    assert "save the rows to a file first" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.pipe"]
+
+
 def test_skip_bad_with_no_bad_lines_writes_an_empty_rejects_file(cli, tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", [{"q": "x"}])
     (tmp_path / "out.rejects.jsonl").write_text("stale\n")

@@ -204,3 +204,19 @@ def test_llamafactory_reads_converted_preference_and_kto_rows_as_the_source(cli,
             assert cli("register", "--file", d / "t.jsonl", "--name", "t", "--stage", "sft", "--data-dir", d)[0] == 0
             t = aligned_rows(d, "t", "sft", d / "wt")
             assert [(x["_prompt"], x["_response"][:1]) for x in s] == [(y["_prompt"], y["_response"]) for y in t]
+
+
+@pytest.mark.parametrize("name", ["label", "kto_tag", "tag", "images"])
+def test_alpaca_and_messages_conversions_keep_the_same_extra_fields(name):
+    """A field beside the text is kept or dropped alike by both conversions to alpaca: a kto tag when true/false, media
+    when there are any."""
+    from llf_recipes.data.convert import CONVERTERS
+
+    for value in (True, False, "yes", 1, None, "", [], ["a.png"]):
+        alpaca = {"instruction": "q", "input": "", "output": "a", name: value}
+        messages = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], name: value}
+        (one,) = CONVERTERS["alpaca"](alpaca, "x:1")
+        (other,) = CONVERTERS["messages_to_alpaca"](messages, "x:1")
+        assert one == other, (name, value, one, other)
+        kept = isinstance(value, bool) or (name == "images" and bool(value))
+        assert (name in one) == kept and one.get(name, value) == value

@@ -146,3 +146,12 @@ def test_template_syntax_taught_by_rows_is_not_taken_for_a_placeholder(cli, tmp_
     assert code == 0 and "3 usable" in out and "note:" not in out, out
 
 
+
+
+def test_check_and_convert_name_a_missing_file_alike(cli, tmp_path):
+    missing = tmp_path / "nowhere" / "rows.jsonl"
+    check = cli("check", missing, "--stage", "sft", "--data-dir", tmp_path)
+    convert = cli("convert", missing, "--kind", "alpaca", "-o", tmp_path / "out.jsonl")
+    for code, _, err in (check, convert):
+        assert code == 2 and f"{missing} does not exist" in err and "check the path; a NAME is an entry of " in err, err
+    assert not list(tmp_path.iterdir())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -239,6 +240,10 @@ def test_ctrl_c_leaves_no_process_and_the_next_run_resumes_from_the_checkpoint(p
     assert_nothing_left(str(out_root))
     interrupted = manifest(run_dir)
     assert interrupted["status"] == "interrupted"
+    # the command that ran it, kept for the verbs that suggest running it again (--smoke, --output-root, --set)
+    assert interrupted["rerun"] == "llf-recipes " + shlex.join(argv[3:])
+    refused = llf(project, tiny_model, "export", str(out_root / "sft-huanhuan"))
+    assert f"fix: `llf-recipes {shlex.join(argv[3:])}` resumes it" in refused.stderr, refused.stderr
     done_before = max(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
     assert done_before < 150
 
@@ -255,6 +260,12 @@ def test_ctrl_c_leaves_no_process_and_the_next_run_resumes_from_the_checkpoint(p
     second = log.split("==== llf-recipes attempt 2 ")[1]
     assert re.search(rf"Resuming training from checkpoint with epoch \d+ and global step {done_before}\b", second)
     assert "==== llf-recipes attempt 1 " in log and data["attempt"] == 2
+    # the mean loss is over all 150 logged steps, both attempts' (the trainer's own figure covers only the second's)
+    losses = [e["loss"] for e in state["log_history"] if "loss" in e]
+    assert len(losses) == 150 and data["metrics"]["train_loss"] == pytest.approx(sum(losses) / 150)
+    trainers = json.loads((run_dir / "train_results.json").read_text())["train_loss"]
+    assert trainers < sum(losses) / 150 - 1e-3
+    assert f"mean loss {sum(losses) / 150:.4g}" in resumed.stdout
 
 
 # ------------------------------------------------------------------ serve

@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("llf_recipes", "llf_recipes.errors", "llf_recipes.atomic", "llf_recipes.paths",
                     "llf_recipes.yamlio", "llf_recipes.suggest", "llf_recipes.console", "llf_recipes.ownership",
                     "llf_recipes.templating", "llf_recipes.hardware", "llf_recipes.progress", "llf_recipes.manifest",
-                    "llf_recipes.records", "llf_recipes.checkpoints", "llf_recipes.schema", "llf_recipes.sampling",
+                    "llf_recipes.records", "llf_recipes.checkpoints", "llf_recipes.changes", "llf_recipes.schema", "llf_recipes.sampling",
                     "llf_recipes.stepslog")),
     # What engines exist and where they live, and the catalog that names recipes and datasets by their engines.
     ("registry", ("llf_recipes.engines", "llf_recipes.engines.translate", "llf_recipes.engines.env",
@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("engines' planning", ("llf_recipes.engines.stages", "llf_recipes.engines.grpo_plan", "llf_recipes.engines.grpo_stage",
                            "llf_recipes.engines.trl", "llf_recipes.engines.easyr1", "llf_recipes.engines.llf")),
     ("pipeline and verbs' work", ("llf_recipes.pipeline", "llf_recipes.dry_run", "llf_recipes.preflight", "llf_recipes.summary",
-                                  "llf_recipes.eval", "llf_recipes.generate", "llf_recipes.judge", "llf_recipes.use",
+                                  "llf_recipes.eval", "llf_recipes.generate", "llf_recipes.judge", "llf_recipes.use", "llf_recipes.chat_loop",
                                   "llf_recipes.merge", "llf_recipes.report", "llf_recipes.smoke")),
     ("cli", ("llf_recipes.cli", "llf_recipes.__main__")),
 ]

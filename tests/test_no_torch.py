@@ -27,5 +27,6 @@ def poisoned(tmp_path_factory):
 ])
 def test_quick_verbs_do_not_import_torch(poisoned, argv, tmp_path):
     proc = run_cli_subprocess(*[a.replace("{tmp}", str(tmp_path)) for a in argv], env=poisoned)
-    assert proc.returncode == 0, proc.stderr
+    # a dry run exits 1 when it lists problems `run` would stop on (no data registered here, no GPU)
+    assert proc.returncode == (1 if "would stop on" in proc.stdout else 0), proc.stderr
     assert "imported by a quick verb" not in proc.stderr

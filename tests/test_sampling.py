@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -356,3 +357,27 @@ def test_generate_through_the_vllm_path_encodes_seeds_and_resumes_as_the_hf_path
     code, _, err = cli("generate", run_dir, "-o", tmp_path / "all.jsonl", *sampled, "--top-k", "0")
     assert code == 0, err
     assert [p.top_k for _, p, _ in LLM.calls[calls:]] == [-1, -1, -1]
+
+
+def test_chat_ends_without_a_traceback_at_end_of_input_and_on_ctrl_c_and_keeps_engine_lines_in_its_log(run_dir):
+    argv = [sys.executable, "-m", "llf_recipes", "chat", str(run_dir), "--temperature", "0", "--max-new-tokens", "4"]
+    done = subprocess.run(argv, input="hello\n", capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr + done.stdout and "INFO" not in done.stderr + done.stdout
+    assert done.stdout.count("User: ") == 2 and "Assistant: " in done.stdout
+    assert "INFO" in (run_dir / "llf-chat.log").read_text()  # the engine's lines went to the log
+    # Ctrl-C at the prompt: exit 130, no traceback.
+    out = run_dir / "chat.out"
+    with open(out, "w") as fh:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, text=True)
+        try:
+            deadline = time.time() + 240
+            while "User: " not in out.read_text():
+                assert proc.poll() is None and time.time() < deadline, out.read_text()[-3000:]
+                time.sleep(0.3)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == 130
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert "Traceback" not in out.read_text()

@@ -22,7 +22,7 @@ ENV = {"DISABLE_VERSION_CHECK": "1", "TOKENIZERS_PARALLELISM": "false"}
 def test_the_dry_run_plans_the_middle_stages_as_llf_recipes_commands(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = cli("run", RECIPE, "--smoke", "--dry-run", "--json")
-    assert code == 0, err
+    assert code == (1 if any(p["input_problems"] for p in json.loads(out)) else 0), err
     plans = {p["stage"]: p for p in json.loads(out)}
     assert list(plans) == STAGES
     assert {s: plans[s]["engine"] for s in STAGES} == {"sft": "llamafactory", "rm": "llamafactory", "generate": "llf",
@@ -36,6 +36,16 @@ def test_the_dry_run_plans_the_middle_stages_as_llf_recipes_commands(cli, tmp_pa
     assert score[score.index("--reward-model") + 1] == "saves/smoke/sft-selfplay-dpo/rm"
     assert plans["score"]["needs"] == ["generate", "rm"] and plans["dpo"]["needs"] == ["pairs", "sft"]
     assert plans["dpo"]["config"]["dataset_dir"] == "saves/smoke/sft-selfplay-dpo/pairs"
+
+
+def test_validate_takes_the_pairs_folder_an_earlier_stage_writes_as_a_dataset_dir(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("validate", RECIPE, "--hostfile", "1gpu")
+    assert code == 0 and "dataset-dir-missing" not in err and "valid" in out, err
+    # a folder nothing in the recipe writes is still named
+    code, out, err = cli("validate", RECIPE, "--hostfile", "1gpu", "--set", "dataset_dir=nowhere")
+    assert "[sft-selfplay-dpo/sft] dataset_dir: dataset_dir 'nowhere' does not exist" in err, err
+    assert "[sft-selfplay-dpo/dpo] dataset_dir" not in err
 
 
 def test_every_stage_key_is_an_option_of_its_verb():
@@ -72,7 +82,7 @@ def test_a_middle_stage_key_is_checked_before_anything_runs(cli, tmp_path, monke
 def test_an_unscoped_set_for_the_training_stages_leaves_the_middle_stages_alone(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = cli("run", RECIPE, "--smoke", "--dry-run", "--json", "--set", "max_steps=2")
-    assert code == 0, err
+    assert code == (1 if any(p["input_problems"] for p in json.loads(out)) else 0), err
     plans = {p["stage"]: p for p in json.loads(out)}
     assert plans["sft"]["config"]["max_steps"] == 2 and plans["dpo"]["config"]["max_steps"] == 2
     assert "max_steps" not in plans["generate"]["config"] and "max_steps" not in plans["pairs"]["config"]

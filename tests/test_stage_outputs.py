@@ -45,14 +45,14 @@ def project(tmp_path: Path, monkeypatch, **recipes: str) -> Path:
 
 def dry_run(cli, *argv) -> list[dict]:
     code, out, err = cli("run", *argv, "--dry-run", "--json")
-    assert code == 0, err
+    assert code == (1 if any(p["input_problems"] for p in json.loads(out)) else 0), err
     return json.loads(out)
 
 
 def test_a_smoke_run_never_writes_into_a_fixed_output_dir(cli, tmp_path, monkeypatch):
     project(tmp_path, monkeypatch, fixed=FIXED_OUTPUT)
     code, out, err = cli("run", "fixed", "--smoke", "--dry-run", "--json")
-    assert code == 0, err
+    assert code == (1 if any(p["input_problems"] for p in json.loads(out)) else 0), err
     (plan,) = json.loads(out)
     assert plan["output_dir"] == "saves/smoke/fixed/sft"
     assert all(f.startswith("saves/smoke/fixed/sft/") for f in plan["files"])

@@ -67,15 +67,14 @@ def report_for(args):
 
 def _catalog_entry(args, registered: dict) -> dict:
     """The entry of NAME in dataset_info.d/; an error naming both places looked in, and what looks like a missing file."""
-    from llf_recipes.data.userdata import looks_like_path
+    from llf_recipes.data.userdata import looks_like_path, missing_file
 
     catalog = catalog_from(args)
     if args.source in catalog.datasets:
         return catalog.dataset(args.source).entry
     info = Path(args.data_dir) / INFO_NAME
     if looks_like_path(args.source):
-        raise LlfError(f"{args.source} does not exist", key="NAME|FILE",
-                       fix=f"check the path; a NAME is an entry of {info} or dataset_info.d/")
+        raise missing_file(args.source, f"{info} or dataset_info.d/")
     from llf_recipes.suggest import nearest
 
     guess = nearest(args.source, [*registered, *catalog.datasets])

@@ -48,11 +48,10 @@ def resolve(args) -> tuple[Path, Path, str, dict]:
         return as_file, Path(args.output or Path(args.data_dir) / f"{as_file.stem}.jsonl"), args.kind, options
     catalog = catalog_from(args)
     if args.source not in catalog.datasets:
-        from llf_recipes.data.userdata import looks_like_path
+        from llf_recipes.data.userdata import looks_like_path, missing_file
 
         if looks_like_path(args.source) or args.kind:
-            raise LlfError(f"{args.source} does not exist", key="NAME|FILE",
-                           fix="check the path; a NAME is an entry of dataset_info.d/ (llf-recipes list --datasets)")
+            raise missing_file(args.source, "dataset_info.d/ (llf-recipes list --datasets)")
     ds = catalog.dataset(args.source)
     kind = args.kind or ds.convert.get("kind")
     if not kind:

@@ -91,10 +91,36 @@ def selected_stages(recipe, stage: str | None, from_stage: str | None) -> list[s
     return names
 
 
+def unused_stage_sets(args, stages: list[str], selected: list[str]) -> list[str]:
+    """A note per `--set STAGE.KEY` whose stage this run leaves out (--stage, --from): it changes nothing."""
+    chosen = f"--stage {args.stage}" if args.stage else f"--from {args.from_stage}"
+    notes = []
+    for item in args.overrides:
+        stage = item.lstrip("~").partition("=")[0].partition(".")[0] if "." in item.partition("=")[0] else None
+        if stage in stages and stage not in selected:
+            notes.append(f"note: --set {item} changes nothing: stage {stage} does not run here ({chosen}); a stage "
+                         f"that reads it uses its output as it is")
+    return notes
+
+
+def smoke_ignores(args) -> str:
+    """The layout options a smoke run leaves aside, as typed ('' when none)."""
+    given = [f"--hostfile {args.hostfile}" if getattr(args, "hostfile", None) else "",
+             f"--gpus {args.gpus}" if getattr(args, "gpus", None) is not None else "",
+             f"--device {args.device}" if getattr(args, "device", "cuda") not in ("cuda", "cpu") else ""]
+    given = [g for g in given if g]
+    return " and ".join(given) + (" is" if len(given) == 1 else " are") if given else ""
+
+
 def build_plans(args, catalog) -> tuple[list[StagePlan], list]:
     recipe = catalog.recipe(args.name)
     smoke = getattr(args, "smoke", False)
     layout = cpu_layout() if smoke else layout_from(args, catalog)
+    if smoke:
+        ignored = smoke_ignores(args)
+        if ignored:
+            print(f"note: smoke: every stage runs as 1 CPU process on this machine; {ignored} not used (without "
+                  "--smoke the run uses it)", file=sys.stderr)
     overrides = list(args.overrides)
     if args.output_root is not None:
         check_output_root(args.output_root, "--output-root")
@@ -108,7 +134,10 @@ def build_plans(args, catalog) -> tuple[list[StagePlan], list]:
     # a smoke run writes only under its own root: a stage whose output_dir is set elsewhere is moved there
     smoke_root = parsed.vars.get("output_root", SMOKE_OUTPUT_ROOT) if smoke else None
     renderer = Renderer(recipe, layout, parsed, catalog, outputs_under=smoke_root)
-    rendered = renderer.render_all(selected_stages(recipe, args.stage, args.from_stage))
+    selected = selected_stages(recipe, args.stage, args.from_stage)
+    for note in unused_stage_sets(args, [s.name for s in recipe.stages], selected):
+        print(note, file=sys.stderr)
+    rendered = renderer.render_all(selected)
     if smoke:
         for stage, (own, used) in renderer.moved.items():
             print(f"note: smoke: stage {stage} writes to {used}, not its own output_dir {own}", file=sys.stderr)
@@ -176,17 +205,19 @@ def stage_command(args):
     return lambda stage: "llf-recipes " + shlex.join([*kept, "--stage", stage])
 
 
-def print_input_check(plans: list[StagePlan], command=None) -> None:
-    """What `run` checks before its first stage: the stages read have completed, the datasets are registered."""
+def print_input_check(plans: list[StagePlan], command=None) -> int:
+    """What `run` checks before its first stage: the stages read have completed, the datasets are registered.
+    Returns how many problems it printed."""
     problems, notes = dry_run.input_problems(plans, command)
     for note in notes:
         print(f"# {note}")
     if not problems:
         print("\n# inputs: earlier stages and datasets are in place")
-        return
+        return 0
     print(f"\n# inputs: {len(problems)} problem(s) `run` would stop on:")
     for _stage, exc in problems:
         print("#   error: " + str(exc).replace("\n", "\n#     "))
+    return len(problems)
 
 
 def print_plan(plans: list[StagePlan], force: bool = False) -> None:
@@ -237,12 +268,13 @@ def main(args) -> int:
                 print(sbatch_script(p, p.config_path.parent))
             return 0
         if args.json:
-            print(json.dumps(plan_json(plans, args.force, stage_command(args)), indent=2, ensure_ascii=False))
+            planned = plan_json(plans, args.force, stage_command(args))
+            print(json.dumps(planned, indent=2, ensure_ascii=False))
+            found = sum(len(p["input_problems"]) for p in planned)
         else:
             print_plan(plans, args.force)
-            print_input_check(plans, stage_command(args))
-            print_machine_check(plans, local)
-        return 0
+            found = print_input_check(plans, stage_command(args)) + print_machine_check(plans, local)
+        return 1 if found else 0  # a script can gate on it: `run` would stop on what was listed
     names = {p.stage for p in plans}
     ensure_engines(plans, args.install_engines)
     if args.launcher != "print":
@@ -258,33 +290,35 @@ def main(args) -> int:
     source = args.hostfile or (f"--gpus {args.gpus}" if args.gpus else ("smoke" if args.smoke else "default"))
     started = time.time()
     code = 0
+    rerun = "llf-recipes " + shlex.join(getattr(args, "argv", None) or ["run", args.name])  # skips completed stages
     for i, p in enumerate(plans, 1):
         if p.stage in deferred:
             check_registered(p)  # registered by an earlier stage of this run: there now
         code = run_stage(p, lambda plan, log: execute(plan, log, args), force=args.force,
-                         position=f"[{i}/{len(plans)}]", layout_source=source)
+                         position=f"[{i}/{len(plans)}]", layout_source=source, rerun=rerun)
         if code != 0:
             break
     if args.launcher != "print":
         rows = summary.stage_rows([(p.stage, p.config_path.parent) for p in plans], started)
-        rerun = "llf-recipes " + shlex.join(getattr(args, "argv", None) or ["run", args.name])
         print("\n".join(summary.render(plans[0].rendered.recipe.name, rows, time.time() - started, rerun,
                                        smoke=args.smoke)), flush=True)
     return code
 
 
-def print_machine_check(plans: list[StagePlan], local: bool) -> None:
-    """The dry run's last part: what `run` would refuse on this machine (or that the hosts are checked elsewhere)."""
+def print_machine_check(plans: list[StagePlan], local: bool) -> int:
+    """The dry run's last part: what `run` would refuse on this machine (or that the hosts are checked elsewhere).
+    Returns how many problems it printed."""
     if not local:
         print("\n# machine: the stages run on other hosts; `llf-recipes doctor --hostfile FILE` checks them")
-        return
+        return 0
     problems = preflight.check_stages(plans, local=True)
     if not problems:
         print("\n# machine: devices, packages and disk are ready for these stages")
-        return
+        return 0
     print(f"\n# machine: {len(problems)} problem(s) `run` would stop on:")
     for p in problems:
         print("#   " + p.format().replace("\n", "\n#   "))
+    return len(problems)
 
 
 def execute(plan: StagePlan, log: Path, args) -> int | None:

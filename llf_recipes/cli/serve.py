@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import errno
 import os
+import socket
 from pathlib import Path
 
 from llf_recipes.cli.common import add_run_target, add_sampling_args, add_verb, backend_from, run_from, sampling_from
 from llf_recipes.console import EngineEcho, print_tail
 from llf_recipes.errors import LlfError
 from llf_recipes.launchers.local import stream
-from llf_recipes.pipeline import free_port
 from llf_recipes.use import inference_yaml
 
 
@@ -24,7 +26,7 @@ def add_parser(sub) -> None:
     """)
     add_run_target(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000); checked before the model "
+    p.add_argument("--port", type=port_number, default=8000, help="port to listen on (default: 8000); checked before the model "
                                                          "loads")
     key = p.add_mutually_exclusive_group()
     key.add_argument("--api-key", help="require this bearer token (other users see it in `ps`: prefer --api-key-file "
@@ -38,9 +40,7 @@ def add_parser(sub) -> None:
 def main(args) -> int:
     sampling, backend = sampling_from(args), backend_from(args)
     run_dir, data = run_from(args)
-    if not free_port(args.port, args.host):
-        raise LlfError(f"port {args.port} on {args.host} is already in use", key="--port",
-                       fix=f"pick another port (--port {args.port + 1}), or stop what listens on it")
+    check_bind(args.host, args.port)
     path = inference_yaml(run_dir, data, "serve", sampling, backend)
     recipe = (data.get("recipe") or {}).get("name", "model")
     env = {"API_HOST": args.host, "API_PORT": str(args.port),
@@ -65,6 +65,41 @@ def main(args) -> int:
     if code not in (0, 130):
         print_tail(log, "serve")
     return code
+
+
+def port_number(text: str) -> int:
+    """--port: a TCP port, 1-65535 (argparse turns the ValueError into a one-line usage error)."""
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (1-65535)")
+    return port
+
+
+def check_bind(host: str, port: int) -> None:
+    """Stop before the model loads when the server could not listen on host:port, saying why."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise LlfError(f"cannot resolve host {host!r}: {getattr(exc, 'strerror', None) or exc}", key="--host",
+                       fix="give an address of this machine (127.0.0.1, 0.0.0.0 for all) or a name that resolves"
+                       ) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise LlfError(f"port {port} on {host} is already in use", key="--port",
+                               fix=f"pick another port (--port {port % 65535 + 1}), or stop what listens on it"
+                               ) from None
+            if exc.errno == errno.EACCES:
+                raise LlfError(f"no permission to listen on port {port} on {host}", key="--port",
+                               fix="pick a port above 1023 (ports below need root)") from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise LlfError(f"{host} is not an address of this machine, so nothing can listen on it", key="--host",
+                               fix="give one of this machine's addresses (127.0.0.1, or 0.0.0.0 for all)") from None
+            raise LlfError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", key="--host") from None
 
 
 def api_key(args) -> str | None:

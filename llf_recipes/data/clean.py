@@ -1,7 +1,9 @@
 """Clean a JSONL file in one streaming pass: drop empty rows, rename fields, limit length, dedup, sample, split.
 
-Memory stays flat whatever the input size: each line is parsed at most once per pass and dropped, dedup keeps 16-byte
-digests rather than rows, and sampling holds only the N sampled rows as (line number, line bytes). Outputs are
+Memory stays flat whatever the input size, except for two things: each line is parsed at most once per pass and
+dropped, but --dedup and --dedup-on keep a 16-byte digest per distinct row (about 100 bytes each in a Python set), and
+--near-dedup's step between its passes holds per-row arrays (neardup_index.py); sampling holds only the N sampled rows
+as (line number, line bytes). Outputs are
 temporary siblings renamed into place after the last line, so a bad line stops the run with nothing half-written.
 
 Per row, in order: parse, check the named fields exist, drop empty, character limit, token limit, dedup (whole row
@@ -121,12 +123,19 @@ def clean(opts: CleanOptions) -> CleanStats:
 
 
 def _input_size(path: Path) -> int:
+    import stat
+
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except FileNotFoundError:
         raise LlfError(f"{path} does not exist", key="IN") from None
-    if path.is_dir():
+    if stat.S_ISDIR(info.st_mode):
         raise LlfError(f"{path} is a directory", key="IN", fix="give one JSONL file")
+    if not stat.S_ISREG(info.st_mode):  # a pipe, a terminal, a device: it cannot be read from its start again
+        raise LlfError(f"{path} is not a regular file: clean measures its input and reads it again from the start, "
+                       "which a pipe does not allow", key="IN", fix="save the rows to a file first, e.g. `cmd > rows.jsonl`, "
+                       "and clean that")
+    size = info.st_size
     if size == 0:
         raise LlfError("the file is empty", where=str(path), fix=ONE_OBJECT_PER_LINE)
     return size

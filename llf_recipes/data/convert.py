@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from llf_recipes.atomic import open_atomic
-from llf_recipes.data.convert_chat import KEPT_FIELDS, alpaca_to_sharegpt, chat_pair, openai_to_sharegpt, to_alpaca
+from llf_recipes.data.convert_chat import alpaca_to_sharegpt, chat_pair, kept_fields, openai_to_sharegpt, to_alpaca
 from llf_recipes.data.rows import BadRow, dumps, iter_rows, reject_line
 from llf_recipes.errors import LlfError
 
@@ -94,9 +94,8 @@ def normalize_pair(row: dict[str, Any], where: str) -> dict[str, Any]:
 def _alpaca(row: dict[str, Any], where: str) -> Iterator[dict[str, Any]]:
     out = {"instruction": _text(row, "instruction", where), "input": _text(row, "input", where, allow_empty=True) if "input" in row else "",
            "output": _text(row, "output", where)}
-    for extra in ("system", "history", *KEPT_FIELDS):
-        if row.get(extra) or isinstance(row.get(extra), bool):  # a kto label of false is kept too
-            out[extra] = row[extra]
+    out.update({extra: row[extra] for extra in ("system", "history") if row.get(extra)})
+    out.update(kept_fields(row))
     yield out
 
 

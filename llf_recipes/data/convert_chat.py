@@ -81,6 +81,18 @@ def _pairs(key: str, chat: list[tuple[str, str]], where: str, prompt_only: bool)
 
 
 KEPT_FIELDS = ("label", "kto_tag", "tag", "images", "videos", "audios")  # a kto true/false tag, media paths
+MEDIA_FIELDS = ("images", "videos", "audios")
+
+
+def kept_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """What every conversion to alpaca keeps of a row besides its text, as it is: a kto tag (label, kto_tag or tag)
+    that is true or false, and media paths when there are any."""
+    kept = {}
+    for name in KEPT_FIELDS:
+        value = row.get(name)
+        if isinstance(value, bool) or (name in MEDIA_FIELDS and value):
+            kept[name] = value
+    return kept
 
 
 def to_alpaca(row: dict[str, Any], where: str, field: str | None = None, prompt_only: bool = False) -> Iterator[dict]:
@@ -100,10 +112,7 @@ def to_alpaca(row: dict[str, Any], where: str, field: str | None = None, prompt_
             out["history"] = [list(p) for p in pairs[:-1]]
         if system:
             out["system"] = system
-    for name in KEPT_FIELDS:
-        value = row.get(name)
-        if isinstance(value, bool) or (name in ("images", "videos", "audios") and value):
-            out[name] = value
+    out.update(kept_fields(row))
     yield out
 
 

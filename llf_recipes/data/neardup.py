@@ -7,11 +7,9 @@ NUM_PERM seeded permutations of the 32-bit values, x -> a*x + b mod 2^32 with a 
 fraction of the NUM_PERM minima two rows share estimates the Jaccard similarity of their n-gram sets.
 
 Why this and not datasketch's MinHash (whose band split neardup_index.py still uses): datasketch applies its
-permutations in 64-bit arithmetic with a modulo and costs a Python object per row, about 220 us of CPU per row of the
-benchmark's rows (430 CJK characters, about 410 n-grams); these permutations need neither and run over a block of
-rows at once, about 32 us per row, n-gram hashing included (measured on one core of this 2-core machine). On random
-sets at a known similarity (0.6-0.9, 40 and 400 elements) both estimate with the binomial spread, sqrt(J(1-J)/128),
-and no measurable bias. Hashing each n-gram with xxhash would cost a Python call per n-gram, more than all of this.
+permutations in 64-bit arithmetic with a modulo and costs a Python object per row; these permutations need neither and
+run over a block of rows at once, several times faster (figures in the README's Benchmarks). Both estimate with the
+binomial spread, sqrt(J(1-J)/128), and no bias. Hashing each n-gram with xxhash would cost a Python call per n-gram.
 
 Finding which rows to drop from the signatures: neardup_index.py; the pass over the input that computes them:
 neardup_pass.py.

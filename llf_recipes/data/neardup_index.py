@@ -11,15 +11,13 @@ kept in each of its groups; it is dropped when one of them shares at least `thre
 most similar, the earliest among equals, counts as the row it duplicates), otherwise it is kept, and counts among the
 first rows kept of its groups. So the first row of a cluster is kept, and the outcome depends only on the rows and
 their order, never on how many processes computed the signatures. Rows in no group are kept without a comparison.
-(Comparing with only the first row kept in each group dropped 10% fewer rows at 2M rows of the benchmark: with 1,000
-rows over each stretch of its text pool, groups hold several kept rows.)
+A group can hold several kept rows, so a row is compared with up to CANDIDATES of them, not only the first.
 
 Memory: while collecting, a few MB; the files take 8 + 8 x bands + NUM_PERM bytes per row (248 bytes at threshold
-0.8: 14 bands). Resolving holds one band's keys, order and groups at a time (about 40 bytes per row), then, for the
+0.8: 14 bands; 648 at 0.2: 64 bands; at most 1,160 near 0: 128 bands). Resolving holds one band's keys, order and groups at a time (about 40 bytes per row), then, for the
 rows in some group, their groups (8 bytes each), their signatures' low bytes (128 bytes) and the rows kept per group
 as Python lists; afterwards only the line numbers dropped and those they duplicate (16 bytes per row dropped) and a
-byte per line. At 2M rows of the benchmark (955k rows in 833k groups) that peaked 320 MB above the interpreter's
-80 MB. The comparison uses 8 bits of each value: two different minima agree by chance 1 in 256, which raises the
+byte per line (figures at 2M rows in the README's Benchmarks). The comparison uses 8 bits of each value: two different minima agree by chance 1 in 256, which raises the
 estimate of a pair at similarity J by (1 - J) / 256, under 0.1 percentage point at J = 0.8.
 """
 

@@ -27,6 +27,11 @@ def looks_like_path(name: str) -> bool:
     return "/" in name or "\\" in name or Path(name).suffix.lower() in FORMATS
 
 
+def missing_file(source: str, names: str) -> LlfError:
+    """The error for a NAME|FILE argument that looks like a path but names no file; `names`: where a NAME is looked up."""
+    return LlfError(f"{source} does not exist", key="NAME|FILE", fix=f"check the path; a NAME is an entry of {names}")
+
+
 def first_rows(path: str | Path) -> list[dict[str, Any]]:
     """The rows layout detection reads: the file's first SNIFF_ROWS."""
     path = Path(path)
