@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("engines' planning", ("llf_recipes.engines.stages", "llf_recipes.engines.grpo_plan", "llf_recipes.engines.grpo_stage",
                            "llf_recipes.engines.trl", "llf_recipes.engines.easyr1", "llf_recipes.engines.llf")),
     ("pipeline and verbs' work", ("llf_recipes.pipeline", "llf_recipes.dry_run", "llf_recipes.preflight", "llf_recipes.summary",
-                                  "llf_recipes.eval", "llf_recipes.generate", "llf_recipes.judge", "llf_recipes.use", "llf_recipes.chat_loop",
+                                  "llf_recipes.eval", "llf_recipes.generate", "llf_recipes.judge", "llf_recipes.use", "llf_recipes.chat_loop", "llf_recipes.serve_app",
                                   "llf_recipes.merge", "llf_recipes.report", "llf_recipes.smoke")),
     ("cli", ("llf_recipes.cli", "llf_recipes.__main__")),
 ]

@@ -238,9 +238,23 @@ def test_serve_takes_a_requests_sampling_fields_and_the_command_line_otherwise(r
         # A request's temperature samples although the command line decodes greedily.
         sampled = {chat(temperature=1.5, top_p=1.0, max_tokens=8) for _ in range(4)}
         assert len(sampled) > 1
+        # What LLaMA-Factory's app would answer wrongly is refused with a 400 before anything is generated.
+        for fields, why in [({"stream": True, "n": 2}, "n > 1 cannot be streamed"),
+                            ({"temperature": 0, "n": 2}, "temperature 0 decodes greedily"),
+                            ({"max_tokens": 0}, "max_tokens must be at least 1")]:
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                chat(**fields)
+            assert refused.value.code == 400 and why in json.loads(refused.value.read())["detail"], fields
+        # The check replays a request it lets through: temperature 0 is greedy, streamed too.
+        assert chat(temperature=0, max_tokens=6) == reference(6, 1.5)
+        body = {"model": "tiny", "messages": [{"role": "user", "content": PROMPT}], "stream": True, "max_tokens": 4}
+        req = urllib.request.Request(f"{base}/chat/completions", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+        assert urllib.request.urlopen(req, timeout=120).read().decode().rstrip().endswith("data: [DONE]")
     finally:
         os.kill(proc.pid, signal.SIGTERM)
-        proc.communicate(timeout=60)
+        output = proc.communicate(timeout=60)[0].decode()
+    assert "Traceback" not in output, output[-3000:]
 
 
 def test_greedy_generate_equals_transformers_with_the_same_penalty(run_dir, reference, tmp_path, cli):

@@ -6,6 +6,7 @@ import argparse
 import errno
 import os
 import socket
+import sys
 from pathlib import Path
 
 from llf_recipes.cli.common import add_run_target, add_sampling_args, add_verb, backend_from, run_from, sampling_from
@@ -61,7 +62,8 @@ def main(args) -> int:
         if not shown.verbose and b"Uvicorn running on" in line:
             print(f"ready: http://{args.host}:{args.port}/v1/models lists the model", flush=True)
 
-    code = stream(["llamafactory-cli", "api", str(path)], env, log, echo=echo)
+    # LLaMA-Factory's API app (what `llamafactory-cli api` runs), behind serve_app's check of each request
+    code = stream([sys.executable, "-m", "llf_recipes.serve_app", str(path)], env, log, echo=echo)
     if code not in (0, 130):
         print_tail(log, "serve")
     return code
