@@ -78,6 +78,10 @@ def collect(paths: list[str | Path], results_path: str | Path | None = None) -> 
         results_path = first / RESULTS if first.is_dir() else None
     results = read_results(results_path) if results_path else {}
     by_path = {str(Path(r.get("model_path", "")).resolve()): r for r in results.values() if isinstance(r, dict)}
+    stale = stale_results(runs, by_path, results_path)
+    for name in stale:
+        results.pop(name, None)
+    by_path = {path: r for path, r in by_path.items() if r.get("model_name") not in stale}
     views = []
     for i, run in enumerate(runs):
         state = manifest.trainer_state(run.run_dir)
@@ -94,7 +98,35 @@ def collect(paths: list[str | Path], results_path: str | Path | None = None) -> 
     return views, {"stages": stage_table(found), "results_file": str(results_path) if results else None,
                    "compared": compared,
                    "reading": compare.reading(shown, compared), "bench_tasks": tasks, "bench_rows": bench_rows,
-                   "judge_rows": judge_rows(results)}
+                   "judge_rows": judge_rows(results), "stale": sorted(stale)}
+
+
+def stale_results(runs: list[Run], by_path: dict[str, dict[str, Any]], results_path: str | Path | None) -> set[str]:
+    """Names of the results that score an earlier run of a directory than the one there now: the entry records the
+    run's finished_at and it differs, or (entries written before that was recorded) the run finished after the
+    results file was last written."""
+    import datetime
+
+    if not results_path or not Path(results_path).is_file():
+        return set()
+    written = Path(results_path).stat().st_mtime
+    stale = set()
+    for run in runs:
+        entry = by_path.get(str(run.run_dir))
+        finished = run.data.get("finished_at")
+        if not entry or not finished:
+            continue
+        if entry.get("run_finished_at"):
+            if entry["run_finished_at"] != finished:
+                stale.add(entry.get("model_name") or run.name)
+            continue
+        try:
+            finished_s = datetime.datetime.strptime(finished, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+        except ValueError:
+            continue
+        if finished_s > written + 1:  # the timestamp has whole seconds
+            stale.add(entry.get("model_name") or run.name)
+    return stale
 
 
 def judge_rows(results: dict[str, Any]) -> list[dict[str, Any]]:

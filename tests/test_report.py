@@ -161,3 +161,37 @@ def test_a_short_smoke_run_is_read_as_what_it_is(tmp_path, smoke):
         assert any("not falling" in m and "raise the learning rate" in m for m in messages)
     assert details(views[0])["epochs"] == "0.3333 (max_steps 3 stopped it; num_train_epochs 3)"
     assert meta["stages"][0]["figures"] == "mean train loss (all steps) 7.053"
+
+
+def test_evaluation_results_of_an_earlier_run_of_a_directory_are_left_out_with_a_note(tmp_path):
+    """An entry scores the run whose finished_at it recorded; an older entry without it, a run that finished after
+    the results file was written. Either way the current run's row must not show the old figures."""
+    import os
+
+    from llf_recipes import manifest
+    from llf_recipes.report import collect
+
+    recipe = {"name": "mine", "path": "recipes/mine.yaml", "hash": "x"}
+    dirs = {name: tmp_path / "mine" / name for name in ("sft", "dpo", "kto")}
+    for i, (name, path) in enumerate(dirs.items()):
+        manifest.write(path, {"recipe": recipe, "stage": name, "verb": "train", "stage_index": i,
+                              "status": "completed", "finished_at": "2026-01-02T10:00:00+0000",
+                              "model": {"base": "m", "adapters": [str(path)], "template": "qwen"}})
+    results = tmp_path / "evaluation_results.json"
+    entry = {"method": "sft", "base_model": "m", "test_loss": 9.5, "perplexity": 13359.7}
+    results.write_text(json.dumps({
+        "mine/sft": {**entry, "model_name": "mine/sft", "model_path": str(dirs["sft"]),
+                     "run_finished_at": "2026-01-02T10:00:00+0000"},  # this run: kept
+        "mine/dpo": {**entry, "model_name": "mine/dpo", "model_path": str(dirs["dpo"]),
+                     "run_finished_at": "2026-01-01T09:00:00+0000"},  # an earlier run
+        "mine/kto": {**entry, "model_name": "mine/kto", "model_path": str(dirs["kto"])},  # unstamped, file older
+    }))
+    written = 1767344400  # 2026-01-02T09:00:00Z
+    os.utime(results, (written, written))
+    views, meta = collect([tmp_path / "mine"], results)
+    assert meta["stale"] == ["mine/dpo", "mine/kto"]
+    by_name = {v.name: v.metrics for v in views}
+    assert by_name["mine/sft"].get("test_loss") == 9.5
+    assert by_name["mine/dpo"].get("test_loss") is None and by_name["mine/kto"].get("test_loss") is None
+    os.utime(results, (written + 7200, written + 7200))  # written after the unstamped run finished: current
+    assert collect([tmp_path / "mine"], results)[1]["stale"] == ["mine/dpo"]

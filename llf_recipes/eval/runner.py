@@ -68,6 +68,7 @@ def evaluate_run(run: Run, options: Options) -> dict[str, Any]:
     record: dict[str, Any] = {
         "model_name": run.name,
         "model_path": str(run.run_dir),
+        "run_finished_at": run.data.get("finished_at"),  # which run of this directory was scored (report: stale)
         "method": run.method,
         "base_model": model.get("base"),
         "adapters": model.get("adapters") or [],
