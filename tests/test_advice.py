@@ -192,3 +192,19 @@ def test_an_unwritable_export_dir_or_output_root_is_named_not_writable_before_an
     assert "GiB free" not in err and not Path(target).exists()
     code, out, _ = cli("run", "sft-huanhuan", "--smoke", "--output-root", target, "--dry-run")
     assert f"output root {target} is not writable (" in out
+
+
+def test_the_data_that_prepare_writes_into_a_checkout_is_ignored_by_git_like_saves():
+    """The README's first command writes data/ and saves/ in the checkout: neither shows as untracked; the package's
+    own llf_recipes/data/ stays tracked."""
+    import shutil
+    import subprocess
+
+    from conftest import ROOT
+
+    if not shutil.which("git") or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    probe = ["data/dataset_info.json", "saves/smoke/x", "llf_recipes/data/__init__.py"]
+    done = subprocess.run(["git", "check-ignore", "--no-index", *probe], cwd=ROOT, capture_output=True, text=True,
+                          check=False)
+    assert done.stdout.split() == probe[:2]
