@@ -44,6 +44,9 @@ class RequestCheck:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") != CHAT_PATH:
             return await self.app(scope, receive, send)
+        key = os.getenv("API_KEY")
+        if key and dict(scope.get("headers") or []).get(b"authorization") != f"Bearer {key}".encode():
+            return await self.app(scope, receive, send)  # the app answers 401 first
         chunks, more = [], True
         while more:
             message = await receive()

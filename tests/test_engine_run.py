@@ -293,6 +293,13 @@ def test_serve_answers_openai_requests_and_stops_cleanly(project, tiny_model):
         reply = json.loads(urllib.request.urlopen(req, timeout=60).read())
         assert reply["choices"][0]["message"]["role"] == "assistant"
         assert reply["usage"]["completion_tokens"] <= 8
+        refused = json.dumps({"model": "sft-huanhuan/sft", "messages": [{"role": "user", "content": "hi"}],
+                              "stream": True, "n": 2}).encode()
+        for headers, code in [({}, 401), ({"Authorization": "Bearer sekrit"}, 400)]:  # the key is checked first
+            with pytest.raises(urllib.error.HTTPError) as answered:
+                urllib.request.urlopen(urllib.request.Request(f"{base}/chat/completions", data=refused, headers={
+                    **headers, "Content-Type": "application/json"}), timeout=60)
+            assert answered.value.code == code
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.communicate(timeout=60)
