@@ -329,9 +329,23 @@ def sample_grid(views: list[RunView]) -> tuple[list[RunView], list[dict[str, Any
     return with_samples, list(rows.values())
 
 
+def rerun_source(data: dict[str, Any]) -> str | None:
+    """The run an export or merge came from, when that directory holds a later run now (its settings are not the
+    ones this model was made from)."""
+    source = data.get("source") if isinstance(data.get("source"), dict) else {}
+    if data.get("verb") in ("train", "grpo") or not source.get("run_dir") or not source.get("finished_at"):
+        return None
+    upstream = manifest.read(Path(source["run_dir"]))
+    return source["run_dir"] if upstream and upstream.get("finished_at") != source["finished_at"] else None
+
+
 def details(view: RunView) -> dict[str, Any]:
     data, config = view.run.data, view.run.config
     model = data.get("model") or {}
+    rerun = rerun_source(data)
+    if rerun:  # the source's current config is not the one this model was made from
+        unknown = f"unknown: {rerun} was run again after this model was made from it"
+        config = {"dataset": config.get("dataset"), "learning_rate": unknown}
     return {
         "status": data.get("status"),
         "recipe": (data.get("recipe") or {}).get("name") if isinstance(data.get("recipe"), dict) else data.get("recipe"),

@@ -195,3 +195,24 @@ def test_evaluation_results_of_an_earlier_run_of_a_directory_are_left_out_with_a
     assert by_name["mine/dpo"].get("test_loss") is None and by_name["mine/kto"].get("test_loss") is None
     os.utime(results, (written + 7200, written + 7200))  # written after the unstamped run finished: current
     assert collect([tmp_path / "mine"], results)[1]["stale"] == ["mine/dpo"]
+
+
+def test_an_export_whose_source_was_run_again_shows_no_settings_of_the_newer_run(tmp_path):
+    from llf_recipes import manifest
+    from llf_recipes.report import collect, details
+
+    recipe = {"name": "mine", "path": "recipes/mine.yaml", "hash": "x"}
+    dpo, merged = tmp_path / "mine" / "dpo", tmp_path / "mine" / "dpo-merged"
+    manifest.write(dpo, {"recipe": recipe, "stage": "dpo", "verb": "train", "stage_index": 0, "status": "completed",
+                         "finished_at": "2026-01-02T10:00:00+0000", "config": {"learning_rate": 5e-6},
+                         "model": {"base": "m", "adapters": [str(dpo)], "template": "qwen"}})
+    source = {"run_dir": str(dpo.resolve()), "finished_at": "2026-01-01T10:00:00+0000", "config_hash": "h"}
+    manifest.write(merged, {"recipe": recipe, "stage": "dpo-merged", "verb": "export", "status": "completed",
+                            "source": source, "finished_at": "2026-01-01T11:00:00+0000",
+                            "model": {"base": str(merged), "adapters": [], "merged": True}})
+    rows = {v.name: details(v) for v in collect([tmp_path / "mine"])[0]}
+    assert rows["mine/dpo"]["learning rate"] == 5e-6
+    assert rows["mine/dpo-merged"]["learning rate"].startswith(f"unknown: {dpo.resolve()} was run again")
+    manifest.write(merged, {**manifest.read(merged), "source": {**source, "finished_at": "2026-01-02T10:00:00+0000"}})
+    rows = {v.name: details(v) for v in collect([tmp_path / "mine"])[0]}
+    assert rows["mine/dpo-merged"]["learning rate"] == 5e-6  # made from the run there now
