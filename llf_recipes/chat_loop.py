@@ -16,7 +16,7 @@ HELP = "type exit or press Ctrl-D to quit, clear to forget the conversation"
 
 
 def load(config: dict[str, Any], log: Path) -> Any:
-    from llf_recipes.console import output_to, print_tail
+    from llf_recipes.console import engine_failure, output_to
 
     try:
         with output_to(log):
@@ -26,12 +26,7 @@ def load(config: dict[str, Any], log: Path) -> Any:
     except (KeyboardInterrupt, LlfError):
         raise
     except Exception as exc:  # noqa: BLE001 - the engine's failure, reported with its log
-        import traceback
-
-        with open(log, "a", encoding="utf-8") as fh:
-            traceback.print_exc(file=fh)
-        print_tail(log, "chat")
-        raise LlfError(f"the model did not load: {type(exc).__name__}: {exc}".splitlines()[0], where=str(log)) from None
+        raise engine_failure(log, "the model did not load", exc, "chat") from None
 
 
 def converse(model: Any, log: Path, read=input) -> int:

@@ -172,6 +172,20 @@ def print_tail(log: str | Path, what: str, lines: int = 20, stream=None) -> None
     print(f"{what}: full log {log}", file=stream, flush=True)
 
 
+def engine_failure(log: str | Path, message: str, exc: BaseException, verb: str | None = None):
+    """An engine's exception as one line to raise: its traceback appended to `log`, the log's tail shown for `verb`
+    (when given), and an LlfError of `message` and the exception, naming the log. Call it inside the except block."""
+    import traceback
+
+    from llf_recipes.errors import LlfError
+
+    with open(log, "a", encoding="utf-8") as fh:
+        traceback.print_exc(file=fh)
+    if verb is not None:
+        print_tail(log, verb)
+    return LlfError(f"{message}: {type(exc).__name__}: {exc}".splitlines()[0], where=str(log))
+
+
 @contextlib.contextmanager
 def output_to(log: str | Path):
     """Send everything this process writes to stdout and stderr (Python's and C libraries' alike, at the descriptor

@@ -157,7 +157,7 @@ def ask(run_dir: Path, data: dict[str, Any], prompt: str, *, system: str | None 
     on its Hugging Face or vLLM engine."""
     sampling = sampling or {"max_new_tokens": 256, "temperature": 0}
     config = infer_config(run_dir, data, infer_backend=backend, **sampling)
-    from llf_recipes.console import output_to, print_tail
+    from llf_recipes.console import engine_failure, output_to
 
     # LLaMA-Factory and transformers log to stdout and stderr: all of it goes to the log; stdout is the answer alone.
     log = run_dir / "llf-ask.log"
@@ -170,11 +170,5 @@ def ask(run_dir: Path, data: dict[str, Any], prompt: str, *, system: str | None 
     except (KeyboardInterrupt, LlfError):
         raise
     except Exception as exc:  # noqa: BLE001 - the engine's failure, reported with its log
-        import traceback
-
-        with open(log, "a", encoding="utf-8") as fh:
-            traceback.print_exc(file=fh)
-        print_tail(log, "ask")
-        raise LlfError(f"the model of {run_dir} did not answer: {type(exc).__name__}: {exc}".splitlines()[0],
-                       where=str(log)) from None
+        raise engine_failure(log, f"the model of {run_dir} did not answer", exc, "ask") from None
     return responses[0].response_text if responses else ""

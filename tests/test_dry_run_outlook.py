@@ -2,6 +2,7 @@
 says, per stage, whether it would run, skip or resume; the stage command it suggests keeps the run's options."""
 
 import json
+from pathlib import Path
 
 from llf_recipes import manifest
 from llf_recipes.engines import stages
@@ -62,20 +63,27 @@ def test_the_stage_a_partial_run_needs_is_suggested_with_the_same_options(cli, c
     assert "(llf-recipes run zhihu --smoke --stage sft)" in out
 
 
-def test_a_stage_reading_one_that_reruns_is_predicted_to_rerun(cli, catalog, tmp_path, monkeypatch):
+def completed_zhihu(cli, catalog, tmp_path: Path, monkeypatch) -> dict:
+    """A project whose zhihu smoke stages both completed (sft first) with the config and data a run would use now, as
+    their manifests record it; returns each stage's config."""
     monkeypatch.chdir(tmp_path)
     assert cli("prepare", "--recipe", "zhihu", "--sample-data")[0] == 0
     recipe = catalog.recipe("zhihu")
     overrides = Overrides.parse(["deepspeed=none", "output_root=saves/smoke"], recipe)
-    code, plan_out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json")
+    _, plan_out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json")
     configs = {p["stage"]: p["config"] for p in json.loads(plan_out)}
     renderer = Renderer(recipe, cpu_layout(), overrides, catalog)
-    for name in ("sft", "dpo"):  # both completed with this config and data, sft first
+    for name in ("sft", "dpo"):
         rendered = renderer.render(name)
         rendered.config = configs[name]
         plan, _ = stages.plan(rendered, catalog)
         manifest.write(tmp_path / f"saves/smoke/zhihu/{name}", {"status": "completed", "finished_at": f"at {name}",
-                                                                 **fingerprint(plan, None)})
+                                                                 "config": configs[name], **fingerprint(plan, None)})
+    return configs
+
+
+def test_a_stage_reading_one_that_reruns_is_predicted_to_rerun(cli, catalog, tmp_path, monkeypatch):
+    completed_zhihu(cli, catalog, tmp_path, monkeypatch)
     code, out, err = cli("run", "zhihu", "--smoke", "--dry-run", "--json")
     assert [p["action"] for p in json.loads(out)] == ["skip", "skip"], err
     # sft's config changes: it reruns, and dpo, which starts from sft's new adapter, reruns after it
@@ -127,19 +135,7 @@ def test_a_dry_run_counts_the_checkpoints_a_killed_attempt_left_unstamped_and_st
 
 
 def test_a_rerun_names_the_keys_data_and_stages_that_changed(cli, catalog, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert cli("prepare", "--recipe", "zhihu", "--sample-data")[0] == 0
-    recipe = catalog.recipe("zhihu")
-    overrides = Overrides.parse(["deepspeed=none", "output_root=saves/smoke"], recipe)
-    code, plan_out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json")
-    configs = {p["stage"]: p["config"] for p in json.loads(plan_out)}
-    renderer = Renderer(recipe, cpu_layout(), overrides, catalog)
-    for name in ("sft", "dpo"):
-        rendered = renderer.render(name)
-        rendered.config = configs[name]
-        plan, _ = stages.plan(rendered, catalog)
-        manifest.write(tmp_path / f"saves/smoke/zhihu/{name}", {"status": "completed", "finished_at": f"at {name}",
-                                                                 "config": configs[name], **fingerprint(plan, None)})
+    configs = completed_zhihu(cli, catalog, tmp_path, monkeypatch)
     old_lr = configs["sft"]["learning_rate"]
     code, out, _ = cli("run", "zhihu", "--smoke", "--dry-run", "--json", "--stage", "sft",
                        "--set", "sft.learning_rate=9e-5", "--set", "sft.lora_rank=4")

@@ -201,8 +201,6 @@ def _answer(model, row: dict[str, Any], request: Request, index: int, log: Path)
 
 
 def _engine_error(what: str, exc: Exception, log: Path) -> LlfError:
-    import traceback
+    from llf_recipes.console import engine_failure
 
-    with open(log, "a", encoding="utf-8") as fh:
-        traceback.print_exc(file=fh)
-    return LlfError(f"{what}: {type(exc).__name__}: {exc}".splitlines()[0], where=str(log))
+    return engine_failure(log, what, exc)
