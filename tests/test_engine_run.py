@@ -149,7 +149,7 @@ def test_sft_then_dpo_is_wired_through_the_manifest_skipped_when_done_and_rerun_
     forced = llf(project, tiny_model, "run", "zhihu", "--smoke", "--stage", "sft", "--force")
     assert forced.returncode == 0 and "--force" in forced.stdout
     after = llf(project, tiny_model, "run", "zhihu", "--smoke")
-    assert "stage sft: skipped" in after.stdout and "earlier stage changed" in after.stdout
+    assert "stage sft: skipped" in after.stdout and "changed since the last run: stage sft ran again" in after.stdout
 
 
 def test_a_stage_whose_input_never_ran_is_refused(project, tiny_model):
