@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +22,12 @@ SAMPLES = ROOT / "llf_recipes" / "samples"
 # threads to pay: on a 2-core machine a trainer's second thread only contends with whatever else runs (its own `run`
 # parent, a second rank, a daemon), and a smoke step took 4 s instead of well under one. Set it outside to override.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# The tests that press Ctrl-C send SIGINT to the commands they start. A suite started in the background by a shell
+# without job control (`cmd &` in a script, nohup) inherits SIGINT ignored, and so would every command it starts: a
+# handler here makes exec reset it to the default in them, as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
